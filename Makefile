@@ -1,0 +1,63 @@
+# hpcsweep: every user task is one target; the first one run builds .venv.
+#   make sweep LATENT=18          the main job (SWEEP=default, EPOCHS=, EXECUTOR=local)
+#   make test                     the test suite
+#   make help                     everything else
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+SWEEP ?= default
+LATENT ?=
+EPOCHS ?=
+EXECUTOR ?=
+RESULTS ?= results
+PYTEST_ARGS ?=
+
+SWEEP_ARGS := $(SWEEP) --results $(RESULTS) $(if $(LATENT),--latent $(LATENT)) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(EXECUTOR),--executor $(EXECUTOR))
+
+.PHONY: help venv sweep status aggregate data test lint format clean clean-results
+
+help: ## list the targets and the variables they take
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@echo "  variables: SWEEP=$(SWEEP) LATENT=$(LATENT) EPOCHS=$(EPOCHS) EXECUTOR=$(EXECUTOR) RESULTS=$(RESULTS)"
+
+venv: $(STAMP) ## create .venv and install hpcsweep with its pinned dependencies
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check $$(grep -o '"torch==[0-9.]*"' pyproject.toml | tr -d '"')
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+sweep: $(STAMP) ## run the unfinished trials of SWEEP and print its best/median tables
+	$(BIN)/hpcsweep sweep $(SWEEP_ARGS)
+
+status: $(STAMP) ## count SWEEP's trials by state and latent dimension
+	$(BIN)/hpcsweep status $(SWEEP) --results $(RESULTS)
+
+aggregate: $(STAMP) ## rebuild SWEEP's tables and loss-vs-latent figure from its trial files
+	$(BIN)/hpcsweep aggregate $(SWEEP) --results $(RESULTS)
+
+data: $(STAMP) ## generate the default QCD sample and the Z' 350/600 GeV signal samples
+	$(BIN)/hpcsweep data generate --process qcd --events 10000
+	$(BIN)/hpcsweep data generate --process zprime --mass 350 --events 2000
+	$(BIN)/hpcsweep data generate --process zprime --mass 600 --events 2000
+
+test: $(STAMP) ## run the test suite (PYTEST_ARGS= passes options to pytest)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff: lint and formatting check
+	$(BIN)/ruff check hpcsweep tests
+	$(BIN)/ruff format --check hpcsweep tests
+
+format: $(STAMP) ## ruff: apply formatting and safe fixes
+	$(BIN)/ruff check --fix hpcsweep tests
+	$(BIN)/ruff format hpcsweep tests
+
+clean-results: ## delete SWEEP's results (trial files, tables, logs)
+	rm -rf $(RESULTS)/$(SWEEP)
+
+clean: ## delete the virtualenv and caches (generated data in data/ is kept)
+	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

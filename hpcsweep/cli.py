@@ -1,0 +1,274 @@
+"""The command line: parses, calls one stage, prints. User mistakes exit with status 2 in one line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hpcsweep import __version__
+from hpcsweep.errors import UserError
+
+SWEEP_HELP = "a sweep file, or the name of one in sweeps/ (e.g. 'default')"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "handler"):
+        parser.print_help()
+        return 2
+    try:
+        return args.handler(args) or 0
+    except UserError as err:
+        print(f"hpcsweep: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("hpcsweep: interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hpcsweep",
+        description="Run, survive and review hyperparameter sweeps of autoencoders that compress jet data.",
+        epilog="Start with: hpcsweep sweep default --latent 18   (or: make sweep LATENT=18)",
+    )
+    parser.add_argument("--version", action="version", version=f"hpcsweep {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    sweep = commands.add_parser("sweep", help="run the unfinished trials of a sweep, then print its tables",
+                                description="Expand a sweep's grid, skip finished trials, run the rest, and print "
+                                            "the best/median trial per latent dimension.")  # fmt: skip
+    sweep.add_argument("sweep", help=SWEEP_HELP)
+    sweep.add_argument("--latent", "-z", type=int, nargs="+", metavar="Z", help="only these latent dimensions (replaces the grid's z axis)")
+    sweep.add_argument("--epochs", type=int, metavar="N", help="train every trial for N epochs")
+    sweep.add_argument("--executor", choices=["local", "debug"], help="where trials run (default: the sweep file's, else local)")
+    sweep.add_argument("--workers", type=int, metavar="N", help="trials running at once (default: cores / threads)")
+    sweep.add_argument("--threads", type=int, metavar="N", help="torch threads per trial (default 1)")
+    sweep.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="fix any trial key, e.g. --set lr=1e-3 --set data.events=2000"
+    )
+    sweep.add_argument("--results", default="results", metavar="DIR", help="results root (default: results)")
+    sweep.add_argument("--dry-run", action="store_true", help="list the trials and their states; run nothing")
+    sweep.set_defaults(handler=cmd_sweep)
+
+    status = commands.add_parser("status", help="count a sweep's trials by state and latent dimension")
+    status.add_argument("sweep", help=SWEEP_HELP)
+    status.add_argument("--results", default="results", metavar="DIR", help="results root (default: results)")
+    status.set_defaults(handler=cmd_status)
+
+    aggregate = commands.add_parser("aggregate", help="write and print a sweep's best/median tables and figure")
+    aggregate.add_argument("sweep", help="a sweep name (folder under --results), a results folder, or a sweep file")
+    aggregate.add_argument("--results", default="results", metavar="DIR", help="results root (default: results)")
+    aggregate.set_defaults(handler=cmd_aggregate)
+
+    data = commands.add_parser("data", help="generate and inspect jet data")
+    data_commands = data.add_subparsers(title="data commands", metavar="COMMAND")
+    generate = data_commands.add_parser("generate", help="simulate jets with Pythia 8 + FastJet into a ROOT file",
+                                        description="pp at 13 TeV, anti-kt R=0.4 jets with pt > 20 GeV, 24 variables per jet. "
+                                                    "Cached: the same sample is generated once.")  # fmt: skip
+    generate.add_argument("--process", choices=["qcd", "zprime"], default="qcd", help="QCD dijets (background) or Z' -> q qbar (signal)")
+    generate.add_argument("--mass", type=float, default=350.0, metavar="GEV", help="Z' mass (default 350)")
+    generate.add_argument("--events", type=int, default=10000, metavar="N", help="events to simulate (default 10000)")
+    generate.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    generate.add_argument("--workers", type=int, metavar="N", help="parallel processes (default: all cores)")
+    generate.add_argument("--out", metavar="DIR", help="output folder (default: $HPCSWEEP_DATA/generated, else data/generated)")
+    generate.set_defaults(handler=cmd_generate)
+    info = data_commands.add_parser("info", help="describe a ROOT file as a variable set sees it (counts, ranges, cuts, dijet mass)")
+    info.add_argument("file", help="a ROOT file")
+    info.add_argument("--varset", default="generated", help="variable set (see 'hpcsweep data varsets'; default generated)")
+    info.add_argument("--tree", help="tree name (default: the variable set's, or the only tree)")
+    info.set_defaults(handler=cmd_info)
+    varsets = data_commands.add_parser("varsets", help="list the variable sets")
+    varsets.set_defaults(handler=cmd_varsets)
+    data.set_defaults(handler=lambda _: data.print_help() or 2)
+    return parser
+
+
+def resolve_sweep_file(name: str) -> Path:
+    """A sweep file path, or sweeps/<name>.yaml."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    candidate = Path("sweeps") / f"{name}.yaml"
+    if candidate.is_file():
+        return candidate
+    found = sorted(p.stem for p in Path("sweeps").glob("*.yaml")) if Path("sweeps").is_dir() else []
+    raise UserError(f"{name}: no such sweep file" + (f"; sweeps/ has: {', '.join(found)}" if found else ""))
+
+
+def _overridden_sweep(args: argparse.Namespace):
+    from hpcsweep.config import load_sweep
+
+    path = resolve_sweep_file(args.sweep)
+    sets: dict[str, Any] = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. --set lr=1e-3")
+        sets[key.strip()] = yaml.safe_load(value)
+    dispatch = {
+        k: v for k, v in (("executor", args.executor), ("workers", args.workers), ("threads_per_trial", args.threads)) if v is not None
+    }
+    sweep = load_sweep(path).with_overrides(latent=args.latent, epochs=args.epochs, sets=sets, dispatch=dispatch)
+    return path, sweep
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from hpcsweep.sweep import plan, run_sweep
+
+    path, sweep = _overridden_sweep(args)
+    results_dir = Path(args.results) / sweep.name
+    if args.dry_run:
+        planned, _ = plan(sweep, results_dir, str(path))
+        rows = [
+            [
+                p.trial_id,
+                p.config.model.latent,
+                p.config.train.batch_size,
+                p.config.train.lr,
+                p.config.train.weight_decay,
+                p.config.train.epochs,
+                p.state,
+            ]
+            for p in planned
+        ]
+        _print_rows(f"{sweep.name}: {len(planned)} trials", ["trial", "z", "bs", "lr", "wd", "epochs", "state"], rows)
+        return 0
+    states = run_sweep(sweep, results_dir, source=path)
+    latents = sorted({int(v) for v in sweep.grid.get("model.latent", [sweep.model.latent])})
+    _show_tables(results_dir, latents)
+    if states["failed"]:
+        print(f"{states['failed']} trials failed; see 'hpcsweep status {args.sweep}' and rerun to retry them", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    from hpcsweep.config import load_sweep
+    from hpcsweep.sweep import plan
+
+    path = _sweep_definition(args.sweep, Path(args.results))
+    sweep = load_sweep(path)
+    planned, unreadable = plan(sweep, Path(args.results) / sweep.name, str(path))
+    states = ["done", "diverged", "failed", "pending"]
+    counts = Counter((p.config.model.latent, p.state) for p in planned)
+    rows = [[z, *(counts[(z, s)] for s in states)] for z in sorted({p.config.model.latent for p in planned})]
+    total = Counter(p.state for p in planned)
+    rows.append(["all", *(total[s] for s in states)])
+    _print_rows(f"{sweep.name}: {len(planned)} trials", ["z", *states], rows)
+    for problem in unreadable:
+        print(f"unreadable trial file: {problem}")
+    return 0
+
+
+def _sweep_definition(name: str, results_root: Path) -> Path:
+    """The sweep file for `name`, falling back to the copy kept in its results folder."""
+    try:
+        return resolve_sweep_file(name)
+    except UserError:
+        kept = results_root / name / "sweep.yaml"
+        if kept.is_file():
+            return kept
+        raise
+
+
+def cmd_aggregate(args: argparse.Namespace) -> int:
+    given = Path(args.sweep)
+    if given.is_dir():
+        results_dir = given
+    elif given.is_file():
+        from hpcsweep.config import load_sweep
+
+        results_dir = Path(args.results) / load_sweep(given).name
+    else:
+        results_dir = Path(args.results) / args.sweep
+    if not (results_dir / "trials").is_dir():
+        raise UserError(f"{results_dir}: no trials yet; run 'hpcsweep sweep {args.sweep}' first")
+    _show_tables(results_dir)
+    return 0
+
+
+def _show_tables(results_dir: Path, latents: list[int] | None = None) -> None:
+    from hpcsweep.review import aggregate
+
+    result = aggregate(results_dir)
+    for kind, title in (("best", "Best trial per latent dimension"), ("median", "Median trial per latent dimension")):
+        table = result["tables"][kind]
+        if latents is not None:
+            table = table[table["Latent space dimensions"].isin(latents)]
+        _print_rows(title, list(table.columns), table.values.tolist())
+    for problem in result["unreadable"]:
+        print(f"unreadable trial file: {problem}")
+    print("written: " + ", ".join(str(p) for p in result["paths"].values()))
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from hpcsweep.data import data_root
+    from hpcsweep.data.generate import Sample, generate
+
+    if args.events < 1:
+        raise UserError(f"--events must be at least 1 (got {args.events})")
+    sample = Sample(args.process, args.events, args.seed, args.mass)
+    out = Path(args.out) if args.out else data_root() / "generated"
+    path = generate(sample, out, workers=args.workers)
+    print(path)
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from hpcsweep.data.physics import dijet_mass, peak_and_width
+    from hpcsweep.data.read import load_jets
+    from hpcsweep.data.varset import load_varset
+
+    varset = load_varset(args.varset)
+    table = load_jets(args.file, varset, tree=args.tree)
+    n_events = len(np.unique(table.event))
+    print(
+        f"{args.file}: {len(table):,} jets in {n_events:,} events with jets; variable set {varset.name!r} ({len(varset.names)} variables)"
+    )
+    rows = []
+    for name in table.names:
+        column = np.asarray(table.columns[name], dtype=np.float64)
+        rows.append([name, f"{column.min():.4g}", f"{column.mean():.4g}", f"{column.max():.4g}"] if len(column) else [name, "", "", ""])
+    _print_rows("variables", ["variable", "min", "mean", "max"], rows)
+    _print_rows("cleaning", ["step", "rule", "jets removed"], [[c.name, c.expression, c.removed] for c in table.cuts])
+    if varset.four_momentum:
+        mass = dijet_mass(table.columns, table.event, table.rank, varset.four_momentum)
+        if len(mass) >= 20:
+            peak, width = peak_and_width(mass)
+            print(f"dijet mass of the two leading jets ({len(mass):,} events): peak {peak:.1f} GeV, "
+                  f"Gaussian-equivalent width {width:.1f} GeV (FWHM/2.355)")  # fmt: skip
+    return 0
+
+
+def cmd_varsets(_: argparse.Namespace) -> int:
+    from hpcsweep.data.varset import load_varset, varset_names
+
+    rows = [[name, len(load_varset(name).variables), load_varset(name).description] for name in varset_names()]
+    _print_rows("variable sets", ["name", "variables", "description"], rows)
+    return 0
+
+
+def _print_rows(title: str, header: list[str], rows: list[list[Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for column in header:
+        table.add_column(str(column))
+    for row in rows:
+        table.add_row(*(str(cell) for cell in row))
+    Console(width=max(120, len(header) * 16)).print(table)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,275 @@
+"""Typed configuration of trials and sweeps: loaded from YAML, validated in one place.
+
+A *trial* is fully described by a `TrialConfig` (data, model, training); its
+identity is a hash of that resolved config, so the same point of a grid gets
+the same id on every run and finished trials are never redone. A *sweep* is a
+base trial plus a grid of values for some of its keys, plus how to dispatch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+)
+
+from hpcsweep.data.normalize import NORMALISATIONS
+from hpcsweep.data.varset import varset_names
+from hpcsweep.errors import UserError, closest
+
+#: Short names a physicist types for the usual grid axes.
+GRID_ALIASES = {
+    "bs": "train.batch_size",
+    "lr": "train.lr",
+    "wd": "train.weight_decay",
+    "z": "model.latent",
+    "latent": "model.latent",
+    "epochs": "train.epochs",
+    "seed": "train.seed",
+}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Section):
+    """Where the jets come from and how they become normalised tensors."""
+
+    source: str = Field("generated", description="'generated' (Pythia 8 + FastJet) or a ROOT file path")
+    process: Literal["qcd", "zprime"] = "qcd"
+    zprime_mass: PositiveFloat = 350.0
+    events: PositiveInt = 10000
+    generator_seed: int = Field(1, ge=0)
+    varset: str = "generated"
+    tree: str | None = None
+    leading_only: bool = False
+    max_jets: PositiveInt | None = None
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    split_seed: int = 0
+    normalisation: Literal[NORMALISATIONS] = "custom+standard"  # type: ignore[valid-type]
+
+    @field_validator("varset")
+    @classmethod
+    def _known_varset(cls, value: str) -> str:
+        names = varset_names()
+        if value not in names:
+            raise ValueError(f"unknown variable set {value!r}; valid choices: {', '.join(names)}")
+        return value
+
+
+class ModelConfig(_Section):
+    """A symmetric MLP autoencoder: hidden widths are mirrored around the latent layer."""
+
+    hidden: list[PositiveInt] = Field(default_factory=lambda: [200, 200, 200], min_length=1)
+    latent: PositiveInt = 18
+    activation: Literal["tanh", "leaky_relu", "relu"] = "leaky_relu"
+    batchnorm: bool = True
+
+
+class TrainConfig(_Section):
+    """AdamW with a 1cycle schedule; best-validation weights are kept."""
+
+    epochs: PositiveInt = 100
+    batch_size: PositiveInt = 1024
+    lr: PositiveFloat = 3e-3
+    weight_decay: NonNegativeFloat = 0.0
+    schedule: Literal["onecycle"] = "onecycle"
+    seed: int = 0
+
+
+class TrialConfig(_Section):
+    """Everything that determines a trial's result, and nothing else."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    def identity(self) -> str:
+        """Stable short id: the hash of the canonical JSON of the resolved config."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+class TrialSpec(_Section):
+    """A trial as dispatched: its config plus where its data is and where its result goes."""
+
+    trial_id: str
+    sweep: str
+    config: TrialConfig
+    dataset: str = Field(description="folder of the cached, cleaned jet table")
+    results_dir: str
+    provenance: dict[str, Any] = Field(default_factory=dict)
+
+
+class DispatchConfig(_Section):
+    """How trials are run; not part of a trial's identity."""
+
+    executor: Literal["local", "debug"] = "local"
+    workers: PositiveInt | None = Field(None, description="trials at once (default: cores // threads)")
+    threads_per_trial: PositiveInt = 1
+    timeout_min: PositiveInt = 24 * 60
+
+
+class SweepConfig(_Section):
+    """A base trial and a grid over some of its keys."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    dispatch: DispatchConfig = Field(default_factory=DispatchConfig)
+
+    @field_validator("grid")
+    @classmethod
+    def _known_axes(cls, grid: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        resolved: dict[str, list[Any]] = {}
+        for key, values in grid.items():
+            path = grid_path(key)
+            if not values:
+                raise ValueError(f"axis {key!r} has no values; give at least one")
+            if path in resolved:
+                raise ValueError(f"axis {key!r} repeats {path!r}")
+            resolved[path] = values
+        return resolved
+
+    def base_trial(self) -> dict[str, Any]:
+        """The trial every grid point starts from, as a plain dict."""
+        return {"data": self.data.model_dump(), "model": self.model.model_dump(), "train": self.train.model_dump()}
+
+    def with_overrides(
+        self,
+        latent: list[int] | None = None,
+        epochs: int | None = None,
+        sets: dict[str, Any] | None = None,
+        dispatch: dict[str, Any] | None = None,
+    ) -> SweepConfig:
+        """A copy with command-line overrides: `latent` replaces the z axis, others fix a key."""
+        raw = self.model_dump()
+        raw["dispatch"].update(dispatch or {})
+        fixed = dict(sets or {})
+        if epochs is not None:
+            fixed["train.epochs"] = epochs
+        for key, value in fixed.items():
+            try:
+                path = grid_path(key)
+            except ValueError as err:
+                raise UserError(f"--set {key}: {err}") from None
+            raw["grid"].pop(path, None)
+            _set_path(raw, path, value)
+        if latent:
+            raw["grid"]["model.latent"] = list(latent)
+        return validate_sweep(raw, source="command-line overrides")
+
+
+def grid_valid_keys() -> list[str]:
+    """Every key a grid axis (or `--set`) may name: aliases and dotted paths."""
+    paths = [f"{section}.{name}" for section, model in _SECTIONS.items() for name in model.model_fields]
+    return sorted(GRID_ALIASES) + paths
+
+
+def grid_path(key: str) -> str:
+    """Resolve an alias or a dotted path to the dotted path of a trial field."""
+    path = GRID_ALIASES.get(key, key)
+    section, _, name = path.partition(".")
+    if section not in _SECTIONS or name not in _SECTIONS[section].model_fields:
+        hint = closest(key, grid_valid_keys())
+        raise ValueError(
+            f"unknown axis {key!r}"
+            + (f" (did you mean {', '.join(hint)}?)" if hint else "")
+            + f"; valid choices: {', '.join(grid_valid_keys())}"
+        )
+    return path
+
+
+_SECTIONS: dict[str, type[BaseModel]] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+
+
+def _set_path(tree: dict[str, Any], path: str, value: Any) -> None:
+    section, name = path.split(".", 1)
+    tree.setdefault(section, {})[name] = value
+
+
+def trial_from_point(base: dict[str, Any], point: dict[str, Any], source: str) -> TrialConfig:
+    """Validate one grid point (base config with the point's values set)."""
+    raw = json.loads(json.dumps(base))
+    for path, value in point.items():
+        _set_path(raw, path, value)
+    try:
+        return TrialConfig.model_validate(raw)
+    except ValidationError as err:
+        raise UserError(_one_line(err, source, TrialConfig, prefix="grid point ")) from None
+
+
+def load_sweep(path: str | Path) -> SweepConfig:
+    """Read and validate a sweep file; any mistake becomes one `UserError` line."""
+    path = Path(path)
+    if not path.is_file():
+        found = sorted(p.name for p in Path("sweeps").glob("*.yaml")) if Path("sweeps").is_dir() else []
+        raise UserError(f"{path}: no such sweep file" + (f"; sweeps/ has: {', '.join(found)}" if found else ""))
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise UserError(f"{path}:{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: expected a mapping of keys (name, data, model, train, grid, dispatch)")
+    raw.setdefault("name", path.stem)
+    return validate_sweep(raw, source=str(path))
+
+
+def validate_sweep(raw: dict[str, Any], source: str) -> SweepConfig:
+    """Validate a sweep given as a dict; `source` names it in error messages."""
+    try:
+        return SweepConfig.model_validate(raw)
+    except ValidationError as err:
+        raise UserError(_one_line(err, source, SweepConfig)) from None
+
+
+def _one_line(err: ValidationError, source: str, root: type[BaseModel], prefix: str = "") -> str:
+    """The first pydantic error as `file: key: problem; valid choices: ...`."""
+    errors = err.errors()
+    first = errors[0]
+    loc = [str(part) for part in first["loc"]]
+    key = ".".join(loc) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        valid = sorted(_model_at(root, loc[:-1]).model_fields)
+        hint = closest(loc[-1], valid)
+        message = (
+            f"unknown key {loc[-1]!r}"
+            + (f" in {'.'.join(loc[:-1])}" if len(loc) > 1 else "")
+            + (f" (did you mean {', '.join(hint)}?)" if hint else "")
+            + f"; valid keys: {', '.join(valid)}"
+        )
+    else:
+        text = first["msg"].removeprefix("Value error, ")
+        message = f"{prefix}{key}: {text}"
+        if "input" in first and first["type"] not in ("missing",) and not isinstance(first["input"], dict):
+            message += f" (got {first['input']!r})"
+    more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+    return f"{source}: {message}{more}"
+
+
+def _model_at(root: type[BaseModel], loc: list[str]) -> type[BaseModel]:
+    model = root
+    for part in loc:
+        field = model.model_fields.get(part)
+        annotation = getattr(field, "annotation", None)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+    return model

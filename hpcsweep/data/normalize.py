@@ -1,0 +1,189 @@
+"""Normalisers with exact inverses, fitted on the training split only.
+
+A normaliser is a chain of steps (the variable set's custom per-variable
+transforms, then optionally standard or min-max scaling). Arithmetic is done
+in float64 so that `inverse(forward(x))` returns x to float32 precision; the
+fitted parameters serialise to plain JSON so a stored trial can be applied to
+new data exactly as it was trained.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any, Protocol
+
+import numpy as np
+
+from hpcsweep.data.varset import Transform, VarSet
+from hpcsweep.errors import UserError
+
+NORMALISATIONS = ("standard", "minmax", "custom", "custom+standard", "custom+minmax")
+
+
+class Step(Protocol):
+    kind: str
+
+    def fit(self, x: np.ndarray) -> None: ...
+    def forward(self, x: np.ndarray) -> np.ndarray: ...
+    def inverse(self, y: np.ndarray) -> np.ndarray: ...
+    def params(self) -> dict[str, Any]: ...
+
+
+class PerVariable:
+    """The variable set's custom transforms, one per column (nothing to fit)."""
+
+    kind = "custom"
+
+    def __init__(self, names: list[str], transforms: list[Transform]):
+        self.names = names
+        self.transforms = transforms
+        self._log = np.array([t.kind == "log10" for t in transforms])
+        self._scale = np.array([t.scale for t in transforms], dtype=np.float64)
+        self._shift = np.array([t.shift for t in transforms], dtype=np.float64)
+        self._offset = np.array([t.offset for t in transforms], dtype=np.float64)
+        self._sign = np.array([t.sign for t in transforms], dtype=np.float64)
+
+    def fit(self, x: np.ndarray) -> None:
+        """Stateless; only checks that the data lie in the transforms' domain."""
+        self.forward(x)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        g = x.astype(np.float64, copy=True)
+        if self._log.any():
+            arg = self._sign[self._log] * g[:, self._log] + self._offset[self._log]
+            self._check_domain(arg)
+            g[:, self._log] = np.log10(arg)
+        return (g - self._shift) / self._scale
+
+    def inverse(self, y: np.ndarray) -> np.ndarray:
+        g = y.astype(np.float64) * self._scale + self._shift
+        if self._log.any():
+            g[:, self._log] = (np.power(10.0, g[:, self._log]) - self._offset[self._log]) / self._sign[self._log]
+        return g
+
+    def _check_domain(self, arg: np.ndarray) -> None:
+        bad = ~(arg > 0).all(axis=0)
+        if bad.any():
+            names = [str(n) for n in np.array(self.names)[self._log][bad]]
+            column = int(np.flatnonzero(bad)[0])
+            raise UserError(
+                f"custom transform of {names[0]!r} takes log10 of a non-positive value "
+                f"(min of sign*x+offset is {arg[:, column].min():.4g}); "
+                "choose another normalisation or fix the transform's offset in the variable set"
+            )
+
+    def params(self) -> dict[str, Any]:
+        return {"transforms": [asdict(t) for t in self.transforms]}
+
+
+class Standard:
+    """(x - mean) / std with the training split's mean and std (std 0 -> 1)."""
+
+    kind = "standard"
+
+    def __init__(self, mean: list[float] | None = None, std: list[float] | None = None):
+        self.mean = None if mean is None else np.asarray(mean, dtype=np.float64)
+        self.std = None if std is None else np.asarray(std, dtype=np.float64)
+
+    def fit(self, x: np.ndarray) -> None:
+        self.mean = x.mean(axis=0, dtype=np.float64)
+        std = x.std(axis=0, dtype=np.float64)
+        self.std = np.where(std > 0, std, 1.0)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return (x - self.mean) / self.std
+
+    def inverse(self, y: np.ndarray) -> np.ndarray:
+        return y.astype(np.float64) * self.std + self.mean
+
+    def params(self) -> dict[str, Any]:
+        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+
+
+class MinMax:
+    """(x - min) / (max - min) onto [0, 1] on the training split (range 0 -> 1)."""
+
+    kind = "minmax"
+
+    def __init__(self, low: list[float] | None = None, span: list[float] | None = None):
+        self.low = None if low is None else np.asarray(low, dtype=np.float64)
+        self.span = None if span is None else np.asarray(span, dtype=np.float64)
+
+    def fit(self, x: np.ndarray) -> None:
+        self.low = x.min(axis=0).astype(np.float64)
+        span = x.max(axis=0).astype(np.float64) - self.low
+        self.span = np.where(span > 0, span, 1.0)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return (x - self.low) / self.span
+
+    def inverse(self, y: np.ndarray) -> np.ndarray:
+        return y.astype(np.float64) * self.span + self.low
+
+    def params(self) -> dict[str, Any]:
+        return {"low": self.low.tolist(), "span": self.span.tolist()}
+
+
+class Normaliser:
+    """A fitted chain of steps over named columns; `transform` and `inverse_transform` are exact inverses."""
+
+    def __init__(self, mode: str, names: list[str], steps: list[Step]):
+        self.mode = mode
+        self.names = names
+        self.steps = steps
+
+    def fit(self, x: np.ndarray) -> Normaliser:
+        """Fit each step on the output of the previous one (training split only)."""
+        current = np.asarray(x, dtype=np.float64)
+        for step in self.steps:
+            step.fit(current)
+            current = step.forward(current)
+        return self
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        current = np.asarray(x, dtype=np.float64)
+        for step in self.steps:
+            current = step.forward(current)
+        return current.astype(np.float32)
+
+    def inverse_transform(self, y: np.ndarray) -> np.ndarray:
+        current = np.asarray(y, dtype=np.float64)
+        for step in reversed(self.steps):
+            current = step.inverse(current)
+        return current.astype(np.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON parameters (floats round-trip exactly through JSON)."""
+        return {
+            "mode": self.mode,
+            "names": list(self.names),
+            "steps": [{"kind": s.kind, **s.params()} for s in self.steps],
+        }
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> Normaliser:
+        steps: list[Step] = []
+        for raw in state["steps"]:
+            params = {k: v for k, v in raw.items() if k != "kind"}
+            if raw["kind"] == "custom":
+                steps.append(PerVariable(state["names"], [Transform(**t) for t in params["transforms"]]))
+            else:
+                steps.append(_SCALERS[raw["kind"]](**params))
+        return cls(state["mode"], state["names"], steps)
+
+
+_SCALERS: dict[str, type] = {"standard": Standard, "minmax": MinMax}
+
+
+def make_normaliser(mode: str, varset: VarSet) -> Normaliser:
+    """An unfitted normaliser for `mode` ('standard', 'minmax', 'custom', 'custom+standard', 'custom+minmax')."""
+    parts = mode.split("+")
+    steps: list[Step] = []
+    for part in parts:
+        if part == "custom":
+            steps.append(PerVariable(varset.names, [v.transform for v in varset.variables]))
+        elif part in _SCALERS:
+            steps.append(_SCALERS[part]())
+        else:
+            raise UserError(f"unknown normalisation {mode!r}; valid choices: {', '.join(NORMALISATIONS)}")
+    return Normaliser(mode, varset.names, steps)

@@ -1,0 +1,103 @@
+"""Sweep files: grid expansion, stable identities, overrides, and one-line errors for mistakes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hpcsweep.cli import main
+from hpcsweep.config import TrialConfig, load_sweep
+from hpcsweep.errors import UserError
+from hpcsweep.sweep import expand
+
+DEFAULT = Path(__file__).parent.parent / "sweeps" / "default.yaml"
+
+
+def _write(tmp_path: Path, text: str, name: str = "s.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_default_sweep_expands_to_the_full_grid_with_unique_ids():
+    sweep = load_sweep(DEFAULT)
+    trials = expand(sweep)
+    sizes = [len(values) for values in sweep.grid.values()]
+    assert len(trials) == sizes[0] * sizes[1] * sizes[2] * sizes[3] == 24
+    assert len({t.identity() for t in trials}) == len(trials)
+    assert {t.model.latent for t in trials} == {8, 12, 18}
+    assert {(t.train.batch_size, t.train.lr, t.train.weight_decay) for t in trials if t.model.latent == 18} == {
+        (bs, lr, wd) for bs in (256, 1024) for lr in (1e-2, 3e-2) for wd in (0.0, 1e-4)
+    }
+
+
+def test_identity_ignores_spelling_and_key_order(tmp_path):
+    one = _write(tmp_path, "name: a\ntrain: {lr: 0.001, weight_decay: 0}\ngrid: {z: [4, 8]}\n", "a.yaml")
+    two = _write(tmp_path, "grid: {latent: [8, 4]}\ntrain: {weight_decay: 0.0, lr: 1.0e-3}\nname: b\n", "b.yaml")
+    assert {t.identity() for t in expand(load_sweep(one))} == {t.identity() for t in expand(load_sweep(two))}
+
+
+def test_identity_is_stable_across_releases():
+    # Changing this id means every existing sweep would rerun all its trials: do it on purpose only.
+    assert TrialConfig().identity() == TrialConfig.model_validate({}).identity() == "84869449dfbf"
+
+
+def test_identity_changes_with_any_trial_key():
+    base = TrialConfig()
+    assert base.identity() != TrialConfig(train={"seed": 1}).identity()
+    assert base.identity() != TrialConfig(data={"events": 10001}).identity()
+
+
+def test_latent_override_restricts_the_grid_to_a_subset_of_the_same_trials():
+    sweep = load_sweep(DEFAULT)
+    restricted = sweep.with_overrides(latent=[18])
+    ids = {t.identity() for t in expand(restricted)}
+    assert len(ids) == 8 and ids <= {t.identity() for t in expand(sweep)}
+
+
+def test_epochs_and_set_overrides_fix_keys_and_remove_their_axes():
+    sweep = load_sweep(DEFAULT).with_overrides(epochs=5, sets={"lr": 0.5, "data.events": 100})
+    trials = expand(sweep)
+    assert len(trials) == 12
+    assert {(t.train.epochs, t.train.lr, t.data.events) for t in trials} == {(5, 0.5, 100)}
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("name: x\ntrian: {lr: 0.1}\n", ["unknown key 'trian'", "did you mean train", "valid keys:", "grid"]),
+        ("name: x\ntrain: {lrate: 0.1}\n", ["unknown key 'lrate' in train", "valid keys:", "lr", "weight_decay"]),
+        ("name: x\ntrain: {lr: fast}\n", ["train.lr", "valid number", "'fast'"]),
+        ("name: x\ngrid: {lr: []}\n", ["grid", "axis 'lr' has no values"]),
+        ("name: x\ngrid: {lrr: [0.1]}\n", ["unknown axis 'lrr'", "valid choices:", "train.lr"]),
+        ("name: x\nmodel: {activation: gelu}\n", ["model.activation", "'tanh', 'leaky_relu' or 'relu'", "'gelu'"]),
+        ("name: x\ndata: {varset: atlas72}\n", ["data.varset", "unknown variable set 'atlas72'", "atlas27", "generated"]),
+        ("name: x\ngrid: {z: [30]}\n", ["model.latent = 30 is larger than the 24 inputs", "valid choices: 1..24"]),
+        ("name: x\ngrid: {lr: [0.1, -1]}\n", ["grid point train.lr", "greater than 0"]),
+        ("name: x\ntrain: [1, 2\n", ["not valid YAML"]),
+    ],
+)
+def test_mistakes_are_one_line_errors_naming_file_key_and_choices(tmp_path, text, expected):
+    path = _write(tmp_path, text)
+    with pytest.raises(UserError) as error:
+        expand(load_sweep(path), str(path))
+    message = str(error.value)
+    assert message.startswith(str(path)) and "\n" not in message
+    for part in expected:
+        assert part in message
+
+
+def test_cli_refuses_a_bad_sweep_with_status_2_and_starts_nothing(tmp_path, capsys):
+    path = _write(tmp_path, "name: bad\ntrain: {batchsize: 512}\n")
+    results = tmp_path / "results"
+    assert main(["sweep", str(path), "--results", str(results)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "unknown key 'batchsize' in train" in err and "batch_size" in err
+    assert not results.exists()
+
+
+def test_unknown_sweep_name_lists_the_sweeps_that_exist(capsys, monkeypatch):
+    monkeypatch.chdir(DEFAULT.parent.parent)
+    assert main(["sweep", "defualt"]) == 2
+    assert "sweeps/ has: default" in capsys.readouterr().err

@@ -1,0 +1,128 @@
+"""The loader: chunked reading, event index and rank, cache, and its error messages."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import uproot
+
+from hpcsweep.data import cache_jets, load_jets, load_varset, open_cache
+from hpcsweep.data.read import file_checksum
+from hpcsweep.errors import UserError
+
+from .conftest import write_tree
+
+
+def test_chunked_read_equals_reading_at_once(qcd_file):
+    varset = load_varset("generated")
+    whole = load_jets(qcd_file, varset, step_size=10**9)
+    chunked = load_jets(qcd_file, varset, step_size=37)
+    assert len(whole) > 1000
+    np.testing.assert_array_equal(whole.matrix(), chunked.matrix())
+    np.testing.assert_array_equal(whole.event, chunked.event)
+    np.testing.assert_array_equal(whole.rank, chunked.rank)
+    assert [c.removed for c in whole.cuts] == [c.removed for c in chunked.cuts]
+    assert whole.matrix().dtype == np.float32
+
+
+def test_rank_orders_jets_by_pt_within_their_event(qcd_file):
+    table = load_jets(qcd_file, load_varset("generated"))
+    pt = table.columns["pt"]
+    for event in np.unique(table.event)[:200]:
+        rows = np.flatnonzero(table.event == event)
+        ranks = table.rank[rows]
+        assert len(set(ranks)) == len(ranks)
+        assert np.all(np.diff(pt[rows][np.argsort(ranks)]) <= 0)
+
+
+def test_leading_only_keeps_one_jet_per_event(qcd_file):
+    varset = load_varset("generated")
+    full = load_jets(qcd_file, varset)
+    leading = load_jets(qcd_file, varset, leading_only=True)
+    assert len(np.unique(leading.event)) == len(leading)
+    assert np.all(leading.rank == 0)
+    np.testing.assert_array_equal(leading.matrix(), full.matrix()[full.rank == 0])
+    total = sum(len(jets) for jets in uproot.open(qcd_file)["events"]["jet_pt"].array(library="np"))
+    for table in (full, leading):  # every jet is either kept or counted by exactly one cleaning step
+        assert len(table) + sum(c.removed for c in table.cuts) == total
+    assert leading.cuts[1].name == "leading jet only" and leading.cuts[1].removed > len(leading)
+
+
+def test_cache_is_memory_mapped_and_written_once(qcd_file, tmp_path):
+    varset = load_varset("generated")
+    folder = cache_jets(qcd_file, varset, tmp_path, step_size=50)
+    cached = open_cache(folder)
+    direct = load_jets(qcd_file, varset)
+    assert isinstance(cached.columns["pt"], np.memmap)
+    np.testing.assert_array_equal(cached.matrix(), direct.matrix())
+    np.testing.assert_array_equal(cached.event, direct.event)
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["checksum"] == "sha256:" + file_checksum(qcd_file)
+    assert meta["n_jets"] == len(direct)
+    stamp = os.stat(folder / "meta.json").st_mtime_ns
+    assert cache_jets(qcd_file, varset, tmp_path) == folder
+    assert os.stat(folder / "meta.json").st_mtime_ns == stamp
+    assert cache_jets(qcd_file, varset, tmp_path, leading_only=True) != folder
+
+
+def test_flat_per_jet_tree_ranks_jets_within_events(tmp_path):
+    path = write_tree(
+        tmp_path / "flat.root",
+        "jets",
+        {
+            "eventNumber": np.array([5, 5, 5, 9, 9], dtype=np.int64),
+            "pt": np.array([30.0, 90.0, 50.0, 25.0, 40.0], dtype=np.float32),
+            "eta": np.zeros(5, dtype=np.float32),
+            "phi": np.zeros(5, dtype=np.float32),
+            "E": np.array([31.0, 95.0, 52.0, 26.0, 41.0], dtype=np.float32),
+        },
+    )
+    table = load_jets(path, load_varset("fourvec"), step_size=2)
+    assert table.event.tolist() == [5, 5, 5, 9, 9]
+    assert table.rank.tolist() == [2, 0, 1, 1, 0]
+
+
+def test_missing_branch_names_the_variable_and_the_nearest_branches(tmp_path):
+    path = write_tree(tmp_path / "typo.root", "jets", {"jet_ptt": [[30.0]], "jet_eta": [[0.1]], "jet_phi": [[0.2]], "jet_E": [[40.0]]})
+    with pytest.raises(UserError) as error:
+        load_jets(path, load_varset("fourvec"))
+    message = str(error.value)
+    assert "variable 'pt'" in message and "jet_ptt" in message and "\n" not in message
+
+
+def test_missing_file_lists_the_files_that_exist(tmp_path):
+    write_tree(tmp_path / "there.root", "jets", {"pt": np.ones(2, dtype=np.float32)})
+    with pytest.raises(UserError, match="no such data file.*there.root"):
+        load_jets(tmp_path / "nothere.root", load_varset("fourvec"))
+
+
+def test_several_trees_need_a_choice(tmp_path):
+    with uproot.recreate(tmp_path / "two.root") as handle:
+        handle.mktree("a", {"pt": np.float32}).extend({"pt": np.ones(1, dtype=np.float32)})
+        handle.mktree("b", {"pt": np.float32}).extend({"pt": np.ones(1, dtype=np.float32)})
+    with pytest.raises(UserError, match=r"several trees \(a, b\); choose one with data.tree"):
+        load_jets(tmp_path / "two.root", load_varset("fourvec"))
+    with pytest.raises(UserError, match="no tree 'c'; trees in the file: a, b"):
+        load_jets(tmp_path / "two.root", load_varset("fourvec"), tree="c")
+
+
+def test_cms_pf_jet_branches_and_outlier_cuts(tmp_path):
+    cms24 = load_varset("cms24")
+    prefix = "recoPFJets_ak5PFJets__RECO.obj."
+    jets_per_event = [[100.0, 9000.0], [50.0]]  # the 9 TeV jet is an outlier
+    branches = {}
+    for variable in cms24.variables:
+        values = [[1.0 for _ in event] for event in jets_per_event]
+        if variable.name == "pt_":
+            values = jets_per_event
+        if variable.name == "mass_":
+            values = [[10.0, 20.0], [900.0]]  # the 900 GeV mass is an outlier
+        branches[prefix + variable.branches[0]] = values
+    path = write_tree(tmp_path / "aod.root", "Events", branches)
+    table = load_jets(path, cms24)
+    assert len(table) == 1 and table.columns["pt_"].tolist() == [100.0]
+    assert {c.name: c.removed for c in table.cuts} == {"finite values": 0, "pt < 8000 GeV": 1, "mass < 800 GeV": 1}
+    assert len(load_jets(path, load_varset("cms19")).names) == 19

@@ -1,0 +1,59 @@
+"""The store: one HDF5 file per trial, written atomically, summaries without weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hpcsweep.store import TrialRecord, read_summary, read_trial, scan, trial_path, write_trial
+
+
+def _record(trial_id: str = "abc123", state: str = "done") -> TrialRecord:
+    return TrialRecord(
+        trial_id=trial_id,
+        sweep="unit",
+        state=state,
+        config={"model": {"latent": 4}, "train": {"lr": 0.01}},
+        metrics={"best_val_mse": 1.5e-3, "best_epoch": 7},
+        history={"val_loss": np.linspace(1, 0.1, 10)},
+        weights={"encoder.0.weight": np.arange(12, dtype=np.float32).reshape(3, 4)},
+        normaliser={"mode": "standard", "names": ["pt"], "steps": []},
+        provenance={"git_commit": "deadbeef", "data_checksum": "sha256:00"},
+    )
+
+
+def test_round_trip_keeps_everything(tmp_path):
+    path = trial_path(tmp_path, "abc123")
+    write_trial(path, _record())
+    back = read_trial(path)
+    assert back.state == "done" and back.config == _record().config and back.metrics == _record().metrics
+    np.testing.assert_array_equal(back.weights["encoder.0.weight"], _record().weights["encoder.0.weight"])
+    np.testing.assert_array_equal(back.history["val_loss"], _record().history["val_loss"])
+    assert back.provenance["git_commit"] == "deadbeef"
+    assert read_summary(path)["metrics"]["best_epoch"] == 7
+    assert [p.name for p in path.parent.iterdir()] == ["abc123.h5"], "no temporary file is left behind"
+
+
+def test_a_failed_write_leaves_the_previous_file_whole(tmp_path):
+    path = trial_path(tmp_path, "abc123")
+    write_trial(path, _record())
+    broken = _record()
+    broken.weights = {"bad": np.array([object()])}  # h5py cannot store Python objects
+    with pytest.raises(TypeError):
+        write_trial(path, broken)
+    assert read_trial(path).weights.keys() == {"encoder.0.weight"}
+    assert [p.name for p in path.parent.iterdir()] == ["abc123.h5"]
+
+
+def test_unknown_state_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown trial state"):
+        write_trial(trial_path(tmp_path, "x"), _record(state="great"))
+
+
+def test_scan_reads_summaries_and_reports_unreadable_files(tmp_path):
+    write_trial(trial_path(tmp_path, "one"), _record("one"))
+    write_trial(trial_path(tmp_path, "two"), _record("two", "failed"))
+    (tmp_path / "trials" / "junk.h5").write_bytes(b"not hdf5")
+    summaries, unreadable = scan(tmp_path)
+    assert {k: v["state"] for k, v in summaries.items()} == {"one": "done", "two": "failed"}
+    assert len(unreadable) == 1 and unreadable[0].startswith("junk.h5")
