@@ -8,6 +8,7 @@ diverged) and retries failed ones.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import time
@@ -62,7 +63,7 @@ def run_sweep(
     results_dir.mkdir(parents=True, exist_ok=True)
     if source is not None:
         shutil.copyfile(source, results_dir / "sweep.yaml")
-    specs = _specs(sweep, todo, results_dir, source, progress)
+    specs = _specs(sweep, todo, results_dir, source, progress, log)
     from hpcsweep.data.generate import usable_cores
 
     workers = sweep.dispatch.workers or max(1, usable_cores() // sweep.dispatch.threads_per_trial)
@@ -76,7 +77,7 @@ def run_sweep(
     return Counter(p.state for p in final)
 
 
-def _specs(sweep: SweepConfig, todo: list[PlannedTrial], results_dir: Path, source: Path | None, progress: bool) -> list[TrialSpec]:
+def _specs(sweep: SweepConfig, todo: list[PlannedTrial], results_dir: Path, source: Path | None, progress: bool, log) -> list[TrialSpec]:
     """Prepare each distinct dataset once (generate, read, cache) and bind trials to it."""
     from hpcsweep.data import prepare
 
@@ -87,6 +88,7 @@ def _specs(sweep: SweepConfig, todo: list[PlannedTrial], results_dir: Path, sour
         key = item.config.data.model_dump_json()
         if key not in datasets:
             datasets[key] = str(prepare(item.config.data, progress=progress))
+            log(describe_dataset(Path(datasets[key])))
         specs.append(
             TrialSpec(
                 trial_id=item.trial_id,
@@ -116,7 +118,8 @@ def _follow(jobs: list, specs: list[TrialSpec], results_dir: Path, in_process: b
                 for job in jobs:
                     job.result()
             while not all(job.done() for job in jobs):
-                bar.update(written() - bar.n)
+                if written() > bar.n:  # only redraw on news: logs of non-terminals stay short
+                    bar.update(written() - bar.n)
                 time.sleep(0.5)
         except KeyboardInterrupt:
             for job in jobs:
@@ -127,6 +130,16 @@ def _follow(jobs: list, specs: list[TrialSpec], results_dir: Path, in_process: b
     missing = [s.trial_id for s, p in zip(specs, paths, strict=True) if not (p.exists() and p.stat().st_mtime >= started)]
     if missing:
         log(f"{len(missing)} trials left no result (job killed?): {', '.join(missing[:5])}; logs in {results_dir / 'logs'}")
+
+
+def describe_dataset(folder: Path) -> str:
+    """One line: how many jets of which file, and what the cleaning removed."""
+    meta = json.loads((folder / "meta.json").read_text())
+    removed = ", ".join(f"{c['name']}: {c['removed']:,}" for c in meta["cuts"] if c["removed"])
+    return (
+        f"data: {meta['n_jets']:,} jets x {len(meta['names'])} variables ({meta['varset']}) from {Path(meta['source']).name}"
+        f"; removed by cleaning: {removed or 'none'}"
+    )
 
 
 def git_commit() -> str:
