@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from hpcsweep import __version__
+from hpcsweep.data.generate import PROCESSES
 from hpcsweep.errors import UserError
 
 SWEEP_HELP = "a sweep file, or the name of one in sweeps/ (e.g. 'default')"
@@ -71,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate = data_commands.add_parser("generate", help="simulate jets with Pythia 8 + FastJet into a ROOT file",
                                         description="pp at 13 TeV, anti-kt R=0.4 jets with pt > 20 GeV, 24 variables per jet. "
                                                     "Cached: the same sample is generated once.")  # fmt: skip
-    generate.add_argument("--process", choices=["qcd", "zprime"], default="qcd", help="QCD dijets (background) or Z' -> q qbar (signal)")
+    generate.add_argument("--process", choices=PROCESSES, default="qcd", help="QCD dijets (background) or Z' -> q qbar (signal)")
     generate.add_argument("--mass", type=float, default=350.0, metavar="GEV", help="Z' mass (default 350)")
     generate.add_argument("--events", type=int, default=10000, metavar="N", help="events to simulate (default 10000)")
     generate.add_argument("--seed", type=int, default=1, help="random seed (default 1)")

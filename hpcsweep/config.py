@@ -25,6 +25,7 @@ from pydantic import (
     field_validator,
 )
 
+from hpcsweep.data.generate import PROCESSES
 from hpcsweep.data.normalize import NORMALISATIONS
 from hpcsweep.data.varset import varset_names
 from hpcsweep.errors import UserError, closest
@@ -49,7 +50,7 @@ class DataConfig(_Section):
     """Where the jets come from and how they become normalised tensors."""
 
     source: str = Field("generated", description="'generated' (Pythia 8 + FastJet) or a ROOT file path")
-    process: Literal["qcd", "zprime"] = "qcd"
+    process: Literal[PROCESSES] = "qcd"  # type: ignore[valid-type]
     zprime_mass: PositiveFloat = 350.0
     events: PositiveInt = 10000
     generator_seed: int = Field(1, ge=0)
@@ -219,8 +220,7 @@ def load_sweep(path: str | Path) -> SweepConfig:
     """Read and validate a sweep file; any mistake becomes one `UserError` line."""
     path = Path(path)
     if not path.is_file():
-        found = sorted(p.name for p in Path("sweeps").glob("*.yaml")) if Path("sweeps").is_dir() else []
-        raise UserError(f"{path}: no such sweep file" + (f"; sweeps/ has: {', '.join(found)}" if found else ""))
+        raise UserError(f"{path}: no such sweep file")
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:

@@ -101,3 +101,13 @@ def test_unknown_sweep_name_lists_the_sweeps_that_exist(capsys, monkeypatch):
     monkeypatch.chdir(DEFAULT.parent.parent)
     assert main(["sweep", "defualt"]) == 2
     assert "sweeps/ has: default" in capsys.readouterr().err
+
+
+def test_a_missing_data_file_names_what_exists_and_starts_nothing(tmp_path, capsys):
+    (tmp_path / "jets_2018.root").write_bytes(b"")
+    path = _write(tmp_path, f"name: lost\ndata: {{source: {tmp_path / 'jets_2019.root'}}}\n")
+    results = tmp_path / "results"
+    assert main(["sweep", str(path), "--results", str(results)]) == 2
+    err = capsys.readouterr().err
+    assert "jets_2019.root: no such data file" in err and "jets_2018.root" in err
+    assert not results.exists()

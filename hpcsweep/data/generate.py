@@ -26,6 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+from hpcsweep.errors import UserError
+from hpcsweep.resources import allocated_cores
+
 GENERATOR_VERSION = 1
 CHUNK_EVENTS = 500
 JET_R = 0.4
@@ -82,15 +85,13 @@ class Sample:
 def generate(sample: Sample, out_dir: Path, workers: int | None = None, progress: bool = True) -> Path:
     """Simulate `sample` into `out_dir` (or return the cached file) and return its path."""
     if sample.process not in PROCESSES:
-        from hpcsweep.errors import UserError
-
         raise UserError(f"unknown process {sample.process!r}; valid choices: {', '.join(PROCESSES)}")
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / sample.filename
     if path.exists():
         return path
     chunks = _chunks(sample)
-    workers = max(1, min(workers or usable_cores(), len(chunks)))
+    workers = max(1, min(workers or allocated_cores(), len(chunks)))
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     start = time.perf_counter()
     try:
@@ -105,11 +106,6 @@ def generate(sample: Sample, out_dir: Path, workers: int | None = None, progress
             f"({sample.events / elapsed:.0f} events/s, {workers} workers): {path}"
         )
     return path
-
-
-def usable_cores() -> int:
-    """Cores this process may use (the affinity mask, which SLURM and taskset set)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _chunks(sample: Sample) -> list[tuple[list[str], int, int, int]]:

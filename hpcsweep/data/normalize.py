@@ -76,52 +76,33 @@ class PerVariable:
         return {"transforms": [asdict(t) for t in self.transforms]}
 
 
-class Standard:
-    """(x - mean) / std with the training split's mean and std (std 0 -> 1)."""
+class Affine:
+    """(x - centre) / scale with the training split's mean and std ('standard') or min and range ('minmax').
 
-    kind = "standard"
+    A constant column gets scale 1, so it maps to 0 instead of dividing by zero.
+    """
 
-    def __init__(self, mean: list[float] | None = None, std: list[float] | None = None):
-        self.mean = None if mean is None else np.asarray(mean, dtype=np.float64)
-        self.std = None if std is None else np.asarray(std, dtype=np.float64)
-
-    def fit(self, x: np.ndarray) -> None:
-        self.mean = x.mean(axis=0, dtype=np.float64)
-        std = x.std(axis=0, dtype=np.float64)
-        self.std = np.where(std > 0, std, 1.0)
-
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        return (x - self.mean) / self.std
-
-    def inverse(self, y: np.ndarray) -> np.ndarray:
-        return y.astype(np.float64) * self.std + self.mean
-
-    def params(self) -> dict[str, Any]:
-        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
-
-
-class MinMax:
-    """(x - min) / (max - min) onto [0, 1] on the training split (range 0 -> 1)."""
-
-    kind = "minmax"
-
-    def __init__(self, low: list[float] | None = None, span: list[float] | None = None):
-        self.low = None if low is None else np.asarray(low, dtype=np.float64)
-        self.span = None if span is None else np.asarray(span, dtype=np.float64)
+    def __init__(self, kind: str, centre: list[float] | None = None, scale: list[float] | None = None):
+        self.kind = kind
+        self.centre = None if centre is None else np.asarray(centre, dtype=np.float64)
+        self.scale = None if scale is None else np.asarray(scale, dtype=np.float64)
 
     def fit(self, x: np.ndarray) -> None:
-        self.low = x.min(axis=0).astype(np.float64)
-        span = x.max(axis=0).astype(np.float64) - self.low
-        self.span = np.where(span > 0, span, 1.0)
+        if self.kind == "standard":
+            self.centre, spread = x.mean(axis=0, dtype=np.float64), x.std(axis=0, dtype=np.float64)
+        else:
+            self.centre = x.min(axis=0).astype(np.float64)
+            spread = x.max(axis=0).astype(np.float64) - self.centre
+        self.scale = np.where(spread > 0, spread, 1.0)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        return (x - self.low) / self.span
+        return (x - self.centre) / self.scale
 
     def inverse(self, y: np.ndarray) -> np.ndarray:
-        return y.astype(np.float64) * self.span + self.low
+        return y.astype(np.float64) * self.scale + self.centre
 
     def params(self) -> dict[str, Any]:
-        return {"low": self.low.tolist(), "span": self.span.tolist()}
+        return {"centre": self.centre.tolist(), "scale": self.scale.tolist()}
 
 
 class Normaliser:
@@ -168,11 +149,8 @@ class Normaliser:
             if raw["kind"] == "custom":
                 steps.append(PerVariable(state["names"], [Transform(**t) for t in params["transforms"]]))
             else:
-                steps.append(_SCALERS[raw["kind"]](**params))
+                steps.append(Affine(raw["kind"], **params))
         return cls(state["mode"], state["names"], steps)
-
-
-_SCALERS: dict[str, type] = {"standard": Standard, "minmax": MinMax}
 
 
 def make_normaliser(mode: str, varset: VarSet) -> Normaliser:
@@ -182,8 +160,8 @@ def make_normaliser(mode: str, varset: VarSet) -> Normaliser:
     for part in parts:
         if part == "custom":
             steps.append(PerVariable(varset.names, [v.transform for v in varset.variables]))
-        elif part in _SCALERS:
-            steps.append(_SCALERS[part]())
+        elif part in ("standard", "minmax"):
+            steps.append(Affine(part))
         else:
             raise UserError(f"unknown normalisation {mode!r}; valid choices: {', '.join(NORMALISATIONS)}")
     return Normaliser(mode, varset.names, steps)

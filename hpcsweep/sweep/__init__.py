@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hpcsweep.config import SweepConfig, TrialConfig, TrialSpec
+from hpcsweep.resources import allocated_cores
 from hpcsweep.store import FINISHED_STATES, scan, trial_path
 from hpcsweep.sweep.dispatch import pack, submit
 from hpcsweep.sweep.grid import expand
@@ -60,13 +61,11 @@ def run_sweep(
     )
     if not todo:
         return states
+    specs = _specs(sweep, todo, results_dir, source, progress, log)  # data first: a bad source stops here
     results_dir.mkdir(parents=True, exist_ok=True)
     if source is not None:
         shutil.copyfile(source, results_dir / "sweep.yaml")
-    specs = _specs(sweep, todo, results_dir, source, progress, log)
-    from hpcsweep.data.generate import usable_cores
-
-    workers = sweep.dispatch.workers or max(1, usable_cores() // sweep.dispatch.threads_per_trial)
+    workers = sweep.dispatch.workers or max(1, allocated_cores() // sweep.dispatch.threads_per_trial)
     batches = pack(specs, workers)
     log(
         f"dispatching {len(specs)} trials as {len(batches)} {sweep.dispatch.executor} jobs, {sweep.dispatch.threads_per_trial} thread(s) each"

@@ -16,10 +16,11 @@ from hpcsweep.config import TrialSpec
 from hpcsweep.data.normalize import make_normaliser
 from hpcsweep.data.read import open_cache
 from hpcsweep.data.varset import load_varset
+from hpcsweep.resources import allocated_cores
 from hpcsweep.store import TrialRecord, trial_path, write_trial
 from hpcsweep.trial.evaluate import pca_mse
 from hpcsweep.trial.models import build_model
-from hpcsweep.trial.train import allocated_threads, select_device, train
+from hpcsweep.trial.train import select_device, train
 
 __all__ = ["run_trial", "split_indices"]
 
@@ -34,7 +35,7 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, n
 def run_trial(spec: TrialSpec, threads: int | None = None, log=print) -> str:
     """Train and evaluate one trial, write its file, and return its state."""
     config = spec.config
-    torch.set_num_threads(threads or allocated_threads())
+    torch.set_num_threads(threads or allocated_cores())
     device = select_device()
     table = open_cache(spec.dataset)
     x = table.matrix(slice(0, config.data.max_jets))

@@ -8,7 +8,6 @@ per-sample Python (no `Dataset.__getitem__`).
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,13 +28,6 @@ class TrainResult:
     train_time_s: float
     history: dict[str, list[float]] = field(default_factory=dict)
     best_state: dict[str, torch.Tensor] = field(default_factory=dict)
-
-
-def allocated_threads() -> int:
-    """Cores given to this process: SLURM's cpus-per-task, else the affinity mask."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    slurm = os.environ.get("SLURM_CPUS_PER_TASK")
-    return max(1, min(int(slurm), cores) if slurm and slurm.isdigit() else cores)
 
 
 def select_device() -> torch.device:
