@@ -67,6 +67,18 @@ def build_parser() -> argparse.ArgumentParser:
     aggregate.add_argument("--results", default="results", metavar="DIR", help="results root (default: results)")
     aggregate.set_defaults(handler=cmd_aggregate)
 
+    evaluate = commands.add_parser("evaluate", help="(re)compute a stored trial's evaluation, on its own data or another sample",
+                                   description="Residuals in physical units, histograms, baselines, compression and timing for the "
+                                               "trial's validation split; or residuals and the dijet-mass closure on another sample "
+                                               "(a model trained on QCD jets tested on a signal it never saw).")  # fmt: skip
+    evaluate.add_argument("trial", help="a trial file, results/<sweep>/trials/<id>.h5")
+    on = evaluate.add_mutually_exclusive_group()
+    on.add_argument("--source", metavar="FILE", help="a ROOT file, read with the trial's variable set")
+    on.add_argument("--signal", type=float, metavar="GEV", help="a generated Z' -> q qbar sample of this mass")
+    evaluate.add_argument("--events", type=int, default=2000, metavar="N", help="events of the --signal sample (default 2000)")
+    evaluate.add_argument("--label", help="name of the result in the trial file (default: validation, zprime<GEV> or the file's stem)")
+    evaluate.set_defaults(handler=cmd_evaluate)
+
     data = commands.add_parser("data", help="generate and inspect jet data")
     data_commands = data.add_subparsers(title="data commands", metavar="COMMAND")
     generate = data_commands.add_parser("generate", help="simulate jets with Pythia 8 + FastJet into a ROOT file",
@@ -208,6 +220,62 @@ def _show_tables(results_dir: Path, latents: list[int] | None = None) -> None:
     for problem in result["unreadable"]:
         print(f"unreadable trial file: {problem}")
     print("written: " + ", ".join(str(p) for p in result["paths"].values()))
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from hpcsweep.config import DataConfig
+    from hpcsweep.data import data_root, prepare
+    from hpcsweep.data.read import cache_jets, open_cache
+    from hpcsweep.data.varset import load_varset
+    from hpcsweep.store import read_summary
+    from hpcsweep.trial import evaluate_stored
+
+    path = Path(args.trial)
+    if not path.is_file():
+        raise UserError(f"{path}: no such trial file (they live in results/<sweep>/trials/)")
+    data = DataConfig.model_validate(read_summary(path)["config"]["data"])
+    if args.source:
+        folder = cache_jets(args.source, load_varset(data.varset), data_root() / "cache", tree=data.tree, progress=True)
+        label, split = args.label or Path(args.source).stem, False
+    elif args.signal:
+        folder = prepare(data.model_copy(update={"process": "zprime", "zprime_mass": args.signal, "events": args.events}))
+        label, split = args.label or f"zprime{args.signal:g}", False
+    else:
+        folder = prepare(data)
+        label, split = args.label or "validation", True
+    try:
+        summary = evaluate_stored(path, label, open_cache(folder), split)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    _print_evaluation(label, summary)
+    print(f"written into {path} under evaluation[{label!r}]")
+    return 0
+
+
+def _print_evaluation(label: str, summary: dict[str, Any]) -> None:
+    print(f"{label}: {summary['n_jets']:,} jets, reconstruction MSE {summary['mse']:.4g} (normalised)")
+    rows = [
+        [name, r["kind"], f"{r['mean']:+.3g}", f"{r['width']:.3g}", f"{r['q005']:+.3g}", f"{r['q995']:+.3g}"]
+        for name, r in summary["residuals"].items()
+        if r["n"]
+    ]
+    _print_rows(
+        "residuals (relative for scale variables, absolute otherwise)",
+        ["variable", "kind", "mean", "width (16-84 %)/2", "0.5 %", "99.5 %"],
+        rows,
+    )
+    if "dijet" in summary:
+        d = summary["dijet"]
+        print(f"dijet mass ({d['n_events']:,} events): peak {d['peak_original']:.1f} -> {d['peak_decoded']:.1f} GeV "
+              f"({d['peak_shift_pct']:+.2f} %), width {d['width_original']:.1f} -> {d['width_decoded']:.1f} GeV ({d['width_change_pct']:+.1f} %)")  # fmt: skip
+    if "compression" in summary:
+        c = summary["compression"]
+        print(f"bytes per jet: raw float32 {c['raw_float32']:.1f} (lzma {c['raw_float32_lzma']:.1f}); latent float16+lzma "
+              f"{c['latent_float16_lzma']:.1f} + model {c['model_per_jet']:.2f} -> ratio {c['ratio_vs_raw_float32']:.2f} "
+              f"({c['ratio_vs_raw_float32_lzma']:.2f} against lzma'd raw)")  # fmt: skip
+    if "timing" in summary:
+        t = summary["timing"]
+        print(f"encode {t['encode_us_per_jet']:.2f} us/jet, decode {t['decode_us_per_jet']:.2f} us/jet ({t['threads']} threads)")
 
 
 def cmd_generate(args: argparse.Namespace) -> int:

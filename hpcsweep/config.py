@@ -23,6 +23,7 @@ from pydantic import (
     PositiveInt,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from hpcsweep.data.generate import PROCESSES
@@ -72,23 +73,57 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
-    """A symmetric MLP autoencoder: hidden widths are mirrored around the latent layer."""
+    """An MLP autoencoder, hidden widths mirrored around the latent layer: plain, sparse or variational."""
 
+    kind: Literal["ae", "sparse", "vae"] = "ae"
     hidden: list[PositiveInt] = Field(default_factory=lambda: [200, 200, 200], min_length=1)
     latent: PositiveInt = 18
     activation: Literal["tanh", "leaky_relu", "relu"] = "leaky_relu"
     batchnorm: bool = True
+    dropout: float = Field(0.0, ge=0, lt=1)
+    sparsity: Literal["l1", "kl"] = Field("l1", description="sparse AE: L1 on hidden activations, or KL to a target rate")
+    sparsity_lambda: NonNegativeFloat = Field(1e-3, description="sparse AE: weight of the sparsity penalty")
+    sparsity_rho: float = Field(0.05, gt=0, lt=1, description="sparse AE, KL: target mean activation")
+    beta: NonNegativeFloat | None = Field(None, description="VAE: weight of the KL term (required)")
+
+    @model_validator(mode="after")
+    def _vae_needs_beta(self) -> ModelConfig:
+        if self.kind == "vae" and self.beta is None:
+            raise ValueError("a VAE needs its KL weight: set model.beta (e.g. 1.0e-3)")
+        return self
 
 
 class TrainConfig(_Section):
-    """AdamW with a 1cycle schedule; best-validation weights are kept."""
+    """AdamW with a learning-rate schedule; best-validation weights are kept."""
 
     epochs: PositiveInt = 100
     batch_size: PositiveInt = 1024
-    lr: PositiveFloat = 3e-3
+    lr: PositiveFloat = Field(3e-3, description="the 1cycle maximum, or the constant rate")
     weight_decay: NonNegativeFloat = 0.0
-    schedule: Literal["onecycle"] = "onecycle"
+    schedule: Literal["onecycle", "constant", "piecewise"] = "onecycle"
+    piecewise: list[tuple[PositiveInt | None, PositiveFloat]] = Field(
+        default_factory=lambda: [(10, 1e-7), (10, 1e-4), (None, 1e-6)],
+        description="[epochs, lr] segments; the last may have epochs null (until the end)",
+    )
+    patience: PositiveInt | None = Field(None, description="stop after this many epochs without a better val loss")
     seed: int = 0
+
+    @field_validator("piecewise")
+    @classmethod
+    def _open_end_last(cls, segments: list[tuple[int | None, float]]) -> list[tuple[int | None, float]]:
+        if not segments:
+            raise ValueError("give at least one [epochs, lr] segment")
+        if any(epochs is None for epochs, _ in segments[:-1]):
+            raise ValueError("only the last segment may run until the end (epochs null)")
+        return segments
+
+
+class EvaluationConfig(_Section):
+    """What a finished trial is evaluated on besides its validation split (not part of its identity)."""
+
+    signals: list[PositiveFloat] = Field(default_factory=lambda: [350.0, 600.0], description="Z' masses (GeV) for the dijet check")
+    signal_events: PositiveInt = 2000
+    timing_repeats: PositiveInt = 20
 
 
 class TrialConfig(_Section):
@@ -113,6 +148,9 @@ class TrialSpec(_Section):
     dataset: str = Field(description="folder of the cached, cleaned jet table")
     results_dir: str
     provenance: dict[str, Any] = Field(default_factory=dict)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    signals: dict[str, str] = Field(default_factory=dict, description="label -> cached signal sample (e.g. zprime350)")
+    checkpoint_every: PositiveInt = 10
 
 
 class DispatchConfig(_Section):
@@ -122,6 +160,7 @@ class DispatchConfig(_Section):
     workers: PositiveInt | None = Field(None, description="trials at once (default: cores // threads)")
     threads_per_trial: PositiveInt = 1
     timeout_min: PositiveInt = 24 * 60
+    checkpoint_every: PositiveInt = Field(10, description="epochs between checkpoints (also written on SIGTERM/SIGUSR1/SIGUSR2)")
 
 
 class SweepConfig(_Section):
@@ -134,6 +173,7 @@ class SweepConfig(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     grid: dict[str, list[Any]] = Field(default_factory=dict)
     dispatch: DispatchConfig = Field(default_factory=DispatchConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
 
     @field_validator("grid")
     @classmethod

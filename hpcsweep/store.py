@@ -41,6 +41,8 @@ class TrialRecord:
     normaliser: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     error: str = ""
+    evaluation: dict[str, Any] = field(default_factory=dict)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)  # "group/name" -> array (histograms, discrete tables)
 
 
 def trials_dir(results_dir: Path) -> Path:
@@ -69,7 +71,8 @@ def write_trial(path: Path, record: TrialRecord) -> None:
             attrs["provenance"] = json.dumps(record.provenance, sort_keys=True)
             attrs["normaliser"] = json.dumps(record.normaliser)
             attrs["metrics"] = json.dumps(record.metrics)
-            for group, arrays in (("history", record.history), ("weights", record.weights)):
+            attrs["evaluation"] = json.dumps(record.evaluation)
+            for group, arrays in (("history", record.history), ("weights", record.weights), ("arrays", record.arrays)):
                 node = handle.create_group(group)
                 for name, array in arrays.items():
                     node.create_dataset(name, data=np.asarray(array))
@@ -100,7 +103,10 @@ def read_trial(path: Path) -> TrialRecord:
     with h5py.File(path, "r") as handle:
         history = {k: v[()] for k, v in handle["history"].items()}
         weights = {k: v[()] for k, v in handle["weights"].items()}
+        arrays: dict[str, np.ndarray] = {}
+        handle["arrays"].visititems(lambda name, node: arrays.__setitem__(name, node[()]) if isinstance(node, h5py.Dataset) else None)
         normaliser = json.loads(handle.attrs["normaliser"])
+        evaluation = json.loads(handle.attrs["evaluation"])
     return TrialRecord(
         trial_id=summary["trial_id"],
         sweep=summary["sweep"],
@@ -112,6 +118,8 @@ def read_trial(path: Path) -> TrialRecord:
         normaliser=normaliser,
         provenance=summary["provenance"],
         error=summary["error"],
+        evaluation=evaluation,
+        arrays=arrays,
     )
 
 

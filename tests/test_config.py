@@ -40,7 +40,7 @@ def test_identity_ignores_spelling_and_key_order(tmp_path):
 
 def test_identity_is_stable_across_releases():
     # Changing this id means every existing sweep would rerun all its trials: do it on purpose only.
-    assert TrialConfig().identity() == TrialConfig.model_validate({}).identity() == "84869449dfbf"
+    assert TrialConfig().identity() == TrialConfig.model_validate({}).identity() == "2d883d630ea6"
 
 
 def test_identity_changes_with_any_trial_key():
@@ -76,6 +76,12 @@ def test_epochs_and_set_overrides_fix_keys_and_remove_their_axes():
         ("name: x\ngrid: {z: [30]}\n", ["model.latent = 30 is larger than the 24 inputs", "valid choices: 1..24"]),
         ("name: x\ngrid: {lr: [0.1, -1]}\n", ["grid point train.lr", "greater than 0"]),
         ("name: x\ntrain: [1, 2\n", ["not valid YAML"]),
+        ("name: x\nmodel: {kind: transformer}\n", ["model.kind", "'ae', 'sparse' or 'vae'", "'transformer'"]),
+        ("name: x\nmodel: {kind: vae}\n", ["a VAE needs its KL weight: set model.beta"]),
+        ("name: x\ngrid: {model.kind: [ae, vae]}\n", ["grid point model", "set model.beta"]),
+        ("name: x\ntrain: {schedule: cosine}\n", ["train.schedule", "'onecycle', 'constant' or 'piecewise'"]),
+        ("name: x\ntrain: {piecewise: [[null, 1.0e-3], [5, 1.0e-4]]}\n", ["train.piecewise", "only the last segment"]),
+        ("name: x\nmodel: {hidden: [200, -5]}\n", ["model.hidden.1", "greater than 0", "-5"]),
     ],
 )
 def test_mistakes_are_one_line_errors_naming_file_key_and_choices(tmp_path, text, expected):

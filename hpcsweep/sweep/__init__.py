@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from hpcsweep.config import SweepConfig, TrialConfig, TrialSpec
+from hpcsweep.config import DataConfig, SweepConfig, TrialConfig, TrialSpec
 from hpcsweep.resources import allocated_cores
 from hpcsweep.store import FINISHED_STATES, scan, trial_path
 from hpcsweep.sweep.dispatch import pack, submit
@@ -81,21 +81,34 @@ def _specs(sweep: SweepConfig, todo: list[PlannedTrial], results_dir: Path, sour
     from hpcsweep.data import prepare
 
     datasets: dict[str, str] = {}
+
+    def cached(data: DataConfig) -> str:
+        key = data.model_dump_json()
+        if key not in datasets:
+            datasets[key] = str(prepare(data, progress=progress))
+            log(describe_dataset(Path(datasets[key])))
+        return datasets[key]
+
     provenance = {"git_commit": git_commit(), "sweep_file": str(source or "")}
     specs = []
     for item in todo:
-        key = item.config.data.model_dump_json()
-        if key not in datasets:
-            datasets[key] = str(prepare(item.config.data, progress=progress))
-            log(describe_dataset(Path(datasets[key])))
+        data = item.config.data
+        signals = {}
+        if data.source == "generated":  # Z' samples for the dijet-mass check, read like the training data
+            for mass in sweep.evaluation.signals:
+                signal = data.model_copy(update={"process": "zprime", "zprime_mass": mass, "events": sweep.evaluation.signal_events})
+                signals[f"zprime{mass:g}"] = cached(signal)
         specs.append(
             TrialSpec(
                 trial_id=item.trial_id,
                 sweep=sweep.name,
                 config=item.config,
-                dataset=datasets[key],
+                dataset=cached(data),
                 results_dir=str(results_dir.resolve()),
                 provenance=provenance,
+                evaluation=sweep.evaluation,
+                signals=signals,
+                checkpoint_every=sweep.dispatch.checkpoint_every,
             )
         )
     return specs

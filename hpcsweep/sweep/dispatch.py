@@ -17,12 +17,14 @@ from hpcsweep.store import TrialRecord, trial_path, write_trial
 
 def run_batch(specs: list[TrialSpec], threads: int) -> list[str]:
     """Run trials one after another (inside a job); a failing trial is recorded and the next one starts."""
+    from hpcsweep.trial import TrialInterrupted, run_trial  # torch is imported in the worker only
+
     states = []
     for spec in specs:
         try:
-            from hpcsweep.trial import run_trial  # torch is imported in the worker only
-
             states.append(run_trial(spec, threads))
+        except TrialInterrupted:  # checkpointed on a stop signal: not a failure, the next run resumes it
+            raise
         except Exception as error:  # recorded in the store as 'failed'; a rerun retries it
             record_failure(spec, error)
             states.append("failed")

@@ -7,22 +7,32 @@ imports it inside the worker that runs a trial.
 from __future__ import annotations
 
 import platform
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from hpcsweep import __version__
-from hpcsweep.config import TrialSpec
-from hpcsweep.data.normalize import make_normaliser
-from hpcsweep.data.read import open_cache
+from hpcsweep.config import ModelConfig, TrialSpec
+from hpcsweep.data.normalize import Normaliser, make_normaliser
+from hpcsweep.data.read import JetTable, open_cache
 from hpcsweep.data.varset import load_varset
 from hpcsweep.resources import allocated_cores
-from hpcsweep.store import TrialRecord, trial_path, write_trial
-from hpcsweep.trial.evaluate import pca_mse
-from hpcsweep.trial.models import build_model
-from hpcsweep.trial.train import select_device, train
+from hpcsweep.store import TrialRecord, read_trial, trial_path, write_trial
+from hpcsweep.trial.evaluate import (
+    Physics,
+    compression,
+    evaluate_dataset,
+    model_bytes,
+    pca_reconstruction,
+    residuals,
+    timing,
+)
+from hpcsweep.trial.models import Autoencoder, build_model
+from hpcsweep.trial.train import TrialInterrupted, select_device, train
 
-__all__ = ["run_trial", "split_indices"]
+__all__ = ["run_trial", "evaluate_stored", "load_trained", "split_indices", "TrialInterrupted"]
 
 
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -32,27 +42,52 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, n
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
+def checkpoint_path(spec: TrialSpec) -> Path:
+    return Path(spec.results_dir) / "checkpoints" / f"{spec.trial_id}.pt"
+
+
 def run_trial(spec: TrialSpec, threads: int | None = None, log=print) -> str:
-    """Train and evaluate one trial, write its file, and return its state."""
+    """Train (or resume) and evaluate one trial, write its file, and return its state."""
     config = spec.config
     torch.set_num_threads(threads or allocated_cores())
     device = select_device()
+    varset = load_varset(config.data.varset)
     table = open_cache(spec.dataset)
     x = table.matrix(slice(0, config.data.max_jets))
     train_rows, val_rows = split_indices(len(x), config.data.val_fraction, config.data.split_seed)
-    normaliser = make_normaliser(config.data.normalisation, load_varset(config.data.varset)).fit(x[train_rows])
+    normaliser = make_normaliser(config.data.normalisation, varset).fit(x[train_rows])
     x_train, x_val = normaliser.transform(x[train_rows]), normaliser.transform(x[val_rows])
-    log(f"trial {spec.trial_id}: {len(x_train):,} train / {len(x_val):,} val jets, {x.shape[1]} variables, "
+    log(f"trial {spec.trial_id}: {config.model.kind}, {len(x_train):,} train / {len(x_val):,} val jets, {x.shape[1]} variables, "
         f"z={config.model.latent}, {torch.get_num_threads()} threads on {device}")  # fmt: skip
     torch.manual_seed(config.train.seed)
     model = build_model(config.model, x.shape[1]).to(device)
-    result = train(model, torch.from_numpy(x_train).to(device), torch.from_numpy(x_val).to(device), config.train, log)
+    checkpoint = checkpoint_path(spec)
+    result = train(
+        model,
+        torch.from_numpy(x_train).to(device),
+        torch.from_numpy(x_val).to(device),
+        config.train,
+        checkpoint,
+        spec.checkpoint_every,
+        log,
+    )
+    physics = Physics.from_training(varset, x[train_rows])
+    evaluation: dict[str, Any] = {}
+    arrays: dict[str, np.ndarray] = {f"discrete/{name}": values for name, values in physics.allowed.items()}
+    if result.best_state:
+        model.load_state_dict(result.best_state)
+        evaluation, evaluated = evaluate_trial(
+            model, normaliser, physics, x[train_rows], x[val_rows], spec.evaluation.timing_repeats, spec.signals
+        )
+        arrays.update(evaluated)
     metrics = {
         "best_val_mse": result.best_val_mse,
         "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run,
+        "stopped_early": result.stopped_early,
+        "resumed_from_epoch": result.resumed_from,
         "train_time_s": result.train_time_s,
-        "pca_val_mse": pca_mse(x_train, x_val, config.model.latent),
+        "pca_val_mse": evaluation.get("validation", {}).get("baselines", {}).get("pca", {}).get("mse", float("nan")),
         "n_train": len(x_train),
         "n_val": len(x_val),
         "n_variables": x.shape[1],
@@ -69,11 +104,93 @@ def run_trial(spec: TrialSpec, threads: int | None = None, log=print) -> str:
             weights={k: v.cpu().numpy() for k, v in result.best_state.items()},
             normaliser=normaliser.to_dict(),
             provenance=_provenance(spec, table.meta, device),
+            evaluation=evaluation,
+            arrays=arrays,
         ),
     )
+    checkpoint.unlink(missing_ok=True)
     log(f"trial {spec.trial_id}: {result.state}, best val MSE {result.best_val_mse:.4g} at epoch {result.best_epoch} "
         f"(PCA {metrics['pca_val_mse']:.4g}), {result.train_time_s:.1f} s")  # fmt: skip
     return result.state
+
+
+def evaluate_trial(
+    model: Autoencoder,
+    normaliser: Normaliser,
+    physics: Physics,
+    x_train: np.ndarray,
+    x_val: np.ndarray,
+    timing_repeats: int,
+    signals: dict[str, str],
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The validation split with baselines, compression and timing; then each signal sample (label -> cache)."""
+    summary, hists, _ = evaluate_dataset(model, normaliser, physics, x_val)
+    arrays = {f"validation/{k}": v for k, v in hists.items()}
+    latent_size = model.latent
+    train_norm, val_norm = normaliser.transform(x_train), normaliser.transform(x_val)
+    pca_norm = pca_reconstruction(train_norm, val_norm, latent_size)
+    pca_physical = physics.restore(normaliser.inverse_transform(pca_norm))
+    truncated = x_val.astype(np.float16).astype(np.float32)
+    summary["baselines"] = {
+        "pca": {"mse": float(np.mean((pca_norm - val_norm) ** 2, dtype=np.float64)), "residuals": residuals(x_val, pca_physical, physics)},
+        "float16": {
+            "mse": float(np.mean((normaliser.transform(truncated) - val_norm) ** 2, dtype=np.float64)),
+            "residuals": residuals(x_val, truncated, physics),
+            "bytes_per_jet": 2 * x_val.shape[1],
+        },
+    }
+    device = next(model.parameters()).device
+    val_tensor = torch.from_numpy(val_norm).to(device)
+    with torch.no_grad():
+        model.eval()
+        latent = model.encode(val_tensor).cpu().numpy()
+    summary["compression"] = compression(x_val, latent, model_bytes(model, normaliser, physics))
+    summary["timing"] = timing(model, val_tensor, timing_repeats)
+    evaluation = {"validation": summary}
+    for label, folder in signals.items():
+        signal = open_cache(folder)
+        evaluation[label], signal_arrays, _ = evaluate_dataset(model, normaliser, physics, signal.matrix(), signal.event, signal.rank)
+        arrays.update({f"{label}/{k}": v for k, v in signal_arrays.items()})
+    return evaluation, arrays
+
+
+def load_trained(path: Path) -> tuple[TrialRecord, Autoencoder, Normaliser, Physics]:
+    """A stored trial's record and its model (best weights, eval mode), normaliser and physics."""
+    record = read_trial(path)
+    if not record.weights:
+        raise ValueError(f"{path}: trial {record.state} without weights")
+    varset = load_varset(record.config["data"]["varset"])
+    model = build_model(ModelConfig.model_validate(record.config["model"]), len(varset.names))
+    model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in record.weights.items()})
+    model.eval()
+    physics = Physics.of(varset, {k.removeprefix("discrete/"): v for k, v in record.arrays.items() if k.startswith("discrete/")})
+    return record, model, Normaliser.from_dict(record.normaliser), physics
+
+
+def evaluate_stored(path: Path, label: str, table: JetTable, split: bool, timing_repeats: int = 20) -> dict[str, Any]:
+    """(Re)evaluate a stored trial and write the result into its file under `label`.
+
+    With `split`, `table` is the trial's own dataset: its validation split is
+    evaluated with baselines, compression and timing as at the end of training.
+    Otherwise every jet of `table` is evaluated (e.g. a signal sample never seen).
+    """
+    record, model, normaliser, physics = load_trained(path)
+    x = table.matrix()
+    if split:
+        data = record.config["data"]
+        x = x[: data["max_jets"]] if data["max_jets"] else x
+        train_rows, val_rows = split_indices(len(x), data["val_fraction"], data["split_seed"])
+        evaluated, arrays = evaluate_trial(model, normaliser, physics, x[train_rows], x[val_rows], timing_repeats, {})
+        summary = evaluated["validation"]
+        arrays = {f"{label}/{k.split('/', 1)[1]}": v for k, v in arrays.items()}
+    else:
+        summary, hists, _ = evaluate_dataset(model, normaliser, physics, x, table.event, table.rank)
+        arrays = {f"{label}/{k}": v for k, v in hists.items()}
+    summary["source"] = table.meta.get("source", "")
+    record.evaluation[label] = summary
+    record.arrays.update(arrays)
+    write_trial(path, record)
+    return summary
 
 
 def _provenance(spec: TrialSpec, data_meta: dict, device: torch.device) -> dict:

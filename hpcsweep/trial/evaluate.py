@@ -1,29 +1,255 @@
-"""Evaluation of a trained autoencoder against baselines on the same validation data."""
+"""Evaluation of a trained autoencoder, in normalised space and in physical units.
+
+What the thesis and seed 001 report, for any dataset: reconstruction MSE (the
+tables' number), per-variable residuals after the inverse transform, input and
+output histograms, the dijet-mass peak before and after compression, PCA and
+float16 baselines, compression accounting in bytes per jet, and encode/decode
+time per jet.
+"""
 
 from __future__ import annotations
+
+import io
+import json
+import lzma
+import time
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
+from hpcsweep.data.normalize import Normaliser
+from hpcsweep.data.physics import dijet_mass, peak_and_width
+from hpcsweep.data.varset import VarSet
+
 EVAL_BATCH = 65536
+HISTOGRAM_BINS = 50
 
 
 def reconstruction_mse(model: torch.nn.Module, x: torch.Tensor) -> float:
     """Mean squared reconstruction error over all jets and variables (normalised space)."""
+    return float(((reconstruct(model, x) - x) ** 2).mean(dtype=torch.float64))
+
+
+def reconstruct(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The model's deterministic reconstruction, in evaluation mode and in batches."""
     model.eval()
-    total = torch.zeros((), dtype=torch.float64, device=x.device)
     with torch.no_grad():
-        for start in range(0, len(x), EVAL_BATCH):
-            batch = x[start : start + EVAL_BATCH]
-            total += ((model(batch) - batch) ** 2).sum(dtype=torch.float64)
-    return float(total) / x.numel()
+        return torch.cat([model(x[i : i + EVAL_BATCH]) for i in range(0, len(x), EVAL_BATCH)]) if len(x) else x
 
 
-def pca_mse(x_train: np.ndarray, x_val: np.ndarray, latent: int) -> float:
-    """Validation MSE of the best linear compression to `latent` dimensions (PCA fitted on train)."""
+def pca_reconstruction(x_train: np.ndarray, x: np.ndarray, latent: int) -> np.ndarray:
+    """The best linear compression to `latent` dimensions (PCA fitted on the training split)."""
     mean = x_train.mean(axis=0, dtype=np.float64)
     _, _, components = np.linalg.svd(x_train - mean, full_matrices=False)
     basis = components[:latent]
-    centred = x_val - mean
-    reconstructed = centred @ basis.T @ basis
-    return float(np.mean((centred - reconstructed) ** 2))
+    return ((x - mean) @ basis.T @ basis + mean).astype(np.float32)
+
+
+def pca_mse(x_train: np.ndarray, x_val: np.ndarray, latent: int) -> float:
+    """Validation MSE of PCA at the same latent size (normalised space)."""
+    return float(np.mean((pca_reconstruction(x_train, x_val, latent) - x_val) ** 2, dtype=np.float64))
+
+
+@dataclass
+class Physics:
+    """How to read decoded columns as physics: discrete values, signs, residual kinds, four-momentum."""
+
+    names: list[str]
+    allowed: dict[str, np.ndarray]  # discrete variable -> the values present in the training input
+    non_negative: set[str]
+    residual_kind: dict[str, str]  # variable -> 'relative' | 'absolute' | 'phi'
+    four_momentum: dict[str, str]
+
+    @classmethod
+    def of(cls, varset: VarSet, allowed: dict[str, np.ndarray]) -> Physics:
+        return cls(
+            names=varset.names,
+            allowed=allowed,
+            non_negative={v.name for v in varset.variables if v.positive},
+            residual_kind={v.name: v.residual for v in varset.variables},
+            four_momentum=dict(varset.four_momentum),
+        )
+
+    @classmethod
+    def from_training(cls, varset: VarSet, x_train_physical: np.ndarray) -> Physics:
+        """Discrete variables may take the values seen in the training input (as the thesis did)."""
+        return cls.of(varset, {v.name: np.unique(x_train_physical[:, i]) for i, v in enumerate(varset.variables) if v.discrete})
+
+    def restore(self, decoded: np.ndarray) -> np.ndarray:
+        """Round discrete variables to the nearest training value, clip non-negative ones at 0."""
+        out = decoded.copy()
+        for i, name in enumerate(self.names):
+            if name in self.non_negative:
+                out[:, i] = np.maximum(out[:, i], 0)
+            if name in self.allowed:
+                out[:, i] = _nearest(self.allowed[name], out[:, i])
+        return out
+
+
+def _nearest(allowed: np.ndarray, values: np.ndarray) -> np.ndarray:
+    right = np.clip(np.searchsorted(allowed, values), 1, len(allowed) - 1) if len(allowed) > 1 else np.zeros(len(values), int)
+    left = np.maximum(right - 1, 0)
+    pick_left = np.abs(values - allowed[left]) <= np.abs(allowed[right] - values)
+    return np.where(pick_left, allowed[left], allowed[right])
+
+
+def residuals(original: np.ndarray, decoded: np.ndarray, physics: Physics) -> dict[str, dict[str, float]]:
+    """Per variable: mean, std, 0.5/99.5 % quantiles and robust width (half the 16-84 % range).
+
+    Relative residuals (decoded - original) / original for positive scale variables
+    (jets with original 0 are left out and counted), absolute ones elsewhere, and
+    phi's difference wrapped into [-pi, pi).
+    """
+    stats: dict[str, dict[str, float]] = {}
+    for i, name in enumerate(physics.names):
+        residual, used = residual_values(original[:, i], decoded[:, i], physics.residual_kind[name])
+        if len(residual) == 0:
+            stats[name] = {"kind": physics.residual_kind[name], "n": 0}
+            continue
+        q = np.percentile(residual, [0.5, 16, 84, 99.5])
+        stats[name] = {
+            "kind": physics.residual_kind[name],
+            "n": int(used),
+            "mean": float(residual.mean()),
+            "std": float(residual.std()),
+            "q005": float(q[0]),
+            "q995": float(q[3]),
+            "width": float((q[2] - q[1]) / 2),
+        }
+    return stats
+
+
+def residual_values(original: np.ndarray, decoded: np.ndarray, kind: str) -> tuple[np.ndarray, int]:
+    original, decoded = original.astype(np.float64), decoded.astype(np.float64)
+    if kind == "phi":
+        return (decoded - original + np.pi) % (2 * np.pi) - np.pi, len(original)
+    if kind == "relative":
+        keep = original != 0
+        return (decoded[keep] - original[keep]) / original[keep], int(keep.sum())
+    return decoded - original, len(original)
+
+
+def histograms(original: np.ndarray, decoded: np.ndarray, bins: int = HISTOGRAM_BINS) -> dict[str, np.ndarray]:
+    """Input and output histograms per variable on the input's 0.5-99.5 % range."""
+    edges = np.empty((original.shape[1], bins + 1))
+    counts_in = np.empty((original.shape[1], bins), dtype=np.int64)
+    counts_out = np.empty_like(counts_in)
+    for i in range(original.shape[1]):
+        low, high = np.percentile(original[:, i], [0.5, 99.5])
+        if high <= low:
+            low, high = low - 0.5, high + 0.5
+        edges[i] = np.linspace(low, high, bins + 1)
+        counts_in[i] = np.histogram(original[:, i], edges[i])[0]
+        counts_out[i] = np.histogram(decoded[:, i], edges[i])[0]
+    return {"hist_edges": edges, "hist_original": counts_in, "hist_decoded": counts_out}
+
+
+def dijet_closure(
+    original: np.ndarray, decoded: np.ndarray, event: np.ndarray, rank: np.ndarray, physics: Physics
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Dijet-mass peak position and width before and after compression, and their change in percent."""
+    names = physics.names
+
+    def masses(x: np.ndarray) -> np.ndarray:
+        columns = {name: x[:, names.index(name)] for name in physics.four_momentum.values()}
+        return dijet_mass(columns, event, rank, physics.four_momentum)
+
+    before, after = masses(original), masses(decoded)
+    (peak0, width0), (peak1, width1) = peak_and_width(before), peak_and_width(after)
+    summary = {
+        "n_events": len(before),
+        "peak_original": peak0,
+        "peak_decoded": peak1,
+        "peak_shift_pct": 100 * (peak1 - peak0) / peak0,
+        "width_original": width0,
+        "width_decoded": width1,
+        "width_change_pct": 100 * (width1 - width0) / width0,
+    }
+    return summary, {"dijet_original": before.astype(np.float32), "dijet_decoded": after.astype(np.float32)}
+
+
+def compression(x_physical: np.ndarray, latent: np.ndarray, model_bytes: int) -> dict[str, float]:
+    """Bytes per jet of the raw float32 table and of the latent (float32, float16), each also after lzma.
+
+    `model_bytes` (decoder + normaliser + discrete tables) is amortised over the jets
+    of this dataset; the ratio compares lzma'd raw float32 with lzma'd float16
+    latents plus the amortised model, the chain ATLAS would use.
+    """
+    n = max(len(x_physical), 1)
+
+    def per_jet(array: np.ndarray, packed: bool) -> float:
+        raw = np.ascontiguousarray(array).tobytes()
+        return (len(lzma.compress(raw)) if packed else len(raw)) / n
+
+    out = {
+        "n_jets": len(x_physical),
+        "raw_float32": per_jet(x_physical.astype(np.float32), False),
+        "raw_float32_lzma": per_jet(x_physical.astype(np.float32), True),
+        "latent_float32": per_jet(latent.astype(np.float32), False),
+        "latent_float32_lzma": per_jet(latent.astype(np.float32), True),
+        "latent_float16": per_jet(latent.astype(np.float16), False),
+        "latent_float16_lzma": per_jet(latent.astype(np.float16), True),
+        "model_bytes": model_bytes,
+        "model_per_jet": model_bytes / n,
+    }
+    out["total_per_jet"] = out["latent_float16_lzma"] + out["model_per_jet"]
+    out["ratio_vs_raw_float32"] = out["raw_float32"] / out["total_per_jet"]
+    out["ratio_vs_raw_float32_lzma"] = out["raw_float32_lzma"] / out["total_per_jet"]
+    return out
+
+
+def model_bytes(model: torch.nn.Module, normaliser: Normaliser, physics: Physics) -> int:
+    """What must be stored beside the latents to decode them: decoder weights, normaliser, discrete tables."""
+    buffer = io.BytesIO()
+    torch.save(model.decoder.state_dict(), buffer)
+    tables = sum(values.astype(np.float32).nbytes for values in physics.allowed.values())
+    return buffer.getbuffer().nbytes + len(json.dumps(normaliser.to_dict()).encode()) + tables
+
+
+def timing(model: torch.nn.Module, x: torch.Tensor, repeats: int) -> dict[str, float]:
+    """Median encode and decode time per jet over the whole set, in microseconds (thesis Table 2.5)."""
+    model.eval()
+    with torch.no_grad():
+        latent = model.encode(x)
+        encode = _median_seconds(lambda: model.encode(x), repeats, x.device)
+        decode = _median_seconds(lambda: model.decode(latent), repeats, x.device)
+    return {"encode_us_per_jet": 1e6 * encode / len(x), "decode_us_per_jet": 1e6 * decode / len(x), "threads": torch.get_num_threads()}
+
+
+def _median_seconds(work, repeats: int, device: torch.device) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        work()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def evaluate_dataset(
+    model: torch.nn.Module,
+    normaliser: Normaliser,
+    physics: Physics,
+    x_physical: np.ndarray,
+    event: np.ndarray | None = None,
+    rank: np.ndarray | None = None,
+) -> tuple[dict[str, Any], dict[str, np.ndarray], np.ndarray]:
+    """MSE, residuals, histograms (and the dijet closure when events are given) of one dataset."""
+    device = next(model.parameters()).device
+    x_norm = torch.from_numpy(normaliser.transform(x_physical)).to(device)
+    decoded_norm = reconstruct(model, x_norm)
+    decoded = physics.restore(normaliser.inverse_transform(decoded_norm.cpu().numpy()))
+    summary: dict[str, Any] = {
+        "n_jets": len(x_physical),
+        "mse": float(((decoded_norm - x_norm) ** 2).mean(dtype=torch.float64)),
+        "mse_after_restore": float(np.mean((normaliser.transform(decoded) - x_norm.cpu().numpy()) ** 2, dtype=np.float64)),
+        "residuals": residuals(x_physical, decoded, physics),
+    }
+    arrays = histograms(x_physical, decoded)
+    if event is not None and physics.four_momentum:
+        summary["dijet"], dijet_arrays = dijet_closure(x_physical, decoded, event, rank, physics)
+        arrays.update(dijet_arrays)
+    return summary, arrays, decoded

@@ -1,7 +1,13 @@
-"""Autoencoders behind one small interface: `encode`, `decode`, `forward`."""
+"""Autoencoders behind one small interface.
+
+Every model has `encode(x) -> latent`, `decode(latent) -> x`, `forward(x)`
+(the deterministic reconstruction that is evaluated and stored) and
+`objective(x) -> (loss to minimise, reconstruction MSE)` for training.
+"""
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from hpcsweep.config import ModelConfig
@@ -12,14 +18,24 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "leaky_relu": nn.Lea
 class Autoencoder(nn.Module):
     """Symmetric MLP n -> hidden -> z -> reversed(hidden) -> n.
 
-    Each hidden block is Linear -> activation -> BatchNorm1d (the thesis' 27-variable
-    net); the latent and output layers are linear.
+    Each hidden block is Linear -> activation -> BatchNorm1d (optional) -> Dropout
+    (optional), as the thesis' 27-variable net; the latent and output layers are linear.
     """
 
-    def __init__(self, n_inputs: int, hidden: list[int], latent: int, activation: str = "leaky_relu", batchnorm: bool = True):
+    def __init__(
+        self,
+        n_inputs: int,
+        hidden: list[int],
+        latent: int,
+        activation: str = "leaky_relu",
+        batchnorm: bool = True,
+        dropout: float = 0.0,
+        code_width: int | None = None,
+    ):
         super().__init__()
-        self.encoder = _mlp([n_inputs, *hidden, latent], activation, batchnorm)
-        self.decoder = _mlp([latent, *reversed(hidden), n_inputs], activation, batchnorm)
+        self.latent = latent
+        self.encoder = _mlp([n_inputs, *hidden, code_width or latent], activation, batchnorm, dropout)
+        self.decoder = _mlp([latent, *reversed(hidden), n_inputs], activation, batchnorm, dropout)
 
     def encode(self, x: Tensor) -> Tensor:
         return self.encoder(x)
@@ -28,18 +44,88 @@ class Autoencoder(nn.Module):
         return self.decoder(z)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.decoder(self.encoder(x))
+        return self.decode(self.encode(x))
+
+    def objective(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        mse = nn.functional.mse_loss(self(x), x)
+        return mse, mse
 
 
-def _mlp(widths: list[int], activation: str, batchnorm: bool) -> nn.Sequential:
+class SparseAutoencoder(Autoencoder):
+    """An AE whose hidden activations are pushed to sparsity (seed 001).
+
+    'l1': lambda * sum over hidden layers of mean |activation|;
+    'kl': lambda * sum over hidden units of KL(rho || mean sigmoid(activation)).
+    """
+
+    def __init__(self, *args, sparsity: str = "l1", weight: float = 1e-3, rho: float = 0.05, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.sparsity, self.weight, self.rho = sparsity, weight, rho
+
+    def objective(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        activations: list[Tensor] = []
+        out = x
+        for layer in [*self.encoder, *self.decoder]:
+            out = layer(out)
+            if isinstance(layer, tuple(ACTIVATIONS.values())):
+                activations.append(out)
+        mse = nn.functional.mse_loss(out, x)
+        if self.sparsity == "l1":
+            penalty = sum(a.abs().mean() for a in activations)
+        else:
+            rho = torch.tensor(self.rho, device=x.device)
+            penalty = sum(_kl_bernoulli(rho, torch.sigmoid(a).mean(dim=0)).sum() for a in activations)
+        return mse + self.weight * penalty, mse
+
+
+class VariationalAutoencoder(Autoencoder):
+    """Gaussian latent; trained with reparametrised samples, evaluated from the latent mean."""
+
+    def __init__(self, n_inputs: int, hidden: list[int], latent: int, *args, beta: float = 1e-3, **kwargs):
+        super().__init__(n_inputs, hidden, latent, *args, code_width=2 * latent, **kwargs)
+        self.beta = beta
+
+    def encode(self, x: Tensor) -> Tensor:
+        return self.encoder(x)[:, : self.latent]
+
+    def objective(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        mean, log_var = self.encoder(x).chunk(2, dim=1)
+        sample = mean + torch.randn_like(mean) * torch.exp(0.5 * log_var)
+        mse = nn.functional.mse_loss(self.decode(sample), x)
+        kl = -0.5 * torch.mean(torch.sum(1 + log_var - mean**2 - log_var.exp(), dim=1))
+        return mse + self.beta * kl, mse
+
+
+def _kl_bernoulli(rho: Tensor, rho_hat: Tensor) -> Tensor:
+    rho_hat = rho_hat.clamp(1e-6, 1 - 1e-6)
+    return rho * torch.log(rho / rho_hat) + (1 - rho) * torch.log((1 - rho) / (1 - rho_hat))
+
+
+def _mlp(widths: list[int], activation: str, batchnorm: bool, dropout: float) -> nn.Sequential:
     layers: list[nn.Module] = []
     for n_in, n_out in zip(widths[:-2], widths[1:-1], strict=True):
         layers += [nn.Linear(n_in, n_out), ACTIVATIONS[activation]()]
         if batchnorm:
             layers.append(nn.BatchNorm1d(n_out))
+        if dropout:
+            layers.append(nn.Dropout(dropout))
     layers.append(nn.Linear(widths[-2], widths[-1]))
     return nn.Sequential(*layers)
 
 
 def build_model(config: ModelConfig, n_inputs: int) -> Autoencoder:
-    return Autoencoder(n_inputs, list(config.hidden), config.latent, config.activation, config.batchnorm)
+    """The model a config describes, for `n_inputs` variables."""
+    common = dict(activation=config.activation, batchnorm=config.batchnorm, dropout=config.dropout)
+    if config.kind == "sparse":
+        return SparseAutoencoder(
+            n_inputs,
+            list(config.hidden),
+            config.latent,
+            sparsity=config.sparsity,
+            weight=config.sparsity_lambda,
+            rho=config.sparsity_rho,
+            **common,
+        )
+    if config.kind == "vae":
+        return VariationalAutoencoder(n_inputs, list(config.hidden), config.latent, beta=config.beta, **common)
+    return Autoencoder(n_inputs, list(config.hidden), config.latent, **common)

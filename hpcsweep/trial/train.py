@@ -1,22 +1,41 @@
-"""The training loop: AdamW + 1cycle over tensor slices, best-validation weights kept.
+"""The training loop: AdamW over tensor slices, a schedule, best-validation weights, resumable.
 
 Data sit in one tensor on the device; each epoch draws one permutation and
 trains on contiguous slices of the shuffled copy, so the hot loop has no
 per-sample Python (no `Dataset.__getitem__`).
+
+Every `checkpoint_every` epochs, and at the end of the epoch in which
+SIGTERM, SIGUSR1 or SIGUSR2 arrives, the whole training state (model,
+optimiser, schedule, random generators, epoch, best-so-far, history) is
+written atomically; a trial started again with the same checkpoint continues
+where it stopped and ends exactly as an uninterrupted run would (same
+threads, CPU).
 """
 
 from __future__ import annotations
 
 import math
+import os
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from hpcsweep.config import TrainConfig
 from hpcsweep.trial.evaluate import reconstruction_mse
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+
+
+class TrialInterrupted(Exception):
+    """A stop signal arrived and a checkpoint was written: run the trial again to resume it."""
 
 
 @dataclass
@@ -28,6 +47,8 @@ class TrainResult:
     train_time_s: float
     history: dict[str, list[float]] = field(default_factory=dict)
     best_state: dict[str, torch.Tensor] = field(default_factory=dict)
+    stopped_early: bool = False
+    resumed_from: int = 0
 
 
 def select_device() -> torch.device:
@@ -35,55 +56,107 @@ def select_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def learning_rate_schedule(
+    optimiser: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """A per-batch scheduler: fastai's 1cycle (rate and momentum), constant, or piecewise by epoch."""
+    if config.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimiser,
+            max_lr=config.lr,
+            total_steps=config.epochs * steps_per_epoch,
+            pct_start=0.25,
+            div_factor=25.0,
+            final_div_factor=1e5,
+            base_momentum=0.85,
+            max_momentum=0.95,
+        )
+    if config.schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: 1.0)
+    boundaries, rates = [], []
+    total = 0
+    for epochs, rate in config.piecewise:
+        total = math.inf if epochs is None else total + epochs
+        boundaries.append(total)
+        rates.append(rate)
+
+    def factor(step: int) -> float:
+        epoch = step // steps_per_epoch
+        return next((r for b, r in zip(boundaries, rates, strict=True) if epoch < b), rates[-1]) / config.lr
+
+    return torch.optim.lr_scheduler.LambdaLR(optimiser, factor)
+
+
 def train(
     model: nn.Module,
     x_train: torch.Tensor,
     x_val: torch.Tensor,
     config: TrainConfig,
+    checkpoint: Path | None = None,
+    checkpoint_every: int = 10,
     log: Callable[[str], None] = print,
 ) -> TrainResult:
-    """Train `model` to reconstruct its input; stop at the first non-finite loss."""
+    """Train `model` to reconstruct its input; resume from `checkpoint` if it exists."""
     generator = torch.Generator().manual_seed(config.seed)
     n = len(x_train)
     starts = _batch_starts(n, config.batch_size)
     seen = sum(min(config.batch_size, n - start) for start in starts)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=config.lr, total_steps=config.epochs * len(starts))
-    history: dict[str, list[float]] = {"train_loss": [], "val_loss": [], "lr": []}
-    best = TrainResult("done", math.inf, 0, 0, 0.0, history)
+    schedule = learning_rate_schedule(optimiser, config, len(starts))
+    result = TrainResult("done", math.inf, 0, 0, 0.0, {"train_loss": [], "val_loss": [], "lr": []})
+    if checkpoint is not None and checkpoint.exists():
+        _restore(torch.load(checkpoint, weights_only=True), model, optimiser, schedule, generator, result)
+        result.resumed_from = result.epochs_run
+        log(f"resuming from the checkpoint of epoch {result.epochs_run}")
     report_every = max(1, config.epochs // 10)
-    began = time.perf_counter()
-    for epoch in range(1, config.epochs + 1):
-        model.train()
-        shuffled = x_train[torch.randperm(n, generator=generator).to(x_train.device)]
-        total = torch.zeros((), dtype=torch.float64, device=x_train.device)
-        history["lr"].append(optimiser.param_groups[0]["lr"])
-        for start in starts:
-            batch = shuffled[start : start + config.batch_size]
-            loss = nn.functional.mse_loss(model(batch), batch)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            schedule.step()
-            total += loss.detach() * len(batch)
-        train_loss = float(total) / seen
-        val_loss = reconstruction_mse(model, x_val)
-        history["train_loss"].append(train_loss)
-        history["val_loss"].append(val_loss)
-        best.epochs_run = epoch
-        if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
-            best.state = "diverged"
-            log(f"epoch {epoch}: loss is not finite (train {train_loss}, val {val_loss}); stopping")
-            break
-        if val_loss < best.best_val_mse:
-            best.best_val_mse, best.best_epoch = val_loss, epoch
-            best.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        if epoch % report_every == 0 or epoch == config.epochs:
-            log(
-                f"epoch {epoch}/{config.epochs}: train {train_loss:.4g}  val {val_loss:.4g}  best {best.best_val_mse:.4g} (epoch {best.best_epoch})"
-            )
-    best.train_time_s = time.perf_counter() - began
-    return best
+    with _stop_signals() as stop:
+        for epoch in range(result.epochs_run + 1, config.epochs + 1):
+            began = time.perf_counter()
+            result.history["lr"].append(optimiser.param_groups[0]["lr"])
+            shuffled = x_train[torch.randperm(n, generator=generator).to(x_train.device)]
+            train_loss = _epoch(model, optimiser, schedule, shuffled, starts, config.batch_size) / seen
+            val_loss = reconstruction_mse(model, x_val) if math.isfinite(train_loss) else math.nan
+            result.history["train_loss"].append(train_loss)
+            result.history["val_loss"].append(val_loss)
+            result.epochs_run = epoch
+            result.train_time_s += time.perf_counter() - began
+            if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+                result.state = "diverged"
+                log(f"epoch {epoch}: the loss is not finite; the trial diverged")
+                break
+            if val_loss < result.best_val_mse:
+                result.best_val_mse, result.best_epoch = val_loss, epoch
+                result.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if epoch % report_every == 0 or epoch == config.epochs:
+                log(
+                    f"epoch {epoch}/{config.epochs}: train {train_loss:.4g}  val {val_loss:.4g}  best {result.best_val_mse:.4g} (epoch {result.best_epoch})"
+                )
+            if config.patience and epoch - result.best_epoch >= config.patience:
+                result.stopped_early = True
+                log(f"epoch {epoch}: no better val loss for {config.patience} epochs; stopping early")
+                break
+            if checkpoint is not None and (stop.signal or epoch % checkpoint_every == 0):
+                _save(checkpoint, _snapshot(model, optimiser, schedule, generator, result))
+            if stop.signal:
+                raise TrialInterrupted(f"signal {stop.signal} at epoch {epoch}; checkpoint written to {checkpoint}")
+    return result
+
+
+def _epoch(model: nn.Module, optimiser, schedule, shuffled: torch.Tensor, starts: list[int], batch_size: int) -> float:
+    """One pass over the shuffled data; the summed reconstruction loss, or NaN at the first non-finite batch."""
+    model.train()
+    total = torch.zeros((), dtype=torch.float64, device=shuffled.device)
+    for start in starts:
+        batch = shuffled[start : start + batch_size]
+        objective, mse = model.objective(batch)
+        if not torch.isfinite(objective):
+            return math.nan
+        optimiser.zero_grad(set_to_none=True)
+        objective.backward()
+        optimiser.step()
+        schedule.step()
+        total += mse.detach() * len(batch)
+    return float(total)
 
 
 def _batch_starts(n: int, batch_size: int) -> list[int]:
@@ -92,3 +165,67 @@ def _batch_starts(n: int, batch_size: int) -> list[int]:
     if len(starts) > 1 and n - starts[-1] == 1:
         starts.pop()
     return starts
+
+
+class _StopFlag:
+    signal: int = 0
+
+
+@contextmanager
+def _stop_signals() -> Iterator[_StopFlag]:
+    """Turn SIGTERM/SIGUSR1/SIGUSR2 into a flag checked at the end of each epoch.
+
+    Python only installs handlers from the main thread; elsewhere (a trial run
+    from a thread) signals keep their default action and periodic checkpoints remain.
+    """
+    flag = _StopFlag()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, lambda number, frame: setattr(flag, "signal", number))
+    try:
+        yield flag
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _snapshot(model, optimiser, schedule, generator, result: TrainResult) -> dict[str, Any]:
+    snapshot = {
+        "model": model.state_dict(),
+        "optimiser": optimiser.state_dict(),
+        "schedule": schedule.state_dict(),
+        "generator": generator.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "epochs_run": result.epochs_run,
+        "best_val_mse": result.best_val_mse,
+        "best_epoch": result.best_epoch,
+        "best_state": result.best_state,
+        "history": result.history,
+        "train_time_s": result.train_time_s,
+    }
+    if torch.cuda.is_available():
+        snapshot["cuda_rng"] = torch.cuda.get_rng_state_all()
+    return snapshot
+
+
+def _restore(snapshot: dict[str, Any], model, optimiser, schedule, generator, result: TrainResult) -> None:
+    model.load_state_dict(snapshot["model"])
+    optimiser.load_state_dict(snapshot["optimiser"])
+    schedule.load_state_dict(snapshot["schedule"])
+    generator.set_state(snapshot["generator"])
+    torch.set_rng_state(snapshot["torch_rng"])
+    if "cuda_rng" in snapshot and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(snapshot["cuda_rng"])
+    for key in ("epochs_run", "best_val_mse", "best_epoch", "best_state", "history", "train_time_s"):
+        setattr(result, key, snapshot[key])
+
+
+def _save(path: Path, snapshot: dict[str, Any]) -> None:
+    """Write a checkpoint atomically: a reader (or a restart) never sees half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(snapshot, tmp)
+    os.replace(tmp, path)

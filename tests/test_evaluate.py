@@ -1,0 +1,105 @@
+"""Evaluation: discrete values restored, residuals in physical units, dijet closure, baselines, compression."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hpcsweep.cli import main
+from hpcsweep.config import TrialConfig, TrialSpec
+from hpcsweep.data import cache_jets, load_varset
+from hpcsweep.store import read_trial, trial_path
+from hpcsweep.trial import run_trial
+from hpcsweep.trial.evaluate import Physics, compression, residual_values
+
+
+def test_discrete_variables_come_back_as_training_values_and_signs_are_kept():
+    varset = load_varset("generated")
+    names = varset.names
+    train = np.zeros((4, len(names)), dtype=np.float32)
+    train[:, names.index("N90Constituents")] = [1, 3, 4, 9]
+    train[:, names.index("ActiveArea")] = [0.4, 0.45, 0.5, 0.55]
+    physics = Physics.from_training(varset, train)
+    decoded = np.zeros((3, len(names)), dtype=np.float32)
+    decoded[:, names.index("N90Constituents")] = [1.4, 6.6, 12.0]
+    decoded[:, names.index("ActiveArea")] = [0.43, 0.61, 0.3]
+    decoded[:, names.index("pt")] = [-3.0, 50.0, 20.0]
+    decoded[:, names.index("eta")] = [-1.0, 0.0, 1.0]
+    restored = physics.restore(decoded)
+    assert restored[:, names.index("N90Constituents")].tolist() == [1, 9, 9]
+    assert restored[:, names.index("ActiveArea")] == pytest.approx([0.45, 0.55, 0.4])
+    assert restored[:, names.index("pt")].tolist() == [0.0, 50.0, 20.0], "non-negative variables stay non-negative"
+    assert restored[:, names.index("eta")].tolist() == [-1.0, 0.0, 1.0], "signed variables are untouched"
+
+
+def test_residual_kinds():
+    phi, _ = residual_values(np.array([3.1, -3.1]), np.array([-3.1, 3.1]), "phi")
+    assert np.abs(phi) == pytest.approx(2 * np.pi - 6.2), "phi wraps around"
+    relative, used = residual_values(np.array([100.0, 0.0, 50.0]), np.array([101.0, 3.0, 49.0]), "relative")
+    assert relative.tolist() == pytest.approx([0.01, -0.02]) and used == 2
+
+
+def test_compression_accounting():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1000, 24)).astype(np.float32)
+    latent = rng.normal(size=(1000, 12)).astype(np.float32)
+    c = compression(x, latent, model_bytes=100_000)
+    assert c["raw_float32"] == 96 and c["latent_float32"] == 48 and c["latent_float16"] == 24
+    assert c["model_per_jet"] == 100
+    assert c["total_per_jet"] == pytest.approx(c["latent_float16_lzma"] + 100)
+    assert c["ratio_vs_raw_float32"] == pytest.approx(96 / c["total_per_jet"])
+
+
+@pytest.fixture(scope="module")
+def evaluated_trial(qcd_file, zprime_file, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("evaluated")
+    varset = load_varset("generated")
+    config = TrialConfig.model_validate(
+        {
+            "data": {"events": 600, "generator_seed": 7},
+            "model": {"hidden": [64, 64], "latent": 8},
+            "train": {"epochs": 30, "batch_size": 256, "lr": 1e-2},
+        }
+    )
+    spec = TrialSpec(
+        trial_id=config.identity(),
+        sweep="unit",
+        config=config,
+        dataset=str(cache_jets(qcd_file, varset, folder / "cache")),
+        results_dir=str(folder),
+        evaluation={"timing_repeats": 2},
+        signals={"zprime350": str(cache_jets(zprime_file, varset, folder / "cache"))},
+    )
+    run_trial(spec, threads=1, log=lambda _: None)
+    return trial_path(folder, spec.trial_id)
+
+
+def test_a_trial_stores_its_physics_evaluation(evaluated_trial):
+    record = read_trial(evaluated_trial)
+    validation = record.evaluation["validation"]
+    assert validation["mse"] == pytest.approx(record.metrics["best_val_mse"], rel=1e-5)
+    pt = validation["residuals"]["pt"]
+    assert pt["kind"] == "relative" and 0 < pt["width"] < 1 and pt["q005"] < pt["mean"] < pt["q995"]
+    assert validation["residuals"]["phi"]["kind"] == "phi"
+    baselines = validation["baselines"]
+    assert baselines["pca"]["mse"] == pytest.approx(record.metrics["pca_val_mse"])
+    assert baselines["float16"]["mse"] < 1e-4 < baselines["pca"]["mse"], "float16 truncation is nearly lossless, PCA at z=8 is not"
+    assert validation["compression"]["latent_float16"] == 16 and validation["compression"]["raw_float32"] == 96
+    assert validation["timing"]["encode_us_per_jet"] > 0 and validation["timing"]["decode_us_per_jet"] > 0
+    assert record.arrays["validation/hist_original"].shape == (24, 50)
+    assert record.arrays["validation/hist_original"].sum(axis=1).min() > 0.95 * validation["n_jets"]
+    signal = record.evaluation["zprime350"]
+    assert signal["dijet"]["n_events"] > 300 and 300 < signal["dijet"]["peak_original"] < 360
+    assert len(record.arrays["zprime350/dijet_decoded"]) == signal["dijet"]["n_events"]
+    assert set(np.unique(record.arrays["discrete/N90Constituents"])) <= set(range(0, 100))
+
+
+def test_evaluate_command_tests_a_stored_model_on_a_signal_it_never_saw(evaluated_trial, zprime_file, capsys):
+    assert main(["evaluate", str(evaluated_trial), "--source", str(zprime_file), "--label", "signal"]) == 0
+    out = capsys.readouterr().out
+    assert "dijet mass" in out and "evaluation['signal']" in out
+    record = read_trial(evaluated_trial)
+    assert record.evaluation["signal"]["n_jets"] > 1000
+    assert "zprime350" in record.evaluation, "earlier evaluations are kept"
+    assert main(["evaluate", str(evaluated_trial)]) == 0
+    assert read_trial(evaluated_trial).evaluation["validation"]["mse"] == pytest.approx(record.metrics["best_val_mse"], rel=1e-5)

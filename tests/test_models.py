@@ -1,0 +1,89 @@
+"""The autoencoder family: plain, sparse (L1 / KL) and variational, behind one interface."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from hpcsweep.config import ModelConfig, TrialConfig, TrialSpec
+from hpcsweep.data import cache_jets, load_varset
+from hpcsweep.store import read_trial, trial_path
+from hpcsweep.trial import run_trial
+from hpcsweep.trial.models import Autoencoder, SparseAutoencoder, VariationalAutoencoder, build_model
+
+
+def test_thesis_architectures_are_mirrored():
+    four = build_model(ModelConfig(hidden=[200, 100, 50], latent=3, activation="tanh", batchnorm=False), 4)
+    widths = [(m.in_features, m.out_features) for m in four.modules() if isinstance(m, nn.Linear)]
+    assert widths == [(4, 200), (200, 100), (100, 50), (50, 3), (3, 50), (50, 100), (100, 200), (200, 4)]
+    assert sum(isinstance(m, nn.Tanh) for m in four.modules()) == 6
+    wide = build_model(ModelConfig(hidden=[200, 200, 200], latent=12, dropout=0.1), 27)
+    assert sum(isinstance(m, nn.BatchNorm1d) for m in wide.modules()) == 6
+    assert sum(isinstance(m, nn.Dropout) for m in wide.modules()) == 6
+    assert wide.encode(torch.zeros(5, 27)).shape == (5, 12) and wide(torch.zeros(5, 27)).shape == (5, 27)
+
+
+@pytest.mark.parametrize(
+    "config, cls",
+    [
+        (ModelConfig(kind="ae"), Autoencoder),
+        (ModelConfig(kind="sparse", sparsity="l1"), SparseAutoencoder),
+        (ModelConfig(kind="sparse", sparsity="kl", sparsity_rho=0.05), SparseAutoencoder),
+        (ModelConfig(kind="vae", beta=1e-3), VariationalAutoencoder),
+    ],
+)
+def test_every_kind_has_the_same_interface(config, cls):
+    torch.manual_seed(0)
+    model = build_model(config, 24)
+    assert type(model) is cls
+    x = torch.randn(64, 24)
+    objective, mse = model.objective(x)
+    assert objective.shape == mse.shape == () and objective >= mse
+    if cls is not Autoencoder:
+        assert objective > mse, "the sparsity or KL penalty adds to the reconstruction loss"
+    model.eval()
+    assert model.encode(x).shape == (64, config.latent)
+    assert torch.equal(model(x), model(x)), "evaluation is deterministic (the VAE decodes its latent mean)"
+
+
+def test_vae_reconstruction_uses_the_latent_mean():
+    torch.manual_seed(0)
+    vae = build_model(ModelConfig(kind="vae", latent=5, beta=1.0), 10).eval()
+    x = torch.randn(8, 10)
+    mean = vae.encoder(x)[:, :5]
+    assert torch.equal(vae(x), vae.decode(mean))
+
+
+def _spec(qcd_file, tmp_path, **model) -> TrialSpec:
+    config = TrialConfig.model_validate(
+        {
+            "data": {"events": 600, "generator_seed": 7},
+            "model": {"hidden": [64, 64], "latent": 4, **model},
+            "train": {"epochs": 25, "batch_size": 256, "lr": 1e-2},
+        }
+    )
+    folder = cache_jets(qcd_file, load_varset("generated"), tmp_path / "cache")
+    return TrialSpec(
+        trial_id=config.identity(),
+        sweep="unit",
+        config=config,
+        dataset=str(folder),
+        results_dir=str(tmp_path),
+        evaluation={"timing_repeats": 1},
+    )
+
+
+@pytest.mark.parametrize("sparsity", ["l1", "kl"])
+def test_sparse_ae_beats_pca_on_real_jets(qcd_file, tmp_path, sparsity):
+    spec = _spec(qcd_file, tmp_path, kind="sparse", sparsity=sparsity, sparsity_lambda=1e-3)
+    assert run_trial(spec, threads=1, log=lambda _: None) == "done"
+    metrics = read_trial(trial_path(tmp_path, spec.trial_id)).metrics
+    assert metrics["best_val_mse"] < metrics["pca_val_mse"]
+
+
+def test_vae_trains_and_is_evaluated_from_its_mean(qcd_file, tmp_path):
+    spec = _spec(qcd_file, tmp_path, kind="vae", beta=1e-3)
+    assert run_trial(spec, threads=1, log=lambda _: None) == "done"
+    record = read_trial(trial_path(tmp_path, spec.trial_id))
+    assert record.evaluation["validation"]["mse"] == pytest.approx(record.metrics["best_val_mse"], rel=1e-5)
