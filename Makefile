@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 
 SWEEP_ARGS := $(SWEEP) --results $(RESULTS) $(if $(LATENT),--latent $(LATENT)) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(EXECUTOR),--executor $(EXECUTOR))
 
-.PHONY: help venv sweep status aggregate data test lint format clean clean-results
+.PHONY: help venv sweep status aggregate data test bench lint format clean clean-results
 
 help: ## list the targets and the variables they take
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -48,13 +48,16 @@ data: $(STAMP) ## generate the default QCD sample and the Z' 350/600 GeV signal 
 test: $(STAMP) ## run the test suite (PYTEST_ARGS= passes options to pytest)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+bench: $(STAMP) ## benchmarks (throughput vs DataLoader, FLOP rates, timing, memory) -> docs/benchmarks.md
+	$(BIN)/python benchmarks/bench.py --out docs/benchmarks.md
+
 lint: $(STAMP) ## ruff: lint and formatting check
-	$(BIN)/ruff check hpcsweep tests
-	$(BIN)/ruff format --check hpcsweep tests
+	$(BIN)/ruff check hpcsweep tests benchmarks
+	$(BIN)/ruff format --check hpcsweep tests benchmarks
 
 format: $(STAMP) ## ruff: apply formatting and safe fixes
-	$(BIN)/ruff check --fix hpcsweep tests
-	$(BIN)/ruff format hpcsweep tests
+	$(BIN)/ruff check --fix hpcsweep tests benchmarks
+	$(BIN)/ruff format hpcsweep tests benchmarks
 
 clean-results: ## delete SWEEP's results (trial files, tables, logs)
 	rm -rf $(RESULTS)/$(SWEEP)

@@ -272,7 +272,9 @@ def _print_evaluation(label: str, summary: dict[str, Any]) -> None:
         c = summary["compression"]
         print(f"bytes per jet: raw float32 {c['raw_float32']:.1f} (lzma {c['raw_float32_lzma']:.1f}); latent float16+lzma "
               f"{c['latent_float16_lzma']:.1f} + model {c['model_per_jet']:.2f} -> ratio {c['ratio_vs_raw_float32']:.2f} "
-              f"({c['ratio_vs_raw_float32_lzma']:.2f} against lzma'd raw)")  # fmt: skip
+              f"({c['ratio_vs_raw_float32_lzma']:.2f} against lzma'd raw; {c['ratio_large_dataset']:.2f} and "
+              f"{c['ratio_large_dataset_vs_lzma']:.2f} for a dataset large enough to hide the model); "
+              f"MSE with float16 latents {c['mse_float16_latent']:.4g}")  # fmt: skip
     if "timing" in summary:
         t = summary["timing"]
         print(f"encode {t['encode_us_per_jet']:.2f} us/jet, decode {t['decode_us_per_jet']:.2f} us/jet ({t['threads']} threads)")

@@ -48,6 +48,8 @@ def test_compression_accounting():
     assert c["model_per_jet"] == 100
     assert c["total_per_jet"] == pytest.approx(c["latent_float16_lzma"] + 100)
     assert c["ratio_vs_raw_float32"] == pytest.approx(96 / c["total_per_jet"])
+    assert c["ratio_large_dataset"] == pytest.approx(96 / c["latent_float16_lzma"])
+    assert c["ratio_large_dataset"] > c["ratio_vs_raw_float32"], "the amortised model costs bytes"
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +87,7 @@ def test_a_trial_stores_its_physics_evaluation(evaluated_trial):
     assert baselines["pca"]["mse"] == pytest.approx(record.metrics["pca_val_mse"])
     assert baselines["float16"]["mse"] < 1e-4 < baselines["pca"]["mse"], "float16 truncation is nearly lossless, PCA at z=8 is not"
     assert validation["compression"]["latent_float16"] == 16 and validation["compression"]["raw_float32"] == 96
+    assert validation["mse"] <= validation["compression"]["mse_float16_latent"] < 1.01 * validation["mse"]
     assert validation["timing"]["encode_us_per_jet"] > 0 and validation["timing"]["decode_us_per_jet"] > 0
     assert record.arrays["validation/hist_original"].shape == (24, 50)
     assert record.arrays["validation/hist_original"].sum(axis=1).min() > 0.95 * validation["n_jets"]

@@ -15,3 +15,17 @@ def test_orchestration_side_does_not_import_torch():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == ""
+
+
+def test_threads_follow_the_allocation(monkeypatch):
+    import os
+
+    from hpcsweep.resources import allocated_cores
+
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
+    assert allocated_cores() == 1
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", str(cores + 7))
+    assert allocated_cores() == cores, "never more threads than the cores this process may use"
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK")
+    assert allocated_cores() == cores

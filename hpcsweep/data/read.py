@@ -24,7 +24,7 @@ from hpcsweep.data.varset import VarSet
 from hpcsweep.errors import UserError, closest
 
 CACHE_VERSION = 1
-DEFAULT_STEP = "64 MB"
+DEFAULT_STEP = "16 MB"  # ~100k jets per chunk: peak memory flat in the file size (docs/benchmarks.md)
 
 
 @dataclass
@@ -259,13 +259,13 @@ class _Reader:
             else:
                 event = entry_start + np.arange(len(first), dtype=np.int64)
                 rank = np.zeros(len(first), dtype=np.int64)
-        columns = {v.name: flat[v.name].astype(np.float64) * v.unit_scale for v in self.varset.variables}
+        columns = {v.name: _in_units(flat[v.name], v.unit_scale) for v in self.varset.variables}
         return columns, event, None if rank is None else rank.astype(np.int32)
 
     def _clean(self, columns: dict[str, np.ndarray], event: np.ndarray, rank: np.ndarray) -> dict[str, np.ndarray]:
         import pandas as pd
 
-        frame = pd.DataFrame(columns)
+        frame = pd.DataFrame(columns, copy=False)
         keep = np.isfinite(frame.to_numpy()).all(axis=1)
         self.cuts[0].removed += int((~keep).sum())
         steps = self.cuts[1:]
@@ -278,10 +278,17 @@ class _Reader:
             passed = passed if cut.action == "keep" else ~passed
             report.removed += int((keep & ~passed).sum())
             keep &= passed
-        out = {name: frame[name].to_numpy()[keep].astype(np.float32) for name in self.varset.names}
+        out = {name: columns[name][keep] for name in self.varset.names}
         out["__event__"] = event[keep]
         out["__rank__"] = rank[keep]
         return out
+
+
+def _in_units(values: np.ndarray, scale: float) -> np.ndarray:
+    """float32 (the table's type) in the variable set's units, rounded once from the exact product."""
+    if scale == 1:
+        return values.astype(np.float32, copy=False)
+    return (values.astype(np.float64) * scale).astype(np.float32)
 
 
 def _evaluate(frame, expression: str, varset_name: str) -> np.ndarray:

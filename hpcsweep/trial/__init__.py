@@ -24,6 +24,7 @@ from hpcsweep.trial.evaluate import (
     Physics,
     compression,
     evaluate_dataset,
+    in_batches,
     model_bytes,
     pca_reconstruction,
     residuals,
@@ -141,10 +142,10 @@ def evaluate_trial(
     }
     device = next(model.parameters()).device
     val_tensor = torch.from_numpy(val_norm).to(device)
-    with torch.no_grad():
-        model.eval()
-        latent = model.encode(val_tensor).cpu().numpy()
-    summary["compression"] = compression(x_val, latent, model_bytes(model, normaliser, physics))
+    latent = in_batches(model, val_tensor, "encode")
+    from_half = in_batches(model, latent.half().float(), "decode")
+    summary["compression"] = compression(x_val, latent.cpu().numpy(), model_bytes(model, normaliser, physics))
+    summary["compression"]["mse_float16_latent"] = float(((from_half - val_tensor) ** 2).mean(dtype=torch.float64))
     summary["timing"] = timing(model, val_tensor, timing_repeats)
     evaluation = {"validation": summary}
     for label, folder in signals.items():
