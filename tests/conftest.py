@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import uproot
 
+from hpcsweep.config import TrialConfig, TrialSpec
+from hpcsweep.data import cache_jets, load_varset
 from hpcsweep.data.generate import Sample, generate
 
 QCD = Sample("qcd", 600, seed=7)
@@ -41,3 +43,17 @@ def write_tree(path: Path, name: str, branches: dict[str, object]) -> Path:
     with uproot.recreate(path) as handle:
         handle.mktree(name, types).extend(arrays)
     return path
+
+
+def trial_spec(qcd_file: Path, results: Path, model: dict | None = None, train: dict | None = None, **spec) -> TrialSpec:
+    """A small trial on the session's QCD sample: 64-64 AE at z=4, 25 epochs (override any part)."""
+    config = TrialConfig.model_validate(
+        {
+            "data": {"events": QCD.events, "generator_seed": QCD.seed},
+            "model": {"hidden": [64, 64], "latent": 4, **(model or {})},
+            "train": {"epochs": 25, "batch_size": 256, "lr": 1e-2, **(train or {})},
+        }
+    )
+    folder = cache_jets(qcd_file, load_varset("generated"), results.parent / "cache")
+    spec = {"evaluation": {"timing_repeats": 1}, **spec}
+    return TrialSpec(trial_id=config.identity(), sweep="unit", config=config, dataset=str(folder), results_dir=str(results), **spec)

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 
 from hpcsweep.cli import main
-from hpcsweep.config import TrialConfig, TrialSpec
 from hpcsweep.data import cache_jets, load_varset
 from hpcsweep.store import read_trial, trial_path
 from hpcsweep.trial import run_trial
 from hpcsweep.trial.evaluate import Physics, compression, residual_values
+
+from .conftest import trial_spec
 
 
 def test_discrete_variables_come_back_as_training_values_and_signs_are_kept():
@@ -55,22 +56,9 @@ def test_compression_accounting():
 @pytest.fixture(scope="module")
 def evaluated_trial(qcd_file, zprime_file, tmp_path_factory):
     folder = tmp_path_factory.mktemp("evaluated")
-    varset = load_varset("generated")
-    config = TrialConfig.model_validate(
-        {
-            "data": {"events": 600, "generator_seed": 7},
-            "model": {"hidden": [64, 64], "latent": 8},
-            "train": {"epochs": 30, "batch_size": 256, "lr": 1e-2},
-        }
-    )
-    spec = TrialSpec(
-        trial_id=config.identity(),
-        sweep="unit",
-        config=config,
-        dataset=str(cache_jets(qcd_file, varset, folder / "cache")),
-        results_dir=str(folder),
-        evaluation={"timing_repeats": 2},
-        signals={"zprime350": str(cache_jets(zprime_file, varset, folder / "cache"))},
+    signal = cache_jets(zprime_file, load_varset("generated"), folder / "cache")
+    spec = trial_spec(
+        qcd_file, folder, model={"latent": 8}, train={"epochs": 30}, evaluation={"timing_repeats": 2}, signals={"zprime350": str(signal)}
     )
     run_trial(spec, threads=1, log=lambda _: None)
     return trial_path(folder, spec.trial_id)

@@ -6,11 +6,12 @@ import pytest
 import torch
 from torch import nn
 
-from hpcsweep.config import ModelConfig, TrialConfig, TrialSpec
-from hpcsweep.data import cache_jets, load_varset
+from hpcsweep.config import ModelConfig
 from hpcsweep.store import read_trial, trial_path
 from hpcsweep.trial import run_trial
 from hpcsweep.trial.models import Autoencoder, SparseAutoencoder, VariationalAutoencoder, build_model
+
+from .conftest import trial_spec
 
 
 def test_thesis_architectures_are_mirrored():
@@ -55,35 +56,16 @@ def test_vae_reconstruction_uses_the_latent_mean():
     assert torch.equal(vae(x), vae.decode(mean))
 
 
-def _spec(qcd_file, tmp_path, **model) -> TrialSpec:
-    config = TrialConfig.model_validate(
-        {
-            "data": {"events": 600, "generator_seed": 7},
-            "model": {"hidden": [64, 64], "latent": 4, **model},
-            "train": {"epochs": 25, "batch_size": 256, "lr": 1e-2},
-        }
-    )
-    folder = cache_jets(qcd_file, load_varset("generated"), tmp_path / "cache")
-    return TrialSpec(
-        trial_id=config.identity(),
-        sweep="unit",
-        config=config,
-        dataset=str(folder),
-        results_dir=str(tmp_path),
-        evaluation={"timing_repeats": 1},
-    )
-
-
 @pytest.mark.parametrize("sparsity", ["l1", "kl"])
 def test_sparse_ae_beats_pca_on_real_jets(qcd_file, tmp_path, sparsity):
-    spec = _spec(qcd_file, tmp_path, kind="sparse", sparsity=sparsity, sparsity_lambda=1e-3)
+    spec = trial_spec(qcd_file, tmp_path, model={"kind": "sparse", "sparsity": sparsity, "sparsity_lambda": 1e-3})
     assert run_trial(spec, threads=1, log=lambda _: None) == "done"
     metrics = read_trial(trial_path(tmp_path, spec.trial_id)).metrics
     assert metrics["best_val_mse"] < metrics["pca_val_mse"]
 
 
 def test_vae_trains_and_is_evaluated_from_its_mean(qcd_file, tmp_path):
-    spec = _spec(qcd_file, tmp_path, kind="vae", beta=1e-3)
+    spec = trial_spec(qcd_file, tmp_path, model={"kind": "vae", "beta": 1e-3})
     assert run_trial(spec, threads=1, log=lambda _: None) == "done"
     record = read_trial(trial_path(tmp_path, spec.trial_id))
     assert record.evaluation["validation"]["mse"] == pytest.approx(record.metrics["best_val_mse"], rel=1e-5)

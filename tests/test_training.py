@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from hpcsweep.config import TrainConfig, TrialConfig, TrialSpec
-from hpcsweep.data import cache_jets, load_varset
+from hpcsweep.config import TrainConfig, TrialSpec
 from hpcsweep.store import read_trial, trial_path
 from hpcsweep.trial import checkpoint_path, run_trial
 from hpcsweep.trial.train import learning_rate_schedule
+
+from .conftest import trial_spec
 
 
 def _rates(config: TrainConfig, steps_per_epoch: int) -> tuple[list[float], list[float]]:
@@ -55,23 +56,7 @@ def test_piecewise_schedule_follows_the_thesis_segments():
 
 
 def _spec(qcd_file, results, **train) -> TrialSpec:
-    config = TrialConfig.model_validate(
-        {
-            "data": {"events": 600, "generator_seed": 7},
-            "model": {"hidden": [64, 64], "latent": 4},
-            "train": {"epochs": 40, "batch_size": 128, "lr": 1e-2, **train},
-        }
-    )
-    folder = cache_jets(qcd_file, load_varset("generated"), results.parent / "cache")
-    return TrialSpec(
-        trial_id=config.identity(),
-        sweep="unit",
-        config=config,
-        dataset=str(folder),
-        results_dir=str(results),
-        checkpoint_every=4,
-        evaluation={"timing_repeats": 1},
-    )
+    return trial_spec(qcd_file, results, train={"epochs": 40, "batch_size": 128, **train}, checkpoint_every=4)
 
 
 def test_early_stopping_ends_after_patience_epochs_without_improvement(qcd_file, tmp_path):
