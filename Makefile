@@ -1,5 +1,5 @@
 # hpcsweep: every user task is one target; the first one run builds .venv.
-#   make sweep LATENT=18          the main job (SWEEP=default, EPOCHS=, EXECUTOR=local)
+#   make sweep LATENT=18          the main job (SWEEP=default, EPOCHS=, EXECUTOR=local|slurm, SITE=local, PARTITION=)
 #   make test                     the test suite
 #   make help                     everything else
 SHELL := /bin/bash
@@ -12,16 +12,19 @@ SWEEP ?= default
 LATENT ?=
 EPOCHS ?=
 EXECUTOR ?=
+SITE ?=
+PARTITION ?=
 RESULTS ?= results
 PYTEST_ARGS ?=
 
-SWEEP_ARGS := $(SWEEP) --results $(RESULTS) $(if $(LATENT),--latent $(LATENT)) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(EXECUTOR),--executor $(EXECUTOR))
+SWEEP_ARGS := $(SWEEP) --results $(RESULTS) --wait $(if $(LATENT),--latent $(LATENT)) $(if $(EPOCHS),--epochs $(EPOCHS)) \
+	$(if $(EXECUTOR),--executor $(EXECUTOR)) $(if $(SITE),--site $(SITE)) $(if $(PARTITION),--partition $(PARTITION))
 
-.PHONY: help venv sweep status aggregate data test bench lint format clean clean-results
+.PHONY: help venv sweep status aggregate data test bench lint format clean clean-results slurm-up slurm-down
 
 help: ## list the targets and the variables they take
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
-	@echo "  variables: SWEEP=$(SWEEP) LATENT=$(LATENT) EPOCHS=$(EPOCHS) EXECUTOR=$(EXECUTOR) RESULTS=$(RESULTS)"
+	@echo "  variables: SWEEP=$(SWEEP) LATENT=$(LATENT) EPOCHS=$(EPOCHS) EXECUTOR=$(EXECUTOR) SITE=$(SITE) PARTITION=$(PARTITION) RESULTS=$(RESULTS)"
 
 venv: $(STAMP) ## create .venv and install hpcsweep with its pinned dependencies
 
@@ -58,6 +61,12 @@ lint: $(STAMP) ## ruff: lint and formatting check
 format: $(STAMP) ## ruff: apply formatting and safe fixes
 	$(BIN)/ruff check --fix hpcsweep tests benchmarks
 	$(BIN)/ruff format hpcsweep tests benchmarks
+
+slurm-up: ## start a single-node SLURM cluster here (root; Debian slurm-wlm, munge, slurmdbd + MariaDB)
+	LOCAL_SLURM_ACCOUNTING=1 bash tools/local-slurm/start.sh
+
+slurm-down: ## stop the cluster that slurm-up started
+	bash tools/local-slurm/stop.sh
 
 clean-results: ## delete SWEEP's results (trial files, tables, logs)
 	rm -rf $(RESULTS)/$(SWEEP)

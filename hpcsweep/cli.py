@@ -47,7 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("sweep", help=SWEEP_HELP)
     sweep.add_argument("--latent", "-z", type=int, nargs="+", metavar="Z", help="only these latent dimensions (replaces the grid's z axis)")
     sweep.add_argument("--epochs", type=int, metavar="N", help="train every trial for N epochs")
-    sweep.add_argument("--executor", choices=["local", "debug"], help="where trials run (default: the sweep file's, else local)")
+    sweep.add_argument("--executor", choices=["local", "debug", "slurm"], help="where trials run (default: the sweep file's, else local)")
+    sweep.add_argument("--site", help="slurm: slurm_templates/<SITE>.yaml (default: the sweep file's, else local)")
+    sweep.add_argument("--partition", help="slurm: a partition of the site, e.g. cpu or gpu")
+    sweep.add_argument("--time", metavar="LIMIT", help="slurm: time limit per array task, e.g. 02:00:00 or 2-00:00:00")
+    sweep.add_argument("--pack", type=int, metavar="K", help="slurm: trials run one after another in each array task")
+    sweep.add_argument("--wait", action="store_true", help="slurm: follow the jobs until they end (default: return once submitted)")
     sweep.add_argument("--workers", type=int, metavar="N", help="trials running at once (default: cores / threads)")
     sweep.add_argument("--threads", type=int, metavar="N", help="torch threads per trial (default 1)")
     sweep.add_argument(
@@ -124,17 +129,24 @@ def _overridden_sweep(args: argparse.Namespace):
         if not sep:
             raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. --set lr=1e-3")
         sets[key.strip()] = yaml.safe_load(value)
-    dispatch = {
-        k: v for k, v in (("executor", args.executor), ("workers", args.workers), ("threads_per_trial", args.threads)) if v is not None
+    options = {
+        "executor": args.executor,
+        "workers": args.workers,
+        "threads_per_trial": args.threads,
+        "site": args.site,
+        "partition": args.partition,
+        "time": args.time,
+        "pack": args.pack,
     }
-    sweep = load_sweep(path).with_overrides(latent=args.latent, epochs=args.epochs, sets=sets, dispatch=dispatch)
-    return path, sweep
+    dispatch = {k: v for k, v in options.items() if v is not None}
+    definition = load_sweep(path)
+    return path, definition, definition.with_overrides(latent=args.latent, epochs=args.epochs, sets=sets, dispatch=dispatch)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from hpcsweep.sweep import plan, run_sweep
 
-    path, sweep = _overridden_sweep(args)
+    path, definition, sweep = _overridden_sweep(args)
     results_dir = Path(args.results) / sweep.name
     if args.dry_run:
         planned, _ = plan(sweep, results_dir, str(path))
@@ -152,7 +164,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         ]
         _print_rows(f"{sweep.name}: {len(planned)} trials", ["trial", "z", "bs", "lr", "wd", "epochs", "state"], rows)
         return 0
-    states = run_sweep(sweep, results_dir, source=path)
+    if sweep.dispatch.executor == "slurm":
+        from hpcsweep.sweep.slurm import cluster_answers
+
+        if not cluster_answers():
+            raise UserError("no SLURM controller answers here (scontrol ping); start the local one with 'make slurm-up'")
+    states = run_sweep(sweep, results_dir, source=path, definition=definition, wait=args.wait or sweep.dispatch.executor != "slurm")
+    if sweep.dispatch.executor == "slurm" and not args.wait:
+        return 0
     latents = sorted({int(v) for v in sweep.grid.get("model.latent", [sweep.model.latent])})
     _show_tables(results_dir, latents)
     if states["failed"]:
@@ -164,18 +183,26 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from collections import Counter
 
+    from rich.console import Console
+    from rich.progress_bar import ProgressBar
+
     from hpcsweep.config import load_sweep
-    from hpcsweep.sweep import plan
+    from hpcsweep.sweep.state import STATES, plan
 
     path = _sweep_definition(args.sweep, Path(args.results))
     sweep = load_sweep(path)
     planned, unreadable = plan(sweep, Path(args.results) / sweep.name, str(path))
-    states = ["done", "diverged", "failed", "pending"]
     counts = Counter((p.config.model.latent, p.state) for p in planned)
-    rows = [[z, *(counts[(z, s)] for s in states)] for z in sorted({p.config.model.latent for p in planned})]
+    rows = [[z, *(counts[(z, s)] for s in STATES)] for z in sorted({p.config.model.latent for p in planned})]
     total = Counter(p.state for p in planned)
-    rows.append(["all", *(total[s] for s in states)])
-    _print_rows(f"{sweep.name}: {len(planned)} trials", ["z", *states], rows)
+    rows.append(["all", *(total[s] for s in STATES)])
+    finished = total["done"] + total["diverged"]
+    _print_rows(f"{sweep.name}: {len(planned)} trials, {finished} finished", ["z", *STATES], rows)
+    Console().print(ProgressBar(total=len(planned), completed=finished, width=60))
+    for state in ("running", "queued", "failed", "lost"):
+        details = Counter(p.detail or "?" for p in planned if p.state == state)
+        if details:
+            print(f"{state}: " + ", ".join(f"{detail} ({n})" for detail, n in details.most_common(8)))
     for problem in unreadable:
         print(f"unreadable trial file: {problem}")
     return 0

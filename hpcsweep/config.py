@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -156,11 +157,103 @@ class TrialSpec(_Section):
 class DispatchConfig(_Section):
     """How trials are run; not part of a trial's identity."""
 
-    executor: Literal["local", "debug"] = "local"
-    workers: PositiveInt | None = Field(None, description="trials at once (default: cores // threads)")
+    executor: Literal["local", "debug", "slurm"] = "local"
+    workers: PositiveInt | None = Field(None, description="local: trials at once (default: cores // threads)")
     threads_per_trial: PositiveInt = 1
-    timeout_min: PositiveInt = 24 * 60
+    timeout_min: PositiveInt = Field(24 * 60, description="local: time limit of a job")
     checkpoint_every: PositiveInt = Field(10, description="epochs between checkpoints (also written on SIGTERM/SIGUSR1/SIGUSR2)")
+    site: str = Field("local", description="slurm: slurm_templates/<site>.yaml")
+    partition: str | None = Field(None, description="slurm: a partition of the site (default: the site's default)")
+    time: str | None = Field(None, description="slurm: time limit per array task, e.g. 02:00:00 (default: the partition's)")
+    cpus_per_task: PositiveInt | None = None
+    mem_gb: PositiveFloat | None = None
+    gpus: int | None = Field(None, ge=0)
+    pack: PositiveInt = Field(1, description="slurm: trials run one after another in each array task")
+    array_parallelism: PositiveInt | None = Field(None, description="slurm: array tasks running at once (default: the site's)")
+    max_array: PositiveInt | None = Field(None, description="slurm: array tasks per job array (default: the cluster's MaxArraySize - 1)")
+
+    @field_validator("time")
+    @classmethod
+    def _slurm_time(cls, value: str | None) -> str | None:
+        if value is not None:
+            slurm_minutes(value)
+        return value
+
+
+_SLURM_TIME = re.compile(r"^(?:(?P<d>\d+)-)?(?P<a>\d+)(?::(?P<b>\d+))?(?::(?P<c>\d+))?$")
+
+
+def slurm_minutes(value: str) -> int:
+    """Minutes (rounded up) of a SLURM time: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS."""
+    match = _SLURM_TIME.match(str(value).strip())
+    if not match:
+        raise ValueError(f"{value!r} is not a SLURM time; valid forms: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS")
+    days, a, b, c = (int(g) if g is not None else None for g in match.group("d", "a", "b", "c"))
+    if days is None:
+        seconds = a * 60 + (b or 0) if c is None else a * 3600 + b * 60 + c
+    else:
+        seconds = days * 86400 + a * 3600 + (b or 0) * 60 + (c or 0)
+    return max(1, -(-seconds // 60))
+
+
+class PartitionSettings(_Section):
+    """What one array task asks of a partition."""
+
+    cpus_per_task: PositiveInt = 1
+    mem_gb: PositiveFloat = 4.0
+    time: str = "01:00:00"
+    gpus: int = Field(0, ge=0)
+
+    @field_validator("time")
+    @classmethod
+    def _slurm_time(cls, value: str) -> str:
+        slurm_minutes(value)
+        return value
+
+
+class SiteConfig(_Section):
+    """A SLURM site: its partitions and how its jobs must be asked for (slurm_templates/<site>.yaml)."""
+
+    description: str = ""
+    default_partition: str
+    partitions: dict[str, PartitionSettings] = Field(min_length=1)
+    gpu_request: Literal["gres", "gpus_per_node"] = Field("gres", description="--gres=gpu:N or --gpus-per-node=N")
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    extra_sbatch: list[str] = Field(default_factory=list, description="more #SBATCH options, e.g. --exclusive or --mail-type=END")
+    setup: list[str] = Field(default_factory=list, description="shell lines run before the job (module loads, environment)")
+    array_parallelism: PositiveInt = 64
+    signal_delay_s: PositiveInt = Field(90, description="seconds before the time limit at which SIGUSR2 asks for a checkpoint")
+    max_requeue: int = Field(3, ge=0, description="requeues after a time-out (preemptions are always requeued)")
+
+    @model_validator(mode="after")
+    def _default_exists(self) -> SiteConfig:
+        if self.default_partition not in self.partitions:
+            raise ValueError(f"default_partition {self.default_partition!r} is not among partitions: {', '.join(self.partitions)}")
+        for line in self.extra_sbatch:
+            if not line.startswith("--"):
+                raise ValueError(f"extra_sbatch {line!r} must be an sbatch option starting with --")
+        return self
+
+
+SITE_DIR = Path("slurm_templates")
+
+
+def load_site(name: str, folder: Path = SITE_DIR) -> SiteConfig:
+    """Read and validate slurm_templates/<name>.yaml (or a site file given by its path)."""
+    path = Path(name) if name.endswith((".yaml", ".yml")) else folder / f"{name}.yaml"
+    if not path.is_file():
+        found = sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+        raise UserError(f"unknown site {name!r} (no {path}); valid choices: {', '.join(found) or 'none found'}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise UserError(f"{path}: not valid YAML ({getattr(err, 'problem', err)})") from None
+    try:
+        return SiteConfig.model_validate(raw)
+    except ValidationError as err:
+        raise UserError(_one_line(err, str(path), SiteConfig)) from None
 
 
 class SweepConfig(_Section):

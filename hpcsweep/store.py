@@ -1,4 +1,4 @@
-"""The results store: one HDF5 file per trial, written atomically.
+"""The results store: one HDF5 file per trial, written atomically, and the logs of work in flight.
 
 A trial file holds its full resolved config, its state (done / diverged /
 failed), final metrics, per-epoch history, best weights, normaliser
@@ -7,12 +7,21 @@ written under a temporary name in the same folder and `os.replace`d into
 place, so a reader sees either no file or a whole one, and concurrent trials
 never share a file. Small things live in attributes, so summaries are read
 without touching weights. No torch here: weights arrive as numpy arrays.
+
+Work in flight is told by two append-only logs beside the trial files:
+`attempts/<id>.jsonl` (each attempt's start and end: job id, host, pid,
+outcome; written only by the job running that trial) and `jobs.jsonl` (which
+trials each submitted job or array task carries; written by the sweep driver).
+An attempt that started and never ended belongs to a running job, or to one
+that vanished (killed, node failure): the sweep asks the scheduler which.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +52,7 @@ class TrialRecord:
     error: str = ""
     evaluation: dict[str, Any] = field(default_factory=dict)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)  # "group/name" -> array (histograms, discrete tables)
+    failure: str = ""  # for state 'failed': error, out of memory, timeout exhausted
 
 
 def trials_dir(results_dir: Path) -> Path:
@@ -67,6 +77,7 @@ def write_trial(path: Path, record: TrialRecord) -> None:
             attrs["sweep"] = record.sweep
             attrs["state"] = record.state
             attrs["error"] = record.error
+            attrs["failure"] = record.failure
             attrs["config"] = json.dumps(record.config, sort_keys=True)
             attrs["provenance"] = json.dumps(record.provenance, sort_keys=True)
             attrs["normaliser"] = json.dumps(record.normaliser)
@@ -91,6 +102,7 @@ def read_summary(path: Path) -> dict[str, Any]:
             "sweep": str(attrs["sweep"]),
             "state": str(attrs["state"]),
             "error": str(attrs["error"]),
+            "failure": str(attrs.get("failure", "")),
             "config": json.loads(attrs["config"]),
             "metrics": json.loads(attrs["metrics"]),
             "provenance": json.loads(attrs["provenance"]),
@@ -118,6 +130,7 @@ def read_trial(path: Path) -> TrialRecord:
         normaliser=normaliser,
         provenance=summary["provenance"],
         error=summary["error"],
+        failure=summary["failure"],
         evaluation=evaluation,
         arrays=arrays,
     )
@@ -138,3 +151,80 @@ def scan(results_dir: Path) -> tuple[dict[str, dict[str, Any]], list[str]]:
             continue
         summaries[summary["trial_id"]] = summary
     return summaries, unreadable
+
+
+def _append_line(path: Path, entry: dict[str, Any]) -> None:
+    """Append one JSON line in a single write (whole lines, even with concurrent appenders)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        handle.write(json.dumps(entry) + "\n")
+
+
+def _read_lines(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    lines = []
+    for line in path.read_text().splitlines():
+        try:
+            lines.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut by a kill mid-write: skip it
+            continue
+    return lines
+
+
+def attempts_path(results_dir: Path, trial_id: str) -> Path:
+    return Path(results_dir) / "attempts" / f"{trial_id}.jsonl"
+
+
+def this_job() -> str:
+    """The scheduler's name for the running job: SLURM array task or job, submitit local job, else the pid."""
+    env = os.environ
+    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
+        return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    if env.get("SLURM_JOB_ID"):
+        return env["SLURM_JOB_ID"]
+    return f"local:{socket.gethostname()}:{os.getpid()}"
+
+
+def open_attempt(results_dir: Path, trial_id: str) -> None:
+    """Log that this process starts (or resumes) a trial."""
+    _append_line(
+        attempts_path(results_dir, trial_id),
+        {"event": "start", "job": this_job(), "host": socket.gethostname(), "pid": os.getpid(), "time": time.time()},
+    )
+
+
+def close_attempt(results_dir: Path, trial_id: str, outcome: str) -> list[dict[str, Any]]:
+    """Log how this process's attempt ended; return every attempt so far (for the trial file)."""
+    _append_line(
+        attempts_path(results_dir, trial_id),
+        {"event": "end", "job": this_job(), "pid": os.getpid(), "outcome": outcome, "time": time.time()},
+    )
+    return read_attempts(results_dir, trial_id)
+
+
+def read_attempts(results_dir: Path, trial_id: str) -> list[dict[str, Any]]:
+    """Attempts in order: job, host, pid, start, and end and outcome once it ended."""
+    attempts: list[dict[str, Any]] = []
+    for event in _read_lines(attempts_path(results_dir, trial_id)):
+        if event["event"] == "start":
+            attempts.append({"job": event["job"], "host": event["host"], "pid": event["pid"], "start": event["time"]})
+        else:
+            for attempt in reversed(attempts):
+                if attempt["job"] == event["job"] and attempt["pid"] == event["pid"] and "end" not in attempt:
+                    attempt.update(end=event["time"], outcome=event["outcome"])
+                    break
+    return attempts
+
+
+def jobs_path(results_dir: Path) -> Path:
+    return Path(results_dir) / "jobs.jsonl"
+
+
+def record_submission(results_dir: Path, executor: str, tasks: dict[str, list[str]]) -> None:
+    """Log which trials each submitted job (or array task: '<array>_<index>') carries."""
+    _append_line(jobs_path(results_dir), {"executor": executor, "tasks": tasks, "time": time.time()})
+
+
+def read_submissions(results_dir: Path) -> list[dict[str, Any]]:
+    return _read_lines(jobs_path(results_dir))

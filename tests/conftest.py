@@ -18,6 +18,17 @@ QCD = Sample("qcd", 600, seed=7)
 ZPRIME = Sample("zprime", 400, seed=3, zprime_mass=350.0)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `slurm` run against a real cluster when one answers, and are skipped with the reason otherwise."""
+    from hpcsweep.sweep.slurm import cluster_answers
+
+    if any("slurm" in item.keywords for item in items) and not cluster_answers():
+        skip = pytest.mark.skip(reason="no SLURM controller answers (scontrol ping); start one with 'make slurm-up'")
+        for item in items:
+            if "slurm" in item.keywords:
+                item.add_marker(skip)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def data_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Generated samples and caches of the whole session live in one temporary folder."""

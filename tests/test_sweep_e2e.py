@@ -61,7 +61,7 @@ def test_running_again_reruns_nothing(finished_sweep, capsys):
     before = _mtimes(results)
     capsys.readouterr()
     assert main(["sweep", str(sweep_file), "--results", str(results.parent)]) == 0
-    assert "4 trials; 4 finished, 0 failed to retry, 0 new" in capsys.readouterr().out
+    assert "4 trials; 4 finished, 0 in flight, 0 failed or lost to retry, 0 new" in capsys.readouterr().out
     assert _mtimes(results) == before
 
 

@@ -1,79 +1,127 @@
 """Sweep stage: grid expansion, identities, dispatch and resume (no torch here).
 
-`run_sweep` expands the grid, asks the store what is already finished, makes
-sure the data exist, dispatches the rest, and follows them until the store
-holds a file for each. Running it again skips finished trials (done or
-diverged) and retries failed ones.
+`run_sweep` expands the grid, asks the store (and the scheduler) what each
+trial is doing, makes sure the data exist, and dispatches what is not finished
+or in flight: failed and lost trials again (a lost one resumes from its
+checkpoint), never one that is running or queued. It follows the jobs until
+the store holds a file for each, or, on SLURM without `wait`, returns once
+they are submitted. A results folder made by a different definition of the
+sweep is refused.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import time
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from hpcsweep.config import DataConfig, SweepConfig, TrialConfig, TrialSpec
+from hpcsweep.config import DataConfig, SweepConfig, TrialSpec
+from hpcsweep.errors import UserError
 from hpcsweep.resources import allocated_cores
-from hpcsweep.store import FINISHED_STATES, scan, trial_path
+from hpcsweep.store import record_submission, trial_path
 from hpcsweep.sweep.dispatch import pack, submit
 from hpcsweep.sweep.grid import expand
+from hpcsweep.sweep.state import RUN_AGAIN, PlannedTrial, plan
 
 __all__ = ["PlannedTrial", "plan", "run_sweep", "expand"]
-
-
-@dataclass(frozen=True)
-class PlannedTrial:
-    trial_id: str
-    config: TrialConfig
-    state: str  # a store state, or "pending" when no file exists
-
-
-def plan(sweep: SweepConfig, results_dir: Path, source: str = "sweep") -> tuple[list[PlannedTrial], list[str]]:
-    """The sweep's trials with their state in the store, and the store files that could not be read."""
-    summaries, unreadable = scan(results_dir)
-    planned = [
-        PlannedTrial(trial.identity(), trial, summaries.get(trial.identity(), {}).get("state", "pending"))
-        for trial in expand(sweep, source)
-    ]
-    return planned, unreadable
 
 
 def run_sweep(
     sweep: SweepConfig,
     results_dir: Path,
     source: Path | None = None,
+    definition: SweepConfig | None = None,
+    wait: bool = True,
     progress: bool = True,
     log=print,
 ) -> Counter:
-    """Run every unfinished trial of `sweep` and wait for them; returns the count of states at the end."""
+    """Dispatch every trial of `sweep` that is not finished or in flight; returns the count of states.
+
+    `definition` is the sweep as its file defines it (before command-line
+    overrides): it must match the one that made `results_dir`.
+    """
+    check_definition(results_dir, definition or sweep)
+    if sweep.dispatch.executor == "slurm":  # a wrong site, partition or array size stops here, before any work
+        from hpcsweep.sweep.slurm import slurm_parameters
+
+        slurm_parameters(sweep.dispatch)
     planned, unreadable = plan(sweep, results_dir, str(source or sweep.name))
     for problem in unreadable:
         log(f"warning: unreadable trial file, it will be rerun: {problem}")
-    todo = [p for p in planned if p.state not in FINISHED_STATES]
+    todo = [p for p in planned if p.state in RUN_AGAIN]
     states = Counter(p.state for p in planned)
     log(
-        f"sweep {sweep.name!r}: {len(planned)} trials; {len(planned) - len(todo)} finished, "
-        f"{states['failed']} failed to retry, {states['pending']} new -> {results_dir}"
+        f"sweep {sweep.name!r}: {len(planned)} trials; {states['done'] + states['diverged']} finished, "
+        f"{states['running'] + states['queued']} in flight, {states['failed'] + states['lost']} failed or lost to retry, "
+        f"{states['pending']} new -> {results_dir}"
     )
     if not todo:
         return states
     specs = _specs(sweep, todo, results_dir, source, progress, log)  # data first: a bad source stops here
     results_dir.mkdir(parents=True, exist_ok=True)
+    _keep_definition(results_dir, definition or sweep, source)
+    dispatch = sweep.dispatch
+    if dispatch.executor == "slurm":
+        batches = pack(specs, per_batch=dispatch.pack)
+    else:
+        batches = pack(specs, n_batches=dispatch.workers or max(1, allocated_cores() // dispatch.threads_per_trial))
+    log(f"dispatching {len(specs)} trials as {len(batches)} {dispatch.executor} {'array tasks' if dispatch.executor == 'slurm' else 'jobs'}, "
+        f"{dispatch.threads_per_trial} thread(s) per trial")  # fmt: skip
+    jobs = submit(batches, dispatch, results_dir / "logs")
+    record_submission(
+        results_dir,
+        dispatch.executor,
+        {_job_name(job, dispatch.executor): [s.trial_id for s in batch] for job, batch in zip(jobs, batches, strict=True)},
+    )
+    if dispatch.executor == "slurm" and not wait:
+        log(f"submitted job array {jobs[0].job_id.split('_')[0]}; follow with 'hpcsweep status {sweep.name}', or run again with --wait")
+        return Counter(p.state for p in plan(sweep, results_dir, str(source or sweep.name))[0])
+    _follow(jobs, specs, results_dir, dispatch.executor, progress, log)
+    return Counter(p.state for p in plan(sweep, results_dir, str(source or sweep.name))[0])
+
+
+def _job_name(job, executor: str) -> str:
+    """The name the attempts log and the state module use: SLURM's job id, or local:<host>:<pid>."""
+    return job.job_id if executor == "slurm" else f"local:{socket.gethostname()}:{job.job_id}"
+
+
+def check_definition(results_dir: Path, sweep: SweepConfig) -> None:
+    """Refuse to mix trials of two different definitions of a sweep in one folder."""
+    kept = results_dir / "definition.json"
+    if not kept.exists():
+        return
+    before, now = _flat(json.loads(kept.read_text())), _flat(_definition(sweep))
+    changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+    if changed:
+        shown = "; ".join(f"{k}: {before.get(k)!r} there, {now.get(k)!r} here" for k in changed[:3])
+        raise UserError(
+            f"{results_dir} holds trials of another definition of sweep {sweep.name!r} ({shown}); "
+            f"give this one another name: in its file, or move {results_dir} away"
+        )
+
+
+def _definition(sweep: SweepConfig) -> dict[str, Any]:
+    """What a sweep's trials depend on: the base trial and the grid (not dispatch, evaluation, description)."""
+    dumped = sweep.model_dump(mode="json")
+    return {key: dumped[key] for key in ("data", "model", "train", "grid")}
+
+
+def _flat(definition: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """{'train': {'lr': x}, 'grid': {'model.latent': [...]}} -> {'train.lr': x, 'grid.model.latent': [...]}."""
+    return {f"{section}.{key}": value for section, values in definition.items() for key, value in values.items()}
+
+
+def _keep_definition(results_dir: Path, sweep: SweepConfig, source: Path | None) -> None:
+    kept = results_dir / "definition.json"
+    if not kept.exists():
+        kept.write_text(json.dumps(_definition(sweep), indent=1, sort_keys=True))
     if source is not None:
         shutil.copyfile(source, results_dir / "sweep.yaml")
-    workers = sweep.dispatch.workers or max(1, allocated_cores() // sweep.dispatch.threads_per_trial)
-    batches = pack(specs, workers)
-    log(
-        f"dispatching {len(specs)} trials as {len(batches)} {sweep.dispatch.executor} jobs, {sweep.dispatch.threads_per_trial} thread(s) each"
-    )
-    jobs = submit(batches, sweep.dispatch, results_dir / "logs")
-    _follow(jobs, specs, results_dir, sweep.dispatch.executor == "debug", progress, log)
-    final, _ = plan(sweep, results_dir, str(source or sweep.name))
-    return Counter(p.state for p in final)
 
 
 def _specs(sweep: SweepConfig, todo: list[PlannedTrial], results_dir: Path, source: Path | None, progress: bool, log) -> list[TrialSpec]:
@@ -114,9 +162,14 @@ def _specs(sweep: SweepConfig, todo: list[PlannedTrial], results_dir: Path, sour
     return specs
 
 
-def _follow(jobs: list, specs: list[TrialSpec], results_dir: Path, in_process: bool, progress: bool, log) -> None:
-    """Wait for the jobs, with a progress bar fed by trial files appearing in the store."""
+def _follow(jobs: list, specs: list[TrialSpec], results_dir: Path, executor: str, progress: bool, log) -> None:
+    """Wait until every trial has a file or no job carrying one lives; a progress bar follows the store.
+
+    Never waits on a job's result: a cancelled SLURM job is seen gone by squeue.
+    """
     from tqdm import tqdm
+
+    from hpcsweep.sweep.slurm import live_jobs
 
     started = time.time()
     paths = [trial_path(results_dir, s.trial_id) for s in specs]
@@ -124,24 +177,32 @@ def _follow(jobs: list, specs: list[TrialSpec], results_dir: Path, in_process: b
     def written() -> int:
         return sum(1 for p in paths if p.exists() and p.stat().st_mtime >= started)
 
+    def any_alive() -> bool:
+        if executor != "slurm":
+            return not all(job.done() for job in jobs)
+        live = live_jobs()
+        return live is None or any(job.job_id in live for job in jobs)
+
     with tqdm(total=len(specs), unit="trial", desc="trials", disable=not progress) as bar:
         try:
-            if in_process:  # the debug executor runs each job when its result is asked for
+            if executor == "debug":  # the debug executor runs each job when its result is asked for
                 for job in jobs:
                     job.result()
-            while not all(job.done() for job in jobs):
+            while written() < len(specs) and any_alive():
                 if written() > bar.n:  # only redraw on news: logs of non-terminals stay short
                     bar.update(written() - bar.n)
-                time.sleep(0.5)
+                time.sleep(5 if executor == "slurm" else 0.5)
         except KeyboardInterrupt:
-            for job in jobs:
-                job.cancel(check=False)
+            if executor != "slurm":  # SLURM jobs go on without the driver
+                for job in jobs:
+                    job.cancel(check=False)
             log("\ninterrupted: finished trials are kept; run the sweep again to continue")
             raise
         bar.update(written() - bar.n)
     missing = [s.trial_id for s, p in zip(specs, paths, strict=True) if not (p.exists() and p.stat().st_mtime >= started)]
     if missing:
-        log(f"{len(missing)} trials left no result (job killed?): {', '.join(missing[:5])}; logs in {results_dir / 'logs'}")
+        log(f"{len(missing)} trials left no result (job killed or cancelled?): {', '.join(missing[:5])}; "
+            f"logs in {results_dir / 'logs'}; running the sweep again retries them")  # fmt: skip
 
 
 def describe_dataset(folder: Path) -> str:

@@ -6,6 +6,7 @@ imports it inside the worker that runs a trial.
 
 from __future__ import annotations
 
+import os
 import platform
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from hpcsweep.data.normalize import Normaliser, make_normaliser
 from hpcsweep.data.read import JetTable, open_cache
 from hpcsweep.data.varset import load_varset
 from hpcsweep.resources import allocated_cores
-from hpcsweep.store import TrialRecord, read_trial, trial_path, write_trial
+from hpcsweep.store import TrialRecord, close_attempt, read_trial, trial_path, write_trial
 from hpcsweep.trial.evaluate import (
     Physics,
     compression,
@@ -104,7 +105,10 @@ def run_trial(spec: TrialSpec, threads: int | None = None, log=print) -> str:
             history={k: np.asarray(v) for k, v in result.history.items()},
             weights={k: v.cpu().numpy() for k, v in result.best_state.items()},
             normaliser=normaliser.to_dict(),
-            provenance=_provenance(spec, table.meta, device),
+            provenance={
+                **_provenance(spec, table.meta, device),
+                "attempts": close_attempt(Path(spec.results_dir), spec.trial_id, result.state),
+            },
             evaluation=evaluation,
             arrays=arrays,
         ),
@@ -194,17 +198,30 @@ def evaluate_stored(path: Path, label: str, table: JetTable, split: bool, timing
     return summary
 
 
+PACKAGES = ("torch", "numpy", "h5py", "uproot", "awkward", "pandas", "submitit", "pydantic", "pythia8mc", "fastjet")
+
+
 def _provenance(spec: TrialSpec, data_meta: dict, device: torch.device) -> dict:
     return {
         **spec.provenance,
         "hpcsweep": __version__,
+        "packages": {name: _version(name) for name in PACKAGES},
         "torch": torch.__version__,
-        "numpy": np.__version__,
         "python": platform.python_version(),
         "host": platform.node(),
         "device": str(device),
+        "gpus_allocated": os.environ.get("SLURM_JOB_GPUS") or os.environ.get("CUDA_VISIBLE_DEVICES", ""),
         "threads": torch.get_num_threads(),
         "data_source": data_meta.get("source", ""),
         "data_checksum": data_meta.get("checksum", ""),
         "data_cuts": data_meta.get("cuts", []),
     }
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return ""

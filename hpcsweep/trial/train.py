@@ -37,6 +37,10 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 class TrialInterrupted(Exception):
     """A stop signal arrived and a checkpoint was written: run the trial again to resume it."""
 
+    def __init__(self, signum: int, epoch: int, checkpoint: Path):
+        super().__init__(f"signal {signal.Signals(signum).name} at epoch {epoch}; checkpoint written to {checkpoint}")
+        self.signum = signum
+
 
 @dataclass
 class TrainResult:
@@ -139,7 +143,7 @@ def train(
             if checkpoint is not None and (stop.signal or epoch % checkpoint_every == 0):
                 _save(checkpoint, _snapshot(model, optimiser, schedule, generator, result))
             if stop.signal:
-                raise TrialInterrupted(f"signal {stop.signal} at epoch {epoch}; checkpoint written to {checkpoint}")
+                raise TrialInterrupted(stop.signal, epoch, checkpoint)
     return result
 
 

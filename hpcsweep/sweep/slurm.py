@@ -1,0 +1,134 @@
+"""The SLURM side: a site's settings turned into a submitit executor, and what the cluster says.
+
+Nothing here waits on a job: the sweep asks `squeue` which of its jobs live and
+reads the store for what is done, so a cancelled job (which submitit without
+accounting would wait on forever) is simply seen as gone.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+from hpcsweep.config import DispatchConfig, load_site, slurm_minutes
+from hpcsweep.errors import UserError
+
+
+def _run(command: list[str], timeout: float = 20) -> str | None:
+    """stdout of a SLURM command, or None when it is missing or fails."""
+    if shutil.which(command[0]) is None:
+        return None
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def cluster_answers() -> bool:
+    """True when a SLURM controller answers here."""
+    out = _run(["scontrol", "ping"], timeout=10)
+    return out is not None and "UP" in out
+
+
+def max_array_size() -> int:
+    """The cluster's MaxArraySize (array indices must stay below it)."""
+    out = _run(["scontrol", "show", "config"]) or ""
+    for line in out.splitlines():
+        if line.split("=")[0].strip() == "MaxArraySize":
+            return int(line.split("=", 1)[1])
+    return 1001  # SLURM's default
+
+
+def cluster_partitions() -> list[str]:
+    out = _run(["sinfo", "-h", "-o", "%P"]) or ""
+    return sorted({line.strip().rstrip("*") for line in out.splitlines() if line.strip()})
+
+
+def live_jobs() -> dict[str, str] | None:
+    """State of every job of this user that SLURM still knows ('123_4' for array tasks); None without squeue."""
+    out = _run(["squeue", "-h", "-r", "--me", "-o", "%i %T"])
+    if out is None:
+        return None
+    jobs = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            jobs[parts[0]] = parts[1]
+    return jobs
+
+
+def job_outcomes(job_ids: list[str]) -> dict[str, str]:
+    """Final states from accounting (TIMEOUT, OUT_OF_MEMORY, NODE_FAIL, CANCELLED, ...); empty without sacct."""
+    if not job_ids:
+        return {}
+    out = _run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(sorted({j.split("_")[0] for j in job_ids}))])
+    outcomes = {}
+    for line in (out or "").splitlines():
+        if "|" in line:
+            job, state = line.split("|", 1)
+            outcomes[job] = state.split()[0]
+    return outcomes
+
+
+def slurm_parameters(dispatch: DispatchConfig) -> dict:
+    """submitit parameters for the dispatch settings; every mistake is a UserError, before anything is submitted."""
+    site = load_site(dispatch.site)
+    partition = dispatch.partition or site.default_partition
+    if partition not in site.partitions:
+        raise UserError(f"unknown partition {partition!r} for site {dispatch.site!r}; valid choices: {', '.join(site.partitions)}")
+    existing = cluster_partitions()
+    if existing and partition not in existing:
+        raise UserError(
+            f"partition {partition!r} is in site {dispatch.site!r} but not on this cluster; the cluster has: {', '.join(existing)}"
+        )
+    limit = max_array_size() - 1
+    if dispatch.max_array is not None and dispatch.max_array > limit:
+        raise UserError(f"dispatch.max_array = {dispatch.max_array} exceeds the cluster's MaxArraySize - 1; valid choices: 1..{limit}")
+    settings = site.partitions[partition]
+    gpus = settings.gpus if dispatch.gpus is None else dispatch.gpus
+    parameters = {
+        "partition": partition,
+        "time": slurm_minutes(dispatch.time or settings.time),
+        "cpus_per_task": dispatch.cpus_per_task or settings.cpus_per_task,
+        "mem": f"{int((dispatch.mem_gb or settings.mem_gb) * 1024)}M",
+        "array_parallelism": dispatch.array_parallelism or site.array_parallelism,
+        "signal_delay_s": site.signal_delay_s,
+        "setup": ["export HDF5_USE_FILE_LOCKING=BEST_EFFORT", *site.setup],
+        "job_name": "hpcsweep",
+        "additional_parameters": _sbatch_options(site.extra_sbatch),
+        "max_array": dispatch.max_array or limit,
+        "max_requeue": site.max_requeue,
+    }
+    if gpus and site.gpu_request == "gres":
+        parameters["gres"] = f"gpu:{gpus}"
+    elif gpus:
+        parameters["gpus_per_node"] = gpus
+    for key in ("account", "qos", "constraint"):
+        if getattr(site, key):
+            parameters[key] = getattr(site, key)
+    return parameters
+
+
+def submit_arrays(function, batches: list, threads: list[int], dispatch: DispatchConfig, log_dir: Path) -> list:
+    """Submit the batches as job arrays no larger than the cluster allows."""
+    import submitit
+
+    parameters = slurm_parameters(dispatch)
+    size, requeues = parameters.pop("max_array"), parameters.pop("max_requeue")
+    executor = submitit.SlurmExecutor(folder=log_dir, max_num_timeout=requeues)
+    executor.update_parameters(**parameters)
+    jobs = []
+    for start in range(0, len(batches), size):
+        jobs += executor.map_array(function, batches[start : start + size], threads[start : start + size])
+    return jobs
+
+
+def _sbatch_options(lines: list[str]) -> dict[str, str | bool]:
+    """'--key=value' / '--flag' lines as submitit's additional_parameters."""
+    options: dict[str, str | bool] = {}
+    for line in lines:
+        key, sep, value = line[2:].partition("=")
+        options[key.replace("-", "_")] = value if sep else True
+    return options

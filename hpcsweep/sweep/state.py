@@ -1,0 +1,107 @@
+"""What each trial of a sweep is doing, from the store's files, the attempts logs and the scheduler.
+
+| state | meaning | a rerun of the sweep |
+|---|---|---|
+| done, diverged | its trial file says so | skips it |
+| failed | its trial file says so (error, out of memory, timeout exhausted) | runs it again |
+| running | an attempt started and its job still lives | leaves it |
+| queued | a live job or array task carries it and it has not started | leaves it |
+| lost | it started, or was submitted, and its job is gone (killed, cancelled, node failure) | runs it again (resuming its checkpoint) |
+| pending | never submitted | runs it |
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from hpcsweep.config import SweepConfig, TrialConfig
+from hpcsweep.store import read_attempts, read_submissions, scan
+from hpcsweep.sweep.grid import expand
+
+RUN_AGAIN = ("failed", "lost", "pending")
+IN_FLIGHT = ("running", "queued")
+STATES = ("done", "diverged", "failed", "running", "queued", "lost", "pending")
+
+
+@dataclass(frozen=True)
+class PlannedTrial:
+    trial_id: str
+    config: TrialConfig
+    state: str
+    detail: str = ""  # the failure class, or the job that runs or holds the trial
+
+
+def plan(sweep: SweepConfig, results_dir: Path, source: str = "sweep") -> tuple[list[PlannedTrial], list[str]]:
+    """The sweep's trials with their states, and the store files that could not be read."""
+    summaries, unreadable = scan(results_dir)
+    flight = InFlight(results_dir)
+    planned = []
+    for trial in expand(sweep, source):
+        summary = summaries.get(trial.identity())
+        if summary is not None:
+            planned.append(PlannedTrial(trial.identity(), trial, summary["state"], summary.get("failure", "")))
+        else:
+            planned.append(PlannedTrial(trial.identity(), trial, *flight.state(trial.identity())))
+    return planned, unreadable
+
+
+class InFlight:
+    """Answers 'running, queued, lost or pending?' for trials without a file; asks squeue at most once."""
+
+    def __init__(self, results_dir: Path):
+        self.results_dir = results_dir
+        self._live: dict[str, str] | None = None
+        self._asked = False
+        self._queued: dict[str, str] | None = None
+
+    def state(self, trial_id: str) -> tuple[str, str]:
+        attempts = read_attempts(self.results_dir, trial_id)
+        if attempts and "end" not in attempts[-1]:
+            last = attempts[-1]
+            return ("lost" if self.alive(last["job"], last["pid"]) is False else "running"), last["job"]
+        job = self.queued().get(trial_id)
+        if job:
+            return "queued", job
+        if attempts:
+            return "lost", attempts[-1].get("outcome", "")
+        return "pending", ""
+
+    def alive(self, job: str, pid: int | None = None) -> bool | None:
+        """Whether a job lives; None when nobody here can tell (another host, no squeue)."""
+        if job.startswith("local:"):
+            _, host, job_pid = job.split(":")
+            if host != socket.gethostname():
+                return None
+            return pid_alive(pid if pid is not None else int(job_pid))
+        if not self._asked:
+            from hpcsweep.sweep.slurm import live_jobs
+
+            self._live, self._asked = live_jobs(), True
+        return None if self._live is None else job in self._live
+
+    def queued(self) -> dict[str, str]:
+        """Trial id -> the live job that carries it, from the submissions log."""
+        if self._queued is None:
+            self._queued = {}
+            for submission in read_submissions(self.results_dir):
+                for job, trial_ids in submission["tasks"].items():
+                    if self.alive(job) is not False:
+                        self._queued.update(dict.fromkeys(trial_ids, job))
+        return self._queued
+
+
+def pid_alive(pid: int) -> bool:
+    """A process with this pid exists on this host and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True

@@ -1,0 +1,158 @@
+"""Real jobs on a real SLURM cluster (make slurm-up): arrays, time-outs, kills, GPUs, divergence."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from hpcsweep.cli import main
+from hpcsweep.config import load_sweep
+from hpcsweep.store import jobs_path, read_attempts, read_trial, scan, trial_path
+from hpcsweep.sweep import expand, run_sweep
+from hpcsweep.sweep.state import plan
+from hpcsweep.trial import run_trial
+
+from .conftest import QCD
+
+pytestmark = pytest.mark.slurm
+SITE = str(Path(__file__).parent.parent / "slurm_templates" / "local.yaml")
+
+
+def _sweep_file(
+    folder: Path, name: str, grid: str, train: str = "{epochs: 20, batch_size: 256}", model: str = "{hidden: [64, 64], latent: 4}"
+) -> Path:
+    path = folder / f"{name}.yaml"
+    path.write_text(
+        f"name: {name}\n"
+        f"data: {{events: {QCD.events}, generator_seed: {QCD.seed}}}\n"
+        f"model: {model}\ntrain: {train}\ngrid: {grid}\n"
+        "evaluation: {signals: [], timing_repeats: 1}\n"
+    )
+    return path
+
+
+def _wait_until(condition, timeout: float, what: str) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(1)
+
+
+def test_an_array_of_8_trials_finishes_like_the_local_executor(qcd_file, tmp_path, capsys):
+    sweep_file = _sweep_file(tmp_path, "array", "{z: [2, 4], lr: [1.0e-2, 3.0e-2], wd: [0, 1.0e-4]}")
+    slurm, local = tmp_path / "slurm", tmp_path / "local"
+    assert main(["sweep", str(sweep_file), "--results", str(slurm), "--executor", "slurm", "--site", SITE, "--wait"]) == 0
+    assert main(["sweep", str(sweep_file), "--results", str(local), "--executor", "local"]) == 0
+    on_slurm, _ = scan(slurm / "array")
+    on_local, _ = scan(local / "array")
+    assert len(on_slurm) == 8 and {s["state"] for s in on_slurm.values()} == {"done"}
+    jobs = {a["job"] for trial in on_slurm for a in on_slurm[trial]["provenance"]["attempts"]}
+    assert len(jobs) == 8 and len({j.split("_")[0] for j in jobs}) == 1, "one job array of 8 tasks"
+    for trial_id, summary in on_slurm.items():
+        assert summary["metrics"]["best_val_mse"] == on_local[trial_id]["metrics"]["best_val_mse"], "same config and seed, same result"
+    submissions = jobs_path(slurm / "array").read_text()
+    capsys.readouterr()
+    assert main(["sweep", str(sweep_file), "--results", str(slurm), "--executor", "slurm", "--site", SITE, "--wait"]) == 0
+    assert "8 finished, 0 in flight, 0 failed or lost to retry, 0 new" in capsys.readouterr().out
+    assert jobs_path(slurm / "array").read_text() == submissions, "nothing was submitted again"
+
+
+def test_packing_runs_several_trials_per_array_task(qcd_file, tmp_path):
+    sweep_file = _sweep_file(tmp_path, "packed", "{z: [2, 4], lr: [1.0e-2, 3.0e-2]}")
+    assert main(["sweep", str(sweep_file), "--results", str(tmp_path), "--executor", "slurm", "--site", SITE, "--pack", "2", "--wait"]) == 0
+    summaries, _ = scan(tmp_path / "packed")
+    jobs = [s["provenance"]["attempts"][0]["job"] for s in summaries.values()]
+    assert len(summaries) == 4 and len(set(jobs)) == 2
+
+
+def test_a_trial_that_hits_its_time_limit_is_requeued_and_resumes_to_the_same_result(qcd_file, tmp_path):
+    # ~100 s of training against a 1-minute limit: SIGUSR2 20 s before it, checkpoint, requeue, resume
+    sweep_file = _sweep_file(
+        tmp_path, "timeout", "{z: [4]}", train="{epochs: 1500, batch_size: 128}", model="{hidden: [128, 128, 128], latent: 4}"
+    )
+    definition = load_sweep(sweep_file).with_overrides(dispatch={"executor": "slurm", "site": SITE, "time": "1", "checkpoint_every": 50})
+    run_sweep(definition, tmp_path / "timeout", source=sweep_file, wait=False, progress=False, log=lambda _: None)
+    trial = expand(definition)[0]
+    reference = tmp_path / "reference"
+    run_trial(_spec(definition, trial, reference), threads=1, log=lambda _: None)  # the uninterrupted run, meanwhile
+    path = trial_path(tmp_path / "timeout", trial.identity())
+    _wait_until(path.exists, 900, "the requeued trial to finish")
+    record, expected = read_trial(path), read_trial(trial_path(reference, trial.identity()))
+    attempts = record.provenance["attempts"]
+    assert len(attempts) >= 2 and attempts[0]["outcome"] == "stopped by SIGUSR2, checkpointed"
+    assert attempts[0]["job"] == attempts[-1]["job"], "requeued as the same array task"
+    assert record.metrics["resumed_from_epoch"] > 0
+    assert record.metrics["best_val_mse"] == pytest.approx(expected.metrics["best_val_mse"], rel=1e-6)
+
+
+def _spec(sweep, trial, results: Path):
+    """A spec like the driver's for `trial`, writing into `results`."""
+    from hpcsweep.config import TrialSpec
+    from hpcsweep.data import prepare
+
+    return TrialSpec(trial_id=trial.identity(), sweep=sweep.name, config=trial, dataset=str(prepare(trial.data, progress=False)),
+                     results_dir=str(results), checkpoint_every=50, evaluation=sweep.evaluation)  # fmt: skip
+
+
+def test_a_killed_job_is_seen_lost_and_retried(qcd_file, tmp_path):
+    sweep_file = _sweep_file(tmp_path, "killed", "{z: [4]}", train="{epochs: 3000, batch_size: 128}")
+    results = tmp_path / "killed"
+    definition = load_sweep(sweep_file).with_overrides(dispatch={"executor": "slurm", "site": SITE, "checkpoint_every": 20})
+    run_sweep(definition, results, source=sweep_file, wait=False, progress=False, log=lambda _: None)
+    trial_id = expand(definition)[0].identity()
+    _wait_until(lambda: (results / "checkpoints" / f"{trial_id}.pt").exists(), 120, "the first checkpoint")
+    job = read_attempts(results, trial_id)[-1]["job"]
+    assert plan(definition, results)[0][0].state == "running"
+    subprocess.run(["scancel", "--signal=KILL", job], check=True)
+    _wait_until(lambda: plan(definition, results)[0][0].state == "lost", 60, "the trial to be seen lost")
+    run_sweep(definition, results, source=sweep_file, wait=False, progress=False, log=lambda _: None)
+    assert plan(definition, results)[0][0].state in ("queued", "running"), "the lost trial went out again"
+    retry = [job for line in jobs_path(results).read_text().splitlines()[1:] for job in json.loads(line)["tasks"]]
+    assert len(retry) == 1 and retry[0] != job
+    subprocess.run(["scancel", retry[0]], check=False)
+
+
+def test_a_gpu_partition_request_carries_the_gpu_gres(qcd_file, tmp_path):
+    sweep_file = _sweep_file(tmp_path, "gpu", "{z: [4]}", train="{epochs: 2, batch_size: 256}")
+    assert (
+        main(["sweep", str(sweep_file), "--results", str(tmp_path), "--executor", "slurm", "--site", SITE, "--partition", "gpu", "--wait"])
+        == 0
+    )
+    (summary,) = scan(tmp_path / "gpu")[0].values()
+    job = summary["provenance"]["attempts"][0]["job"]
+    shown = subprocess.run(
+        ["sacct", "-n", "-X", "-P", "-j", job.split("_")[0], "-o", "Partition,AllocTRES"], capture_output=True, text=True
+    ).stdout
+    assert "gpu|" in shown and "gres/gpu=1" in shown, shown
+    assert summary["provenance"]["gpus_allocated"] != "", "the job saw the GPU it was given"
+    assert summary["provenance"]["device"] == "cpu", "no CUDA here: the device follows what is visible"
+
+
+def test_a_diverging_trial_is_recorded_while_the_others_finish(qcd_file, tmp_path):
+    sweep_file = _sweep_file(tmp_path, "diverging", "{lr: [1.0e-2, 1.0e+12, 3.0e-2]}")
+    assert main(["sweep", str(sweep_file), "--results", str(tmp_path), "--executor", "slurm", "--site", SITE, "--wait"]) == 0
+    states = sorted(s["state"] for s in scan(tmp_path / "diverging")[0].values())
+    assert states == ["diverged", "done", "done"]
+
+
+def test_slurm_mistakes_are_one_line_errors_before_anything_is_submitted(qcd_file, tmp_path, capsys):
+    sweep_file = _sweep_file(tmp_path, "bad", "{z: [4]}")
+    base = ["sweep", str(sweep_file), "--results", str(tmp_path), "--executor", "slurm"]
+    cases = [
+        (["--site", "atlantis"], "unknown site 'atlantis'"),
+        (["--site", SITE, "--partition", "bigmem"], "unknown partition 'bigmem' for site"),
+        (["--site", SITE, "--time", "2h"], "'2h' is not a SLURM time"),
+    ]
+    for extra, message in cases:
+        assert main(base + extra) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+    huge = tmp_path / "huge.yaml"
+    huge.write_text(sweep_file.read_text().replace("name: bad", "name: huge") + "dispatch: {max_array: 5000}\n")
+    assert main(["sweep", str(huge), "--results", str(tmp_path), "--executor", "slurm", "--site", SITE]) == 2
+    assert "dispatch.max_array = 5000 exceeds the cluster's MaxArraySize - 1; valid choices: 1..1000" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists() and not (tmp_path / "huge").exists(), "nothing was started"
