@@ -196,9 +196,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     rows = [[z, *(counts[(z, s)] for s in STATES)] for z in sorted({p.config.model.latent for p in planned})]
     total = Counter(p.state for p in planned)
     rows.append(["all", *(total[s] for s in STATES)])
-    finished = total["done"] + total["diverged"]
-    _print_rows(f"{sweep.name}: {len(planned)} trials, {finished} finished", ["z", *STATES], rows)
-    Console().print(ProgressBar(total=len(planned), completed=finished, width=60))
+    finished = total["done"] + total["diverged"] + total["pruned"]
+    goal = sweep.budget if sweep.search != "grid" else len(planned)
+    _print_rows(f"{sweep.name}: {len(planned)} trials, {finished} of {goal} finished ({sweep.search} search)", ["z", *STATES], rows)
+    Console().print(ProgressBar(total=goal, completed=min(finished, goal), width=60))
     for state in ("running", "queued", "failed", "lost"):
         details = Counter(p.detail or "?" for p in planned if p.state == state)
         if details:

@@ -256,8 +256,38 @@ def load_site(name: str, folder: Path = SITE_DIR) -> SiteConfig:
         raise UserError(_one_line(err, str(path), SiteConfig)) from None
 
 
+class Range(_Section):
+    """A range to sample for a random or TPE search (integers when the key is an integer)."""
+
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low:g}) must be below high ({self.high:g})")
+        if self.log and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
+        return self
+
+
+#: Data keys that change which jets are read: a search may not vary them (the data are prepared once).
+_DATASET_KEYS = {
+    "data.source",
+    "data.process",
+    "data.zprime_mass",
+    "data.events",
+    "data.generator_seed",
+    "data.varset",
+    "data.tree",
+    "data.leading_only",
+}
+
+
 class SweepConfig(_Section):
-    """A base trial and a grid over some of its keys."""
+    """A base trial and a grid over some of its keys, or a search space for Optuna."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     description: str = ""
@@ -267,6 +297,38 @@ class SweepConfig(_Section):
     grid: dict[str, list[Any]] = Field(default_factory=dict)
     dispatch: DispatchConfig = Field(default_factory=DispatchConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    search: Literal["grid", "random", "tpe"] = "grid"
+    budget: PositiveInt | None = Field(None, description="random/tpe: trials to finish (done or pruned)")
+    space: dict[str, Any] = Field(default_factory=dict, description="random/tpe: key -> list of choices or {low, high, log, step}")
+    pruner: Literal["none", "median", "hyperband"] = "none"
+    search_seed: int = 0
+
+    @field_validator("space")
+    @classmethod
+    def _known_space(cls, space: dict[str, Any]) -> dict[str, list[Any] | Range]:
+        resolved: dict[str, list[Any] | Range] = {}
+        for key, values in space.items():
+            path = grid_path(key)
+            if path in _DATASET_KEYS:
+                raise ValueError(f"a search cannot vary {path} (the data are prepared once); use a grid, or one sweep per dataset")
+            if isinstance(values, list) and values:
+                resolved[path] = values
+            elif isinstance(values, dict):
+                try:
+                    resolved[path] = Range.model_validate(values)
+                except ValidationError as err:
+                    raise ValueError(f"{key!r}: {_one_line(err, 'range', Range).removeprefix('range: ')}") from None
+            else:
+                raise ValueError(f"{key!r} takes a non-empty list of choices or a range {{low, high, log, step}} (got {values!r})")
+        return resolved
+
+    @model_validator(mode="after")
+    def _grid_or_search(self) -> SweepConfig:
+        if self.search == "grid" and self.space:
+            raise ValueError("space: is for search: random or tpe; a grid search takes grid:")
+        if self.search != "grid" and (self.grid or not self.space or self.budget is None):
+            raise ValueError(f"search: {self.search} takes space: (key -> choices or range) and budget:, not grid:")
+        return self
 
     @field_validator("grid")
     @classmethod
@@ -379,7 +441,7 @@ def _one_line(err: ValidationError, source: str, root: type[BaseModel], prefix: 
     errors = err.errors()
     first = errors[0]
     loc = [str(part) for part in first["loc"]]
-    key = ".".join(loc) or "(top level)"
+    key = ".".join(loc)
     if first["type"] == "extra_forbidden":
         valid = sorted(_model_at(root, loc[:-1]).model_fields)
         hint = closest(loc[-1], valid)
@@ -391,7 +453,7 @@ def _one_line(err: ValidationError, source: str, root: type[BaseModel], prefix: 
         )
     else:
         text = first["msg"].removeprefix("Value error, ")
-        message = f"{prefix}{key}: {text}"
+        message = f"{prefix}{key}: {text}" if key else text
         if "input" in first and first["type"] not in ("missing",) and not isinstance(first["input"], dict):
             message += f" (got {first['input']!r})"
     more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""

@@ -32,8 +32,9 @@ os.environ.setdefault("HDF5_USE_FILE_LOCKING", "BEST_EFFORT")
 import h5py  # noqa: E402  (after the locking mode is set)
 
 SCHEMA_VERSION = 1
-FINISHED_STATES = ("done", "diverged")
+FINISHED_STATES = ("done", "diverged", "pruned")
 STATES = FINISHED_STATES + ("failed",)
+SUMMARY_KEYS = ("trial_id", "sweep", "state", "error", "failure", "config", "metrics", "provenance")
 
 
 @dataclass
@@ -73,15 +74,8 @@ def write_trial(path: Path, record: TrialRecord) -> None:
         with h5py.File(tmp, "w") as handle:
             attrs = handle.attrs
             attrs["schema_version"] = SCHEMA_VERSION
-            attrs["trial_id"] = record.trial_id
-            attrs["sweep"] = record.sweep
-            attrs["state"] = record.state
-            attrs["error"] = record.error
-            attrs["failure"] = record.failure
-            attrs["config"] = json.dumps(record.config, sort_keys=True)
-            attrs["provenance"] = json.dumps(record.provenance, sort_keys=True)
+            attrs["summary"] = json.dumps({key: getattr(record, key) for key in SUMMARY_KEYS}, sort_keys=True)  # one read for a scan
             attrs["normaliser"] = json.dumps(record.normaliser)
-            attrs["metrics"] = json.dumps(record.metrics)
             attrs["evaluation"] = json.dumps(record.evaluation)
             for group, arrays in (("history", record.history), ("weights", record.weights), ("arrays", record.arrays)):
                 node = handle.create_group(group)
@@ -94,19 +88,9 @@ def write_trial(path: Path, record: TrialRecord) -> None:
 
 
 def read_summary(path: Path) -> dict[str, Any]:
-    """Id, state, config, metrics and provenance of a trial file (attributes only: fast)."""
+    """Id, sweep, state, error, failure, config, metrics and provenance of a trial file (one attribute: fast)."""
     with h5py.File(path, "r") as handle:
-        attrs = handle.attrs
-        return {
-            "trial_id": str(attrs["trial_id"]),
-            "sweep": str(attrs["sweep"]),
-            "state": str(attrs["state"]),
-            "error": str(attrs["error"]),
-            "failure": str(attrs.get("failure", "")),
-            "config": json.loads(attrs["config"]),
-            "metrics": json.loads(attrs["metrics"]),
-            "provenance": json.loads(attrs["provenance"]),
-        }
+        return json.loads(handle.attrs["summary"])
 
 
 def read_trial(path: Path) -> TrialRecord:
@@ -119,38 +103,60 @@ def read_trial(path: Path) -> TrialRecord:
         handle["arrays"].visititems(lambda name, node: arrays.__setitem__(name, node[()]) if isinstance(node, h5py.Dataset) else None)
         normaliser = json.loads(handle.attrs["normaliser"])
         evaluation = json.loads(handle.attrs["evaluation"])
-    return TrialRecord(
-        trial_id=summary["trial_id"],
-        sweep=summary["sweep"],
-        state=summary["state"],
-        config=summary["config"],
-        metrics=summary["metrics"],
-        history=history,
-        weights=weights,
-        normaliser=normaliser,
-        provenance=summary["provenance"],
-        error=summary["error"],
-        failure=summary["failure"],
-        evaluation=evaluation,
-        arrays=arrays,
-    )
+    return TrialRecord(**summary, history=history, weights=weights, normaliser=normaliser, evaluation=evaluation, arrays=arrays)
+
+
+def index_path(results_dir: Path) -> Path:
+    return Path(results_dir) / "index.json"
 
 
 def scan(results_dir: Path) -> tuple[dict[str, dict[str, Any]], list[str]]:
-    """Summaries of every trial file in a sweep's folder, and the files that could not be read."""
+    """Summaries of every trial file in a sweep's folder, and the files that could not be read.
+
+    Files unchanged since the sweep index was built (same size and mtime) are
+    taken from it; only the others are opened.
+    """
+    summaries, unreadable, _ = _scan(results_dir)
+    return summaries, unreadable
+
+
+def rebuild_index(results_dir: Path) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Scan and write the sweep index (the aggregator's job: one writer, written atomically)."""
+    summaries, unreadable, entries = _scan(results_dir)
+    path = index_path(results_dir)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(entries))
+    os.replace(tmp, path)
+    return summaries, unreadable
+
+
+def _scan(results_dir: Path) -> tuple[dict[str, dict[str, Any]], list[str], dict[str, Any]]:
     summaries: dict[str, dict[str, Any]] = {}
     unreadable: list[str] = []
+    entries: dict[str, Any] = {}
     folder = trials_dir(results_dir)
     if not folder.is_dir():
-        return summaries, unreadable
-    for path in sorted(folder.glob("*.h5")):
-        try:
-            summary = read_summary(path)
-        except (OSError, KeyError, ValueError) as err:
-            unreadable.append(f"{path.name}: {err}")
+        return summaries, unreadable, entries
+    try:
+        index = json.loads(index_path(results_dir).read_text())
+    except (OSError, ValueError):
+        index = {}
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        if not entry.name.endswith(".h5"):
             continue
+        stat = entry.stat()
+        known = index.get(entry.name)
+        if known and known["stamp"] == [stat.st_size, stat.st_mtime_ns]:
+            summary = known["summary"]
+        else:
+            try:
+                summary = read_summary(Path(entry.path))
+            except (OSError, KeyError, ValueError) as err:
+                unreadable.append(f"{entry.name}: {err}")
+                continue
         summaries[summary["trial_id"]] = summary
-    return summaries, unreadable
+        entries[entry.name] = {"stamp": [stat.st_size, stat.st_mtime_ns], "summary": summary}
+    return summaries, unreadable, entries
 
 
 def _append_line(path: Path, entry: dict[str, Any]) -> None:
@@ -186,12 +192,10 @@ def this_job() -> str:
     return f"local:{socket.gethostname()}:{os.getpid()}"
 
 
-def open_attempt(results_dir: Path, trial_id: str) -> None:
-    """Log that this process starts (or resumes) a trial."""
-    _append_line(
-        attempts_path(results_dir, trial_id),
-        {"event": "start", "job": this_job(), "host": socket.gethostname(), "pid": os.getpid(), "time": time.time()},
-    )
+def open_attempt(results_dir: Path, trial_id: str, config: dict[str, Any]) -> None:
+    """Log that this process starts (or resumes) a trial, with the trial's config."""
+    entry = {"event": "start", "job": this_job(), "host": socket.gethostname(), "pid": os.getpid(), "time": time.time(), "config": config}
+    _append_line(attempts_path(results_dir, trial_id), entry)
 
 
 def close_attempt(results_dir: Path, trial_id: str, outcome: str) -> list[dict[str, Any]]:
@@ -208,7 +212,9 @@ def read_attempts(results_dir: Path, trial_id: str) -> list[dict[str, Any]]:
     attempts: list[dict[str, Any]] = []
     for event in _read_lines(attempts_path(results_dir, trial_id)):
         if event["event"] == "start":
-            attempts.append({"job": event["job"], "host": event["host"], "pid": event["pid"], "start": event["time"]})
+            attempts.append(
+                {"job": event["job"], "host": event["host"], "pid": event["pid"], "start": event["time"], "config": event.get("config")}
+            )
         else:
             for attempt in reversed(attempts):
                 if attempt["job"] == event["job"] and attempt["pid"] == event["pid"] and "end" not in attempt:

@@ -82,6 +82,11 @@ def test_epochs_and_set_overrides_fix_keys_and_remove_their_axes():
         ("name: x\ntrain: {schedule: cosine}\n", ["train.schedule", "'onecycle', 'constant' or 'piecewise'"]),
         ("name: x\ntrain: {piecewise: [[null, 1.0e-3], [5, 1.0e-4]]}\n", ["train.piecewise", "only the last segment"]),
         ("name: x\nmodel: {hidden: [200, -5]}\n", ["model.hidden.1", "greater than 0", "-5"]),
+        ("name: x\nsearch: tpe\nbudget: 5\ngrid: {lr: [0.1]}\n", ["search: tpe takes space:", "budget:, not grid:"]),
+        ("name: x\nsearch: annealing\n", ["search", "'grid', 'random' or 'tpe'"]),
+        ("name: x\nsearch: random\nbudget: 3\nspace: {lr: {low: 1, high: 0.1}}\n", ["space", "'lr': low (1) must be below high (0.1)"]),
+        ("name: x\nsearch: random\nbudget: 3\nspace: {data.events: [10, 20]}\n", ["a search cannot vary data.events"]),
+        ("name: x\nspace: {lr: [0.1]}\n", ["space: is for search: random or tpe"]),
     ],
 )
 def test_mistakes_are_one_line_errors_naming_file_key_and_choices(tmp_path, text, expected):

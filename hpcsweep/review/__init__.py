@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from hpcsweep.review.tables import best_and_median, thesis_table, trials_frame
-from hpcsweep.store import scan
+from hpcsweep.store import rebuild_index, scan
 
 __all__ = ["SweepResults", "aggregate"]
 
@@ -36,7 +36,7 @@ class SweepResults:
 
 def aggregate(results_dir: Path, plot: bool = True) -> dict[str, object]:
     """Write the tables (Markdown, CSV) and the loss-vs-latent figure; return frames and paths."""
-    summaries, unreadable = scan(results_dir)
+    summaries, unreadable = rebuild_index(results_dir)
     frame = trials_frame(summaries)
     best, median = best_and_median(frame)
     tables = {"best": thesis_table(best), "median": thesis_table(median)}

@@ -24,7 +24,7 @@ from hpcsweep.config import DataConfig, SweepConfig, TrialSpec
 from hpcsweep.errors import UserError
 from hpcsweep.resources import allocated_cores
 from hpcsweep.store import record_submission, trial_path
-from hpcsweep.sweep.dispatch import pack, submit
+from hpcsweep.sweep.dispatch import TrialBatch, pack, submit
 from hpcsweep.sweep.grid import expand
 from hpcsweep.sweep.state import RUN_AGAIN, PlannedTrial, plan
 
@@ -50,6 +50,8 @@ def run_sweep(
         from hpcsweep.sweep.slurm import slurm_parameters
 
         slurm_parameters(sweep.dispatch)
+    if sweep.search != "grid":
+        return _run_search(sweep, results_dir, source, definition or sweep, wait, progress, log)
     planned, unreadable = plan(sweep, results_dir, str(source or sweep.name))
     for problem in unreadable:
         log(f"warning: unreadable trial file, it will be rerun: {problem}")
@@ -72,7 +74,7 @@ def run_sweep(
         batches = pack(specs, n_batches=dispatch.workers or max(1, allocated_cores() // dispatch.threads_per_trial))
     log(f"dispatching {len(specs)} trials as {len(batches)} {dispatch.executor} {'array tasks' if dispatch.executor == 'slurm' else 'jobs'}, "
         f"{dispatch.threads_per_trial} thread(s) per trial")  # fmt: skip
-    jobs = submit(batches, dispatch, results_dir / "logs")
+    jobs = submit(TrialBatch(), [(batch, dispatch.threads_per_trial) for batch in batches], dispatch, results_dir / "logs")
     record_submission(
         results_dir,
         dispatch.executor,
@@ -81,7 +83,47 @@ def run_sweep(
     if dispatch.executor == "slurm" and not wait:
         log(f"submitted job array {jobs[0].job_id.split('_')[0]}; follow with 'hpcsweep status {sweep.name}', or run again with --wait")
         return Counter(p.state for p in plan(sweep, results_dir, str(source or sweep.name))[0])
-    _follow(jobs, specs, results_dir, dispatch.executor, progress, log)
+    started = time.time()
+    paths = [trial_path(results_dir, s.trial_id) for s in specs]
+
+    def written() -> int:
+        return sum(1 for p in paths if p.exists() and p.stat().st_mtime >= started)
+
+    _follow(jobs, written, len(specs), dispatch.executor, "trial", progress, log)
+    if written() < len(specs):
+        log(f"{len(specs) - written()} trials left no result (job killed or cancelled?); logs in {results_dir / 'logs'}; "
+            "running the sweep again retries them")  # fmt: skip
+    return Counter(p.state for p in plan(sweep, results_dir, str(source or sweep.name))[0])
+
+
+def _run_search(
+    sweep: SweepConfig, results_dir: Path, source: Path | None, definition: SweepConfig, wait: bool, progress: bool, log
+) -> Counter:
+    """An Optuna search: workers that ask for trials until the budget is spent (see sweep.search)."""
+    from hpcsweep.sweep.search import SearchWorker, check_space, finished, release_stale, study_for
+    from hpcsweep.sweep.state import InFlight
+
+    check_space(sweep, str(source or sweep.name))
+    study = study_for(sweep, results_dir)
+    released = release_stale(study, InFlight(results_dir).alive)
+    done = finished(study)
+    log(f"search {sweep.search!r} of sweep {sweep.name!r}: {done}/{sweep.budget} trials finished"
+        + (f", {released} trials of vanished workers put back" if released else "") + f" -> {results_dir}")  # fmt: skip
+    if done < sweep.budget:
+        base = expand(sweep.model_copy(update={"space": {}, "search": "grid"}))[0]
+        (template,) = _specs(sweep, [PlannedTrial(base.identity(), base, "pending")], results_dir, source, progress, log)
+        _keep_definition(results_dir, definition, source)
+        dispatch = sweep.dispatch
+        local = max(1, allocated_cores() // dispatch.threads_per_trial)
+        workers = dispatch.workers or (min(sweep.budget - done, 8) if dispatch.executor == "slurm" else local)
+        log(f"starting {workers} {dispatch.executor} search workers, {dispatch.threads_per_trial} thread(s) each")
+        arguments = [(sweep.model_dump_json(), template, dispatch.threads_per_trial, index) for index in range(workers)]
+        jobs = submit(SearchWorker(), arguments, dispatch, results_dir / "logs")
+        record_submission(results_dir, dispatch.executor, {_job_name(job, dispatch.executor): [] for job in jobs})
+        if dispatch.executor == "slurm" and not wait:
+            log(f"submitted job array {jobs[0].job_id.split('_')[0]}; follow with 'hpcsweep status {sweep.name}'")
+        else:
+            _follow(jobs, lambda: finished(study), sweep.budget, dispatch.executor, "trial", progress, log)
     return Counter(p.state for p in plan(sweep, results_dir, str(source or sweep.name))[0])
 
 
@@ -162,20 +204,14 @@ def _specs(sweep: SweepConfig, todo: list[PlannedTrial], results_dir: Path, sour
     return specs
 
 
-def _follow(jobs: list, specs: list[TrialSpec], results_dir: Path, executor: str, progress: bool, log) -> None:
-    """Wait until every trial has a file or no job carrying one lives; a progress bar follows the store.
+def _follow(jobs: list, count, total: int, executor: str, unit: str, progress: bool, log) -> None:
+    """Wait until `count()` reaches `total` or no job lives, with a progress bar; never waits on a job's result.
 
-    Never waits on a job's result: a cancelled SLURM job is seen gone by squeue.
+    A cancelled SLURM job is seen gone by squeue (submitit without accounting would wait on it forever).
     """
     from tqdm import tqdm
 
     from hpcsweep.sweep.slurm import live_jobs
-
-    started = time.time()
-    paths = [trial_path(results_dir, s.trial_id) for s in specs]
-
-    def written() -> int:
-        return sum(1 for p in paths if p.exists() and p.stat().st_mtime >= started)
 
     def any_alive() -> bool:
         if executor != "slurm":
@@ -183,14 +219,14 @@ def _follow(jobs: list, specs: list[TrialSpec], results_dir: Path, executor: str
         live = live_jobs()
         return live is None or any(job.job_id in live for job in jobs)
 
-    with tqdm(total=len(specs), unit="trial", desc="trials", disable=not progress) as bar:
+    with tqdm(total=total, unit=unit, desc=f"{unit}s", disable=not progress) as bar:
         try:
             if executor == "debug":  # the debug executor runs each job when its result is asked for
                 for job in jobs:
                     job.result()
-            while written() < len(specs) and any_alive():
-                if written() > bar.n:  # only redraw on news: logs of non-terminals stay short
-                    bar.update(written() - bar.n)
+            while count() < total and any_alive():
+                if count() > bar.n:  # only redraw on news: logs of non-terminals stay short
+                    bar.update(count() - bar.n)
                 time.sleep(5 if executor == "slurm" else 0.5)
         except KeyboardInterrupt:
             if executor != "slurm":  # SLURM jobs go on without the driver
@@ -198,11 +234,7 @@ def _follow(jobs: list, specs: list[TrialSpec], results_dir: Path, executor: str
                     job.cancel(check=False)
             log("\ninterrupted: finished trials are kept; run the sweep again to continue")
             raise
-        bar.update(written() - bar.n)
-    missing = [s.trial_id for s, p in zip(specs, paths, strict=True) if not (p.exists() and p.stat().st_mtime >= started)]
-    if missing:
-        log(f"{len(missing)} trials left no result (job killed or cancelled?): {', '.join(missing[:5])}; "
-            f"logs in {results_dir / 'logs'}; running the sweep again retries them")  # fmt: skip
+        bar.update(max(0, min(count(), total) - bar.n))
 
 
 def describe_dataset(folder: Path) -> str:

@@ -30,25 +30,23 @@ class TrialBatch(Checkpointable):
 
 def run_batch(specs: list[TrialSpec], threads: int) -> list[str]:
     """Run the batch's unfinished trials; a failing trial is recorded and the next one starts."""
+    return [finished_state(spec) or run_one(spec, threads) for spec in specs]  # a requeued batch skips what ended
+
+
+def run_one(spec: TrialSpec, threads: int, report=None) -> str:
+    """Run one trial inside a job: log the attempt, hand a stop signal over, record a failure; return its state."""
     from hpcsweep.trial import TrialInterrupted, run_trial  # torch is imported in the worker only
 
-    states = []
-    for spec in specs:
-        finished = finished_state(spec)
-        if finished:  # a requeued batch: this one ended in an earlier attempt
-            states.append(finished)
-            continue
-        open_attempt(Path(spec.results_dir), spec.trial_id)
-        try:
-            states.append(run_trial(spec, threads))
-        except TrialInterrupted as stop:
-            close_attempt(Path(spec.results_dir), spec.trial_id, f"stopped by {signal.Signals(stop.signum).name}, checkpointed")
-            _hand_over(spec, stop.signum)
-            raise
-        except Exception as error:  # recorded in the store as 'failed'; a rerun retries it
-            record_failure(spec, error)
-            states.append("failed")
-    return states
+    open_attempt(Path(spec.results_dir), spec.trial_id, spec.config.model_dump(mode="json"))
+    try:
+        return run_trial(spec, threads, report=report)
+    except TrialInterrupted as stop:
+        close_attempt(Path(spec.results_dir), spec.trial_id, f"stopped by {signal.Signals(stop.signum).name}, checkpointed")
+        _hand_over(spec, stop.signum)
+        raise
+    except Exception as error:  # recorded in the store as 'failed'; a rerun retries it
+        record_failure(spec, error)
+        return "failed"
 
 
 def finished_state(spec: TrialSpec) -> str:
@@ -116,18 +114,18 @@ def pack(specs: list[TrialSpec], n_batches: int | None = None, per_batch: int | 
     return [specs[i::n_batches] for i in range(n_batches) if specs[i::n_batches]]
 
 
-def submit(batches: list[list[TrialSpec]], dispatch: DispatchConfig, log_dir: Path) -> list:
-    """Submit the batches; returns submitit jobs (the debug executor runs them on `.result()`)."""
+def submit(function, arguments: list[tuple], dispatch: DispatchConfig, log_dir: Path) -> list:
+    """One job (local) or array task (SLURM) per argument tuple; the debug executor runs them on `.result()`."""
     import submitit
 
-    threads = [dispatch.threads_per_trial] * len(batches)
+    columns = [list(column) for column in zip(*arguments, strict=True)]
     if dispatch.executor == "slurm":
         from hpcsweep.sweep.slurm import submit_arrays
 
-        return submit_arrays(TrialBatch(), batches, threads, dispatch, log_dir)
+        return submit_arrays(function, columns, dispatch, log_dir)
     if dispatch.executor == "debug":
         executor = submitit.DebugExecutor(folder=log_dir)
     else:
         executor = submitit.LocalExecutor(folder=log_dir)
         executor.update_parameters(timeout_min=dispatch.timeout_min)
-    return executor.map_array(TrialBatch(), batches, threads)
+    return executor.map_array(function, *columns)

@@ -111,8 +111,8 @@ def slurm_parameters(dispatch: DispatchConfig) -> dict:
     return parameters
 
 
-def submit_arrays(function, batches: list, threads: list[int], dispatch: DispatchConfig, log_dir: Path) -> list:
-    """Submit the batches as job arrays no larger than the cluster allows."""
+def submit_arrays(function, columns: list[list], dispatch: DispatchConfig, log_dir: Path) -> list:
+    """Submit one array task per argument (columns as map_array takes them), in arrays no larger than the cluster allows."""
     import submitit
 
     parameters = slurm_parameters(dispatch)
@@ -120,8 +120,8 @@ def submit_arrays(function, batches: list, threads: list[int], dispatch: Dispatc
     executor = submitit.SlurmExecutor(folder=log_dir, max_num_timeout=requeues)
     executor.update_parameters(**parameters)
     jobs = []
-    for start in range(0, len(batches), size):
-        jobs += executor.map_array(function, batches[start : start + size], threads[start : start + size])
+    for start in range(0, len(columns[0]), size):
+        jobs += executor.map_array(function, *(column[start : start + size] for column in columns))
     return jobs
 
 

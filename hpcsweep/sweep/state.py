@@ -2,7 +2,7 @@
 
 | state | meaning | a rerun of the sweep |
 |---|---|---|
-| done, diverged | its trial file says so | skips it |
+| done, diverged, pruned | its trial file says so | skips it |
 | failed | its trial file says so (error, out of memory, timeout exhausted) | runs it again |
 | running | an attempt started and its job still lives | leaves it |
 | queued | a live job or array task carries it and it has not started | leaves it |
@@ -23,7 +23,7 @@ from hpcsweep.sweep.grid import expand
 
 RUN_AGAIN = ("failed", "lost", "pending")
 IN_FLIGHT = ("running", "queued")
-STATES = ("done", "diverged", "failed", "running", "queued", "lost", "pending")
+STATES = ("done", "diverged", "pruned", "failed", "running", "queued", "lost", "pending")
 
 
 @dataclass(frozen=True)
@@ -38,14 +38,27 @@ def plan(sweep: SweepConfig, results_dir: Path, source: str = "sweep") -> tuple[
     """The sweep's trials with their states, and the store files that could not be read."""
     summaries, unreadable = scan(results_dir)
     flight = InFlight(results_dir)
+    if sweep.search != "grid":
+        return _searched(summaries, flight, results_dir), unreadable
     planned = []
     for trial in expand(sweep, source):
-        summary = summaries.get(trial.identity())
+        trial_id = trial.identity()
+        summary = summaries.get(trial_id)
         if summary is not None:
-            planned.append(PlannedTrial(trial.identity(), trial, summary["state"], summary.get("failure", "")))
+            planned.append(PlannedTrial(trial_id, trial, summary["state"], summary.get("failure", "")))
         else:
-            planned.append(PlannedTrial(trial.identity(), trial, *flight.state(trial.identity())))
+            planned.append(PlannedTrial(trial_id, trial, *flight.state(trial_id)))
     return planned, unreadable
+
+
+def _searched(summaries: dict, flight: InFlight, results_dir: Path) -> list[PlannedTrial]:
+    """A search's trials: those with a file, and those started (running or lost) according to their attempts."""
+    planned = [PlannedTrial(t, TrialConfig.model_validate(s["config"]), s["state"], s.get("failure", "")) for t, s in summaries.items()]
+    for path in sorted((results_dir / "attempts").glob("*.jsonl")):
+        attempts = read_attempts(results_dir, path.stem)
+        if path.stem not in summaries and attempts and attempts[-1].get("config"):
+            planned.append(PlannedTrial(path.stem, TrialConfig.model_validate(attempts[-1]["config"]), *flight.state(path.stem)))
+    return planned
 
 
 class InFlight:

@@ -48,8 +48,8 @@ def checkpoint_path(spec: TrialSpec) -> Path:
     return Path(spec.results_dir) / "checkpoints" / f"{spec.trial_id}.pt"
 
 
-def run_trial(spec: TrialSpec, threads: int | None = None, log=print) -> str:
-    """Train (or resume) and evaluate one trial, write its file, and return its state."""
+def run_trial(spec: TrialSpec, threads: int | None = None, log=print, report=None) -> str:
+    """Train (or resume) and evaluate one trial, write its file, and return its state (see `train` for `report`)."""
     config = spec.config
     torch.set_num_threads(threads or allocated_cores())
     device = select_device()
@@ -72,11 +72,12 @@ def run_trial(spec: TrialSpec, threads: int | None = None, log=print) -> str:
         checkpoint,
         spec.checkpoint_every,
         log,
+        report,
     )
     physics = Physics.from_training(varset, x[train_rows])
     evaluation: dict[str, Any] = {}
     arrays: dict[str, np.ndarray] = {f"discrete/{name}": values for name, values in physics.allowed.items()}
-    if result.best_state:
+    if result.best_state and result.state != "pruned":  # a pruned trial is not worth the evaluation
         model.load_state_dict(result.best_state)
         evaluation, evaluated = evaluate_trial(
             model, normaliser, physics, x[train_rows], x[val_rows], spec.evaluation.timing_repeats, spec.signals

@@ -44,7 +44,7 @@ class TrialInterrupted(Exception):
 
 @dataclass
 class TrainResult:
-    state: str  # "done" or "diverged"
+    state: str  # "done", "diverged" or "pruned"
     best_val_mse: float
     best_epoch: int  # 1-based; 0 if no epoch finished
     epochs_run: int
@@ -99,8 +99,13 @@ def train(
     checkpoint: Path | None = None,
     checkpoint_every: int = 10,
     log: Callable[[str], None] = print,
+    report: Callable[[int, float], bool] | None = None,
 ) -> TrainResult:
-    """Train `model` to reconstruct its input; resume from `checkpoint` if it exists."""
+    """Train `model` to reconstruct its input; resume from `checkpoint` if it exists.
+
+    `report(epoch, val_loss)` is told every epoch's validation loss (an Optuna
+    pruner listens there); when it answers True the trial ends as 'pruned'.
+    """
     generator = torch.Generator().manual_seed(config.seed)
     n = len(x_train)
     starts = _batch_starts(n, config.batch_size)
@@ -136,6 +141,10 @@ def train(
                 log(
                     f"epoch {epoch}/{config.epochs}: train {train_loss:.4g}  val {val_loss:.4g}  best {result.best_val_mse:.4g} (epoch {result.best_epoch})"
                 )
+            if report is not None and report(epoch, val_loss):
+                result.state = "pruned"
+                log(f"epoch {epoch}: pruned (val {val_loss:.4g})")
+                break
             if config.patience and epoch - result.best_epoch >= config.patience:
                 result.stopped_early = True
                 log(f"epoch {epoch}: no better val loss for {config.patience} epochs; stopping early")

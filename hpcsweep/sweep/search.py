@@ -1,0 +1,155 @@
+"""Optuna strategies for non-grid sweeps: random and TPE sampling, with pruning.
+
+The study lives in `results/<sweep>/optuna.journal` (Optuna's JournalFileBackend:
+no database server, safe on shared filesystems, unlike SQLite on NFS). Each
+job or array task is a worker that asks for trials until the budget (trials
+done or pruned) is spent; every trial is an ordinary hpcsweep trial, with its
+identity, its HDF5 file, checkpoints and attempts. Per-epoch validation losses
+feed the pruner. Journal storage has no heartbeat, so a RUNNING trial whose
+worker is gone (killed, cancelled) is failed and its parameters are enqueued
+again; a requeued worker first resumes the trials it was running itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from submitit.helpers import Checkpointable
+
+from hpcsweep.config import Range, SweepConfig, TrialSpec, trial_from_point
+from hpcsweep.data.varset import load_varset
+from hpcsweep.errors import UserError
+from hpcsweep.store import read_summary, this_job, trial_path
+
+#: Store states told to Optuna as COMPLETE (with the value), PRUNED or FAIL.
+_TOLD = {"done": "COMPLETE", "pruned": "PRUNED", "diverged": "FAIL", "failed": "FAIL"}
+
+
+def study_for(sweep: SweepConfig, results_dir: Path, worker: int = 0):
+    """The sweep's Optuna study in its results folder, created on first use.
+
+    Each worker samples with its own seed (the sweep's + its index): workers with one
+    seed would propose the same points.
+    """
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    samplers = {"random": optuna.samplers.RandomSampler, "tpe": optuna.samplers.TPESampler}
+    pruners = {
+        "none": optuna.pruners.NopPruner(),
+        "median": optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=5),
+        "hyperband": optuna.pruners.HyperbandPruner(min_resource=1, max_resource=sweep.train.epochs),
+    }
+    return optuna.create_study(
+        study_name=sweep.name,
+        storage=JournalStorage(JournalFileBackend(str(results_dir / "optuna.journal"))),
+        sampler=samplers[sweep.search](seed=sweep.search_seed + worker),
+        pruner=pruners[sweep.pruner],
+        direction="minimize",
+        load_if_exists=True,
+    )
+
+
+def check_space(sweep: SweepConfig, source: str) -> None:
+    """A latent size the data cannot have is an error before anything runs."""
+    spec = sweep.space.get("model.latent")
+    if spec is None:
+        return
+    largest = spec.high if isinstance(spec, Range) else max(spec)
+    n_inputs = len(load_varset(sweep.data.varset).variables)
+    if largest > n_inputs:
+        raise UserError(
+            f"{source}: space model.latent reaches {largest:g}, more than the {n_inputs} inputs of variable set {sweep.data.varset!r}"
+        )
+
+
+def finished(study) -> int:
+    """Trials that count against the budget: done or pruned."""
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+
+def release_stale(study, alive, me: str | None = None) -> int:
+    """Fail RUNNING trials whose worker is gone, or that an earlier attempt of `me` left, and enqueue them again.
+
+    The enqueued point has the same identity, so whoever asks for it next resumes its checkpoint.
+    """
+    from optuna.trial import TrialState
+
+    released = 0
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        job = trial.user_attrs.get("job")
+        if job is not None and (job == me or alive(job, trial.user_attrs.get("pid")) is False):
+            study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+            study.enqueue_trial(trial.params, skip_if_exists=False)
+            released += 1
+    return released
+
+
+def _suggest(trial, space: dict[str, Any]) -> dict[str, Any]:
+    point = {}
+    for path, spec in space.items():
+        if not isinstance(spec, Range):
+            point[path] = trial.suggest_categorical(path, spec)
+        elif float(spec.low).is_integer() and float(spec.high).is_integer() and (spec.step is None or float(spec.step).is_integer()):
+            point[path] = trial.suggest_int(path, int(spec.low), int(spec.high), log=spec.log, step=int(spec.step or 1))
+        else:
+            point[path] = trial.suggest_float(path, spec.low, spec.high, log=spec.log, step=spec.step)
+    return point
+
+
+class SearchWorker(Checkpointable):
+    """One worker of a search: asks for trials until the budget is spent (requeued as a whole, like a batch)."""
+
+    def __call__(self, sweep_json: str, template: TrialSpec, threads: int, worker: int) -> int:
+        import os
+
+        from optuna.trial import TrialState
+
+        from hpcsweep.sweep.dispatch import run_one
+        from hpcsweep.sweep.state import InFlight
+
+        sweep = SweepConfig.model_validate_json(sweep_json)
+        results_dir = Path(template.results_dir)
+        study = study_for(sweep, results_dir, worker)
+        me = this_job()
+        ran = 0
+        release_stale(study, InFlight(results_dir).alive, me)  # a requeued task: its own trial goes back in the queue
+        while True:
+            release_stale(study, InFlight(results_dir).alive)
+            waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+            running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if not waiting and finished(study) + len(running) >= sweep.budget:
+                return ran
+            trial = study.ask()
+            trial.set_user_attr("job", me)
+            trial.set_user_attr("pid", os.getpid())
+            config = trial_from_point(sweep.base_trial(), _suggest(trial, sweep.space), f"search {sweep.name}")
+            trial.set_user_attr("trial_id", config.identity())
+            spec = template.model_copy(update={"trial_id": config.identity(), "config": config})
+            state = _stored_state(spec) or run_one(spec, threads, report=_pruning(trial))
+            value = read_summary(trial_path(results_dir, spec.trial_id))["metrics"].get("best_val_mse") if state == "done" else None
+            study.tell(trial.number, value, state=TrialState[_TOLD[state]], skip_if_finished=True)
+            ran += 1
+
+
+def _stored_state(spec: TrialSpec) -> str:
+    """A finished trial file of the same identity (a sampler may propose a point twice)."""
+    path = trial_path(Path(spec.results_dir), spec.trial_id)
+    if not path.exists():
+        return ""
+    state = read_summary(path)["state"]
+    return state if state in ("done", "pruned", "diverged") else ""
+
+
+def _pruning(trial):
+    def report(epoch: int, val_loss: float) -> bool:
+        trial.report(val_loss, epoch)
+        return trial.should_prune()
+
+    return report
