@@ -8,7 +8,10 @@
    sizes, and the FLOP rate each achieves as a fraction of (1);
 3. encode / decode time per jet for z = 8..20 against the FLOP bound of (1);
 4. peak memory (max RSS of a child process) of reading and caching ROOT files of
-   1M, 2M and 4M synthetic jets, which must not grow with the file.
+   1M, 2M and 4M synthetic jets, which must not grow with the file;
+5. orchestration: `hpcsweep status` on a sweep of 1000 trial files, and, when a SLURM
+   cluster answers (make slurm-up), 16 short trials as job arrays: wall time against
+   the sum of the trials' own times divided by the cores, with and without packing.
 """
 
 from __future__ import annotations
@@ -214,6 +217,62 @@ def write_synthetic(path: Path, n_jets: int, chunk_events: int = 100_000) -> Non
             tree.extend({"eventNumber": np.arange(first, first + len(per_event), dtype=np.int64), "jet": jets})
 
 
+STATUS_SWEEP = (
+    "name: big\ngrid: {z: [4, 6, 8, 10, 12], lr: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], wd: [0, 1.0e-5, 1.0e-4, 1.0e-3], seed: [0, 1, 2, 3, 4]}\n"
+)
+SHORT_SWEEP = (
+    "name: short\ndata: {events: 600}\nmodel: {hidden: [64, 64], latent: 4}\ntrain: {epochs: 20, batch_size: 256}\n"
+    "grid: {lr: [1.0e-3, 3.0e-3, 1.0e-2, 3.0e-2], wd: [0, 1.0e-5, 1.0e-4, 1.0e-3]}\nevaluation: {signals: [], timing_repeats: 1}\n"
+)
+
+
+def orchestration_table() -> list[str]:
+    import os
+
+    from hpcsweep.config import load_sweep
+    from hpcsweep.data import prepare
+    from hpcsweep.store import TrialRecord, read_attempts, rebuild_index, scan, trial_path, write_trial
+    from hpcsweep.sweep import expand, run_sweep
+    from hpcsweep.sweep.slurm import cluster_answers
+
+    lines = ["| what | figure |", "|---|---:|"]
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        (root / "big.yaml").write_text(STATUS_SWEEP)
+        for trial in expand(load_sweep(root / "big.yaml")):
+            record = TrialRecord(
+                trial_id=trial.identity(), sweep="big", state="done", config=trial.model_dump(mode="json"), metrics={"best_val_mse": 0.1}
+            )
+            write_trial(trial_path(root / "results" / "big", trial.identity()), record)
+        status = [sys.executable, "-m", "hpcsweep", "status", str(root / "big.yaml"), "--results", str(root / "results")]
+        for label in ("`hpcsweep status`, 1000 trial files, no index (s)", "the same once the aggregator built the index (s)"):
+            start = time.perf_counter()
+            subprocess.run(status, capture_output=True, check=True)
+            lines.append(f"| {label} | {time.perf_counter() - start:.2f} |")
+            rebuild_index(root / "results" / "big")
+        if not cluster_answers():
+            lines += ["", "No SLURM cluster answered (make slurm-up): the job-array overhead was not measured."]
+            return lines
+        os.environ["HPCSWEEP_DATA"] = str(root / "data")
+        (root / "short.yaml").write_text(SHORT_SWEEP)
+        prepare(load_sweep(root / "short.yaml").data, progress=False)  # generated and cached before anything is timed
+        cores = allocated_cores()
+        for pack in (1, 4):
+            sweep = load_sweep(root / "short.yaml").with_overrides(dispatch={"executor": "slurm", "pack": pack})
+            results = root / f"pack{pack}"
+            start = time.perf_counter()
+            run_sweep(sweep, results, wait=True, progress=False, log=lambda _: None)
+            wall = time.perf_counter() - start
+            summaries, _ = scan(results)
+            busy = sum(a["end"] - a["start"] for t in summaries for a in read_attempts(results, t) if "end" in a)
+            lines.append(
+                f"| 16 short trials, {16 // pack} array tasks of {pack}: wall (s) / sum of trial times per core (s) | "
+                f"{wall:.1f} / {busy / cores:.1f} = **{wall / (busy / cores):.2f}** |"
+            )
+            print(lines[-1], flush=True)
+    return lines
+
+
 def machine() -> str:
     cpu = next(
         (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
@@ -251,6 +310,13 @@ def main() -> None:
         "## Peak memory of reading and caching a ROOT file",
         "",
         *memory_table(),
+        "",
+        "## Orchestration",
+        "",
+        "Target: `hpcsweep status` under 1 s for 1000 trials. The array overhead is what SLURM scheduling, job start-up",
+        "(Python, torch import) and the driver cost on top of the trials' own time (1.00 = none).",
+        "",
+        *orchestration_table(),
         "",
         f"Total benchmark time: {time.perf_counter() - began:.0f} s.",
         "",

@@ -227,7 +227,7 @@ def _follow(jobs: list, count, total: int, executor: str, unit: str, progress: b
             while count() < total and any_alive():
                 if count() > bar.n:  # only redraw on news: logs of non-terminals stay short
                     bar.update(count() - bar.n)
-                time.sleep(5 if executor == "slurm" else 0.5)
+                time.sleep(2 if executor == "slurm" else 0.5)  # one squeue call per poll
         except KeyboardInterrupt:
             if executor != "slurm":  # SLURM jobs go on without the driver
                 for job in jobs:
