@@ -31,7 +31,7 @@ import numpy as np
 os.environ.setdefault("HDF5_USE_FILE_LOCKING", "BEST_EFFORT")
 import h5py  # noqa: E402  (after the locking mode is set)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the small fields in one "summary" attribute; 1 (one attribute each) is still read
 FINISHED_STATES = ("done", "diverged", "pruned")
 STATES = FINISHED_STATES + ("failed",)
 SUMMARY_KEYS = ("trial_id", "sweep", "state", "error", "failure", "config", "metrics", "provenance")
@@ -90,7 +90,11 @@ def write_trial(path: Path, record: TrialRecord) -> None:
 def read_summary(path: Path) -> dict[str, Any]:
     """Id, sweep, state, error, failure, config, metrics and provenance of a trial file (one attribute: fast)."""
     with h5py.File(path, "r") as handle:
-        return json.loads(handle.attrs["summary"])
+        attrs = handle.attrs
+        if "summary" in attrs:
+            return json.loads(attrs["summary"])
+        summary = {key: str(attrs.get(key, "")) for key in ("trial_id", "sweep", "state", "error", "failure")}
+        return summary | {key: json.loads(attrs[key]) for key in ("config", "metrics", "provenance")}
 
 
 def read_trial(path: Path) -> TrialRecord:
@@ -195,6 +199,8 @@ def this_job() -> str:
 def open_attempt(results_dir: Path, trial_id: str, config: dict[str, Any]) -> None:
     """Log that this process starts (or resumes) a trial, with the trial's config."""
     entry = {"event": "start", "job": this_job(), "host": socket.gethostname(), "pid": os.getpid(), "time": time.time(), "config": config}
+    if os.environ.get("SLURM_JOB_PARTITION"):
+        entry["partition"] = os.environ["SLURM_JOB_PARTITION"]
     _append_line(attempts_path(results_dir, trial_id), entry)
 
 
@@ -208,18 +214,22 @@ def close_attempt(results_dir: Path, trial_id: str, outcome: str) -> list[dict[s
 
 
 def read_attempts(results_dir: Path, trial_id: str) -> list[dict[str, Any]]:
-    """Attempts in order: job, host, pid, start, and end and outcome once it ended."""
+    """Attempts in order: job, host, pid, start (and partition under SLURM), and end and outcome once it ended.
+
+    An attempt followed by another that never ended was killed (SIGKILL, cancelled,
+    node failure): its outcome is 'vanished'.
+    """
     attempts: list[dict[str, Any]] = []
     for event in _read_lines(attempts_path(results_dir, trial_id)):
         if event["event"] == "start":
-            attempts.append(
-                {"job": event["job"], "host": event["host"], "pid": event["pid"], "start": event["time"], "config": event.get("config")}
-            )
+            attempts.append({key: value for key, value in event.items() if key not in ("event", "time")} | {"start": event["time"]})
         else:
             for attempt in reversed(attempts):
                 if attempt["job"] == event["job"] and attempt["pid"] == event["pid"] and "end" not in attempt:
                     attempt.update(end=event["time"], outcome=event["outcome"])
                     break
+    for attempt in attempts[:-1]:
+        attempt.setdefault("outcome", "vanished")
     return attempts
 
 

@@ -69,6 +69,15 @@ def test_packing_runs_several_trials_per_array_task(qcd_file, tmp_path):
     assert len(summaries) == 4 and len(set(jobs)) == 2
 
 
+def test_arrays_are_split_at_max_array(qcd_file, tmp_path):
+    sweep_file = _sweep_file(tmp_path, "split", "{z: [2, 4], lr: [1.0e-2, 3.0e-2]}")
+    sweep_file.write_text(sweep_file.read_text() + "dispatch: {max_array: 3}\n")
+    assert main(["sweep", str(sweep_file), "--results", str(tmp_path), "--executor", "slurm", "--site", SITE, "--wait"]) == 0
+    summaries, _ = scan(tmp_path / "split")
+    arrays = {s["provenance"]["attempts"][0]["job"].split("_")[0] for s in summaries.values()}
+    assert len(summaries) == 4 and len(arrays) == 2, "4 tasks as arrays of at most 3"
+
+
 def test_a_trial_that_hits_its_time_limit_is_requeued_and_resumes_to_the_same_result(qcd_file, tmp_path):
     # ~100 s of training against a 1-minute limit: SIGUSR2 20 s before it, checkpoint, requeue, resume
     sweep_file = _sweep_file(
@@ -109,6 +118,7 @@ def test_a_killed_job_is_seen_lost_and_retried(qcd_file, tmp_path):
     assert plan(definition, results)[0][0].state == "running"
     subprocess.run(["scancel", "--signal=KILL", job], check=True)
     _wait_until(lambda: plan(definition, results)[0][0].state == "lost", 60, "the trial to be seen lost")
+    assert plan(definition, results)[0][0].detail.startswith(job), "status names the vanished job (and its accounting state)"
     run_sweep(definition, results, source=sweep_file, wait=False, progress=False, log=lambda _: None)
     assert plan(definition, results)[0][0].state in ("queued", "running"), "the lost trial went out again"
     retry = [job for line in jobs_path(results).read_text().splitlines()[1:] for job in json.loads(line)["tasks"]]
@@ -123,11 +133,10 @@ def test_a_gpu_partition_request_carries_the_gpu_gres(qcd_file, tmp_path):
         == 0
     )
     (summary,) = scan(tmp_path / "gpu")[0].values()
-    job = summary["provenance"]["attempts"][0]["job"]
-    shown = subprocess.run(
-        ["sacct", "-n", "-X", "-P", "-j", job.split("_")[0], "-o", "Partition,AllocTRES"], capture_output=True, text=True
-    ).stdout
-    assert "gpu|" in shown and "gres/gpu=1" in shown, shown
+    (attempt,) = summary["provenance"]["attempts"]
+    assert attempt["partition"] == "gpu", "the job ran in the gpu partition (SLURM_JOB_PARTITION)"
+    assert summary["provenance"]["gpus_allocated"] != "", "SLURM allocated it a (fake) GPU"
+    assert summary["provenance"]["device"] == "cpu", "no CUDA here: the trial fell back to the CPU"
     assert summary["provenance"]["gpus_allocated"] != "", "the job saw the GPU it was given"
     assert summary["provenance"]["device"] == "cpu", "no CUDA here: the device follows what is visible"
 

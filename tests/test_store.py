@@ -57,3 +57,23 @@ def test_scan_reads_summaries_and_reports_unreadable_files(tmp_path):
     summaries, unreadable = scan(tmp_path)
     assert {k: v["state"] for k, v in summaries.items()} == {"one": "done", "two": "failed"}
     assert len(unreadable) == 1 and unreadable[0].startswith("junk.h5")
+
+
+def test_files_of_schema_1_are_still_read(tmp_path):
+    """Trial files written before the summary attribute (one attribute per field)."""
+    import json
+
+    import h5py
+
+    path = trial_path(tmp_path, "old")
+    path.parent.mkdir(parents=True)
+    with h5py.File(path, "w") as handle:
+        for key, value in {"schema_version": 1, "trial_id": "old", "sweep": "s", "state": "done", "error": ""}.items():
+            handle.attrs[key] = value
+        for key in ("config", "metrics", "provenance", "normaliser", "evaluation"):
+            handle.attrs[key] = json.dumps({"metrics": {"best_val_mse": 0.5}}.get(key, {}))
+        for group in ("history", "weights", "arrays"):
+            handle.create_group(group)
+    summary = read_summary(path)
+    assert summary["state"] == "done" and summary["metrics"] == {"best_val_mse": 0.5} and summary["failure"] == ""
+    assert read_trial(path).trial_id == "old"

@@ -61,6 +61,11 @@ def _searched(summaries: dict, flight: InFlight, results_dir: Path) -> list[Plan
     return planned
 
 
+def _job_detail(job: str, why: str) -> str:
+    """'<job>: <why>' for status: which job carried a lost trial, and how it ended if anyone knows."""
+    return f"{job}: {why}" if why else job
+
+
 class InFlight:
     """Answers 'running, queued, lost or pending?' for trials without a file; asks squeue at most once."""
 
@@ -74,12 +79,14 @@ class InFlight:
         attempts = read_attempts(self.results_dir, trial_id)
         if attempts and "end" not in attempts[-1]:
             last = attempts[-1]
-            return ("lost" if self.alive(last["job"], last["pid"]) is False else "running"), last["job"]
+            if self.alive(last["job"], last["pid"]) is False:
+                return "lost", _job_detail(last["job"], self.outcome(last["job"]))
+            return "running", last["job"]
         job = self.queued().get(trial_id)
         if job:
             return "queued", job
         if attempts:
-            return "lost", attempts[-1].get("outcome", "")
+            return "lost", _job_detail(attempts[-1]["job"], attempts[-1].get("outcome", ""))
         return "pending", ""
 
     def alive(self, job: str, pid: int | None = None) -> bool | None:
@@ -94,6 +101,14 @@ class InFlight:
 
             self._live, self._asked = live_jobs(), True
         return None if self._live is None else job in self._live
+
+    def outcome(self, job: str) -> str:
+        """How a vanished SLURM job ended according to accounting (CANCELLED, OUT_OF_MEMORY, NODE_FAIL...), if known."""
+        if job.startswith("local:"):
+            return ""
+        from hpcsweep.sweep.slurm import job_outcomes
+
+        return job_outcomes([job]).get(job, "")  # sacct -X names array tasks as squeue does: <array>_<index>
 
     def queued(self) -> dict[str, str]:
         """Trial id -> the live job that carries it, from the submissions log."""
