@@ -16,15 +16,17 @@ SITE ?=
 PARTITION ?=
 RESULTS ?= results
 PYTEST_ARGS ?=
+TOP ?= 1
+SEEDS ?= 3
 
 SWEEP_ARGS := $(SWEEP) --results $(RESULTS) --wait $(if $(LATENT),--latent $(LATENT)) $(if $(EPOCHS),--epochs $(EPOCHS)) \
 	$(if $(EXECUTOR),--executor $(EXECUTOR)) $(if $(SITE),--site $(SITE)) $(if $(PARTITION),--partition $(PARTITION))
 
-.PHONY: help venv sweep status aggregate data test bench lint format clean clean-results slurm-up slurm-down
+.PHONY: help venv sweep status aggregate report rerun-best data test bench lint format clean clean-results slurm-up slurm-down
 
 help: ## list the targets and the variables they take
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
-	@echo "  variables: SWEEP=$(SWEEP) LATENT=$(LATENT) EPOCHS=$(EPOCHS) EXECUTOR=$(EXECUTOR) SITE=$(SITE) PARTITION=$(PARTITION) RESULTS=$(RESULTS)"
+	@echo "  variables: SWEEP=$(SWEEP) LATENT=$(LATENT) EPOCHS=$(EPOCHS) EXECUTOR=$(EXECUTOR) SITE=$(SITE) PARTITION=$(PARTITION) RESULTS=$(RESULTS) TOP=$(TOP) SEEDS=$(SEEDS)"
 
 venv: $(STAMP) ## create .venv and install hpcsweep with its pinned dependencies
 
@@ -40,8 +42,15 @@ sweep: $(STAMP) ## run the unfinished trials of SWEEP and print its best/median 
 status: $(STAMP) ## count SWEEP's trials by state and latent dimension
 	$(BIN)/hpcsweep status $(SWEEP) --results $(RESULTS)
 
-aggregate: $(STAMP) ## rebuild SWEEP's tables and loss-vs-latent figure from its trial files
+aggregate: $(STAMP) ## write SWEEP's tables (Markdown, CSV, LaTeX) and figures (PNG, PDF) from its trial files
 	$(BIN)/hpcsweep aggregate $(SWEEP) --results $(RESULTS)
+
+report: $(STAMP) ## write RESULTS/SWEEP/report/index.html: every table and figure on one page
+	$(BIN)/hpcsweep report $(SWEEP) --results $(RESULTS)
+
+rerun-best: $(STAMP) ## retrain the TOP best configs per latent dimension of SWEEP with SEEDS new seeds; stability table
+	$(BIN)/hpcsweep rerun-best $(SWEEP) --top $(TOP) --seeds $(SEEDS) --results $(RESULTS) --wait \
+		$(if $(EXECUTOR),--executor $(EXECUTOR)) $(if $(SITE),--site $(SITE)) $(if $(PARTITION),--partition $(PARTITION))
 
 data: $(STAMP) ## generate the default QCD sample and the Z' 350/600 GeV signal samples
 	$(BIN)/hpcsweep data generate --process qcd --events 10000

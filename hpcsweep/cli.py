@@ -14,6 +14,7 @@ from hpcsweep.data.generate import PROCESSES
 from hpcsweep.errors import UserError
 
 SWEEP_HELP = "a sweep file, or the name of one in sweeps/ (e.g. 'default')"
+RESULTS_HELP = "a sweep name (folder under --results), a results folder, or a sweep file"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,14 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("sweep", help=SWEEP_HELP)
     sweep.add_argument("--latent", "-z", type=int, nargs="+", metavar="Z", help="only these latent dimensions (replaces the grid's z axis)")
     sweep.add_argument("--epochs", type=int, metavar="N", help="train every trial for N epochs")
-    sweep.add_argument("--executor", choices=["local", "debug", "slurm"], help="where trials run (default: the sweep file's, else local)")
-    sweep.add_argument("--site", help="slurm: slurm_templates/<SITE>.yaml (default: the sweep file's, else local)")
-    sweep.add_argument("--partition", help="slurm: a partition of the site, e.g. cpu or gpu")
-    sweep.add_argument("--time", metavar="LIMIT", help="slurm: time limit per array task, e.g. 02:00:00 or 2-00:00:00")
-    sweep.add_argument("--pack", type=int, metavar="K", help="slurm: trials run one after another in each array task")
-    sweep.add_argument("--wait", action="store_true", help="slurm: follow the jobs until they end (default: return once submitted)")
-    sweep.add_argument("--workers", type=int, metavar="N", help="trials running at once (default: cores / threads)")
-    sweep.add_argument("--threads", type=int, metavar="N", help="torch threads per trial (default 1)")
+    _add_dispatch_options(sweep)
     sweep.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="fix any trial key, e.g. --set lr=1e-3 --set data.events=2000"
     )
@@ -67,10 +61,32 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--results", default="results", metavar="DIR", help="results root (default: results)")
     status.set_defaults(handler=cmd_status)
 
-    aggregate = commands.add_parser("aggregate", help="write and print a sweep's best/median tables and figure")
-    aggregate.add_argument("sweep", help="a sweep name (folder under --results), a results folder, or a sweep file")
+    aggregate = commands.add_parser("aggregate", help="write a sweep's tables (Markdown, CSV, LaTeX) and figures (PNG, PDF)",
+                                    description="Best and median trial per latent dimension, comparisons by every other axis the "
+                                                "sweep varied, baselines, compression, seed stability; the figures of the thesis' "
+                                                "chapter 2.3. Reads summaries and the best trials' evaluations, never weights.")  # fmt: skip
+    aggregate.add_argument("sweep", help=RESULTS_HELP)
     aggregate.add_argument("--results", default="results", metavar="DIR", help="results root (default: results)")
+    aggregate.add_argument("--no-detail", action="store_true", help="skip the per-trial figures of the best trial per z")
     aggregate.set_defaults(handler=cmd_aggregate)
+
+    report = commands.add_parser("report", help="write results/<sweep>/report/index.html: every table and figure on one page",
+                                 description="Aggregate the sweep, then write one self-contained HTML page (figures embedded) "
+                                             "with its tables, figures, definition, state counts and links to each trial file.")  # fmt: skip
+    report.add_argument("sweep", help=RESULTS_HELP)
+    report.add_argument("--results", default="results", metavar="DIR", help="results root (default: results)")
+    report.set_defaults(handler=cmd_report)
+
+    rerun = commands.add_parser("rerun-best", help="retrain the K best configs per latent dimension with N new seeds",
+                                description="Make the child sweep <sweep>-top<K>-seeds<N> (the best configs, their original "
+                                            "trials reused, N new seeds each), dispatch it like any sweep, and print the "
+                                            "stability table: mean, std, min, max val loss; runs above 1.5x the median flagged.")  # fmt: skip
+    rerun.add_argument("sweep", help="the sweep whose best trials are rerun (a name under --results)")
+    rerun.add_argument("--top", type=int, default=1, metavar="K", help="best configs per latent dimension (default 1)")
+    rerun.add_argument("--seeds", type=int, default=3, metavar="N", help="new seeds per config (default 3)")
+    rerun.add_argument("--results", default="results", metavar="DIR", help="results root (default: results)")
+    _add_dispatch_options(rerun)
+    rerun.set_defaults(handler=cmd_rerun_best)
 
     evaluate = commands.add_parser("evaluate", help="(re)compute a stored trial's evaluation, on its own data or another sample",
                                    description="Residuals in physical units, histograms, baselines, compression and timing for the "
@@ -107,6 +123,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_dispatch_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--executor", choices=["local", "debug", "slurm"], help="where trials run (default: the sweep file's, else local)")
+    parser.add_argument("--site", help="slurm: slurm_templates/<SITE>.yaml (default: the sweep file's, else local)")
+    parser.add_argument("--partition", help="slurm: a partition of the site, e.g. cpu or gpu")
+    parser.add_argument("--time", metavar="LIMIT", help="slurm: time limit per array task, e.g. 02:00:00 or 2-00:00:00")
+    parser.add_argument("--pack", type=int, metavar="K", help="slurm: trials run one after another in each array task")
+    parser.add_argument("--wait", action="store_true", help="slurm: follow the jobs until they end (default: return once submitted)")
+    parser.add_argument("--workers", type=int, metavar="N", help="trials running at once (default: cores / threads)")
+    parser.add_argument("--threads", type=int, metavar="N", help="torch threads per trial (default 1)")
+
+
+def _dispatch_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    options = {
+        "executor": args.executor,
+        "workers": args.workers,
+        "threads_per_trial": args.threads,
+        "site": args.site,
+        "partition": args.partition,
+        "time": args.time,
+        "pack": args.pack,
+    }
+    return {k: v for k, v in options.items() if v is not None}
+
+
 def resolve_sweep_file(name: str) -> Path:
     """A sweep file path, or sweeps/<name>.yaml."""
     path = Path(name)
@@ -129,22 +169,24 @@ def _overridden_sweep(args: argparse.Namespace):
         if not sep:
             raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. --set lr=1e-3")
         sets[key.strip()] = yaml.safe_load(value)
-    options = {
-        "executor": args.executor,
-        "workers": args.workers,
-        "threads_per_trial": args.threads,
-        "site": args.site,
-        "partition": args.partition,
-        "time": args.time,
-        "pack": args.pack,
-    }
-    dispatch = {k: v for k, v in options.items() if v is not None}
     definition = load_sweep(path)
-    return path, definition, definition.with_overrides(latent=args.latent, epochs=args.epochs, sets=sets, dispatch=dispatch)
+    return (
+        path,
+        definition,
+        definition.with_overrides(latent=args.latent, epochs=args.epochs, sets=sets, dispatch=_dispatch_overrides(args)),
+    )
+
+
+def _check_cluster(sweep) -> None:
+    if sweep.dispatch.executor == "slurm":
+        from hpcsweep.sweep.slurm import cluster_answers
+
+        if not cluster_answers():
+            raise UserError("no SLURM controller answers here (scontrol ping); start the local one with 'make slurm-up'")
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from hpcsweep.sweep import plan, run_sweep
+    from hpcsweep.sweep import expand, plan, run_sweep
 
     path, definition, sweep = _overridden_sweep(args)
     results_dir = Path(args.results) / sweep.name
@@ -164,15 +206,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         ]
         _print_rows(f"{sweep.name}: {len(planned)} trials", ["trial", "z", "bs", "lr", "wd", "epochs", "state"], rows)
         return 0
-    if sweep.dispatch.executor == "slurm":
-        from hpcsweep.sweep.slurm import cluster_answers
-
-        if not cluster_answers():
-            raise UserError("no SLURM controller answers here (scontrol ping); start the local one with 'make slurm-up'")
+    _check_cluster(sweep)
     states = run_sweep(sweep, results_dir, source=path, definition=definition, wait=args.wait or sweep.dispatch.executor != "slurm")
     if sweep.dispatch.executor == "slurm" and not args.wait:
         return 0
-    latents = sorted({int(v) for v in sweep.grid.get("model.latent", [sweep.model.latent])})
+    latents = sorted({trial.model.latent for trial in expand(sweep)})
     _show_tables(results_dir, latents)
     if states["failed"]:
         print(f"{states['failed']} trials failed; see 'hpcsweep status {args.sweep}' and rerun to retry them", file=sys.stderr)
@@ -220,34 +258,109 @@ def _sweep_definition(name: str, results_root: Path) -> Path:
         raise
 
 
-def cmd_aggregate(args: argparse.Namespace) -> int:
-    given = Path(args.sweep)
+def _results_dir(sweep: str, results_root: str) -> Path:
+    """The results folder of a sweep given by name, folder or sweep file."""
+    given = Path(sweep)
     if given.is_dir():
-        results_dir = given
-    elif given.is_file():
+        return given
+    if given.is_file():
         from hpcsweep.config import load_sweep
 
-        results_dir = Path(args.results) / load_sweep(given).name
-    else:
-        results_dir = Path(args.results) / args.sweep
+        return Path(results_root) / load_sweep(given).name
+    return Path(results_root) / sweep
+
+
+def cmd_aggregate(args: argparse.Namespace) -> int:
+    results_dir = _results_dir(args.sweep, args.results)
     if not (results_dir / "trials").is_dir():
         raise UserError(f"{results_dir}: no trials yet; run 'hpcsweep sweep {args.sweep}' first")
-    _show_tables(results_dir)
+    _show_tables(results_dir, detail=not args.no_detail)
     return 0
 
 
-def _show_tables(results_dir: Path, latents: list[int] | None = None) -> None:
+def _show_tables(results_dir: Path, latents: list[int] | None = None, detail: bool = True):
+    """Aggregate, print the best/median (and stability) tables and the warnings; return the review."""
     from hpcsweep.review import aggregate
 
-    result = aggregate(results_dir)
-    for kind, title in (("best", "Best trial per latent dimension"), ("median", "Median trial per latent dimension")):
-        table = result["tables"][kind]
+    review = aggregate(results_dir, detail=detail)
+    for stem in ("best_per_latent", "median_per_latent", "stability"):
+        if stem not in review.tables:
+            continue
+        title, table = review.tables[stem]
         if latents is not None:
             table = table[table["Latent space dimensions"].isin(latents)]
         _print_rows(title, list(table.columns), table.values.tolist())
-    for problem in result["unreadable"]:
-        print(f"unreadable trial file: {problem}")
-    print("written: " + ", ".join(str(p) for p in result["paths"].values()))
+    for warning in review.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"written: {len(review.paths)} files under {results_dir} (summary.md, tables/, figures/)")
+    return review
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    from hpcsweep.review import aggregate, write_report
+
+    results_dir = _results_dir(args.sweep, args.results)
+    if not results_dir.is_dir():
+        raise UserError(f"{results_dir}: no such sweep results; run 'hpcsweep sweep {args.sweep}' first")
+    review = aggregate(results_dir)
+    kept = results_dir / "sweep.yaml"
+    states = _definition_states(kept) if kept.is_file() else dict(Counter(review.frame["state"]))
+    path = write_report(review, kept.read_text() if kept.is_file() else "", states)
+    for warning in review.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"report: {path} ({len(review.tables)} tables, {len(review.figures)} figures); open it in a browser, no server needed")
+    return 0
+
+
+def _definition_states(sweep_file: Path) -> dict[str, int]:
+    """The sweep definition's trials counted by state (pending: no trial file yet)."""
+    from collections import Counter
+
+    from hpcsweep.config import load_sweep
+    from hpcsweep.sweep.state import STATES, plan
+
+    sweep = load_sweep(sweep_file)
+    counts = Counter(p.state for p in plan(sweep, sweep_file.parent, str(sweep_file))[0])
+    return {state: counts[state] for state in STATES if counts[state]}
+
+
+def cmd_rerun_best(args: argparse.Namespace) -> int:
+    from hpcsweep.config import load_sweep
+    from hpcsweep.review.stability import rerun_best_sweep
+    from hpcsweep.review.tables import trials_frame
+    from hpcsweep.store import copy_trial, scan, trial_path
+    from hpcsweep.sweep import run_sweep
+
+    if args.top < 1 or args.seeds < 1:
+        raise UserError("--top and --seeds take a positive number")
+    parent_dir = _results_dir(args.sweep, args.results)
+    summaries, _ = scan(parent_dir)
+    frame = trials_frame(summaries)
+    done = frame[frame["state"] == "done"].sort_values(["latent", "val_mse", "trial_id"])
+    if not len(done):
+        raise UserError(f"{parent_dir}: no finished trial to rerun; run 'hpcsweep sweep {args.sweep}' first")
+    picks = [summaries[t]["config"] for _, group in done.groupby("latent") for t in group["trial_id"][: args.top]]
+    parent = yaml.safe_load((parent_dir / "sweep.yaml").read_text()) if (parent_dir / "sweep.yaml").is_file() else {}
+    raw = rerun_best_sweep({"name": parent_dir.name, **parent}, picks, args.top, args.seeds)
+    child_dir = Path(args.results) / raw["name"]
+    child_dir.mkdir(parents=True, exist_ok=True)
+    sweep_file = child_dir / "sweep.yaml"
+    sweep_file.write_text(f"# made by: hpcsweep rerun-best {args.sweep} --top {args.top} --seeds {args.seeds}\n"
+                          + yaml.safe_dump(raw, sort_keys=False))  # fmt: skip
+    definition = load_sweep(sweep_file)
+    for trial_id in (t for _, group in done.groupby("latent") for t in group["trial_id"][: args.top]):
+        copy_trial(trial_path(parent_dir, trial_id), child_dir)  # the original seed's run, not retrained
+    sweep = definition.with_overrides(dispatch=_dispatch_overrides(args))
+    _check_cluster(sweep)
+    print(f"{len(picks)} configs x {args.seeds} new seeds -> sweep {raw['name']!r} ({sweep_file})")
+    run_sweep(sweep, child_dir, source=sweep_file, definition=definition, wait=args.wait or sweep.dispatch.executor != "slurm")
+    if sweep.dispatch.executor == "slurm" and not args.wait:
+        print(f"when it is done: hpcsweep aggregate {raw['name']}")
+        return 0
+    _show_tables(child_dir, detail=False)
+    return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

@@ -295,6 +295,9 @@ class SweepConfig(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     grid: dict[str, list[Any]] = Field(default_factory=dict)
+    points: list[dict[str, Any]] = Field(
+        default_factory=list, description="listed points (key -> value), each crossed with the grid; rerun-best writes these"
+    )
     dispatch: DispatchConfig = Field(default_factory=DispatchConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     search: Literal["grid", "random", "tpe"] = "grid"
@@ -343,6 +346,11 @@ class SweepConfig(_Section):
             resolved[path] = values
         return resolved
 
+    @field_validator("points")
+    @classmethod
+    def _known_point_keys(cls, points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{grid_path(key): value for key, value in point.items()} for point in points]
+
     def base_trial(self) -> dict[str, Any]:
         """The trial every grid point starts from, as a plain dict."""
         return {"data": self.data.model_dump(), "model": self.model.model_dump(), "train": self.train.model_dump()}
@@ -366,6 +374,8 @@ class SweepConfig(_Section):
             except ValueError as err:
                 raise UserError(f"--set {key}: {err}") from None
             raw["grid"].pop(path, None)
+            for point in raw["points"]:
+                point.pop(path, None)
             _set_path(raw, path, value)
         if latent:
             raw["grid"]["model.latent"] = list(latent)

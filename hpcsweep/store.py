@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import time
 from dataclasses import dataclass, field
@@ -97,17 +98,28 @@ def read_summary(path: Path) -> dict[str, Any]:
         return summary | {key: json.loads(attrs[key]) for key in ("config", "metrics", "provenance")}
 
 
-def read_trial(path: Path) -> TrialRecord:
-    """The whole record, weights and history included."""
+def read_trial(path: Path, weights: bool = True) -> TrialRecord:
+    """The whole record, history included; without `weights` the review reads everything but the network."""
     summary = read_summary(path)
     with h5py.File(path, "r") as handle:
         history = {k: v[()] for k, v in handle["history"].items()}
-        weights = {k: v[()] for k, v in handle["weights"].items()}
+        stored = {k: v[()] for k, v in handle["weights"].items()} if weights else {}
         arrays: dict[str, np.ndarray] = {}
         handle["arrays"].visititems(lambda name, node: arrays.__setitem__(name, node[()]) if isinstance(node, h5py.Dataset) else None)
         normaliser = json.loads(handle.attrs["normaliser"])
         evaluation = json.loads(handle.attrs["evaluation"])
-    return TrialRecord(**summary, history=history, weights=weights, normaliser=normaliser, evaluation=evaluation, arrays=arrays)
+    return TrialRecord(**summary, history=history, weights=stored, normaliser=normaliser, evaluation=evaluation, arrays=arrays)
+
+
+def copy_trial(path: Path, results_dir: Path) -> Path:
+    """Copy a trial file into another sweep's folder (atomically; an existing copy is kept)."""
+    target = trial_path(results_dir, path.stem)
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        shutil.copyfile(path, tmp)
+        os.replace(tmp, target)
+    return target
 
 
 def index_path(results_dir: Path) -> Path:

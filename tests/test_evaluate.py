@@ -7,9 +7,10 @@ import pytest
 
 from hpcsweep.cli import main
 from hpcsweep.data import cache_jets, load_varset
+from hpcsweep.data.normalize import make_normaliser
 from hpcsweep.store import read_trial, trial_path
 from hpcsweep.trial import run_trial
-from hpcsweep.trial.evaluate import Physics, compression, residual_values
+from hpcsweep.trial.evaluate import Physics, compression, residual_arrays, residual_table, residual_values, truncation_baselines
 
 from .conftest import trial_spec
 
@@ -53,6 +54,39 @@ def test_compression_accounting():
     assert c["ratio_large_dataset"] > c["ratio_vs_raw_float32"], "the amortised model costs bytes"
 
 
+def test_residual_correlations_histograms_and_sample():
+    rng = np.random.default_rng(1)
+    varset = load_varset("fourvec")
+    original = rng.uniform(50, 500, size=(5000, 4))
+    original[:10, 0] = 0  # relative residual undefined for these jets: left out, not infinite
+    shared = rng.normal(size=5000)
+    decoded = original.copy()
+    decoded[:, 0] *= 1 + 0.01 * shared  # pt and E residuals move together, eta's is independent
+    decoded[:, 3] *= 1 + 0.02 * shared
+    decoded[:, 1] += 0.05 * rng.normal(size=5000)
+    table = residual_table(original, decoded, Physics.of(varset, {}))
+    assert np.isnan(table[:10, 0]).all() and np.isfinite(table[10:]).all()
+    arrays = residual_arrays(table)
+    r = arrays["residual_correlation"]
+    assert r[0, 3] == pytest.approx(1, abs=1e-3) and abs(r[0, 1]) < 0.05 and np.allclose(r, r.T, equal_nan=True)
+    assert arrays["residual_counts"].shape == (4, 50) and arrays["residual_counts"][0].sum() > 0.98 * 4990
+    assert arrays["residual_sample"].shape == (1000, 4)
+
+
+def test_truncation_baselines_trade_bytes_for_resolution():
+    rng = np.random.default_rng(2)
+    varset = load_varset("fourvec")
+    x = np.column_stack([rng.uniform(20, 500, 4000), rng.uniform(-4, 4, 4000), rng.uniform(-3, 3, 4000), rng.uniform(30, 900, 4000)])
+    normaliser = make_normaliser("standard", varset).fit(x)
+    baselines = truncation_baselines(x.astype(np.float32), normaliser, Physics.of(varset, {}))
+    bits = [b["mantissa_bits"] for b in baselines]
+    assert [b["bytes_per_jet"] for b in baselines] == [4 * (9 + k) / 8 for k in bits]
+    widths = [b["width"]["pt"] for b in baselines]
+    assert all(a > b for a, b in zip(widths, widths[1:], strict=False)), "more mantissa bits, narrower residuals"
+    assert widths[0] < 2.0 ** -(bits[0] + 1), "rounding to k bits is within half a unit in the last place"
+    assert all(a["mse"] > b["mse"] for a, b in zip(baselines, baselines[1:], strict=False))
+
+
 @pytest.fixture(scope="module")
 def evaluated_trial(qcd_file, zprime_file, tmp_path_factory):
     folder = tmp_path_factory.mktemp("evaluated")
@@ -78,6 +112,8 @@ def test_a_trial_stores_its_physics_evaluation(evaluated_trial):
     assert validation["mse"] <= validation["compression"]["mse_float16_latent"] < 1.01 * validation["mse"]
     assert validation["timing"]["encode_us_per_jet"] > 0 and validation["timing"]["decode_us_per_jet"] > 0
     assert record.arrays["validation/hist_original"].shape == (24, 50)
+    assert record.arrays["validation/residual_correlation"].shape == (24, 24)
+    assert [b["mantissa_bits"] for b in baselines["truncation"]] == [2, 4, 7, 10, 14]
     assert record.arrays["validation/hist_original"].sum(axis=1).min() > 0.95 * validation["n_jets"]
     signal = record.evaluation["zprime350"]
     assert signal["dijet"]["n_events"] > 300 and 300 < signal["dijet"]["peak_original"] < 360

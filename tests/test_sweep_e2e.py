@@ -44,7 +44,7 @@ def test_every_trial_is_done_and_the_ae_beats_pca(finished_sweep):
     summaries, unreadable = scan(results)
     assert not unreadable and len(summaries) == 4
     assert {s["state"] for s in summaries.values()} == {"done"}
-    best = pd.read_csv(results / "best_per_latent.csv", dtype=str)
+    best = pd.read_csv(results / "tables" / "best_per_latent.csv", dtype=str)
     assert best["Latent space dimensions"].tolist() == ["3", "6"]
     ratio = best["PCA / AE"].astype(float)
     assert (ratio > 1).all(), f"the best AE beats PCA at every z: {best.to_dict('records')}"
@@ -52,7 +52,7 @@ def test_every_trial_is_done_and_the_ae_beats_pca(finished_sweep):
     assert len(trials) == 4 and (trials["val_mse"] > 0).all()
     summary = (results / "summary.md").read_text()
     assert all(value in summary for value in best["Validation loss"]), "the Markdown table shows the CSV's numbers"
-    assert (results / "loss_vs_latent.png").stat().st_size > 10_000
+    assert (results / "figures" / "loss_vs_latent.png").stat().st_size > 10_000
     assert (results / "sweep.yaml").read_text() == TINY
 
 

@@ -41,6 +41,7 @@ class Variable:
     discrete: bool = False
     positive: bool = False
     residual: Literal["relative", "absolute", "phi"] = "absolute"
+    unit: str = ""  # for axis labels: GeV, rad, or nothing
 
 
 @dataclass(frozen=True)

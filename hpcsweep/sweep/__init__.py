@@ -148,9 +148,11 @@ def check_definition(results_dir: Path, sweep: SweepConfig) -> None:
 
 
 def _definition(sweep: SweepConfig) -> dict[str, Any]:
-    """What a sweep's trials depend on: the base trial and the grid (not dispatch, evaluation, description)."""
+    """What a sweep's trials depend on: the base trial, the grid and listed points (not dispatch, evaluation, description)."""
     dumped = sweep.model_dump(mode="json")
-    return {key: dumped[key] for key in ("data", "model", "train", "grid")}
+    return {key: dumped[key] for key in ("data", "model", "train", "grid")} | (
+        {"points": {"all": dumped["points"]}} if sweep.points else {}
+    )
 
 
 def _flat(definition: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -162,8 +164,9 @@ def _keep_definition(results_dir: Path, sweep: SweepConfig, source: Path | None)
     kept = results_dir / "definition.json"
     if not kept.exists():
         kept.write_text(json.dumps(_definition(sweep), indent=1, sort_keys=True))
-    if source is not None:
-        shutil.copyfile(source, results_dir / "sweep.yaml")
+    copy = results_dir / "sweep.yaml"
+    if source is not None and not (copy.exists() and copy.samefile(source)):
+        shutil.copyfile(source, copy)
 
 
 def _specs(sweep: SweepConfig, todo: list[PlannedTrial], results_dir: Path, source: Path | None, progress: bool, log) -> list[TrialSpec]:

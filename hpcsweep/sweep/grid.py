@@ -10,12 +10,12 @@ from hpcsweep.errors import UserError
 
 
 def expand(sweep: SweepConfig, source: str = "sweep") -> list[TrialConfig]:
-    """Every grid point as a validated trial config, in grid order, without duplicates."""
+    """Every (listed point x) grid point as a validated trial config, in order, without duplicates."""
     base = sweep.base_trial()
     axes = list(sweep.grid)
     trials: dict[str, TrialConfig] = {}
-    for values in itertools.product(*(sweep.grid[a] for a in axes)):
-        trial = trial_from_point(base, dict(zip(axes, values, strict=True)), source)
+    for point, values in itertools.product(sweep.points or [{}], itertools.product(*(sweep.grid[a] for a in axes))):
+        trial = trial_from_point(base, point | dict(zip(axes, values, strict=True)), source)
         _check_shapes(trial, source)
         trials.setdefault(trial.identity(), trial)
     return list(trials.values())

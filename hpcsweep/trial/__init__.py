@@ -30,6 +30,7 @@ from hpcsweep.trial.evaluate import (
     pca_reconstruction,
     residuals,
     timing,
+    truncation_baselines,
 )
 from hpcsweep.trial.models import Autoencoder, build_model
 from hpcsweep.trial.train import TrialInterrupted, select_device, train
@@ -144,6 +145,7 @@ def evaluate_trial(
             "residuals": residuals(x_val, truncated, physics),
             "bytes_per_jet": 2 * x_val.shape[1],
         },
+        "truncation": truncation_baselines(x_val, normaliser, physics),
     }
     device = next(model.parameters()).device
     val_tensor = torch.from_numpy(val_norm).to(device)

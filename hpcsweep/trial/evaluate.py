@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from hpcsweep.data.normalize import Normaliser
@@ -25,6 +26,8 @@ from hpcsweep.data.varset import VarSet
 
 EVAL_BATCH = 4096  # cache-sized chunks: 2.7x faster per jet than one 100k batch on CPU
 HISTOGRAM_BINS = 50
+RESIDUAL_SAMPLE = 1000  # jets whose residuals are kept for the corner plot
+TRUNCATION_BITS = (2, 4, 7, 10, 14)  # float32 mantissa bits kept by the truncation baselines
 
 
 def reconstruction_mse(model: torch.nn.Module, x: torch.Tensor) -> float:
@@ -137,6 +140,66 @@ def residual_values(original: np.ndarray, decoded: np.ndarray, kind: str) -> tup
     return decoded - original, len(original)
 
 
+def residual_table(original: np.ndarray, decoded: np.ndarray, physics: Physics) -> np.ndarray:
+    """Per-jet residuals (jets x variables) as `residuals` defines them; NaN where a relative one is undefined."""
+    table = np.full(original.shape, np.nan)
+    for i, name in enumerate(physics.names):
+        kind = physics.residual_kind[name]
+        keep = original[:, i] != 0 if kind == "relative" else np.ones(len(original), bool)
+        table[keep, i] = residual_values(original[keep, i], decoded[keep, i], kind)[0]
+    return table
+
+
+def residual_arrays(table: np.ndarray, bins: int = HISTOGRAM_BINS) -> dict[str, np.ndarray]:
+    """Residual histograms per variable (0.5-99.5 % range), the residual correlation matrix, and a sample of jets.
+
+    The correlation is Pearson's on residuals clipped to their 0.5-99.5 % range, so
+    that a few jets with tiny denominators do not decide it.
+    """
+    n = table.shape[1]
+    edges, counts, clipped = np.empty((n, bins + 1)), np.zeros((n, bins), dtype=np.int64), table.copy()
+    for i in range(n):
+        column = table[:, i][np.isfinite(table[:, i])]
+        low, high = np.percentile(column, [0.5, 99.5]) if len(column) else (0.0, 0.0)
+        if high <= low:
+            low, high = low - 1e-6, high + 1e-6
+        edges[i] = np.linspace(low, high, bins + 1)
+        counts[i] = np.histogram(column, edges[i])[0]
+        clipped[:, i] = np.clip(table[:, i], low, high)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        correlation = pd.DataFrame(clipped).corr().to_numpy()  # pairwise: NaN residuals are left out per pair
+    return {
+        "residual_edges": edges,
+        "residual_counts": counts,
+        "residual_correlation": correlation,
+        "residual_sample": table[:RESIDUAL_SAMPLE].astype(np.float32),
+    }
+
+
+def truncation_baselines(x_physical: np.ndarray, normaliser: Normaliser, physics: Physics) -> list[dict[str, Any]]:
+    """Rounding float32 mantissas to k bits (sign and exponent kept): bytes per jet, MSE and residual widths.
+
+    The lossy alternative without any network, for the rate-distortion figure.
+    """
+    x = np.ascontiguousarray(x_physical, dtype=np.float32)
+    x_norm = normaliser.transform(x)
+    out = []
+    for bits in TRUNCATION_BITS:
+        drop = 23 - bits
+        raw = x.view(np.uint32).astype(np.uint64)
+        rounded = ((raw + (1 << (drop - 1))) & ~np.uint64((1 << drop) - 1)).astype(np.uint32).view(np.float32)
+        stats = residuals(x, rounded, physics)
+        out.append(
+            {
+                "mantissa_bits": bits,
+                "bytes_per_jet": x.shape[1] * (9 + bits) / 8,
+                "mse": float(np.mean((normaliser.transform(rounded) - x_norm) ** 2, dtype=np.float64)),
+                "width": {name: stat.get("width", float("nan")) for name, stat in stats.items()},
+            }
+        )
+    return out
+
+
 def histograms(original: np.ndarray, decoded: np.ndarray, bins: int = HISTOGRAM_BINS) -> dict[str, np.ndarray]:
     """Input and output histograms per variable on the input's 0.5-99.5 % range."""
     edges = np.empty((original.shape[1], bins + 1))
@@ -245,7 +308,7 @@ def evaluate_dataset(
     event: np.ndarray | None = None,
     rank: np.ndarray | None = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray], np.ndarray]:
-    """MSE, residuals, histograms (and the dijet closure when events are given) of one dataset."""
+    """MSE, residuals, histograms, residual correlations (and the dijet closure when events are given) of one dataset."""
     device = next(model.parameters()).device
     x_norm = torch.from_numpy(normaliser.transform(x_physical)).to(device)
     decoded_norm = reconstruct(model, x_norm)
@@ -256,7 +319,7 @@ def evaluate_dataset(
         "mse_after_restore": float(np.mean((normaliser.transform(decoded) - x_norm.cpu().numpy()) ** 2, dtype=np.float64)),
         "residuals": residuals(x_physical, decoded, physics),
     }
-    arrays = histograms(x_physical, decoded)
+    arrays = histograms(x_physical, decoded) | residual_arrays(residual_table(x_physical, decoded, physics))
     if event is not None and physics.four_momentum:
         summary["dijet"], dijet_arrays = dijet_closure(x_physical, decoded, event, rank, physics)
         arrays.update(dijet_arrays)

@@ -1,0 +1,117 @@
+"""One self-contained HTML page per sweep: tables, figures (embedded PNG), definition, states, trial links.
+
+It opens from disk with no server and no internet: the figures are data URIs, the style is inline,
+and the links (PDF figures, CSV/LaTeX tables, trial files) are relative to `report/`.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from hpcsweep import __version__
+
+if TYPE_CHECKING:
+    from hpcsweep.review import Review
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; padding: 0 1em; color: #222; }
+h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ccc; margin-top: 2em; }
+table { border-collapse: collapse; margin: 0.6em 0 1.4em; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; } th { background: #f2f2f2; }
+td:first-child, th:first-child { text-align: left; }
+figure { margin: 1em 0 2em; } img { max-width: 100%; border: 1px solid #eee; }
+figcaption { font-size: 0.9em; color: #555; }
+.warning { background: #fff4e5; border-left: 4px solid #f0a020; padding: 0.5em 1em; margin: 0.4em 0; }
+pre { background: #f7f7f7; padding: 1em; overflow-x: auto; } nav a { margin-right: 1em; }
+"""
+
+
+def write_report(review: Review, definition: str, states: dict[str, int]) -> Path:
+    """Write `report/index.html` for `review` (atomically) and return its path.
+
+    `definition` is the sweep file's text, `states` the count of the definition's trials by state.
+    """
+    folder = review.results_dir / "report"
+    folder.mkdir(parents=True, exist_ok=True)
+    sections = [
+        ("states", "Trials by state", _states(states)),
+        (
+            "tables",
+            "Tables",
+            "".join(_table(stem, title, table) for stem, (title, table) in review.tables.items()) or "<p>No tables yet.</p>",
+        ),
+        *_figure_sections(review),
+        ("definition", "Sweep definition", f"<pre>{html.escape(definition or '(no sweep file kept with the results)')}</pre>"),
+        ("trials", "Trial files", _trials(review.frame)),
+    ]
+    name = html.escape(review.results_dir.name)
+    page = (
+        f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>hpcsweep report: {name}</title>"
+        f"<style>{_STYLE}</style></head><body>\n<h1>Sweep {name}</h1>\n"
+        f"<p>Made by hpcsweep {__version__} on {time.strftime('%Y-%m-%d %H:%M')} from {len(review.frame)} trial files.</p>\n"
+        + "".join(f"<div class='warning'>{html.escape(w)}</div>\n" for w in review.warnings)
+        + "<nav>" + "".join(f"<a href='#{key}'>{html.escape(title)}</a>" for key, title, _ in sections) + "</nav>\n"
+        + "".join(f"<h2 id='{key}'>{html.escape(title)}</h2>\n{body}\n" for key, title, body in sections)
+        + "</body></html>\n"
+    )  # fmt: skip
+    path = folder / "index.html"
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(page)
+    os.replace(tmp, path)
+    return path
+
+
+def _states(states: dict[str, int]) -> str:
+    rows = "".join(f"<tr><td>{html.escape(s)}</td><td>{n}</td></tr>" for s, n in states.items())
+    missing = {
+        "pending": "never started: no trial file yet",
+        "lost": "started, but their job ended without a trial file (killed, or the file was removed)",
+        "failed": "failed: their files say why",
+    }
+    notes = "".join(f"<li>{states[s]} {s}: {why}</li>" for s, why in missing.items() if states.get(s))
+    again = f"<p>Missing from the tables:</p><ul>{notes}</ul><p>Running the sweep again runs these.</p>" if notes else ""
+    return f"<table><tr><th>state</th><th>trials</th></tr>{rows}</table>{again}"
+
+
+def _table(stem: str, title: str, table: pd.DataFrame) -> str:
+    links = " ".join(f"<a href='../tables/{stem}.{ext}'>{ext.upper()}</a>" for ext in ("csv", "tex", "md"))
+    body = table.to_html(index=False, escape=True, border=0) if len(table) else "<p>(no rows)</p>"
+    return f"<h3 id='table-{stem}'>{html.escape(title)}</h3><p>{links}</p>{body}"
+
+
+def _figure_sections(review: Review) -> list[tuple[str, str, str]]:
+    sections: dict[str, list[str]] = {}
+    for figure in review.figures:
+        png = figure.path.with_suffix(".png")
+        data = base64.b64encode(png.read_bytes()).decode()
+        sections.setdefault(figure.section, []).append(
+            f"<figure><img src='data:image/png;base64,{data}' alt='{html.escape(figure.title)}'>"
+            f"<figcaption>{html.escape(figure.title)} (<a href='../figures/{figure.path.name}.pdf'>PDF</a>)</figcaption></figure>"
+        )
+    return [(f"figures-{i}", title, "".join(items)) for i, (title, items) in enumerate(sections.items())]
+
+
+def _trials(frame: pd.DataFrame) -> str:
+    if not len(frame):
+        return "<p>No trial files.</p>"
+    rows = "".join(
+        f"<tr><td><a href='../trials/{html.escape(t.trial_id)}.h5'>{html.escape(t.trial_id)}</a></td><td>{html.escape(str(t.state))}</td>"
+        f"<td>{_number(t.latent, 'd')}</td><td>{_number(t.batch_size, 'd')}</td><td>{_number(t.lr, 'g')}</td><td>{_number(t.weight_decay, 'g')}</td>"
+        f"<td>{_number(t.seed, 'd')}</td><td>{_number(t.val_mse, '.3e')}</td><td>{html.escape(str(t.failure or ''))}</td></tr>"
+        for t in frame.itertuples()
+    )
+    header = "".join(f"<th>{h}</th>" for h in ("trial file", "state", "z", "batch size", "lr", "wd", "seed", "val loss", "failure"))
+    return f"<details open><summary>{len(frame)} trial files</summary><table><tr>{header}</tr>{rows}</table></details>"
+
+
+def _number(value, spec: str) -> str:
+    if value is None or pd.isna(value):
+        return ""
+    return format(int(value) if spec == "d" else float(value), spec)

@@ -1,0 +1,243 @@
+"""Reviewing a sweep: best/median selection, comparisons, seed stability, and the HTML report."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hpcsweep.cli import main
+from hpcsweep.config import TrialConfig, validate_sweep
+from hpcsweep.review import aggregate
+from hpcsweep.review.stability import outliers, rerun_best_sweep, stability_table
+from hpcsweep.review.tables import best_and_median, comparison_table, trials_frame, varied_axes
+from hpcsweep.store import read_trial, scan, trial_path, write_trial
+from hpcsweep.sweep import expand
+
+
+def _summary(trial_id: str, latent: int, loss: float | None, state: str = "done", seed: int = 0, **config) -> dict:
+    trial = TrialConfig.model_validate(
+        {"model": {"latent": latent, **config.get("model", {})}, "train": {"seed": seed, "lr": config.get("lr", 1e-2)}}
+    )
+    return {
+        "trial_id": trial_id,
+        "state": state,
+        "config": trial.model_dump(mode="json"),
+        "metrics": {"best_val_mse": loss, "best_epoch": 3, "train_time_s": 1.0, "pca_val_mse": 1.0},
+        "provenance": {"data_checksum": "abc"},
+    }
+
+
+def test_best_and_median_with_odd_counts_even_counts_and_ties():
+    summaries = {
+        # z=4: three done trials (odd) and a failed one, which is never picked
+        "a4": _summary("a4", 4, 0.3), "b4": _summary("b4", 4, 0.1), "c4": _summary("c4", 4, 0.2), "d4": _summary("d4", 4, None, "failed"),
+        # z=8: four done trials (even): the median is the worse of the two middle ones; a tie at the top goes to the smaller id
+        "y8": _summary("y8", 8, 0.1), "x8": _summary("x8", 8, 0.1), "w8": _summary("w8", 8, 0.5), "v8": _summary("v8", 8, 0.4),
+    }  # fmt: skip
+    best, median = best_and_median(trials_frame(summaries))
+    assert best["trial_id"].tolist() == ["b4", "x8"]
+    assert median["trial_id"].tolist() == ["c4", "v8"]
+    single = best_and_median(trials_frame({"only": _summary("only", 2, 0.7)}))
+    assert single[0]["trial_id"].tolist() == single[1]["trial_id"].tolist() == ["only"], "one trial is its own median"
+
+
+def test_a_varied_axis_gets_its_comparison_table():
+    summaries = {
+        "ae": _summary("ae", 4, 0.2, model={"kind": "ae"}),
+        "ae2": _summary("ae2", 4, 0.4, model={"kind": "ae"}, lr=3e-2),
+        "vae": _summary("vae", 4, 0.9, model={"kind": "vae", "beta": 1e-3}),
+    }
+    assert "model.kind" in varied_axes(summaries) and "train.lr" not in varied_axes(summaries), "lr is in the main tables"
+    table = comparison_table(trials_frame(summaries), "model.kind")
+    assert table.to_dict("records") == [
+        {"model.kind": "ae", "z=4 best": "2.000e-01", "z=4 median": "4.000e-01"},
+        {"model.kind": "vae", "z=4 best": "9.000e-01", "z=4 median": "9.000e-01"},
+    ]
+
+
+def test_outliers_are_runs_above_one_and_a_half_times_the_median():
+    assert outliers(np.array([1.0, 1.1, 0.9, 2.0, 1.0])).tolist() == [False, False, False, True, False]
+    assert outliers(np.array([1.0, 1.5, 1.0])).tolist() == [False, False, False], "exactly 1.5x the median is not flagged"
+    assert outliers(np.array([1.0, np.nan, 1.0])).tolist() == [False, True, False], "a diverged run is flagged"
+
+
+def test_stability_table_summarises_each_config_over_its_seeds():
+    losses = {0: 1.0e-3, 1: 1.1e-3, 2: 0.9e-3, 3: 1.0e-3, 4: 2.1e-3}  # the thesis' five reruns: one ended at twice the loss
+    summaries = {f"s{seed}": _summary(f"s{seed}", 18, loss, seed=seed) for seed, loss in losses.items()}
+    summaries["other"] = _summary("other", 12, 5e-3)  # run once: not a stability group
+    (row,) = stability_table(summaries).to_dict("records")
+    assert row["Runs"] == 5 and row["Seeds"] == "0 1 2 3 4"
+    assert float(row["Mean val loss"]) == pytest.approx(np.mean(list(losses.values())), rel=1e-3)
+    assert float(row["Std"]) == pytest.approx(np.std(list(losses.values()), ddof=1), rel=1e-2)
+    assert (row["Min"], row["Max"]) == ("9.000e-04", "2.100e-03")
+    assert row["Runs > 1.5x median (seed)"] == "4"
+
+
+def test_the_child_sweep_of_rerun_best_holds_the_original_trials_and_new_seeds():
+    parent = validate_sweep({"name": "p", "grid": {"z": [4, 8], "lr": [1e-2, 3e-2], "wd": [0, 1e-4]}}, "test")
+    trials = expand(parent)
+    picks = [trials[1], trials[6]]  # say the best at z=4 and at z=8
+    child = validate_sweep(rerun_best_sweep({"name": "p"}, [t.model_dump(mode="json") for t in picks], 1, 3), "test")
+    assert child.name == "p-top1-seeds3"
+    children = expand(child)
+    assert len(children) == 2 * 4
+    ids = {t.identity() for t in children}
+    assert {t.identity() for t in picks} <= ids, "the original seed's trials are the parent's: reused, not retrained"
+    assert sorted({t.train.seed for t in children}) == [0, 1, 2, 3]
+
+
+TINY = """\
+name: review
+data: {events: 600, generator_seed: 7, val_fraction: 0.25}
+model: {hidden: [64, 64]}
+train: {epochs: 20, batch_size: 256}
+grid:
+  z: [3, 6]
+  lr: [1.0e-2, 3.0e-2]
+evaluation: {signals: [350], signal_events: 400, timing_repeats: 1}
+"""
+
+
+@pytest.fixture(scope="module")
+def reviewed(tmp_path_factory, qcd_file) -> Path:
+    """A tiny real sweep, its report, and its seed-stability child sweep."""
+    folder = tmp_path_factory.mktemp("review")
+    (folder / "review.yaml").write_text(TINY)
+    results = folder / "results"
+    assert main(["sweep", str(folder / "review.yaml"), "--results", str(results)]) == 0
+    assert main(["report", "review", "--results", str(results)]) == 0
+    return results
+
+
+FIGURES = {"loss_vs_latent", "grid_summary", "training_curves", "residuals_vs_latent", "timing_vs_latent", "rate_distortion"}
+PER_TRIAL = {"inputs", "residuals", "corner", "dijet"}
+
+
+def test_aggregate_writes_every_table_in_three_formats_and_every_figure_in_two(reviewed):
+    folder = reviewed / "review"
+    stems = {"best_per_latent", "median_per_latent", "baselines_per_latent", "compression_per_latent"}
+    assert {p.name for p in (folder / "tables").iterdir()} == {f"{s}.{e}" for s in stems for e in ("md", "csv", "tex")}
+    expected = FIGURES | {f"{stem}_z{z}" for stem in PER_TRIAL for z in (3, 6)}
+    assert {p.name for p in (folder / "figures").glob("*.p*")} == {f"{s}.{e}" for s in expected for e in ("png", "pdf")}
+    assert "\\begin{table}" in (folder / "tables" / "best_per_latent.tex").read_text()
+    compression = pd.read_csv(folder / "tables" / "compression_per_latent.csv")
+    assert (compression["latent float16"] == 2 * compression["Latent space dimensions"]).all()
+
+
+def test_the_report_holds_every_table_figure_state_and_trial_link(reviewed):
+    folder = reviewed / "review"
+    page = (folder / "report" / "index.html").read_text()
+    images = re.findall(r"<img src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
+    assert len(images) == len(FIGURES) + 2 * len(PER_TRIAL) and all(len(i) > 1000 for i in images)
+    for title in ("Best performing networks per latent dimension", "Median performing networks", "Compression of the best AE"):
+        assert title in page
+    assert "<h2 id='definition'>" in page and "lr: [1.0e-2, 3.0e-2]" in page
+    assert "<td>done</td><td>4</td>" in page
+    links = re.findall(r"href='\.\./trials/([0-9a-f]+)\.h5'", page)
+    assert sorted(links) == sorted(scan(folder)[0]) and all((folder / "trials" / f"{i}.h5").exists() for i in links)
+    assert "http://" not in page and "https://" not in page, "nothing is fetched from the internet"
+
+
+def test_rerun_best_reuses_the_originals_and_reports_stability(reviewed, capsys):
+    assert main(["rerun-best", "review", "--top", "1", "--seeds", "2", "--results", str(reviewed)]) == 0
+    child = reviewed / "review-top1-seeds2"
+    summaries, _ = scan(child)
+    assert len(summaries) == 2 * 3 and {s["state"] for s in summaries.values()} == {"done"}
+    parent, _ = scan(reviewed / "review")
+    reused = set(summaries) & set(parent)
+    assert len(reused) == 2 and all(summaries[t]["metrics"] == parent[t]["metrics"] for t in reused)
+    table = pd.read_csv(child / "tables" / "stability.csv", dtype=str)
+    assert table["Runs"].tolist() == ["3", "3"] and table["Latent space dimensions"].tolist() == ["3", "6"]
+    assert (child / "figures" / "stability_curves.png").stat().st_size > 10_000
+    assert "Seed stability" in capsys.readouterr().out
+    capsys.readouterr()
+    assert main(["rerun-best", "review", "--top", "1", "--seeds", "2", "--results", str(reviewed)]) == 0
+    assert "6 finished, 0 in flight, 0 failed or lost to retry, 0 new" in capsys.readouterr().out, "a second call runs nothing"
+
+
+def _copy_sweep(reviewed: Path, tmp_path: Path) -> Path:
+    folder = tmp_path / "review"
+    shutil.copytree(reviewed / "review", folder, ignore=shutil.ignore_patterns("report", "figures", "tables"))
+    return folder
+
+
+def test_a_missing_trial_file_is_shown_pending_in_a_partial_report(reviewed, tmp_path, capsys):
+    folder = _copy_sweep(reviewed, tmp_path)
+    removed = sorted((folder / "trials").glob("*.h5"))
+    removed[0].unlink()  # ran, then its file was removed: lost
+    removed[1].unlink()
+    (folder / "attempts" / f"{removed[1].stem}.jsonl").unlink()  # never ran: pending
+    assert main(["report", str(folder)]) == 0
+    page = (folder / "report" / "index.html").read_text()
+    assert "<td>done</td><td>2</td>" in page and "<td>lost</td><td>1</td>" in page and "<td>pending</td><td>1</td>" in page
+    assert "<li>1 pending: never started" in page and "<li>1 lost: started, but" in page
+
+
+def test_a_sweep_without_finished_trials_gets_a_report_that_says_so(reviewed, tmp_path, capsys):
+    folder = _copy_sweep(reviewed, tmp_path)
+    for path in (folder / "trials").glob("*.h5"):
+        record = read_trial(path)
+        record.state, record.failure, record.error = "failed", "error", "RuntimeError: node on fire"
+        write_trial(path, record)
+    assert main(["report", str(folder)]) == 0
+    assert "no finished trial yet: 4 failed" in capsys.readouterr().err
+    page = (folder / "report" / "index.html").read_text()
+    assert "no finished trial yet" in page and "<img" not in page and "<td>error</td>" in page
+
+
+def test_trials_of_other_data_are_left_out_with_a_warning(reviewed, tmp_path):
+    folder = _copy_sweep(reviewed, tmp_path)
+    stranger = read_trial(sorted((folder / "trials").glob("*.h5"))[0])
+    stranger.trial_id, stranger.provenance = "0000stranger", {**stranger.provenance, "data_checksum": "feedbeef" * 8}
+    stranger.config["data"]["varset"] = "fourvec"
+    write_trial(trial_path(folder, stranger.trial_id), stranger)
+    review = aggregate(folder, detail=False)
+    assert len(review.frame) == 4 and "0000stranger" not in set(review.frame["trial_id"])
+    (warning,) = [w for w in review.warnings if "different data" in w]
+    assert "kept the 4 of variable set 'generated'" in warning and "1 of variable set 'fourvec'" in warning and "0000stranger" in warning
+
+
+def test_reading_a_report_needs_no_weights(reviewed, monkeypatch):
+    """Aggregation reads summaries and the best trials without their networks."""
+    import hpcsweep.review as review
+
+    seen = []
+    monkeypatch.setattr(review, "read_trial", lambda path, weights=True: seen.append(weights) or read_trial(path, weights))
+    aggregate(reviewed / "review", plot=False)
+    assert seen and not any(seen)
+
+
+def test_the_report_opens_in_headless_chromium_with_every_image_loaded(reviewed):
+    """Debian's chromium through selenium; the full-page screenshot is kept in test-artifacts/ (or $HPCSWEEP_ARTIFACTS)."""
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[dev]')")
+    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and chromedriver):
+        pytest.skip("Chromium is not installed (Debian: apt-get install chromium chromium-driver; .ci/run does it)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1000"):
+        options.add_argument(argument)
+    browser = webdriver.Chrome(service=webdriver.ChromeService(executable_path=chromedriver), options=options)
+    try:
+        browser.get((reviewed / "review" / "report" / "index.html").resolve().as_uri())
+        images = browser.execute_script("return Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth])")
+        assert len(images) == len(FIGURES) + 2 * len(PER_TRIAL)
+        assert all(complete and width > 300 for _, complete, width in images), [i for i in images if not (i[1] and i[2] > 300)]
+        headings = browser.execute_script("return Array.from(document.querySelectorAll('h3')).map(h => h.textContent)")
+        assert "Best performing networks per latent dimension" in headings and len(headings) == 4
+        rows = browser.execute_script("return document.querySelectorAll('#table-best_per_latent + p + table tr').length")
+        assert rows == 3, "header and one row per latent dimension"
+        height = browser.execute_script("return document.documentElement.scrollHeight")
+        browser.set_window_size(1400, min(height, 20_000))
+        artifacts = Path(os.environ.get("HPCSWEEP_ARTIFACTS", "test-artifacts"))
+        artifacts.mkdir(parents=True, exist_ok=True)
+        browser.save_screenshot(str(artifacts / "report.png"))
+        assert (artifacts / "report.png").stat().st_size > 100_000
+    finally:
+        browser.quit()
