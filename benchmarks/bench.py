@@ -11,7 +11,8 @@
    1M, 2M and 4M synthetic jets, which must not grow with the file;
 5. orchestration: `hpcsweep status` on a sweep of 1000 trial files, and, when a SLURM
    cluster answers (make slurm-up), 16 short trials as job arrays: wall time against
-   the sum of the trials' own times divided by the cores, with and without packing.
+   the sum of the trials' own times divided by the cores, with and without packing;
+6. review: `hpcsweep aggregate` on 1000 trial files (first, again, after one new best).
 """
 
 from __future__ import annotations
@@ -273,6 +274,66 @@ def orchestration_table() -> list[str]:
     return lines
 
 
+REVIEW_SWEEP = (
+    "name: one\ndata: {events: 600}\nmodel: {hidden: [64, 64], latent: 4}\ntrain: {epochs: 5, batch_size: 256}\n"
+    "evaluation: {signals: [350], signal_events: 400, timing_repeats: 1}\n"
+)
+REVIEW_LATENTS = (8, 10, 12, 14, 16, 18, 20)
+
+
+def review_table(n_trials: int = 1000) -> list[str]:
+    """`hpcsweep aggregate` on 1000 trial files: copies of one real trial with thesis-sized weights
+    (27-200-200-200-z), spread over 7 latent dimensions with made-up losses."""
+    import os
+
+    from hpcsweep.store import read_trial, trial_path, write_trial
+
+    lines = ["| what | seconds |", "|---|---:|"]
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        os.environ["HPCSWEEP_DATA"] = str(root / "data")
+        (root / "one.yaml").write_text(REVIEW_SWEEP)
+        hpcsweep = [sys.executable, "-m", "hpcsweep"]
+        subprocess.run([*hpcsweep, "sweep", str(root / "one.yaml"), "--results", str(root / "real")], capture_output=True, check=True)
+        (template,) = (root / "real" / "one" / "trials").glob("*.h5")
+        record = read_trial(template)
+        results = root / "results" / "big"
+        for i in range(n_trials):
+            z = REVIEW_LATENTS[i % len(REVIEW_LATENTS)]
+            record.trial_id = f"{i:012x}"
+            record.config["model"]["latent"] = z
+            record.config["train"].update(lr=float(rng.choice([1e-3, 1e-2, 3e-2])), batch_size=int(rng.choice([1024, 2048, 4096, 8192])),
+                                          weight_decay=float(rng.choice([0, 1e-4, 1e-2, 1e-1])), seed=i)  # fmt: skip
+            record.metrics["best_val_mse"] = float(rng.lognormal(np.log(5e-4 * 0.7 ** (z - 8)), 0.3))
+            record.weights = {f"layer{k}": rng.normal(size=shape).astype(np.float32) for k, shape in enumerate(thesis_shapes(z))}
+            write_trial(trial_path(results, record.trial_id), record)
+        size = sum(p.stat().st_size for p in (results / "trials").glob("*.h5"))
+        lines.insert(0, f"{n_trials} trial files, {size / 1e6:.0f} MB (weights of a 27-200-200-200-z AE each), z in {REVIEW_LATENTS}:\n")
+        aggregate = [*hpcsweep, "aggregate", str(results)]
+        steps = [
+            ("first aggregate: sweep index built, every table and figure drawn (7 z x 4 per-trial figures)", aggregate),
+            ("again, nothing changed: index and per-trial figures reused", aggregate),
+            ("again with `--no-detail` (tables and sweep figures only)", [*aggregate, "--no-detail"]),
+        ]
+        for label, command in steps:
+            start = time.perf_counter()
+            subprocess.run(command, capture_output=True, check=True)
+            lines.append(f"| {label} | {time.perf_counter() - start:.1f} |")
+            print(lines[-1], flush=True)
+        record.trial_id, record.config["model"]["latent"], record.metrics["best_val_mse"] = "new0best0z12", 12, 1e-9
+        write_trial(trial_path(results, record.trial_id), record)
+        start = time.perf_counter()
+        subprocess.run(aggregate, capture_output=True, check=True)
+        lines.append(f"| one new trial file, the new best at z=12: its per-trial figures redrawn | {time.perf_counter() - start:.1f} |")
+    return lines
+
+
+def thesis_shapes(latent: int) -> list[tuple[int, ...]]:
+    widths = [N_VARIABLES, *HIDDEN, latent, *HIDDEN[::-1], N_VARIABLES]
+    return [shape for a, b in zip(widths, widths[1:], strict=False) for shape in ((b, a), (b,))]
+
+
 def machine() -> str:
     cpu = next(
         (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
@@ -317,6 +378,14 @@ def main() -> None:
         "(Python, torch import) and the driver cost on top of the trials' own time (1.00 = none).",
         "",
         *orchestration_table(),
+        "",
+        "## Reviewing a large sweep",
+        "",
+        "Target: `hpcsweep aggregate` of 1000 trial files under 10 s, without reading any weights (the tests pin that no",
+        "weights are read). Per-trial figures (inputs vs decoded, residuals, corner, dijet) are drawn for the best trial of",
+        "each z and redrawn only when that trial's file changes.",
+        "",
+        *review_table(),
         "",
         f"Total benchmark time: {time.perf_counter() - began:.0f} s.",
         "",

@@ -241,3 +241,12 @@ def test_the_report_opens_in_headless_chromium_with_every_image_loaded(reviewed)
         assert (artifacts / "report.png").stat().st_size > 100_000
     finally:
         browser.quit()
+
+
+def test_reviewing_never_imports_torch(reviewed):
+    import subprocess
+    import sys
+
+    code = f"import sys; from hpcsweep.cli import main; main(['report', {str(reviewed / 'review')!r}]); print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().endswith("False"), done.stdout

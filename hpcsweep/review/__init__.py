@@ -6,7 +6,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -198,21 +200,40 @@ def _add_figures(review: Review, frame, best, median, records: dict[str, TrialRe
         ]  # fmt: skip
     else:
         review.warnings.append("the best trials have no stored evaluation: no residual, timing or rate-distortion figures")
+    done = frame[frame["state"] == "done"].drop(columns=["failure"]).to_json()
+    stamp = [done, {t: _mtime(review, t) for t in records}, __version__]  # what the sweep figures show
     for section, title, draw, stem in sweep_figures:
-        draw(folder / stem)
-        review.figures.append(Figure(section, title, folder / stem))
+        _draw(review, Figure(section, title, folder / stem), draw, stamp)
     if detail:
         for trial in best.itertuples():
             if trial.trial_id in records:
                 _trial_figures(review, records[trial.trial_id], int(trial.latent), folder)
 
 
-def _trial_figures(review: Review, record: TrialRecord, latent: int, folder: Path) -> None:
-    """Inputs versus decoded, residuals, their correlations and the dijet mass of one trial.
+def _mtime(review: Review, trial_id: str) -> int:
+    return trial_path(review.results_dir, trial_id).stat().st_mtime_ns
 
-    Drawn only when the trial's file changed since they were last drawn (figures/.drawn.json):
-    re-aggregating a growing sweep redraws only the latent dimensions whose best trial changed.
+
+def _draw(review: Review, figure: Figure, draw, stamp: Any) -> None:
+    """Draw `figure` unless it was drawn from the same data (`stamp`) before (figures/.drawn.json).
+
+    Re-aggregating a sweep whose files did not change draws nothing; a new best trial at
+    one z redraws the sweep figures and that z's per-trial figures only.
     """
+    stamps_path = figure.path.parent / ".drawn.json"
+    stamps = _read_json(stamps_path)
+    key = hashlib.sha256(json.dumps(stamp, sort_keys=True, default=str).encode()).hexdigest()
+    if stamps.get(figure.path.name) != key or not all(figure.path.with_suffix(s).exists() for s in (".png", ".pdf")):
+        draw(figure.path)
+        stamps[figure.path.name] = key
+        tmp = stamps_path.with_name(f".drawn.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(stamps, indent=1))
+        os.replace(tmp, stamps_path)
+    review.figures.append(figure)
+
+
+def _trial_figures(review: Review, record: TrialRecord, latent: int, folder: Path) -> None:
+    """Inputs versus decoded, residuals, their correlations and the dijet mass of one trial (redrawn when its file changes)."""
     varset: VarSet = load_varset(record.config["data"]["varset"])
     section = f"Best trial at z = {latent} ({record.trial_id})"
     title = f"z = {latent}, trial {record.trial_id}"
@@ -238,16 +259,9 @@ def _trial_figures(review: Review, record: TrialRecord, latent: int, folder: Pat
         drawn.append(
             ("Dijet mass of the two leading jets, input and decoded", "dijet", lambda p: plots.dijet_mass(arrays, signals, p, title))
         )
-    stamps_path = folder / ".drawn.json"
-    stamps = _read_json(stamps_path)
-    stamp = [record.trial_id, trial_path(review.results_dir, record.trial_id).stat().st_mtime_ns, __version__]
+    stamp = [record.trial_id, _mtime(review, record.trial_id), __version__]
     for caption, stem, draw in drawn:
-        path = folder / f"{stem}_z{latent}"
-        if stamps.get(path.name) != stamp or not path.with_suffix(".pdf").exists():
-            draw(path)
-            stamps[path.name] = stamp
-        review.figures.append(Figure(section, caption, path))
-    stamps_path.write_text(json.dumps(stamps, indent=1))
+        _draw(review, Figure(section, caption, folder / f"{stem}_z{latent}"), draw, stamp)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -268,14 +282,18 @@ def _add_stability(review: Review, summaries: dict[str, dict[str, Any]], plot: b
     for path in write_table(table, review.results_dir / "tables", "stability", title):
         review.paths[f"tables/{path.name}"] = path
     if plot:
-        curves = {}
-        for ids in groups.values():
-            config = summaries[ids[0]]["config"]
-            label = f"z={config['model']['latent']}, bs {config['train']['batch_size']}, lr {config['train']['lr']:g}, wd {config['train']['weight_decay']:g}"
-            curves[label] = {
-                f"seed {summaries[i]['config']['train']['seed']}": read_trial(trial_path(review.results_dir, i), weights=False).history
-                for i in ids
-            }
-        path = review.results_dir / "figures" / "stability_curves"
-        plots.rerun_curves(curves, path)
-        review.figures.append(Figure("Seed stability", "Validation loss of each rerun", path))
+        figure = Figure("Seed stability", "Validation loss of each rerun", review.results_dir / "figures" / "stability_curves")
+        stamp = [sorted((i, _mtime(review, i)) for ids in groups.values() for i in ids), __version__]
+        _draw(review, figure, lambda p: plots.rerun_curves(_rerun_histories(review.results_dir, summaries, groups), p), stamp)
+
+
+def _rerun_histories(results_dir: Path, summaries: dict[str, dict[str, Any]], groups: dict[str, list[str]]) -> dict[str, dict[str, Any]]:
+    """Config label -> 'seed N' -> training history, for the stability figure."""
+    curves = {}
+    for ids in groups.values():
+        train = summaries[ids[0]]["config"]["train"]
+        label = f"z={summaries[ids[0]]['config']['model']['latent']}, bs {train['batch_size']}, lr {train['lr']:g}, wd {train['weight_decay']:g}"
+        curves[label] = {
+            f"seed {summaries[i]['config']['train']['seed']}": read_trial(trial_path(results_dir, i), weights=False).history for i in ids
+        }
+    return curves
