@@ -159,6 +159,10 @@ def test_rerun_best_reuses_the_originals_and_reports_stability(reviewed, capsys)
     capsys.readouterr()
     assert main(["rerun-best", "review", "--top", "1", "--seeds", "2", "--results", str(reviewed)]) == 0
     assert "6 finished, 0 in flight, 0 failed or lost to retry, 0 new" in capsys.readouterr().out, "a second call runs nothing"
+    assert main(["report", "review", "--results", str(reviewed)]) == 0
+    page = (reviewed / "review" / "report" / "index.html").read_text()
+    assert "Seed stability of the best configs (sweep review-top1-seeds2)" in page, "the parent's report shows its reruns"
+    assert "href='../../review-top1-seeds2/tables/stability.csv'" in page
 
 
 def _copy_sweep(reviewed: Path, tmp_path: Path) -> Path:
@@ -197,10 +201,13 @@ def test_trials_of_other_data_are_left_out_with_a_warning(reviewed, tmp_path):
     stranger.trial_id, stranger.provenance = "0000stranger", {**stranger.provenance, "data_checksum": "feedbeef" * 8}
     stranger.config["data"]["varset"] = "fourvec"
     write_trial(trial_path(folder, stranger.trial_id), stranger)
+    failed = read_trial(sorted((folder / "trials").glob("*.h5"))[1])  # failed before reading data: no checksum, kept
+    failed.trial_id, failed.state, failed.provenance = "0000failed", "failed", {}
+    write_trial(trial_path(folder, failed.trial_id), failed)
     review = aggregate(folder, detail=False)
-    assert len(review.frame) == 4 and "0000stranger" not in set(review.frame["trial_id"])
+    assert len(review.frame) == 5 and "0000stranger" not in set(review.frame["trial_id"]) and "0000failed" in set(review.frame["trial_id"])
     (warning,) = [w for w in review.warnings if "different data" in w]
-    assert "kept the 4 of variable set 'generated'" in warning and "1 of variable set 'fourvec'" in warning and "0000stranger" in warning
+    assert "kept the 5 of variable set 'generated'" in warning and "1 of variable set 'fourvec'" in warning and "0000stranger" in warning
 
 
 def test_reading_a_report_needs_no_weights(reviewed, monkeypatch):
@@ -230,7 +237,7 @@ def test_the_report_opens_in_headless_chromium_with_every_image_loaded(reviewed)
         assert len(images) == len(FIGURES) + 2 * len(PER_TRIAL)
         assert all(complete and width > 300 for _, complete, width in images), [i for i in images if not (i[1] and i[2] > 300)]
         headings = browser.execute_script("return Array.from(document.querySelectorAll('h3')).map(h => h.textContent)")
-        assert "Best performing networks per latent dimension" in headings and len(headings) == 4
+        assert "Best performing networks per latent dimension" in headings and len(headings) >= 4
         rows = browser.execute_script("return document.querySelectorAll('#table-best_per_latent + p + table tr').length")
         assert rows == 3, "header and one row per latent dimension"
         height = browser.execute_script("return document.documentElement.scrollHeight")

@@ -123,20 +123,24 @@ def _one_dataset(summaries: dict[str, dict[str, Any]], results_dir: Path, warnin
     if any(key.startswith("data.") for key in [*definition.get("grid", {}), *_point_keys(definition)]):
         return summaries
     groups: dict[tuple[str, str], list[str]] = {}
+    unread: list[str] = []  # trials that failed before reading their data: they join the kept group by variable set
     for trial_id, summary in summaries.items():
-        key = (summary["config"]["data"]["varset"], summary.get("provenance", {}).get("data_checksum", "")[:12])
-        groups.setdefault(key, []).append(trial_id)
+        checksum = summary.get("provenance", {}).get("data_checksum", "")[:12]
+        if checksum:
+            groups.setdefault((summary["config"]["data"]["varset"], checksum), []).append(trial_id)
+        else:
+            unread.append(trial_id)
     if len(groups) < 2:
         return summaries
     ranked = sorted(groups.items(), key=lambda item: -len(item[1]))
     (kept_key, kept), others = ranked[0], ranked[1:]
+    kept = kept + [t for t in unread if summaries[t]["config"]["data"]["varset"] == kept_key[0]]
     shown = "; ".join(
-        f"{len(ids)} of variable set {k[0]!r}, data {k[1] or '?'} ({', '.join(ids[:3])}{'...' if len(ids) > 3 else ''})"
-        for k, ids in others
+        f"{len(ids)} of variable set {k[0]!r}, data {k[1]} ({', '.join(ids[:3])}{'...' if len(ids) > 3 else ''})" for k, ids in others
     )
     warnings.append(
         f"trials from different data are mixed in this sweep: kept the {len(kept)} of variable set {kept_key[0]!r}, "
-        f"data {kept_key[1] or '?'}; left out {shown}"
+        f"data {kept_key[1]}; left out {shown}"
     )
     return {trial_id: summaries[trial_id] for trial_id in kept}
 
@@ -273,6 +277,12 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _add_stability(review: Review, summaries: dict[str, dict[str, Any]], plot: bool) -> None:
     """The stability table and the reruns' validation curves, when configs were run with several seeds."""
+    for child in sorted(review.results_dir.parent.glob(f"{review.results_dir.name}-top*-seeds*/tables/stability.csv")):
+        name = child.parent.parent.name  # rerun-best's child sweeps of this one: their tables, as made when they ran
+        review.tables[f"stability_{name}"] = (
+            f"Seed stability of the best configs (sweep {name})",
+            pd.read_csv(child, dtype=str).fillna(""),
+        )
     groups = rerun_groups(summaries)
     if not groups:
         return

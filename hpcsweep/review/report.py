@@ -81,7 +81,9 @@ def _states(states: dict[str, int]) -> str:
 
 
 def _table(stem: str, title: str, table: pd.DataFrame) -> str:
-    links = " ".join(f"<a href='../tables/{stem}.{ext}'>{ext.upper()}</a>" for ext in ("csv", "tex", "md"))
+    child = stem.removeprefix("stability_")  # a child sweep's table lives in its own folder
+    folder = f"../../{child}/tables" if child != stem else "../tables"
+    links = " ".join(f"<a href='{folder}/{'stability' if child != stem else stem}.{ext}'>{ext.upper()}</a>" for ext in ("csv", "tex", "md"))
     body = table.to_html(index=False, escape=True, border=0) if len(table) else "<p>(no rows)</p>"
     return f"<h3 id='table-{stem}'>{html.escape(title)}</h3><p>{links}</p>{body}"
 
