@@ -329,6 +329,8 @@ class SweepConfig(_Section):
     def _grid_or_search(self) -> SweepConfig:
         if self.search == "grid" and self.space:
             raise ValueError("space: is for search: random or tpe; a grid search takes grid:")
+        if self.search != "grid" and self.points:
+            raise ValueError(f"points: is for grid sweeps; search: {self.search} samples space:")
         if self.search != "grid" and (self.grid or not self.space or self.budget is None):
             raise ValueError(f"search: {self.search} takes space: (key -> choices or range) and budget:, not grid:")
         return self

@@ -13,6 +13,7 @@ import pytest
 
 from hpcsweep.cli import main
 from hpcsweep.config import TrialConfig, validate_sweep
+from hpcsweep.errors import UserError
 from hpcsweep.review import aggregate
 from hpcsweep.review.stability import outliers, rerun_best_sweep, stability_table
 from hpcsweep.review.tables import best_and_median, comparison_table, trials_frame, varied_axes
@@ -90,6 +91,8 @@ def test_the_child_sweep_of_rerun_best_holds_the_original_trials_and_new_seeds()
     ids = {t.identity() for t in children}
     assert {t.identity() for t in picks} <= ids, "the original seed's trials are the parent's: reused, not retrained"
     assert sorted({t.train.seed for t in children}) == [0, 1, 2, 3]
+    with pytest.raises(UserError, match="points: is for grid sweeps"):
+        validate_sweep({"name": "s", "search": "random", "budget": 2, "space": {"lr": [1e-2]}, "points": [{"z": 4}]}, "test")
 
 
 TINY = """\
@@ -167,7 +170,7 @@ def test_rerun_best_reuses_the_originals_and_reports_stability(reviewed, capsys)
 
 def _copy_sweep(reviewed: Path, tmp_path: Path) -> Path:
     folder = tmp_path / "review"
-    shutil.copytree(reviewed / "review", folder, ignore=shutil.ignore_patterns("report", "figures", "tables"))
+    shutil.copytree(reviewed / "review", folder, ignore=shutil.ignore_patterns("report", "tables"))  # figures kept: not redrawn
     return folder
 
 
@@ -204,7 +207,7 @@ def test_trials_of_other_data_are_left_out_with_a_warning(reviewed, tmp_path):
     failed = read_trial(sorted((folder / "trials").glob("*.h5"))[1])  # failed before reading data: no checksum, kept
     failed.trial_id, failed.state, failed.provenance = "0000failed", "failed", {}
     write_trial(trial_path(folder, failed.trial_id), failed)
-    review = aggregate(folder, detail=False)
+    review = aggregate(folder, plot=False)
     assert len(review.frame) == 5 and "0000stranger" not in set(review.frame["trial_id"]) and "0000failed" in set(review.frame["trial_id"])
     (warning,) = [w for w in review.warnings if "different data" in w]
     assert "kept the 5 of variable set 'generated'" in warning and "1 of variable set 'fourvec'" in warning and "0000stranger" in warning
