@@ -327,11 +327,11 @@ def _definition_states(sweep_file: Path) -> dict[str, int]:
 
 
 def cmd_rerun_best(args: argparse.Namespace) -> int:
-    from hpcsweep.config import load_sweep
+    from hpcsweep.config import validate_sweep
     from hpcsweep.review.stability import rerun_best_sweep
     from hpcsweep.review.tables import trials_frame
     from hpcsweep.store import copy_trial, scan, trial_path
-    from hpcsweep.sweep import run_sweep
+    from hpcsweep.sweep import check_definition, run_sweep
 
     if args.top < 1 or args.seeds < 1:
         raise UserError("--top and --seeds take a positive number")
@@ -341,19 +341,21 @@ def cmd_rerun_best(args: argparse.Namespace) -> int:
     done = frame[frame["state"] == "done"].sort_values(["latent", "val_mse", "trial_id"])
     if not len(done):
         raise UserError(f"{parent_dir}: no finished trial to rerun; run 'hpcsweep sweep {args.sweep}' first")
-    picks = [summaries[t]["config"] for _, group in done.groupby("latent") for t in group["trial_id"][: args.top]]
+    best = [t for _, group in done.groupby("latent") for t in group["trial_id"][: args.top]]
+    picks = [summaries[t]["config"] for t in best]
     parent = yaml.safe_load((parent_dir / "sweep.yaml").read_text()) if (parent_dir / "sweep.yaml").is_file() else {}
     raw = rerun_best_sweep({"name": parent_dir.name, **parent}, picks, args.top, args.seeds)
     child_dir = Path(args.results) / raw["name"]
-    child_dir.mkdir(parents=True, exist_ok=True)
     sweep_file = child_dir / "sweep.yaml"
-    sweep_file.write_text(f"# made by: hpcsweep rerun-best {args.sweep} --top {args.top} --seeds {args.seeds}\n"
-                          + yaml.safe_dump(raw, sort_keys=False))  # fmt: skip
-    definition = load_sweep(sweep_file)
-    for trial_id in (t for _, group in done.groupby("latent") for t in group["trial_id"][: args.top]):
-        copy_trial(trial_path(parent_dir, trial_id), child_dir)  # the original seed's run, not retrained
+    definition = validate_sweep(raw, source=str(sweep_file))
+    check_definition(child_dir, definition)  # the parent's best changed since the last rerun: refused before anything is written
     sweep = definition.with_overrides(dispatch=_dispatch_overrides(args))
     _check_cluster(sweep)
+    child_dir.mkdir(parents=True, exist_ok=True)
+    sweep_file.write_text(f"# made by: hpcsweep rerun-best {args.sweep} --top {args.top} --seeds {args.seeds}\n"
+                          + yaml.safe_dump(raw, sort_keys=False))  # fmt: skip
+    for trial_id in best:
+        copy_trial(trial_path(parent_dir, trial_id), child_dir)  # the original seed's run, not retrained
     print(f"{len(picks)} configs x {args.seeds} new seeds -> sweep {raw['name']!r} ({sweep_file})")
     run_sweep(sweep, child_dir, source=sweep_file, definition=definition, wait=args.wait or sweep.dispatch.executor != "slurm")
     if sweep.dispatch.executor == "slurm" and not args.wait:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -279,6 +280,8 @@ def _add_stability(review: Review, summaries: dict[str, dict[str, Any]], plot: b
     """The stability table and the reruns' validation curves, when configs were run with several seeds."""
     for child in sorted(review.results_dir.parent.glob(f"{review.results_dir.name}-top*-seeds*/tables/stability.csv")):
         name = child.parent.parent.name  # rerun-best's child sweeps of this one: their tables, as made when they ran
+        if not re.fullmatch(rf"{re.escape(review.results_dir.name)}-top\d+-seeds\d+", name):
+            continue
         review.tables[f"stability_{name}"] = (
             f"Seed stability of the best configs (sweep {name})",
             pd.read_csv(child, dtype=str).fillna(""),
@@ -298,12 +301,15 @@ def _add_stability(review: Review, summaries: dict[str, dict[str, Any]], plot: b
 
 
 def _rerun_histories(results_dir: Path, summaries: dict[str, dict[str, Any]], groups: dict[str, list[str]]) -> dict[str, dict[str, Any]]:
-    """Config label -> 'seed N' -> training history, for the stability figure."""
+    """Config label -> 'seed N' -> training history, for the stability figure (configs by z, runs by seed)."""
+
+    def config(trial_id: str) -> dict[str, Any]:
+        return summaries[trial_id]["config"]
+
     curves = {}
-    for ids in groups.values():
-        train = summaries[ids[0]]["config"]["train"]
-        label = f"z={summaries[ids[0]]['config']['model']['latent']}, bs {train['batch_size']}, lr {train['lr']:g}, wd {train['weight_decay']:g}"
-        curves[label] = {
-            f"seed {summaries[i]['config']['train']['seed']}": read_trial(trial_path(results_dir, i), weights=False).history for i in ids
-        }
+    for ids in sorted(groups.values(), key=lambda ids: config(ids[0])["model"]["latent"]):
+        train = config(ids[0])["train"]
+        label = f"z={config(ids[0])['model']['latent']}, bs {train['batch_size']}, lr {train['lr']:g}, wd {train['weight_decay']:g}"
+        runs = sorted(ids, key=lambda i: config(i)["train"]["seed"])
+        curves[label] = {f"seed {config(i)['train']['seed']}": read_trial(trial_path(results_dir, i), weights=False).history for i in runs}
     return curves

@@ -28,7 +28,7 @@ from hpcsweep.sweep.dispatch import TrialBatch, pack, submit
 from hpcsweep.sweep.grid import expand
 from hpcsweep.sweep.state import RUN_AGAIN, PlannedTrial, plan
 
-__all__ = ["PlannedTrial", "plan", "run_sweep", "expand"]
+__all__ = ["PlannedTrial", "check_definition", "expand", "plan", "run_sweep"]
 
 
 def run_sweep(
