@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import platform
 import subprocess
@@ -283,7 +284,7 @@ REVIEW_LATENTS = (8, 10, 12, 14, 16, 18, 20)
 
 def review_table(n_trials: int = 1000) -> list[str]:
     """`hpcsweep aggregate` on 1000 trial files: copies of one real trial with thesis-sized weights
-    (27-200-200-200-z), spread over 7 latent dimensions with made-up losses."""
+    (27-200-200-200-z) on a thesis-like grid over 7 latent dimensions, with made-up losses."""
     import os
 
     from hpcsweep.store import read_trial, trial_path, write_trial
@@ -299,33 +300,36 @@ def review_table(n_trials: int = 1000) -> list[str]:
         (template,) = (root / "real" / "one" / "trials").glob("*.h5")
         record = read_trial(template)
         results = root / "results" / "big"
-        for i in range(n_trials):
-            z = REVIEW_LATENTS[i % len(REVIEW_LATENTS)]
+        grid = itertools.product(REVIEW_LATENTS, [1024, 2048, 4096, 8192], [0, 1e-4, 1e-2, 1e-1], np.geomspace(1e-4, 1e-1, 10))
+        for i, (z, bs, wd, lr) in zip(range(n_trials), grid, strict=False):  # a grid of 1120 points, the first 1000
             record.trial_id = f"{i:012x}"
             record.config["model"]["latent"] = z
-            record.config["train"].update(lr=float(rng.choice([1e-3, 1e-2, 3e-2])), batch_size=int(rng.choice([1024, 2048, 4096, 8192])),
-                                          weight_decay=float(rng.choice([0, 1e-4, 1e-2, 1e-1])), seed=i)  # fmt: skip
+            record.config["train"].update(lr=float(lr), batch_size=bs, weight_decay=wd)
             record.metrics["best_val_mse"] = float(rng.lognormal(np.log(5e-4 * 0.7 ** (z - 8)), 0.3))
             record.weights = {f"layer{k}": rng.normal(size=shape).astype(np.float32) for k, shape in enumerate(thesis_shapes(z))}
             write_trial(trial_path(results, record.trial_id), record)
         size = sum(p.stat().st_size for p in (results / "trials").glob("*.h5"))
         lines.insert(0, f"{n_trials} trial files, {size / 1e6:.0f} MB (weights of a 27-200-200-200-z AE each), z in {REVIEW_LATENTS}:\n")
         aggregate = [*hpcsweep, "aggregate", str(results)]
+
+        def new_best() -> None:
+            record.trial_id, record.config["model"]["latent"], record.metrics["best_val_mse"] = "new0best0z12", 12, 1e-9
+            write_trial(trial_path(results, record.trial_id), record)
+
         steps = [
-            ("first aggregate: sweep index built, every table and figure drawn (7 z x 4 per-trial figures)", aggregate),
-            ("again, nothing changed: index and per-trial figures reused", aggregate),
-            ("again with `--no-detail` (tables and sweep figures only)", [*aggregate, "--no-detail"]),
-        ]
-        for label, command in steps:
+            ("first aggregate: sweep index built, every table and figure drawn (7 z x 4 per-trial figures)", aggregate, None),
+            ("again, nothing changed: index and every figure reused", aggregate, None),
+            ("one new trial file, the new best at z=12: sweep figures and its 4 per-trial figures redrawn", aggregate, new_best),
+            ("tables and the 6 sweep figures drawn afresh, `--no-detail` (no per-trial figures)", [*aggregate, "--no-detail"],
+             (results / "figures" / ".drawn.json").unlink),
+        ]  # fmt: skip
+        for label, command, before in steps:
+            if before:
+                before()
             start = time.perf_counter()
             subprocess.run(command, capture_output=True, check=True)
             lines.append(f"| {label} | {time.perf_counter() - start:.1f} |")
             print(lines[-1], flush=True)
-        record.trial_id, record.config["model"]["latent"], record.metrics["best_val_mse"] = "new0best0z12", 12, 1e-9
-        write_trial(trial_path(results, record.trial_id), record)
-        start = time.perf_counter()
-        subprocess.run(aggregate, capture_output=True, check=True)
-        lines.append(f"| one new trial file, the new best at z=12: its per-trial figures redrawn | {time.perf_counter() - start:.1f} |")
     return lines
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from hpcsweep import __version__
@@ -295,19 +296,31 @@ def _add_stability(review: Review, summaries: dict[str, dict[str, Any]], plot: b
     for path in write_table(table, review.results_dir / "tables", "stability", title):
         review.paths[f"tables/{path.name}"] = path
     if plot:
-        figure = Figure("Seed stability", "Validation loss of each rerun", review.results_dir / "figures" / "stability_curves")
+        figure = Figure(
+            "Seed stability",
+            "Validation loss of each run of the best rerun config per latent dimension",
+            review.results_dir / "figures" / "stability_curves",
+        )
         stamp = [sorted((i, _mtime(review, i)) for ids in groups.values() for i in ids), __version__]
         _draw(review, figure, lambda p: plots.rerun_curves(_rerun_histories(review.results_dir, summaries, groups), p), stamp)
 
 
 def _rerun_histories(results_dir: Path, summaries: dict[str, dict[str, Any]], groups: dict[str, list[str]]) -> dict[str, dict[str, Any]]:
-    """Config label -> 'seed N' -> training history, for the stability figure (configs by z, runs by seed)."""
+    """Config label -> 'seed N' -> training history of the best rerun config of each z, for the stability figure."""
 
     def config(trial_id: str) -> dict[str, Any]:
         return summaries[trial_id]["config"]
 
+    def median_loss(ids: list[str]) -> float:
+        return float(np.nanmedian([summaries[i]["metrics"].get("best_val_mse") or np.nan for i in ids]))
+
+    best_per_z: dict[int, list[str]] = {}  # one panel per latent dimension: its config with the lowest median loss
+    for ids in groups.values():
+        z = config(ids[0])["model"]["latent"]
+        if z not in best_per_z or median_loss(ids) < median_loss(best_per_z[z]):
+            best_per_z[z] = ids
     curves = {}
-    for ids in sorted(groups.values(), key=lambda ids: config(ids[0])["model"]["latent"]):
+    for _, ids in sorted(best_per_z.items()):
         train = config(ids[0])["train"]
         label = f"z={config(ids[0])['model']['latent']}, bs {train['batch_size']}, lr {train['lr']:g}, wd {train['weight_decay']:g}"
         runs = sorted(ids, key=lambda i: config(i)["train"]["seed"])
