@@ -407,6 +407,11 @@ def grid_path(key: str) -> str:
 _SECTIONS: dict[str, type[BaseModel]] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
 
 
+def dotted(sections: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """{'train': {'lr': x}, 'model': {...}} -> {'train.lr': x, ...}: the keys grids, points and --set name."""
+    return {f"{section}.{key}": value for section, values in sections.items() for key, value in values.items()}
+
+
 def _set_path(tree: dict[str, Any], path: str, value: Any) -> None:
     section, name = path.split(".", 1)
     tree.setdefault(section, {})[name] = value

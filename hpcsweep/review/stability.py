@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from hpcsweep.config import dotted
+
 OUTLIER_FACTOR = 1.5  # a run whose val loss is above 1.5x its config's median is flagged
 
 
@@ -76,7 +78,7 @@ def rerun_best_sweep(parent: dict[str, Any], picks: list[dict[str, Any]], top: i
     the seed axis holds the picks' own seeds, whose trials are already done, and `seeds` new ones.
     """
     base = picks[0]
-    flat = [_flat(p) for p in picks]
+    flat = [dotted(p) for p in picks]
     points = [{key: value for key, value in f.items() if value != flat[0].get(key)} for f in flat]
     original = sorted({p["train"]["seed"] for p in picks})
     new = list(range(max(original) + 1, max(original) + 1 + seeds))
@@ -91,7 +93,3 @@ def rerun_best_sweep(parent: dict[str, Any], picks: list[dict[str, Any]], top: i
         "dispatch": parent.get("dispatch", {}),
         "evaluation": parent.get("evaluation", {}),
     }
-
-
-def _flat(config: dict[str, Any]) -> dict[str, Any]:
-    return {f"{section}.{key}": value for section, values in config.items() for key, value in values.items()}

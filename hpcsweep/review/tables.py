@@ -10,6 +10,8 @@ from typing import Any
 
 import pandas as pd
 
+from hpcsweep.config import dotted
+
 #: Trial-table columns taken from each trial's stored config, metrics and provenance.
 _FIELDS = {
     "latent": ("config", "model", "latent"),
@@ -37,8 +39,8 @@ def _dig(summary: dict[str, Any], path: tuple[str, ...]) -> Any:
 
 
 def _flat_config(config: dict[str, Any]) -> dict[str, str]:
-    """{'model': {'kind': 'ae'}} -> {'model.kind': 'ae'}, values as stable text (lists included)."""
-    return {f"{section}.{key}": json.dumps(value, sort_keys=True) for section, values in config.items() for key, value in values.items()}
+    """{'model': {'kind': 'ae'}} -> {'model.kind': '"ae"'}: values as stable text, so that lists compare too."""
+    return {key: json.dumps(value, sort_keys=True) for key, value in dotted(config).items()}
 
 
 def varied_axes(summaries: dict[str, dict[str, Any]]) -> list[str]:

@@ -20,7 +20,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from hpcsweep.config import DataConfig, SweepConfig, TrialSpec
+from hpcsweep.config import DataConfig, SweepConfig, TrialSpec, dotted
 from hpcsweep.errors import UserError
 from hpcsweep.resources import allocated_cores
 from hpcsweep.store import record_submission, trial_path
@@ -137,7 +137,7 @@ def check_definition(results_dir: Path, sweep: SweepConfig) -> None:
     kept = results_dir / "definition.json"
     if not kept.exists():
         return
-    before, now = _flat(json.loads(kept.read_text())), _flat(_definition(sweep))
+    before, now = dotted(json.loads(kept.read_text())), dotted(_definition(sweep))
     changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
     if changed:
         shown = "; ".join(f"{k}: {before.get(k)!r} there, {now.get(k)!r} here" for k in changed[:3])
@@ -153,11 +153,6 @@ def _definition(sweep: SweepConfig) -> dict[str, Any]:
     return {key: dumped[key] for key in ("data", "model", "train", "grid")} | (
         {"points": {"all": dumped["points"]}} if sweep.points else {}
     )
-
-
-def _flat(definition: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """{'train': {'lr': x}, 'grid': {'model.latent': [...]}} -> {'train.lr': x, 'grid.model.latent': [...]}."""
-    return {f"{section}.{key}": value for section, values in definition.items() for key, value in values.items()}
 
 
 def _keep_definition(results_dir: Path, sweep: SweepConfig, source: Path | None) -> None:
