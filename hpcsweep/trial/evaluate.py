@@ -111,22 +111,24 @@ def residuals(original: np.ndarray, decoded: np.ndarray, physics: Physics) -> di
     (jets with original 0 are left out and counted), absolute ones elsewhere, and
     phi's difference wrapped into [-pi, pi).
     """
+    return residual_stats(residual_table(original, decoded, physics), physics)
+
+
+def residual_stats(table: np.ndarray, physics: Physics) -> dict[str, dict[str, float]]:
+    """`residuals` of a `residual_table` (NaN: a relative residual left out)."""
     stats: dict[str, dict[str, float]] = {}
     for i, name in enumerate(physics.names):
-        residual, used = residual_values(original[:, i], decoded[:, i], physics.residual_kind[name])
-        if len(residual) == 0:
-            stats[name] = {"kind": physics.residual_kind[name], "n": 0}
-            continue
-        q = np.percentile(residual, [0.5, 16, 84, 99.5])
-        stats[name] = {
-            "kind": physics.residual_kind[name],
-            "n": int(used),
-            "mean": float(residual.mean()),
-            "std": float(residual.std()),
-            "q005": float(q[0]),
-            "q995": float(q[3]),
-            "width": float((q[2] - q[1]) / 2),
-        }
+        residual = table[:, i][~np.isnan(table[:, i])]
+        stats[name] = {"kind": physics.residual_kind[name], "n": len(residual)}
+        if len(residual):
+            q = np.percentile(residual, [0.5, 16, 84, 99.5])
+            stats[name] |= {
+                "mean": float(residual.mean()),
+                "std": float(residual.std()),
+                "q005": float(q[0]),
+                "q995": float(q[3]),
+                "width": float((q[2] - q[1]) / 2),
+            }
     return stats
 
 
@@ -313,13 +315,14 @@ def evaluate_dataset(
     x_norm = torch.from_numpy(normaliser.transform(x_physical)).to(device)
     decoded_norm = reconstruct(model, x_norm)
     decoded = physics.restore(normaliser.inverse_transform(decoded_norm.cpu().numpy()))
+    table = residual_table(x_physical, decoded, physics)  # once: for the statistics and the histograms/correlations
     summary: dict[str, Any] = {
         "n_jets": len(x_physical),
         "mse": float(((decoded_norm - x_norm) ** 2).mean(dtype=torch.float64)),
         "mse_after_restore": float(np.mean((normaliser.transform(decoded) - x_norm.cpu().numpy()) ** 2, dtype=np.float64)),
-        "residuals": residuals(x_physical, decoded, physics),
+        "residuals": residual_stats(table, physics),
     }
-    arrays = histograms(x_physical, decoded) | residual_arrays(residual_table(x_physical, decoded, physics))
+    arrays = histograms(x_physical, decoded) | residual_arrays(table)
     if event is not None and physics.four_momentum:
         summary["dijet"], dijet_arrays = dijet_closure(x_physical, decoded, event, rank, physics)
         arrays.update(dijet_arrays)
