@@ -52,13 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="fix any trial key, e.g. --set lr=1e-3 --set data.events=2000"
     )
-    sweep.add_argument("--results", default="results", metavar="DIR", help="results root (default: results)")
+    _add_results_option(sweep)
     sweep.add_argument("--dry-run", action="store_true", help="list the trials and their states; run nothing")
     sweep.set_defaults(handler=cmd_sweep)
 
     status = commands.add_parser("status", help="count a sweep's trials by state and latent dimension")
     status.add_argument("sweep", help=SWEEP_HELP)
-    status.add_argument("--results", default="results", metavar="DIR", help="results root (default: results)")
+    _add_results_option(status)
     status.set_defaults(handler=cmd_status)
 
     aggregate = commands.add_parser("aggregate", help="write a sweep's tables (Markdown, CSV, LaTeX) and figures (PNG, PDF)",
@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "sweep varied, baselines, compression, seed stability; the figures of the thesis' "
                                                 "chapter 2.3. Reads summaries and the best trials' evaluations, never weights.")  # fmt: skip
     aggregate.add_argument("sweep", help=RESULTS_HELP)
-    aggregate.add_argument("--results", default="results", metavar="DIR", help="results root (default: results)")
+    _add_results_option(aggregate)
     aggregate.add_argument("--no-detail", action="store_true", help="skip the per-trial figures of the best trial per z")
     aggregate.set_defaults(handler=cmd_aggregate)
 
@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  description="Aggregate the sweep, then write one self-contained HTML page (figures embedded) "
                                              "with its tables, figures, definition, state counts and links to each trial file.")  # fmt: skip
     report.add_argument("sweep", help=RESULTS_HELP)
-    report.add_argument("--results", default="results", metavar="DIR", help="results root (default: results)")
+    _add_results_option(report)
     report.set_defaults(handler=cmd_report)
 
     rerun = commands.add_parser("rerun-best", help="retrain the K best configs per latent dimension with N new seeds",
@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     rerun.add_argument("sweep", help="the sweep whose best trials are rerun (a name under --results)")
     rerun.add_argument("--top", type=int, default=1, metavar="K", help="best configs per latent dimension (default 1)")
     rerun.add_argument("--seeds", type=int, default=3, metavar="N", help="new seeds per config (default 3)")
-    rerun.add_argument("--results", default="results", metavar="DIR", help="results root (default: results)")
+    _add_results_option(rerun)
     _add_dispatch_options(rerun)
     rerun.set_defaults(handler=cmd_rerun_best)
 
@@ -121,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     varsets.set_defaults(handler=cmd_varsets)
     data.set_defaults(handler=lambda _: data.print_help() or 2)
     return parser
+
+
+def _add_results_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--results", default="results", metavar="DIR", help="results root (default: results)")
 
 
 def _add_dispatch_options(parser: argparse.ArgumentParser) -> None:

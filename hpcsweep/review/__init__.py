@@ -75,6 +75,7 @@ class Review:
     results_dir: Path
     frame: pd.DataFrame
     tables: dict[str, tuple[str, pd.DataFrame]] = field(default_factory=dict)
+    table_files: dict[str, Path] = field(default_factory=dict)  # stem -> <folder>/<name> of its .md, .csv, .tex
     figures: list[Figure] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
@@ -180,9 +181,15 @@ def _add_tables(review: Review, frame: pd.DataFrame, best: pd.DataFrame, median:
             compression_table(best, evaluations),
         )
     for stem, (title, table) in tables.items():
-        review.tables[stem] = (title, table)
-        for path in write_table(table, review.results_dir / "tables", stem, title):
-            review.paths[f"tables/{path.name}"] = path
+        _add_table(review, stem, title, table)
+
+
+def _add_table(review: Review, stem: str, title: str, table: pd.DataFrame) -> None:
+    """Write a table of this sweep (tables/<stem>.{md,csv,tex}) and list it for the report."""
+    review.tables[stem] = (title, table)
+    review.table_files[stem] = review.results_dir / "tables" / stem
+    for path in write_table(table, review.results_dir / "tables", stem, title):
+        review.paths[f"tables/{path.name}"] = path
 
 
 def _add_figures(review: Review, frame, best, median, records: dict[str, TrialRecord], detail: bool) -> None:
@@ -287,14 +294,11 @@ def _add_stability(review: Review, summaries: dict[str, dict[str, Any]], plot: b
             f"Seed stability of the best configs (sweep {name})",
             pd.read_csv(child, dtype=str).fillna(""),
         )
+        review.table_files[f"stability_{name}"] = child.with_suffix("")
     groups = rerun_groups(summaries)
     if not groups:
         return
-    title = "Seed stability: val loss of each config over its runs"
-    table = stability_table(summaries)
-    review.tables["stability"] = (title, table)
-    for path in write_table(table, review.results_dir / "tables", "stability", title):
-        review.paths[f"tables/{path.name}"] = path
+    _add_table(review, "stability", "Seed stability: val loss of each config over its runs", stability_table(summaries))
     if plot:
         figure = Figure(
             "Seed stability",

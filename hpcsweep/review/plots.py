@@ -60,6 +60,12 @@ def _panels(n: int, columns: int = 4, size: float = 3.6, **extra: Any) -> dict[s
     }
 
 
+def _hide_unused(axes: Any, used: int) -> None:
+    """Hide the panels of a grid beyond the first `used`."""
+    for ax in list(axes.flat)[used:]:
+        ax.set_visible(False)
+
+
 def _residual_label(kind: str, unit: str) -> str:
     """Short axis label of a residual: (out - in) / in in percent, or out - in in the variable's unit."""
     return "(out - in) / in [%]" if kind == "relative" else "out - in" + (f" [{unit}]" if unit else "")
@@ -102,8 +108,7 @@ def grid_summary(frame: pd.DataFrame, best: pd.DataFrame, path: Path) -> Path:
             if not wide:
                 ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
             ax.legend(fontsize="x-small")
-        for ax in list(axes.flat)[len(latents) :]:
-            ax.set_visible(False)
+        _hide_unused(axes, len(latents))
     return path
 
 
@@ -129,8 +134,7 @@ def residuals_vs_latent(best: pd.DataFrame, evaluations: dict[str, dict[str, Any
             ax.set_ylabel("mean $\\pm$ std" + (" [%]" if variable.residual == "relative" else f" [{variable.unit}]" if variable.unit else ""),
                           fontsize="x-small")  # fmt: skip
             ax.tick_params(labelsize="x-small")
-        for ax in list(axes.flat)[len(varset.variables) :]:
-            ax.set_visible(False)
+        _hide_unused(axes, len(varset.variables))
     return path
 
 
@@ -245,8 +249,7 @@ def residual_histograms(arrays: dict[str, np.ndarray], varset: VarSet, path: Pat
             ax.set_title(variable.name, fontsize="small")
             ax.set_xlabel(_residual_label(variable.residual, variable.unit), fontsize="x-small")
             ax.tick_params(labelsize="x-small")
-        for ax in list(axes.flat)[len(varset.variables) :]:
-            ax.set_visible(False)
+        _hide_unused(axes, len(varset.variables))
         fig.suptitle(title, fontsize="medium", y=0.96)
     return path
 
@@ -311,6 +314,5 @@ def rerun_curves(curves: dict[str, dict[str, dict[str, np.ndarray]]], path: Path
             ax.set(yscale="log", xlabel="Epoch", ylabel="Validation MSE")
             ax.set_title(config, fontsize="small")
             ax.legend(fontsize="x-small")
-        for ax in list(axes.flat)[len(curves) :]:
-            ax.set_visible(False)
+        _hide_unused(axes, len(curves))
     return path

@@ -45,7 +45,8 @@ def write_report(review: Review, definition: str, states: dict[str, int]) -> Pat
         (
             "tables",
             "Tables",
-            "".join(_table(stem, title, table) for stem, (title, table) in review.tables.items()) or "<p>No tables yet.</p>",
+            "".join(_table(stem, title, table, review.table_files.get(stem), folder) for stem, (title, table) in review.tables.items())
+            or "<p>No tables yet.</p>",
         ),
         *_figure_sections(review),
         ("definition", "Sweep definition", f"<pre>{html.escape(definition or '(no sweep file kept with the results)')}</pre>"),
@@ -80,10 +81,11 @@ def _states(states: dict[str, int]) -> str:
     return f"<table><tr><th>state</th><th>trials</th></tr>{rows}</table>{again}"
 
 
-def _table(stem: str, title: str, table: pd.DataFrame) -> str:
-    child = stem.removeprefix("stability_")  # a child sweep's table lives in its own folder
-    folder = f"../../{child}/tables" if child != stem else "../tables"
-    links = " ".join(f"<a href='{folder}/{'stability' if child != stem else stem}.{ext}'>{ext.upper()}</a>" for ext in ("csv", "tex", "md"))
+def _table(stem: str, title: str, table: pd.DataFrame, files: Path | None, report: Path) -> str:
+    """A table with links to its CSV, LaTeX and Markdown files (relative to the report's folder)."""
+    links = " ".join(
+        f"<a href='{html.escape(os.path.relpath(files.with_suffix('.' + ext), report))}'>{ext.upper()}</a>" for ext in ("csv", "tex", "md")
+    ) if files else ""  # fmt: skip
     body = table.to_html(index=False, escape=True, border=0) if len(table) else "<p>(no rows)</p>"
     return f"<h3 id='table-{stem}'>{html.escape(title)}</h3><p>{links}</p>{body}"
 
