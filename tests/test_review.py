@@ -260,3 +260,22 @@ def test_reviewing_never_imports_torch(reviewed):
     code = f"import sys; from hpcsweep.cli import main; main(['report', {str(reviewed / 'review')!r}]); print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip().endswith("False"), done.stdout
+
+
+def test_figures_are_redrawn_only_when_their_trials_change(reviewed, tmp_path):
+    folder = _copy_sweep(reviewed, tmp_path)  # with its figures and what they were drawn from
+    figures = folder / "figures"
+
+    def stamps() -> dict[str, int]:
+        return {p.name: p.stat().st_mtime_ns for p in figures.glob("*.png")}
+
+    before = stamps()
+    aggregate(folder)
+    assert stamps() == before, "nothing changed: nothing redrawn"
+    best = pd.read_csv(folder / "trials.csv").sort_values("val_mse").iloc[0]
+    path = trial_path(folder, best["trial_id"])
+    write_trial(path, read_trial(path))  # the same trial, rewritten
+    aggregate(folder)
+    redrawn = {name for name, mtime in stamps().items() if mtime != before[name]}
+    z = int(best["latent"])
+    assert redrawn == {f"{name}.png" for name in FIGURES | {f"{stem}_z{z}" for stem in PER_TRIAL}}, "the sweep figures and that z's own"
