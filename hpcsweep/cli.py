@@ -46,18 +46,18 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Expand a sweep's grid, skip finished trials, run the rest, and print "
                                             "the best/median trial per latent dimension.")  # fmt: skip
     sweep.add_argument("sweep", help=SWEEP_HELP)
-    sweep.add_argument("--latent", "-z", type=int, nargs="+", metavar="Z", help="only these latent dimensions (replaces the grid's z axis)")
-    sweep.add_argument("--epochs", type=int, metavar="N", help="train every trial for N epochs")
+    _add_definition_options(sweep)
     _add_dispatch_options(sweep)
-    sweep.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="fix any trial key, e.g. --set lr=1e-3 --set data.events=2000"
-    )
     _add_results_option(sweep)
     sweep.add_argument("--dry-run", action="store_true", help="list the trials and their states; run nothing")
     sweep.set_defaults(handler=cmd_sweep)
 
-    status = commands.add_parser("status", help="count a sweep's trials by state and latent dimension")
+    status = commands.add_parser("status", help="count a sweep's trials by state and latent dimension",
+                                 description="The trials of a sweep file (with the same overrides as 'sweep') by state and "
+                                             "latent dimension: done, diverged, pruned, failed, running, queued, lost, pending; "
+                                             "and what else its results folder holds.")  # fmt: skip
     status.add_argument("sweep", help=SWEEP_HELP)
+    _add_definition_options(status)
     _add_results_option(status)
     status.set_defaults(handler=cmd_status)
 
@@ -94,9 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                "(a model trained on QCD jets tested on a signal it never saw).")  # fmt: skip
     evaluate.add_argument("trial", help="a trial file, results/<sweep>/trials/<id>.h5")
     on = evaluate.add_mutually_exclusive_group()
-    on.add_argument("--source", metavar="FILE", help="a ROOT file, read with the trial's variable set")
-    on.add_argument("--signal", type=float, metavar="GEV", help="a generated Z' -> q qbar sample of this mass")
-    evaluate.add_argument("--events", type=int, default=2000, metavar="N", help="events of the --signal sample (default 2000)")
+    on.add_argument("--source", metavar="FILE", help="a ROOT or Parquet file (or glob), read with the trial's variable set")
+    on.add_argument("--signal", metavar="GEV|FILE", help="a signal file (as --source), or, for a trial of generated data, "
+                                                        "a generated Z' -> q qbar sample of this mass")  # fmt: skip
+    evaluate.add_argument("--events", type=int, default=2000, metavar="N", help="events of a generated --signal sample (default 2000)")
     evaluate.add_argument("--label", help="name of the result in the trial file (default: validation, zprime<GEV> or the file's stem)")
     evaluate.set_defaults(handler=cmd_evaluate)
 
@@ -112,15 +113,43 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--workers", type=int, metavar="N", help="parallel processes (default: all cores)")
     generate.add_argument("--out", metavar="DIR", help="output folder (default: $HPCSWEEP_DATA/generated, else data/generated)")
     generate.set_defaults(handler=cmd_generate)
-    info = data_commands.add_parser("info", help="describe a ROOT file as a variable set sees it (counts, ranges, cuts, dijet mass)")
-    info.add_argument("file", help="a ROOT file")
-    info.add_argument("--varset", default="generated", help="variable set (see 'hpcsweep data varsets'; default generated)")
+    inspect = data_commands.add_parser("inspect", help="what a ROOT or Parquet file holds: tables, branches, types, ranges; "
+                                                       "--draft-varset writes a variable set to edit",
+                                       description="Every TTree and RNTuple of a ROOT file (or the table of a Parquet file): "
+                                                   "entries, branches with types, jagged or flat, and one pass of statistics "
+                                                   "(values, min, max, NaN/inf, negative, distinct). With --draft-varset, a "
+                                                   "variable set guessed from names and values, to check and edit.")  # fmt: skip
+    inspect.add_argument("file", help="a ROOT or Parquet file")
+    inspect.add_argument("--tree", help="only this TTree or RNTuple")
+    inspect.add_argument("--max-entries", type=int, metavar="N", help="statistics of the first N entries of each table (default: all)")
+    inspect.add_argument("--draft-varset", metavar="OUT.yaml", help="write a variable set drafted from the (only, or --tree) table")
+    inspect.set_defaults(handler=cmd_inspect)
+    info = data_commands.add_parser("info", help="describe a jet file as a variable set sees it (counts, ranges, cuts, dijet mass)",
+                                    description="Read a ROOT or Parquet file (or several: a glob) with a variable set, as a sweep "
+                                                "would: jets and events, each variable's range, what each cleaning step removed, "
+                                                "and the dijet-mass peak when the set has a four-momentum.")  # fmt: skip
+    info.add_argument("file", help="a ROOT or Parquet file, or a glob of several")
+    info.add_argument(
+        "--varset", default="generated", help="a built-in set (see 'hpcsweep data varsets') or a YAML file; default generated"
+    )
     info.add_argument("--tree", help="tree name (default: the variable set's, or the only tree)")
     info.set_defaults(handler=cmd_info)
-    varsets = data_commands.add_parser("varsets", help="list the variable sets")
+    varsets = data_commands.add_parser("varsets", help="list the built-in variable sets",
+                                       description="The variable sets shipped with hpcsweep. A sweep's data.varset also takes the "
+                                                   "path of a YAML file of one's own, or a mapping inline (docs/data.md).")  # fmt: skip
     varsets.set_defaults(handler=cmd_varsets)
     data.set_defaults(handler=lambda _: data.print_help() or 2)
     return parser
+
+
+def _add_definition_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--latent", "-z", type=int, nargs="+", metavar="Z", help="only these latent dimensions (replaces the grid's z axis)"
+    )
+    parser.add_argument("--epochs", type=int, metavar="N", help="train every trial for N epochs")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="fix any trial key, e.g. --set lr=1e-3 --set data.events=2000"
+    )
 
 
 def _add_results_option(parser: argparse.ArgumentParser) -> None:
@@ -163,10 +192,10 @@ def resolve_sweep_file(name: str) -> Path:
     raise UserError(f"{name}: no such sweep file" + (f"; sweeps/ has: {', '.join(found)}" if found else ""))
 
 
-def _overridden_sweep(args: argparse.Namespace):
+def _overridden_sweep(args: argparse.Namespace, path: Path):
+    """The sweep file's definition; the folder's definition (with --epochs and --set); and what runs (also --latent, dispatch)."""
     from hpcsweep.config import load_sweep
 
-    path = resolve_sweep_file(args.sweep)
     sets: dict[str, Any] = {}
     for item in args.set:
         key, sep, value = item.partition("=")
@@ -174,11 +203,10 @@ def _overridden_sweep(args: argparse.Namespace):
             raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. --set lr=1e-3")
         sets[key.strip()] = yaml.safe_load(value)
     definition = load_sweep(path)
-    return (
-        path,
-        definition,
-        definition.with_overrides(latent=args.latent, epochs=args.epochs, sets=sets, dispatch=_dispatch_overrides(args)),
-    )
+    if args.epochs is not None or sets:
+        definition = definition.with_overrides(epochs=args.epochs, sets=sets)
+    dispatch = _dispatch_overrides(args) if hasattr(args, "executor") else {}
+    return definition, definition.with_overrides(latent=args.latent, dispatch=dispatch) if args.latent or dispatch else definition
 
 
 def _check_cluster(sweep) -> None:
@@ -190,26 +218,13 @@ def _check_cluster(sweep) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from hpcsweep.sweep import expand, plan, run_sweep
+    from hpcsweep.sweep import expand, run_sweep
 
-    path, definition, sweep = _overridden_sweep(args)
+    path = resolve_sweep_file(args.sweep)
+    definition, sweep = _overridden_sweep(args, path)
     results_dir = Path(args.results) / sweep.name
     if args.dry_run:
-        planned, _ = plan(sweep, results_dir, str(path))
-        rows = [
-            [
-                p.trial_id,
-                p.config.model.latent,
-                p.config.train.batch_size,
-                p.config.train.lr,
-                p.config.train.weight_decay,
-                p.config.train.epochs,
-                p.state,
-            ]
-            for p in planned
-        ]
-        _print_rows(f"{sweep.name}: {len(planned)} trials", ["trial", "z", "bs", "lr", "wd", "epochs", "state"], rows)
-        return 0
+        return _dry_run(sweep, results_dir, path)
     _check_cluster(sweep)
     states = run_sweep(sweep, results_dir, source=path, definition=definition, wait=args.wait or sweep.dispatch.executor != "slurm")
     if sweep.dispatch.executor == "slurm" and not args.wait:
@@ -222,41 +237,70 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dry_run(sweep, results_dir: Path, path: Path) -> int:
+    """The trials of a sweep with every varied axis and their states; nothing is run, generated or written."""
+    from hpcsweep.review.tables import axis_value, varied_axes
+    from hpcsweep.sweep import plan
+
+    planned = plan(sweep, results_dir, str(path))
+    configs = {p.trial_id: {"config": p.config.model_dump(mode="json")} for p in planned.trials}
+    axes = varied_axes(configs) + (["train.seed"] if len({p.config.train.seed for p in planned.trials}) > 1 else [])
+    rows = []
+    for p in planned.trials:
+        train = p.config.train
+        values = [axis_value(_dig(configs[p.trial_id]["config"], axis)) for axis in axes]
+        rows.append([p.trial_id, p.config.model.latent, train.batch_size, train.lr, train.weight_decay, train.epochs, *values, p.state])
+    versions = sorted({p.config.data_version or "not read yet" for p in planned.trials})
+    title = f"{sweep.name}: {len(planned.trials)} trials (data version {', '.join(versions)})"
+    _print_rows(title, ["trial", "z", "bs", "lr", "wd", "epochs", *axes, "state"], rows)
+    for line in [planned.describe_others(), *planned.data_problems]:
+        if line:
+            print(line)
+    return 0
+
+
+def _dig(config: dict[str, Any], dotted_key: str) -> Any:
+    section, key = dotted_key.split(".", 1)
+    return config.get(section, {}).get(key)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from collections import Counter
 
     from rich.console import Console
     from rich.progress_bar import ProgressBar
 
-    from hpcsweep.config import load_sweep
     from hpcsweep.sweep.state import STATES, plan
 
     path = _sweep_definition(args.sweep, Path(args.results))
-    sweep = load_sweep(path)
-    planned, unreadable = plan(sweep, Path(args.results) / sweep.name, str(path))
-    counts = Counter((p.config.model.latent, p.state) for p in planned)
-    rows = [[z, *(counts[(z, s)] for s in STATES)] for z in sorted({p.config.model.latent for p in planned})]
-    total = Counter(p.state for p in planned)
+    _, sweep = _overridden_sweep(args, path)
+    planned = plan(sweep, Path(args.results) / sweep.name, str(path))
+    counts = Counter((p.config.model.latent, p.state) for p in planned.trials)
+    rows = [[z, *(counts[(z, s)] for s in STATES)] for z in sorted({p.config.model.latent for p in planned.trials})]
+    total = planned.states()
     rows.append(["all", *(total[s] for s in STATES)])
     finished = total["done"] + total["diverged"] + total["pruned"]
-    goal = sweep.budget if sweep.search != "grid" else len(planned)
-    _print_rows(f"{sweep.name}: {len(planned)} trials, {finished} of {goal} finished ({sweep.search} search)", ["z", *STATES], rows)
+    goal = sweep.budget if sweep.search != "grid" else len(planned.trials)
+    _print_rows(f"{sweep.name}: {len(planned.trials)} trials, {finished} of {goal} finished ({sweep.search} search)", ["z", *STATES], rows)
     Console().print(ProgressBar(total=goal, completed=min(finished, goal), width=60))
     for state in ("running", "queued", "failed", "lost"):
-        details = Counter(p.detail or "?" for p in planned if p.state == state)
+        details = Counter(p.detail or "?" for p in planned.trials if p.state == state)
         if details:
             print(f"{state}: " + ", ".join(f"{detail} ({n})" for detail, n in details.most_common(8)))
-    for problem in unreadable:
+    for line in [planned.describe_others(), *planned.data_problems]:
+        if line:
+            print(line)
+    for problem in planned.unreadable:
         print(f"unreadable trial file: {problem}")
     return 0
 
 
 def _sweep_definition(name: str, results_root: Path) -> Path:
-    """The sweep file for `name`, falling back to the copy kept in its results folder."""
+    """The sweep file for `name`, falling back to the resolved definition kept in its results folder."""
     try:
         return resolve_sweep_file(name)
     except UserError:
-        kept = results_root / name / "sweep.yaml"
+        kept = results_root / name / "definition.json"
         if kept.is_file():
             return kept
         raise
@@ -283,11 +327,15 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
 
 
 def _show_tables(results_dir: Path, latents: list[int] | None = None, detail: bool = True):
-    """Aggregate, print the best/median (and stability) tables and the warnings; return the review."""
+    """Aggregate, print the best/median (residuals, stability) tables and the warnings; return the review."""
     from hpcsweep.review import aggregate
 
     review = aggregate(results_dir, detail=detail)
-    for stem in ("best_per_latent", "median_per_latent", "stability"):
+    shown = ["best_per_latent", "median_per_latent", "stability"]
+    residuals = review.tables.get("residuals_per_latent")
+    if residuals is not None and residuals[1]["Variable"].nunique() <= 8:  # a few variables: their residuals fit a terminal
+        shown.insert(2, "residuals_per_latent")
+    for stem in shown:
         if stem not in review.tables:
             continue
         title, table = review.tables[stem]
@@ -296,7 +344,7 @@ def _show_tables(results_dir: Path, latents: list[int] | None = None, detail: bo
         _print_rows(title, list(table.columns), table.values.tolist())
     for warning in review.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    print(f"written: {len(review.paths)} files under {results_dir} (summary.md, tables/, figures/)")
+    print(f"written: {len(review.paths)} files under {results_dir} (summary.md, tables/ with residuals_per_latent, figures/)")
     return review
 
 
@@ -304,13 +352,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     from collections import Counter
 
     from hpcsweep.review import aggregate, write_report
+    from hpcsweep.sweep import kept_sweep
 
     results_dir = _results_dir(args.sweep, args.results)
     if not results_dir.is_dir():
         raise UserError(f"{results_dir}: no such sweep results; run 'hpcsweep sweep {args.sweep}' first")
     review = aggregate(results_dir)
+    definition = kept_sweep(results_dir)
+    states = _definition_states(definition, results_dir) if definition else dict(Counter(review.frame["state"]))
     kept = results_dir / "sweep.yaml"
-    states = _definition_states(kept) if kept.is_file() else dict(Counter(review.frame["state"]))
     path = write_report(review, kept.read_text() if kept.is_file() else "", states)
     for warning in review.warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -318,41 +368,39 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _definition_states(sweep_file: Path) -> dict[str, int]:
+def _definition_states(sweep, results_dir: Path) -> dict[str, int]:
     """The sweep definition's trials counted by state (pending: no trial file yet)."""
-    from collections import Counter
-
-    from hpcsweep.config import load_sweep
     from hpcsweep.sweep.state import STATES, plan
 
-    sweep = load_sweep(sweep_file)
-    counts = Counter(p.state for p in plan(sweep, sweep_file.parent, str(sweep_file))[0])
+    counts = plan(sweep, results_dir).states()
     return {state: counts[state] for state in STATES if counts[state]}
 
 
 def cmd_rerun_best(args: argparse.Namespace) -> int:
     from hpcsweep.config import validate_sweep
+    from hpcsweep.review import select
     from hpcsweep.review.stability import rerun_best_sweep
     from hpcsweep.review.tables import trials_frame
     from hpcsweep.store import copy_trial, scan, trial_path
-    from hpcsweep.sweep import check_definition, run_sweep
+    from hpcsweep.sweep import check_definition, kept_sweep, run_sweep
 
     if args.top < 1 or args.seeds < 1:
         raise UserError("--top and --seeds take a positive number")
     parent_dir = _results_dir(args.sweep, args.results)
     summaries, _ = scan(parent_dir)
-    frame = trials_frame(summaries)
-    done = frame[frame["state"] == "done"].sort_values(["latent", "val_mse", "trial_id"])
+    selection = select(parent_dir, summaries)
+    frame = trials_frame(selection.summaries, selection.ranking)
+    done = frame[(frame["state"] == "done") & frame["rank"].notna()]
     if not len(done):
         raise UserError(f"{parent_dir}: no finished trial to rerun; run 'hpcsweep sweep {args.sweep}' first")
-    best = [t for _, group in done.groupby("latent") for t in group["trial_id"][: args.top]]
+    best = [t for _, group in done.groupby("latent") for t in group["trial_id"][: args.top]]  # the frame is sorted by rank
     picks = [summaries[t]["config"] for t in best]
-    parent = yaml.safe_load((parent_dir / "sweep.yaml").read_text()) if (parent_dir / "sweep.yaml").is_file() else {}
-    raw = rerun_best_sweep({"name": parent_dir.name, **parent}, picks, args.top, args.seeds)
+    parent = kept_sweep(parent_dir)
+    raw = rerun_best_sweep(parent.model_dump(mode="json") if parent else {"name": parent_dir.name}, picks, args.top, args.seeds)
     child_dir = Path(args.results) / raw["name"]
     sweep_file = child_dir / "sweep.yaml"
     definition = validate_sweep(raw, source=str(sweep_file))
-    check_definition(child_dir, definition)  # the parent's best changed since the last rerun: refused before anything is written
+    check_definition(child_dir, definition)
     sweep = definition.with_overrides(dispatch=_dispatch_overrides(args))
     _check_cluster(sweep)
     child_dir.mkdir(parents=True, exist_ok=True)
@@ -371,25 +419,38 @@ def cmd_rerun_best(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from hpcsweep.config import DataConfig
-    from hpcsweep.data import data_root, prepare
-    from hpcsweep.data.read import cache_jets, open_cache
-    from hpcsweep.data.varset import load_varset
+    from hpcsweep.data import prepare
+    from hpcsweep.data.read import data_version, open_cache
     from hpcsweep.store import read_summary
     from hpcsweep.trial import evaluate_stored
 
     path = Path(args.trial)
     if not path.is_file():
         raise UserError(f"{path}: no such trial file (they live in results/<sweep>/trials/)")
-    data = DataConfig.model_validate(read_summary(path)["config"]["data"])
-    if args.source:
-        folder = cache_jets(args.source, load_varset(data.varset), data_root() / "cache", tree=data.tree, progress=True)
-        label, split = args.label or Path(args.source).stem, False
+    config = read_summary(path)["config"]
+    data = DataConfig.model_validate(config["data"])
+    other = args.source or (args.signal if args.signal and not _is_number(args.signal) else None)
+    if other:  # another file, read with the trial's variable set
+        folder = prepare(DataConfig.model_validate({**data.model_dump(), "source": other}, context={"base": Path.cwd()}))
+        label, split = args.label or Path(other).stem, False
     elif args.signal:
-        folder = prepare(data.model_copy(update={"process": "zprime", "zprime_mass": args.signal, "events": args.events}))
-        label, split = args.label or f"zprime{args.signal:g}", False
+        if not data.generated:
+            raise UserError(
+                f"{path}: trial of file data ({data.source}): --signal {args.signal} would be a generated Z' sample, which a model "
+                "of other jets was not trained to compare with; give a signal file instead: --signal FILE"
+            )
+        mass = float(args.signal)
+        folder = prepare(data.model_copy(update={"process": "zprime", "zprime_mass": mass, "events": args.events}))
+        label, split = args.label or f"zprime{mass:g}", False
     else:
         folder = prepare(data)
         label, split = args.label or "validation", True
+        trained_on, now = config.get("data_version", ""), data_version(open_cache(folder).meta)
+        if trained_on and trained_on != now:
+            raise UserError(
+                f"{path}: its data changed since it was trained (version {trained_on}, now {now}): its validation split cannot "
+                "be rebuilt; evaluate another file with --source FILE"
+            )
     try:
         summary = evaluate_stored(path, label, open_cache(folder), split)
     except ValueError as err:
@@ -397,6 +458,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _print_evaluation(label, summary)
     print(f"written into {path} under evaluation[{label!r}]")
     return 0
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _print_evaluation(label: str, summary: dict[str, Any]) -> None:
@@ -440,15 +509,33 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from hpcsweep.data.inspect import describe, draft_varset, inspect_file
+
+    tables = inspect_file(args.file, tree=args.tree, max_entries=args.max_entries, progress=sys.stderr.isatty())
+    for title, header, rows in describe(tables):
+        _print_rows(title, header, rows)
+    if args.draft_varset:
+        if len(tables) > 1:
+            raise UserError(f"{args.file} holds {len(tables)} tables ({', '.join(t.name for t in tables)}); choose one with --tree")
+        out = Path(args.draft_varset)
+        if out.exists():
+            raise UserError(f"{out} exists; give another name (a draft never overwrites a file)")
+        out.write_text(draft_varset(tables[0], out.stem))
+        print(f"drafted {out}: check it (the comments at its top say what to check), then use it in a sweep as data.varset: {out}")
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     import numpy as np
 
     from hpcsweep.data.physics import dijet_mass, peak_and_width
     from hpcsweep.data.read import load_jets
     from hpcsweep.data.varset import load_varset
+    from hpcsweep.paths import locate
 
-    varset = load_varset(args.varset)
-    table = load_jets(args.file, varset, tree=args.tree)
+    varset = load_varset(args.varset, Path.cwd())
+    table = load_jets(locate(args.file, None), varset, tree=args.tree)
     n_events = len(np.unique(table.event))
     print(
         f"{args.file}: {len(table):,} jets in {n_events:,} events with jets; variable set {varset.name!r} ({len(varset.names)} variables)"
@@ -458,7 +545,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         column = np.asarray(table.columns[name], dtype=np.float64)
         rows.append([name, f"{column.min():.4g}", f"{column.mean():.4g}", f"{column.max():.4g}"] if len(column) else [name, "", "", ""])
     _print_rows("variables", ["variable", "min", "mean", "max"], rows)
-    _print_rows("cleaning", ["step", "rule", "jets removed"], [[c.name, c.expression, c.removed] for c in table.cuts])
+    cuts = [[c.name, c.expression, c.removed, ", ".join(f"{k}: {n:,}" for k, n in c.by_variable.items())] for c in table.cuts]
+    _print_rows("cleaning", ["step", "rule", "jets removed", "by variable"], cuts)
     if varset.four_momentum:
         mass = dijet_mass(table.columns, table.event, table.rank, varset.four_momentum)
         if len(mass) >= 20:
@@ -472,7 +560,9 @@ def cmd_varsets(_: argparse.Namespace) -> int:
     from hpcsweep.data.varset import load_varset, varset_names
 
     rows = [[name, len(load_varset(name).variables), load_varset(name).description] for name in varset_names()]
-    _print_rows("variable sets", ["name", "variables", "description"], rows)
+    _print_rows("built-in variable sets", ["name", "variables", "description"], rows)
+    print("A sweep's data.varset also takes the path of a YAML file of your own (relative to the sweep file) or an inline "
+          "mapping; 'hpcsweep data inspect FILE --draft-varset mine.yaml' drafts one. See docs/data.md.")  # fmt: skip
     return 0
 
 

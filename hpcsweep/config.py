@@ -23,14 +23,17 @@ from pydantic import (
     PositiveFloat,
     PositiveInt,
     ValidationError,
+    ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
 from hpcsweep.data.generate import PROCESSES
-from hpcsweep.data.normalize import NORMALISATIONS
-from hpcsweep.data.varset import varset_names
-from hpcsweep.errors import UserError, closest
+from hpcsweep.data.normalize import NORMALISATIONS, REFERENCES
+from hpcsweep.data.varset import resolve_varset
+from hpcsweep.errors import UserError, closest, one_line
+from hpcsweep.paths import locate
 
 #: Short names a physicist types for the usual grid axes.
 GRID_ALIASES = {
@@ -48,15 +51,28 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: Keys that describe a generated sample; a file source has none of them.
+GENERATOR_KEYS = ("process", "zprime_mass", "events", "generator_seed")
+#: The data keys that decide which jets are read (the others split or normalise them).
+DATASET_KEYS = ("source", *GENERATOR_KEYS, "varset", "tree", "leading_only")
+
+
+def _base(info: ValidationInfo) -> Path | None:
+    """The folder relative paths are looked up in first (the sweep file's), if validation was given one."""
+    return (info.context or {}).get("base")
+
+
 class DataConfig(_Section):
     """Where the jets come from and how they become normalised tensors."""
 
-    source: str = Field("generated", description="'generated' (Pythia 8 + FastJet) or a ROOT file path")
-    process: Literal[PROCESSES] = "qcd"  # type: ignore[valid-type]
-    zprime_mass: PositiveFloat = 350.0
-    events: PositiveInt = 10000
-    generator_seed: int = Field(1, ge=0)
-    varset: str = "generated"
+    source: str | list[str] = Field(
+        "generated", description="'generated' (Pythia 8 + FastJet), or ROOT/Parquet files: a path, a glob, or a list of them"
+    )
+    process: Literal[PROCESSES] | None = "qcd"  # type: ignore[valid-type]
+    zprime_mass: PositiveFloat | None = 350.0
+    events: PositiveInt | None = 10000
+    generator_seed: int | None = Field(1, ge=0)
+    varset: str | dict[str, Any] = Field("generated", description="a built-in set's name, a YAML file's path, or an inline mapping")
     tree: str | None = None
     leading_only: bool = False
     max_jets: PositiveInt | None = None
@@ -64,13 +80,46 @@ class DataConfig(_Section):
     split_seed: int = 0
     normalisation: Literal[NORMALISATIONS] = "custom+standard"  # type: ignore[valid-type]
 
-    @field_validator("varset")
+    @model_validator(mode="before")
     @classmethod
-    def _known_varset(cls, value: str) -> str:
-        names = varset_names()
-        if value not in names:
-            raise ValueError(f"unknown variable set {value!r}; valid choices: {', '.join(names)}")
-        return value
+    def _no_generator_keys_for_files(cls, raw: Any) -> Any:
+        """A file source has no generator settings: they are set to None (and left out of the stored config)."""
+        if isinstance(raw, dict) and raw.get("source", "generated") != "generated":
+            raw = {**raw, **dict.fromkeys(GENERATOR_KEYS)}
+        return raw
+
+    @field_validator("source")
+    @classmethod
+    def _located_files(cls, value: str | list[str], info: ValidationInfo) -> str | list[str]:
+        if value == "generated":
+            return value
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("give at least one file (a path or a glob)")
+            return [locate(item, _base(info)) for item in value]
+        return locate(value, _base(info))
+
+    @field_validator("varset", mode="before")
+    @classmethod
+    def _resolved_varset(cls, value: Any, info: ValidationInfo) -> Any:
+        if not isinstance(value, str | dict):
+            return value
+        try:
+            return resolve_varset(value, _base(info))
+        except UserError as err:
+            raise ValueError(str(err)) from None
+
+    @model_serializer(mode="wrap")
+    def _without_unused_generator_keys(self, handler) -> dict[str, Any]:
+        dumped = handler(self)
+        if self.source != "generated":
+            for key in GENERATOR_KEYS:
+                dumped.pop(key, None)
+        return dumped
+
+    @property
+    def generated(self) -> bool:
+        return self.source == "generated"
 
 
 class ModelConfig(_Section):
@@ -120,24 +169,72 @@ class TrainConfig(_Section):
 
 
 class EvaluationConfig(_Section):
-    """What a finished trial is evaluated on besides its validation split (not part of its identity)."""
+    """How finished trials are evaluated and compared (not part of a trial's identity)."""
 
-    signals: list[PositiveFloat] = Field(default_factory=lambda: [350.0, 600.0], description="Z' masses (GeV) for the dijet check")
+    signals: list[PositiveFloat | str] | None = Field(
+        None, description="Z' masses (GeV, generated data) or signal files; default: Z' 350 and 600 GeV for generated data, none for files"
+    )
     signal_events: PositiveInt = 2000
     timing_repeats: PositiveInt = 20
+    reference: Literal[REFERENCES] = Field(  # type: ignore[valid-type]
+        "auto", description="the space every trial's MSE is also measured in; auto: the set's custom transforms if any, else standard"
+    )
+    tolerance: PositiveFloat | dict[str, PositiveFloat] | None = Field(
+        None, description="residual tolerance (relative for relative residuals, in units otherwise): a fraction of jets within it"
+    )
+
+    @field_validator("signals")
+    @classmethod
+    def _located_signal_files(cls, value: list[float | str] | None, info: ValidationInfo) -> list[float | str] | None:
+        return None if value is None else [locate(v, _base(info)) if isinstance(v, str) else v for v in value]
+
+    def tolerances(self, names: list[str]) -> dict[str, float]:
+        """Variable -> tolerance (one number applies to every variable)."""
+        if self.tolerance is None:
+            return {}
+        return dict(self.tolerance) if isinstance(self.tolerance, dict) else dict.fromkeys(names, self.tolerance)
+
+    def signal_list(self, data: DataConfig) -> list[float | str]:
+        """The signals a trial of `data` is evaluated on; Z' masses need generated data."""
+        if self.signals is None:
+            return [350.0, 600.0] if data.generated else []
+        masses = [s for s in self.signals if not isinstance(s, str)]
+        if masses and not data.generated:
+            raise UserError(
+                f"evaluation.signals: {masses[0]:g} is a Z' mass, which is generated for data.source: generated only; "
+                "for file data give signal files (paths)"
+            )
+        return list(self.signals)
 
 
 class TrialConfig(_Section):
-    """Everything that determines a trial's result, and nothing else."""
+    """Everything that determines a trial's result, and nothing else.
+
+    `data_version` is the checksum of the jets as read (after cuts), set once the data are
+    prepared: a file replaced by another makes new trials, and a file regenerated or moved
+    with the same content does not.
+    """
 
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    data_version: str = Field("", description="checksum of the jets as read (sha256 of the arrays after cuts)")
 
     def identity(self) -> str:
-        """Stable short id: the hash of the canonical JSON of the resolved config."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        """Stable short id: the hash of the canonical JSON of the resolved config.
+
+        Once the data are known by content, where they lie (data.source) no longer counts.
+        """
+        dumped = self.model_dump(mode="json")
+        if self.data_version:
+            dumped["data"].pop("source")
+        else:
+            dumped.pop("data_version")
+        canonical = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+    def with_data_version(self, version: str) -> TrialConfig:
+        return self.model_copy(update={"data_version": version})
 
 
 class TrialSpec(_Section):
@@ -253,7 +350,7 @@ def load_site(name: str, folder: Path = SITE_DIR) -> SiteConfig:
     try:
         return SiteConfig.model_validate(raw)
     except ValidationError as err:
-        raise UserError(_one_line(err, str(path), SiteConfig)) from None
+        raise UserError(one_line(err, str(path), SiteConfig)) from None
 
 
 class Range(_Section):
@@ -271,19 +368,6 @@ class Range(_Section):
         if self.log and self.low <= 0:
             raise ValueError("a log range needs low > 0")
         return self
-
-
-#: Data keys that change which jets are read: a search may not vary them (the data are prepared once).
-_DATASET_KEYS = {
-    "data.source",
-    "data.process",
-    "data.zprime_mass",
-    "data.events",
-    "data.generator_seed",
-    "data.varset",
-    "data.tree",
-    "data.leading_only",
-}
 
 
 class SweepConfig(_Section):
@@ -305,6 +389,23 @@ class SweepConfig(_Section):
     space: dict[str, Any] = Field(default_factory=dict, description="random/tpe: key -> list of choices or {low, high, log, step}")
     pruner: Literal["none", "median", "hyperband"] = "none"
     search_seed: int = 0
+    rank_by: Literal["reference_mse", "val_loss", "residual_width"] = Field(
+        "reference_mse",
+        description="what ranks trials: the MSE in the reference space, the training loss (in each trial's own normalisation), "
+        "or the mean residual 68 % half-width of rank_variables",
+    )
+    rank_variables: list[str] | None = Field(None, description="residual_width: the variables averaged (default: every continuous one)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _generator_keys_need_generated_data(cls, raw: Any) -> Any:
+        data = raw.get("data") if isinstance(raw, dict) else None
+        if isinstance(data, dict) and data.get("source", "generated") != "generated":
+            given = [key for key in GENERATOR_KEYS if data.get(key) is not None]
+            if given:
+                hint = "; data.max_jets limits the jets read" if given[0] == "events" else ""
+                raise ValueError(f"data.{given[0]} describes generated samples, but data.source is a file: remove it{hint}")
+        return raw
 
     @field_validator("space")
     @classmethod
@@ -312,7 +413,7 @@ class SweepConfig(_Section):
         resolved: dict[str, list[Any] | Range] = {}
         for key, values in space.items():
             path = grid_path(key)
-            if path in _DATASET_KEYS:
+            if path in {f"data.{key}" for key in DATASET_KEYS}:
                 raise ValueError(f"a search cannot vary {path} (the data are prepared once); use a grid, or one sweep per dataset")
             if isinstance(values, list) and values:
                 resolved[path] = values
@@ -320,7 +421,7 @@ class SweepConfig(_Section):
                 try:
                     resolved[path] = Range.model_validate(values)
                 except ValidationError as err:
-                    raise ValueError(f"{key!r}: {_one_line(err, 'range', Range).removeprefix('range: ')}") from None
+                    raise ValueError(f"{key!r}: {one_line(err, 'range', Range).removeprefix('range: ')}") from None
             else:
                 raise ValueError(f"{key!r} takes a non-empty list of choices or a range {{low, high, log, step}} (got {values!r})")
         return resolved
@@ -337,7 +438,7 @@ class SweepConfig(_Section):
 
     @field_validator("grid")
     @classmethod
-    def _known_axes(cls, grid: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    def _known_axes(cls, grid: dict[str, list[Any]], info: ValidationInfo) -> dict[str, list[Any]]:
         resolved: dict[str, list[Any]] = {}
         for key, values in grid.items():
             path = grid_path(key)
@@ -345,13 +446,23 @@ class SweepConfig(_Section):
                 raise ValueError(f"axis {key!r} has no values; give at least one")
             if path in resolved:
                 raise ValueError(f"axis {key!r} repeats {path!r}")
-            resolved[path] = values
+            resolved[path] = [_located_value(path, value, _base(info)) for value in values]
         return resolved
 
     @field_validator("points")
     @classmethod
-    def _known_point_keys(cls, points: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [{grid_path(key): value for key, value in point.items()} for point in points]
+    def _known_point_keys(cls, points: list[dict[str, Any]], info: ValidationInfo) -> list[dict[str, Any]]:
+        return [{grid_path(key): _located_value(grid_path(key), value, _base(info)) for key, value in point.items()} for point in points]
+
+    def rank_description(self) -> str:
+        """How this sweep's trials are ranked, in words for table titles."""
+        if self.rank_by == "val_loss":
+            return "validation loss in each trial's own normalisation"
+        if self.rank_by == "residual_width":
+            return "mean residual 68 % half-width of " + (
+                ", ".join(self.rank_variables) if self.rank_variables else "the continuous variables"
+            )
+        return f"MSE in the reference space ({self.evaluation.reference})"
 
     def base_trial(self) -> dict[str, Any]:
         """The trial every grid point starts from, as a plain dict."""
@@ -378,10 +489,25 @@ class SweepConfig(_Section):
             raw["grid"].pop(path, None)
             for point in raw["points"]:
                 point.pop(path, None)
+            if path == "data.source" and value != "generated":
+                for key in GENERATOR_KEYS:
+                    raw["data"].pop(key, None)
             _set_path(raw, path, value)
         if latent:
             raw["grid"]["model.latent"] = list(latent)
-        return validate_sweep(raw, source="command-line overrides")
+        return validate_sweep(raw, source="command-line overrides", base=Path.cwd())
+
+
+def _located_value(path: str, value: Any, base: Path | None) -> Any:
+    """Grid and point values of data.source and data.varset are resolved like the base's."""
+    if path not in ("data.source", "data.varset") or value == "generated":
+        return value
+    if path == "data.varset":
+        try:
+            return resolve_varset(value, base) if isinstance(value, str | dict) else value
+        except UserError as err:
+            raise ValueError(str(err)) from None
+    return [locate(v, base) for v in value] if isinstance(value, list) else locate(value, base)
 
 
 def grid_valid_keys() -> list[str]:
@@ -408,8 +534,8 @@ _SECTIONS: dict[str, type[BaseModel]] = {"data": DataConfig, "model": ModelConfi
 
 
 def dotted(sections: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """{'train': {'lr': x}, 'model': {...}} -> {'train.lr': x, ...}: the keys grids, points and --set name."""
-    return {f"{section}.{key}": value for section, values in sections.items() for key, value in values.items()}
+    """{'train': {'lr': x}, 'model': {...}} -> {'train.lr': x, ...}: the keys grids, points and --set name (other entries are left out)."""
+    return {f"{section}.{key}": value for section, values in sections.items() if isinstance(values, dict) for key, value in values.items()}
 
 
 def _set_path(tree: dict[str, Any], path: str, value: Any) -> None:
@@ -425,7 +551,7 @@ def trial_from_point(base: dict[str, Any], point: dict[str, Any], source: str) -
     try:
         return TrialConfig.model_validate(raw)
     except ValidationError as err:
-        raise UserError(_one_line(err, source, TrialConfig, prefix="grid point ")) from None
+        raise UserError(one_line(err, source, TrialConfig, prefix="grid point ")) from None
 
 
 def load_sweep(path: str | Path) -> SweepConfig:
@@ -442,46 +568,12 @@ def load_sweep(path: str | Path) -> SweepConfig:
     if not isinstance(raw, dict):
         raise UserError(f"{path}: expected a mapping of keys (name, data, model, train, grid, dispatch)")
     raw.setdefault("name", path.stem)
-    return validate_sweep(raw, source=str(path))
+    return validate_sweep(raw, source=str(path), base=path.parent.resolve())
 
 
-def validate_sweep(raw: dict[str, Any], source: str) -> SweepConfig:
-    """Validate a sweep given as a dict; `source` names it in error messages."""
+def validate_sweep(raw: dict[str, Any], source: str, base: Path | None = None) -> SweepConfig:
+    """Validate a sweep given as a dict; `source` names it in error messages, relative paths are looked up beside `base` first."""
     try:
-        return SweepConfig.model_validate(raw)
+        return SweepConfig.model_validate(raw, context={"base": base})
     except ValidationError as err:
-        raise UserError(_one_line(err, source, SweepConfig)) from None
-
-
-def _one_line(err: ValidationError, source: str, root: type[BaseModel], prefix: str = "") -> str:
-    """The first pydantic error as `file: key: problem; valid choices: ...`."""
-    errors = err.errors()
-    first = errors[0]
-    loc = [str(part) for part in first["loc"]]
-    key = ".".join(loc)
-    if first["type"] == "extra_forbidden":
-        valid = sorted(_model_at(root, loc[:-1]).model_fields)
-        hint = closest(loc[-1], valid)
-        message = (
-            f"unknown key {loc[-1]!r}"
-            + (f" in {'.'.join(loc[:-1])}" if len(loc) > 1 else "")
-            + (f" (did you mean {', '.join(hint)}?)" if hint else "")
-            + f"; valid keys: {', '.join(valid)}"
-        )
-    else:
-        text = first["msg"].removeprefix("Value error, ")
-        message = f"{prefix}{key}: {text}" if key else text
-        if "input" in first and first["type"] not in ("missing",) and not isinstance(first["input"], dict):
-            message += f" (got {first['input']!r})"
-    more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
-    return f"{source}: {message}{more}"
-
-
-def _model_at(root: type[BaseModel], loc: list[str]) -> type[BaseModel]:
-    model = root
-    for part in loc:
-        field = model.model_fields.get(part)
-        annotation = getattr(field, "annotation", None)
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            model = annotation
-    return model
+        raise UserError(one_line(err, source, SweepConfig)) from None

@@ -4,6 +4,13 @@ The CLI prints its message as a single line and exits with status 2; anything
 else that escapes is a bug and keeps its traceback.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel, ValidationError
+
 
 class UserError(Exception):
     """A mistake in the user's input (file, key, value): reported in one line."""
@@ -18,3 +25,46 @@ def closest(name: str, choices: list[str], n: int = 5) -> list[str]:
         lowered = name.lower()
         matches += [c for c in choices if lowered in c.lower() and c not in matches]
     return matches[:n]
+
+
+def one_line(err: ValidationError, source: str, root: type[BaseModel], prefix: str = "") -> str:
+    """The first pydantic error as `file: key: problem; valid choices: ...`."""
+    errors = err.errors()
+    first = errors[0]
+    loc = [str(part) for part in first["loc"]]
+    key = ".".join(loc)
+    if first["type"] == "extra_forbidden":
+        valid = sorted(_model_at(root, loc[:-1]).model_fields)
+        hint = closest(loc[-1], valid)
+        message = (
+            f"unknown key {loc[-1]!r}"
+            + (f" in {'.'.join(loc[:-1])}" if len(loc) > 1 else "")
+            + (f" (did you mean {', '.join(hint)}?)" if hint else "")
+            + f"; valid keys: {', '.join(valid)}"
+        )
+    else:
+        text = first["msg"].removeprefix("Value error, ")
+        message = f"{prefix}{key}: {text}" if key else text
+        if "input" in first and first["type"] not in ("missing",) and not isinstance(first["input"], dict):
+            message += f" (got {first['input']!r})"
+    more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+    return f"{source}: {message}{more}"
+
+
+def _model_at(root: type[BaseModel], loc: list[str]) -> type[BaseModel]:
+    """The model class a location points into (through nested models and lists/tuples of models)."""
+    from typing import get_args
+
+    from pydantic import BaseModel
+
+    model = root
+    for part in loc:
+        field = model.model_fields.get(part)
+        if field is None:
+            continue  # a list index
+        candidates = [field.annotation, *get_args(field.annotation)]
+        candidates += [inner for c in list(candidates) for inner in get_args(c)]
+        nested = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if nested is not None:
+            model = nested
+    return model

@@ -35,7 +35,7 @@ import h5py  # noqa: E402  (after the locking mode is set)
 SCHEMA_VERSION = 2  # 2: the small fields in one "summary" attribute; 1 (one attribute each) is still read
 FINISHED_STATES = ("done", "diverged", "pruned")
 STATES = FINISHED_STATES + ("failed",)
-SUMMARY_KEYS = ("trial_id", "sweep", "state", "error", "failure", "config", "metrics", "provenance")
+SUMMARY_KEYS = ("trial_id", "sweep", "state", "error", "failure", "config", "metrics", "provenance", "evaluations")
 
 
 @dataclass
@@ -55,6 +55,13 @@ class TrialRecord:
     evaluation: dict[str, Any] = field(default_factory=dict)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)  # "group/name" -> array (histograms, discrete tables)
     failure: str = ""  # for state 'failed': error, out of memory, timeout exhausted
+    varset: dict[str, Any] = field(default_factory=dict)  # the resolved variable set the trial read (a mapping)
+    reference: dict[str, Any] = field(default_factory=dict)  # the fitted reference space and tolerances it was compared in
+
+    @property
+    def evaluations(self) -> list[str]:
+        """Labels of evaluations besides the validation split (signals, other files)."""
+        return sorted(label for label in self.evaluation if label != "validation")
 
 
 def trials_dir(results_dir: Path) -> Path:
@@ -76,8 +83,8 @@ def write_trial(path: Path, record: TrialRecord) -> None:
             attrs = handle.attrs
             attrs["schema_version"] = SCHEMA_VERSION
             attrs["summary"] = json.dumps({key: getattr(record, key) for key in SUMMARY_KEYS}, sort_keys=True)  # one read for a scan
-            attrs["normaliser"] = json.dumps(record.normaliser)
-            attrs["evaluation"] = json.dumps(record.evaluation)
+            for key in ("normaliser", "evaluation", "varset", "reference"):
+                attrs[key] = json.dumps(getattr(record, key))
             for group, arrays in (("history", record.history), ("weights", record.weights), ("arrays", record.arrays)):
                 node = handle.create_group(group)
                 for name, array in arrays.items():
@@ -106,9 +113,9 @@ def read_trial(path: Path, weights: bool = True) -> TrialRecord:
         stored = {k: v[()] for k, v in handle["weights"].items()} if weights else {}
         arrays: dict[str, np.ndarray] = {}
         handle["arrays"].visititems(lambda name, node: arrays.__setitem__(name, node[()]) if isinstance(node, h5py.Dataset) else None)
-        normaliser = json.loads(handle.attrs["normaliser"])
-        evaluation = json.loads(handle.attrs["evaluation"])
-    return TrialRecord(**summary, history=history, weights=stored, normaliser=normaliser, evaluation=evaluation, arrays=arrays)
+        extra = {key: json.loads(handle.attrs[key]) for key in ("normaliser", "evaluation", "varset", "reference") if key in handle.attrs}
+    summary.pop("evaluations", None)  # derived from the evaluation
+    return TrialRecord(**summary, history=history, weights=stored, arrays=arrays, **extra)
 
 
 def copy_trial(path: Path, results_dir: Path) -> Path:

@@ -51,7 +51,7 @@ def test_a_sweep_killed_with_sigkill_resumes_with_nothing_lost_or_done_twice(qcd
     while _group_alive(driver.pid):  # SIGKILL is delivered, not yet done: until then the trials still look running
         time.sleep(0.1)
     sweep = load_sweep(sweep_file)
-    states = {p.trial_id: p.state for p in plan(sweep, folder)[0]}
+    states = {p.trial_id: p.state for p in plan(sweep, folder).trials}
     finished_before = {t for t, s in states.items() if s == "done"}
     assert finished_before and "lost" in states.values(), states
     stamps = {t: os.stat(trial_path(folder, t)).st_mtime_ns for t in finished_before}
@@ -110,15 +110,21 @@ def test_eight_concurrent_writers_leave_a_readable_store(tmp_path):
     assert not [p for p in trials_dir(tmp_path).iterdir() if p.suffix != ".h5"], "no temporary file is left"
 
 
-def test_a_folder_of_another_definition_is_refused(qcd_file, tmp_path, capsys):
+def test_a_change_that_would_not_compare_is_refused_with_the_exact_difference(qcd_file, tmp_path, capsys):
     sweep_file = _sweep(tmp_path, epochs=2)
     assert main(["sweep", str(sweep_file), "--results", str(tmp_path), "--executor", "debug"]) == 0
-    sweep_file.write_text(sweep_file.read_text().replace("epochs: 2,", "epochs: 3,"))
+    folder = tmp_path / "faulty"
+    before = {p.name: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+    original = sweep_file.read_text()
+    sweep_file.write_text(original.replace("evaluation: {", "evaluation: {reference: standard, "))
     capsys.readouterr()
     assert main(["sweep", str(sweep_file), "--results", str(tmp_path), "--executor", "debug"]) == 2
     err = capsys.readouterr().err
-    assert "holds trials of another definition of sweep 'faulty' (train.epochs: 2 there, 3 here)" in err
-    assert "give this one another name" in err
-    assert main(["sweep", str(sweep_file), "--results", str(tmp_path), "--executor", "debug", "--epochs", "2"]) == 2, (
+    assert "holds trials of sweep 'faulty' that would not compare with this definition's (evaluation.reference: 'auto' there, 'standard' here)" in err
+    assert "give this one another name" in err and len(err.strip().splitlines()) == 1
+    sweep_file.write_text(original)
+    assert main(["sweep", str(sweep_file), "--results", str(tmp_path), "--executor", "debug", "--set", "data.val_fraction=0.3"]) == 2, (
         "overrides do not hide it"
     )
+    assert "(data.val_fraction: 0.2 there, 0.3 here)" in capsys.readouterr().err
+    assert {p.name: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()} == before, "nothing was written"

@@ -29,7 +29,7 @@ def _summary(trial_id: str, latent: int, loss: float | None, state: str = "done"
         "trial_id": trial_id,
         "state": state,
         "config": trial.model_dump(mode="json"),
-        "metrics": {"best_val_mse": loss, "best_epoch": 3, "train_time_s": 1.0, "pca_val_mse": 1.0},
+        "metrics": {"best_val_mse": loss, "reference_mse": loss, "best_epoch": 3, "train_time_s": 1.0, "pca_val_mse": 1.0},
         "provenance": {"data_checksum": "abc"},
     }
 
@@ -74,7 +74,7 @@ def test_stability_table_summarises_each_config_over_its_seeds():
     summaries["other"] = _summary("other", 12, 5e-3)  # run once: not a stability group
     (row,) = stability_table(summaries).to_dict("records")
     assert row["Runs"] == 5 and row["Seeds"] == "0 1 2 3 4"
-    assert float(row["Mean val loss"]) == pytest.approx(np.mean(list(losses.values())), rel=1e-3)
+    assert float(row["Mean"]) == pytest.approx(np.mean(list(losses.values())), rel=1e-3)
     assert float(row["Std"]) == pytest.approx(np.std(list(losses.values()), ddof=1), rel=1e-2)
     assert (row["Min"], row["Max"]) == ("9.000e-04", "2.100e-03")
     assert row["Runs > 1.5x median (seed)"] == "4"
@@ -124,7 +124,7 @@ PER_TRIAL = {"inputs", "residuals", "corner", "dijet"}
 
 def test_aggregate_writes_every_table_in_three_formats_and_every_figure_in_two(reviewed):
     folder = reviewed / "review"
-    stems = {"best_per_latent", "median_per_latent", "baselines_per_latent", "compression_per_latent"}
+    stems = {"best_per_latent", "median_per_latent", "residuals_per_latent", "baselines_per_latent", "compression_per_latent", "data_versions", "evaluations"}
     assert {p.name for p in (folder / "tables").iterdir()} == {f"{s}.{e}" for s in stems for e in ("md", "csv", "tex")}
     expected = FIGURES | {f"{stem}_z{z}" for stem in PER_TRIAL for z in (3, 6)}
     assert {p.name for p in (folder / "figures").glob("*.p*")} == {f"{s}.{e}" for s in expected for e in ("png", "pdf")}
@@ -198,19 +198,17 @@ def test_a_sweep_without_finished_trials_gets_a_report_that_says_so(reviewed, tm
     assert "no finished trial yet" in page and "<img" not in page and "<td>error</td>" in page
 
 
-def test_trials_of_other_data_are_left_out_with_a_warning(reviewed, tmp_path):
+def test_trial_files_not_of_the_definition_are_left_out_and_counted(reviewed, tmp_path):
     folder = _copy_sweep(reviewed, tmp_path)
-    stranger = read_trial(sorted((folder / "trials").glob("*.h5"))[0])
-    stranger.trial_id, stranger.provenance = "0000stranger", {**stranger.provenance, "data_checksum": "feedbeef" * 8}
-    stranger.config["data"]["varset"] = "fourvec"
+    stranger = read_trial(sorted((folder / "trials").glob("*.h5"))[0])  # say, a smoke test with --epochs 3 into this folder
+    stranger.trial_id = "0000stranger"
+    stranger.config["train"]["epochs"] = 3
     write_trial(trial_path(folder, stranger.trial_id), stranger)
-    failed = read_trial(sorted((folder / "trials").glob("*.h5"))[1])  # failed before reading data: no checksum, kept
-    failed.trial_id, failed.state, failed.provenance = "0000failed", "failed", {}
-    write_trial(trial_path(folder, failed.trial_id), failed)
     review = aggregate(folder, plot=False)
-    assert len(review.frame) == 5 and "0000stranger" not in set(review.frame["trial_id"]) and "0000failed" in set(review.frame["trial_id"])
-    (warning,) = [w for w in review.warnings if "different data" in w]
-    assert "kept the 5 of variable set 'generated'" in warning and "1 of variable set 'fourvec'" in warning and "0000stranger" in warning
+    assert len(review.frame) == 4 and "0000stranger" not in set(review.frame["trial_id"])
+    assert "the folder also holds 1 trial file not of this definition (1 of other configs)" in " ".join(review.warnings)
+    versions = pd.read_csv(folder / "tables" / "data_versions.csv", dtype=str)
+    assert versions["Trial files"].tolist() == ["5"] and versions["In the tables"].tolist() == ["yes"]
 
 
 def test_reading_a_report_needs_no_weights(reviewed, monkeypatch):

@@ -11,7 +11,7 @@ import pytest
 from hpcsweep.cli import main
 from hpcsweep.config import TrialSpec, load_sweep
 from hpcsweep.store import read_summary, scan, trial_path
-from hpcsweep.sweep import expand
+from hpcsweep.sweep import plan
 from hpcsweep.sweep.dispatch import record_failure
 
 TINY = """\
@@ -51,7 +51,7 @@ def test_every_trial_is_done_and_the_ae_beats_pca(finished_sweep):
     trials = pd.read_csv(results / "trials.csv")
     assert len(trials) == 4 and (trials["val_mse"] > 0).all()
     summary = (results / "summary.md").read_text()
-    assert all(value in summary for value in best["Validation loss"]), "the Markdown table shows the CSV's numbers"
+    assert all(value in summary for value in best["Reference MSE"]), "the Markdown table shows the CSV's numbers"
     assert (results / "figures" / "loss_vs_latent.png").stat().st_size > 10_000
     assert (results / "sweep.yaml").read_text() == TINY
 
@@ -67,8 +67,8 @@ def test_running_again_reruns_nothing(finished_sweep, capsys):
 
 def test_a_failed_trial_is_retried_and_the_others_are_kept(finished_sweep):
     sweep_file, results = finished_sweep
-    victim = expand(load_sweep(sweep_file))[0]
-    spec = TrialSpec(trial_id=victim.identity(), sweep="tiny", config=victim, dataset="", results_dir=str(results))
+    victim = plan(load_sweep(sweep_file), results).trials[0]
+    spec = TrialSpec(trial_id=victim.trial_id, sweep="tiny", config=victim.config, dataset="", results_dir=str(results))
     record_failure(spec, RuntimeError("node on fire"))
     assert read_summary(trial_path(results, spec.trial_id))["state"] == "failed"
     before = _mtimes(results)

@@ -1,4 +1,4 @@
-"""Data stage: ROOT files (generated or given) -> cleaned per-jet tables -> normalised arrays.
+"""Data stage: jet files (generated, or ROOT/Parquet of one's own) -> cleaned per-jet tables -> normalised arrays.
 
 Public names are imported on first use, so that `import hpcsweep.data` (and the
 configuration, which reads variable-set names) stays light.
@@ -21,6 +21,7 @@ _EXPORTS = {
     "load_jets": "read",
     "cache_jets": "read",
     "open_cache": "read",
+    "data_version": "read",
     "load_varset": "varset",
     "varset_names": "varset",
     "Normaliser": "normalize",
@@ -29,7 +30,7 @@ _EXPORTS = {
     "peak_and_width": "physics",
 }
 
-__all__ = sorted(_EXPORTS) + ["data_root", "prepare", "source_path"]
+__all__ = sorted(_EXPORTS) + ["data_root", "prepare", "prepared", "source_files"]
 
 
 def __getattr__(name: str):
@@ -43,26 +44,50 @@ def data_root() -> Path:
     return Path(os.environ.get("HPCSWEEP_DATA", "data")).resolve()
 
 
-def source_path(config: DataConfig, progress: bool = True) -> Path:
-    """The ROOT file a data config reads, generating it first if it is a generated sample."""
-    if config.source != "generated":
-        return Path(config.source)
-    from hpcsweep.data.generate import Sample, generate
+def _sample(config: DataConfig):
+    from hpcsweep.data.generate import Sample
 
-    sample = Sample(config.process, config.events, config.generator_seed, config.zprime_mass)
-    return generate(sample, data_root() / "generated", progress=progress)
+    return Sample(config.process, config.events, config.generator_seed, config.zprime_mass)
+
+
+def source_files(config: DataConfig, progress: bool = True) -> str | list[str]:
+    """The files a data config reads, generating the sample first if it is a generated one."""
+    if not config.generated:
+        return config.source
+    from hpcsweep.data.generate import generate
+
+    return str(generate(_sample(config), data_root() / "generated", progress=progress))
 
 
 def prepare(config: DataConfig, progress: bool = True) -> Path:
-    """Make sure the cleaned, cached table of `config` exists; return its folder."""
+    """Make sure the cleaned, cached table of `config` exists (generate, read, check, cache); return its folder."""
     from hpcsweep.data.read import cache_jets
     from hpcsweep.data.varset import load_varset
 
     return cache_jets(
-        source_path(config, progress),
+        source_files(config, progress),
         load_varset(config.varset),
         data_root() / "cache",
         tree=config.tree,
         leading_only=config.leading_only,
         progress=progress,
     )
+
+
+def prepared(config: DataConfig) -> Path | None:
+    """The cached table of `config` if its files were read as they are now; None otherwise (nothing is read or generated)."""
+    from hpcsweep.data.read import cached
+    from hpcsweep.data.varset import load_varset
+    from hpcsweep.errors import UserError
+
+    if config.generated:
+        sample_file = data_root() / "generated" / _sample(config).filename
+        if not sample_file.exists():
+            return None
+        files: str | list[str] = str(sample_file)
+    else:
+        files = config.source
+    try:
+        return cached(files, load_varset(config.varset), data_root() / "cache", tree=config.tree, leading_only=config.leading_only)
+    except UserError:  # a file is missing: nothing can be said about its content
+        return None

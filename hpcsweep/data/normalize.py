@@ -9,7 +9,6 @@ new data exactly as it was trained.
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any, Protocol
 
 import numpy as np
@@ -30,13 +29,20 @@ class Step(Protocol):
 
 
 class PerVariable:
-    """The variable set's custom transforms, one per column (nothing to fit)."""
+    """The variable set's custom transforms, one per column.
+
+    Nothing to fit, except with `clip`: then the smallest argument of each log seen in the
+    training split becomes a floor, so that any decoded value has a place in the space
+    (a reference space must measure every trial, whatever it decodes).
+    """
 
     kind = "custom"
 
-    def __init__(self, names: list[str], transforms: list[Transform]):
+    def __init__(self, names: list[str], transforms: list[Transform], clip: bool = False, floor: list[float] | None = None):
         self.names = names
         self.transforms = transforms
+        self.clip = clip
+        self.floor = None if floor is None else np.asarray(floor, dtype=np.float64)
         self._log = np.array([t.kind == "log10" for t in transforms])
         self._scale = np.array([t.scale for t in transforms], dtype=np.float64)
         self._shift = np.array([t.shift for t in transforms], dtype=np.float64)
@@ -44,14 +50,20 @@ class PerVariable:
         self._sign = np.array([t.sign for t in transforms], dtype=np.float64)
 
     def fit(self, x: np.ndarray) -> None:
-        """Stateless; only checks that the data lie in the transforms' domain."""
+        """Checks that the data lie in the transforms' domain (and, with `clip`, keeps the floor)."""
+        self.floor = None
         self.forward(x)
+        if self.clip and self._log.any():
+            self.floor = (self._sign[self._log] * x[:, self._log] + self._offset[self._log]).min(axis=0)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         g = x.astype(np.float64, copy=True)
         if self._log.any():
             arg = self._sign[self._log] * g[:, self._log] + self._offset[self._log]
-            self._check_domain(arg)
+            if self.floor is not None:
+                arg = np.maximum(arg, self.floor)
+            else:
+                self._check_domain(arg)
             g[:, self._log] = np.log10(arg)
         return (g - self._shift) / self._scale
 
@@ -73,7 +85,8 @@ class PerVariable:
             )
 
     def params(self) -> dict[str, Any]:
-        return {"transforms": [asdict(t) for t in self.transforms]}
+        floor = {} if self.floor is None else {"clip": True, "floor": self.floor.tolist()}
+        return {"transforms": [t.model_dump() for t in self.transforms], **floor}
 
 
 class Affine:
@@ -147,21 +160,45 @@ class Normaliser:
         for raw in state["steps"]:
             params = {k: v for k, v in raw.items() if k != "kind"}
             if raw["kind"] == "custom":
-                steps.append(PerVariable(state["names"], [Transform(**t) for t in params["transforms"]]))
+                steps.append(
+                    PerVariable(
+                        state["names"], [Transform(**t) for t in params["transforms"]], params.get("clip", False), params.get("floor")
+                    )
+                )
             else:
                 steps.append(Affine(raw["kind"], **params))
         return cls(state["mode"], state["names"], steps)
 
 
-def make_normaliser(mode: str, varset: VarSet) -> Normaliser:
+def make_normaliser(mode: str, varset: VarSet, clip: bool = False) -> Normaliser:
     """An unfitted normaliser for `mode` ('standard', 'minmax', 'custom', 'custom+standard', 'custom+minmax')."""
     parts = mode.split("+")
     steps: list[Step] = []
     for part in parts:
         if part == "custom":
-            steps.append(PerVariable(varset.names, [v.transform for v in varset.variables]))
+            steps.append(PerVariable(varset.names, [v.transform for v in varset.variables], clip))
         elif part in ("standard", "minmax"):
             steps.append(Affine(part))
         else:
             raise UserError(f"unknown normalisation {mode!r}; valid choices: {', '.join(NORMALISATIONS)}")
     return Normaliser(mode, varset.names, steps)
+
+
+#: Spaces in which every trial of a sweep is compared, whatever its own normalisation.
+REFERENCES = ("auto", "custom", "standard", "custom+standard")
+
+
+def reference_mode(reference: str, varset: VarSet) -> str:
+    """'auto': the variable set's custom transforms, standardised, when it declares any; else standardised physical values.
+
+    Standardised, so that every variable weighs the same whatever scale its transform gives it;
+    a trial trained in the default normalisation (custom+standard) is measured in its own space.
+    """
+    if reference != "auto":
+        return reference
+    return "custom+standard" if any(not v.transform.is_identity for v in varset.variables) else "standard"
+
+
+def make_reference(reference: str, varset: VarSet, x_train: np.ndarray) -> Normaliser:
+    """The sweep's reference space, fitted on a trial's training split (log arguments floored at the training minimum)."""
+    return make_normaliser(reference_mode(reference, varset), varset, clip=True).fit(x_train)

@@ -1,14 +1,27 @@
-"""ROOT files -> per-jet float32 tables, read in chunks, cleaned, and cached on disk.
+"""Jet files -> per-jet float32 tables, read in chunks, cleaned, checked, and cached on disk.
 
-Any TTree with jagged per-event jet branches (or a flat tree with one entry
-per jet) is read with `uproot.iterate`, one chunk at a time, so peak memory
-does not grow with the file. Each jet keeps its event index and its rank in
-the event (0 = leading, by the variable set's `rank_by`). The cleaned table is
-cached as one `.npy` file per column, which training memory-maps.
+Read: ROOT TTrees and RNTuples (through `uproot.iterate`) and Parquet files
+(through pyarrow's record batches), with jagged per-event jet branches or flat
+ones with one entry per jet; several files (a list or glob) make one dataset,
+read one after another. One chunk at a time is in memory, so peak memory does
+not grow with the data. Each jet keeps its event index and its rank in the
+event (0 = leading, by the variable set's `rank_by`).
+
+Every removed jet is counted by the step that removed it: non-finite values,
+leading-jet selection, the variable set's cuts, and negative values of
+variables declared positive (cut when they are a few, at most 1 % of the
+jets; refused when more, since then the declaration is wrong). A variable
+declared discrete that takes more than 1,000 values is refused.
+
+The cleaned table is cached as one `.npy` file per column, which training
+memory-maps; its `meta.json` holds the checksum of the arrays as read (the
+data's identity: equal for a regenerated or moved file with the same jets),
+each file's own sha256, and the cut report.
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -22,18 +35,23 @@ import numpy as np
 
 from hpcsweep.data.varset import VarSet
 from hpcsweep.errors import UserError, closest
+from hpcsweep.paths import expand_sources
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: several files, Parquet and RNTuple, dense event numbers, content checksum, property checks
 DEFAULT_STEP = "16 MB"  # ~100k jets per chunk: peak memory flat in the file size (docs/benchmarks.md)
+POSITIVE_CUT_LIMIT = 0.01  # more negative values than this fraction of jets: the `positive` declaration is refused
+DISCRETE_LIMIT = 1000  # a discrete variable with more distinct values is refused
+FORMATS = ("ROOT", "Parquet")
 
 
 @dataclass
 class CutReport:
-    """How many jets one cleaning step removed (counted after the previous steps)."""
+    """How many jets one cleaning step removed (counted after the previous steps), and by which variable."""
 
     name: str
     expression: str
     removed: int = 0
+    by_variable: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -56,15 +74,16 @@ class JetTable:
 
 
 def load_jets(
-    path: str | Path,
+    source: str | Path | list[str],
     varset: VarSet,
     tree: str | None = None,
     leading_only: bool = False,
     step_size: int | str = DEFAULT_STEP,
 ) -> JetTable:
-    """Read a whole file into memory (for small files; use `cache_jets` for large ones)."""
-    reader = _Reader(Path(path), varset, tree, leading_only, step_size)
+    """Read whole files into memory (for small data; use `cache_jets` for large)."""
+    reader = _Reader(source, varset, tree, leading_only, step_size)
     chunks = list(reader.chunks())
+    reader.check()
     names = varset.names
     if not chunks:
         return JetTable(names, {n: np.zeros(0, np.float32) for n in names}, np.zeros(0, np.int64), np.zeros(0, np.int32), reader.cuts)
@@ -75,11 +94,29 @@ def load_jets(
         np.concatenate([c["__event__"] for c in chunks]),
         np.concatenate([c["__rank__"] for c in chunks]),
         reader.cuts,
+        reader.describe(),
     )
 
 
+def cache_key(source: str | Path | list[str], varset: VarSet, tree: str | None, leading_only: bool) -> tuple[str, list[Path]]:
+    """The cache folder's name for these files as they are on disk now (no file is read), and the files."""
+    files = _existing_files(source)
+    stats = [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    key = hashlib.sha256(json.dumps([stats, varset.key(), tree, leading_only, CACHE_VERSION]).encode()).hexdigest()[:16]
+    stem = files[0].stem + (f"+{len(files) - 1}" if len(files) > 1 else "")
+    return f"{stem}-{varset.name}{'-leading' if leading_only else ''}-{key}", files
+
+
+def cached(
+    source: str | Path | list[str], varset: VarSet, cache_root: Path, tree: str | None = None, leading_only: bool = False
+) -> Path | None:
+    """The cache folder of these files if it was written (nothing is read), else None."""
+    target = cache_root / cache_key(source, varset, tree, leading_only)[0]
+    return target if (target / "meta.json").exists() else None
+
+
 def cache_jets(
-    path: str | Path,
+    source: str | Path | list[str],
     varset: VarSet,
     cache_root: Path,
     tree: str | None = None,
@@ -87,36 +124,23 @@ def cache_jets(
     step_size: int | str = DEFAULT_STEP,
     progress: bool = False,
 ) -> Path:
-    """Write (once) the cleaned per-jet table of `path` as memory-mappable columns; return its folder."""
-    path = Path(path)
-    reader = _Reader(path, varset, tree, leading_only, step_size)
-    stat = path.stat()
-    key = hashlib.sha256(
-        json.dumps(
-            [str(path.resolve()), stat.st_size, stat.st_mtime_ns, varset.source_text, reader.tree_name, leading_only, CACHE_VERSION]
-        ).encode()
-    ).hexdigest()[:16]
-    target = cache_root / f"{path.stem}-{varset.name}{'-leading' if leading_only else ''}-{key}"
+    """Write (once) the cleaned per-jet table of `source` as memory-mappable columns; return its folder.
+
+    Nothing is left behind when the data are refused (a check fails) or the read is interrupted.
+    """
+    name, _ = cache_key(source, varset, tree, leading_only)
+    target = cache_root / name
     if (target / "meta.json").exists():
         return target
+    reader = _Reader(source, varset, tree, leading_only, step_size)
     cache_root.mkdir(parents=True, exist_ok=True)
     tmp = cache_root / f".{target.name}.{os.getpid()}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        n_jets = _stream_columns(reader, tmp, progress)
-        meta = {
-            "source": str(path.resolve()),
-            "checksum": "sha256:" + file_checksum(path),
-            "tree": reader.tree_name,
-            "varset": varset.name,
-            "names": varset.names,
-            "leading_only": leading_only,
-            "n_jets": n_jets,
-            "n_entries": reader.n_entries,
-            "cuts": [asdict(c) for c in reader.cuts],
-            "cache_version": CACHE_VERSION,
-        }
+        n_jets, content = _stream_columns(reader, tmp, progress)
+        reader.check()
+        meta = reader.describe() | {"checksum": "sha256:" + content, "n_jets": n_jets}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         try:
             os.rename(tmp, target)
@@ -144,6 +168,11 @@ def open_cache(folder: str | Path) -> JetTable:
     )
 
 
+def data_version(meta: dict) -> str:
+    """The short content checksum that identifies a dataset in trial identities (16 hex digits)."""
+    return meta["checksum"].removeprefix("sha256:")[:16]
+
+
 def file_checksum(path: Path) -> str:
     """sha256 of a file, read in blocks."""
     digest = hashlib.sha256()
@@ -153,25 +182,63 @@ def file_checksum(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _stream_columns(reader: _Reader, folder: Path, progress: bool) -> int:
-    """Append each chunk's columns to raw files, then give each a .npy header (constant memory)."""
+def file_format(path: Path) -> str:
+    """'ROOT' or 'Parquet', from the file's first bytes; anything else is refused in one line."""
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if head == b"root":
+        return "ROOT"
+    if head == b"PAR1":
+        return "Parquet"
+    raise UserError(
+        f"{path}: neither a ROOT nor a Parquet file (it starts with {head!r}); hpcsweep reads ROOT TTrees and RNTuples and "
+        "Parquet files: docs/data.md shows the one call that turns a CSV file or a pandas frame into either"
+    )
+
+
+def _existing_files(source: str | Path | list[str]) -> list[Path]:
+    """The files of a source; a missing one names the jet files that do exist beside it."""
+    items = [str(source)] if isinstance(source, str | Path) else [str(s) for s in source]
+    files = expand_sources(items)
+    for item in items:
+        if glob.has_magic(item) and not glob.glob(item):
+            raise UserError(f"no file matches {item!r}")
+    for path in files:
+        if not path.is_file():
+            siblings = sorted(p.name for p in path.parent.glob("*") if p.suffix in (".root", ".parquet")) if path.parent.is_dir() else []
+            raise UserError(
+                f"{path}: no such data file" + (f"; ROOT and Parquet files in {path.parent}: {', '.join(siblings)}" if siblings else "")
+            )
+    if not files:
+        raise UserError("no data file given")
+    return files
+
+
+def _stream_columns(reader: _Reader, folder: Path, progress: bool) -> tuple[int, str]:
+    """Append each chunk's columns to raw files, then give each a .npy header (constant memory).
+
+    Returns the number of jets and the sha256 of the columns as read (independent of chunking).
+    """
     from tqdm import tqdm
 
     names = reader.varset.names + ["__event__", "__rank__"]
     dtypes: dict[str, np.dtype] = {}
+    digests = {n: hashlib.sha256() for n in names}
     n_jets = 0
     with ExitStack() as files:
         raw = {n: files.enter_context(open(folder / f"{n}.raw", "wb")) for n in names}
-        bar = files.enter_context(tqdm(total=reader.n_entries, unit="entry", desc=f"reading {reader.path.name}", disable=not progress))
+        bar = files.enter_context(tqdm(total=reader.n_entries, unit="entry", desc=f"reading {reader.label}", disable=not progress))
         for chunk in reader.chunks(on_progress=bar.update):
             for name in names:
                 array = np.ascontiguousarray(chunk[name])
                 dtypes[name] = array.dtype
                 raw[name].write(array.tobytes())
+                digests[name].update(array.tobytes())
             n_jets += len(chunk["__event__"])
     for name in names:
         _raw_to_npy(folder / f"{name}.raw", folder / f"{name}.npy", dtypes.get(name, np.dtype(np.float32)), n_jets)
-    return n_jets
+    content = hashlib.sha256(json.dumps([[n, str(dtypes.get(n)), digests[n].hexdigest()] for n in names] + [n_jets]).encode())
+    return n_jets, content.hexdigest()
 
 
 def _raw_to_npy(raw: Path, npy: Path, dtype: np.dtype, n: int) -> None:
@@ -181,81 +248,172 @@ def _raw_to_npy(raw: Path, npy: Path, dtype: np.dtype, n: int) -> None:
     raw.unlink()
 
 
-class _Reader:
-    """Resolves the tree and branches of one file for one variable set and yields cleaned chunks."""
+class InputFile:
+    """One input file: its tree (or RNTuple, or the Parquet table), entries, branch names, and its chunks."""
 
-    def __init__(self, path: Path, varset: VarSet, tree: str | None, leading_only: bool, step_size: int | str):
+    def __init__(self, path: Path, tree: str | None):
+        self.path = path
+        self.format = file_format(path)
+        if self.format == "Parquet":
+            import pyarrow.parquet as pq
+
+            try:
+                self._parquet = pq.ParquetFile(path)
+            except Exception as err:  # pyarrow raises several kinds for a damaged file
+                raise UserError(f"{path}: not a readable Parquet file ({err})") from None
+            self.tree = "(Parquet table)"
+            self.n_entries = self._parquet.metadata.num_rows
+            self.available = list(self._parquet.schema_arrow.names)
+        else:
+            import uproot
+
+            try:
+                handle = uproot.open(path)
+            except Exception as err:  # uproot raises many kinds for a damaged file
+                raise UserError(f"{path}: not a readable ROOT file ({err})") from None
+            self.tree = _pick_tree(handle, path, tree)
+            table = handle[self.tree]
+            self.n_entries = table.num_entries
+            self.available = [b.name for b in table.itervalues(recursive=True)]
+
+    def iterate(self, branches: list[str], step_size: int | str) -> Iterator[tuple[object, int, int]]:
+        """(awkward record array, first entry, entry after the last) per chunk."""
+        if self.format == "Parquet":
+            yield from self._parquet_chunks(branches, step_size)
+            return
         import uproot
 
-        if not path.is_file():
-            siblings = sorted(p.name for p in path.parent.glob("*.root")) if path.parent.is_dir() else []
-            raise UserError(f"{path}: no such data file" + (f"; ROOT files in {path.parent}: {', '.join(siblings)}" if siblings else ""))
-        self.path, self.varset, self.leading_only, self.step_size = path, varset, leading_only, step_size
-        try:
-            handle = uproot.open(path)
-        except Exception as err:  # uproot raises many kinds for a non-ROOT file
-            raise UserError(f"{path}: not a readable ROOT file ({err})") from None
-        self.tree_name = _pick_tree(handle, path, tree or varset.tree)
-        ttree = handle[self.tree_name]
-        self.n_entries = ttree.num_entries
-        available = [b.name for b in ttree.itervalues(recursive=True)]
-        self.branches = {
-            v.name: _find_branch(v.name, v.branches, varset.prefixes, available, path, self.tree_name) for v in varset.variables
-        }
-        self.event_branch = next((b for b in varset.event_branches if b in available), None)
+        for arrays, report in uproot.iterate(
+            {str(self.path): self.tree}, filter_name=branches, step_size=step_size, report=True, library="ak"
+        ):
+            yield arrays, report.tree_entry_start, report.tree_entry_stop
+
+    def _parquet_chunks(self, branches: list[str], step_size: int | str) -> Iterator[tuple[object, int, int]]:
+        """Record batches of about `step_size` bytes (row count estimated from the file's value counts)."""
+        import awkward as ak
+        import pyarrow as pa
+
+        metadata = self._parquet.metadata
+        values_per_row = 1.0
+        if metadata.num_row_groups and metadata.num_rows:
+            group = metadata.row_group(0)
+            values_per_row = sum(group.column(i).num_values for i in range(group.num_columns)) / max(group.num_rows, 1)
+        budget = _bytes(step_size)
+        rows = max(1000, int(budget / (8 * max(values_per_row, 1.0))))
+        start = 0
+        for batch in self._parquet.iter_batches(batch_size=rows, columns=branches):
+            arrays = ak.from_arrow(pa.Table.from_batches([batch]))
+            yield arrays, start, start + len(batch)
+            start += len(batch)
+
+
+def _bytes(step_size: int | str) -> int:
+    """'16 MB' -> bytes (an int is taken as a number of entries' worth of bytes)."""
+    if isinstance(step_size, int):
+        return step_size * 8
+    number, unit = step_size.split()
+    return int(float(number) * {"kB": 1e3, "MB": 1e6, "GB": 1e9}[unit])
+
+
+class _Reader:
+    """Resolves the files, trees and branches of a source for one variable set and yields cleaned chunks."""
+
+    def __init__(self, source: str | Path | list[str], varset: VarSet, tree: str | None, leading_only: bool, step_size: int | str):
+        self.varset, self.leading_only, self.step_size = varset, leading_only, step_size
+        self.files = [InputFile(path, tree or varset.tree) for path in _existing_files(source)]
+        self.label = self.files[0].path.name + (f" and {len(self.files) - 1} more files" if len(self.files) > 1 else "")
+        self.n_entries = sum(f.n_entries for f in self.files)
+        self.branches = [
+            {v.name: _find_branch(v.name, v.branches, varset.prefixes, f.available, f.path, f.tree) for v in varset.variables}
+            for f in self.files
+        ]
+        self.event_branches = [next((b for b in varset.event_branches if b in f.available), None) for f in self.files]
+        self.positive = [v.name for v in varset.variables if v.positive]
+        self.discrete = {v.name: np.zeros(0) for v in varset.variables if v.discrete}
         self.cuts = [CutReport("finite values", "all variables finite")]
         if leading_only:
             self.cuts.append(CutReport("leading jet only", f"rank by {varset.rank_by or 'file order'} == 0"))
         self.cuts += [CutReport(c.name, f"{c.action} {c.expression}") for c in varset.cuts]
+        if self.positive:
+            self.cuts.append(CutReport("declared positive", "no negative value in " + ", ".join(self.positive)))
+        self._checked = 0  # jets that reached the positivity check
+
+    def describe(self) -> dict:
+        """What was read: files (format, tree, sha256), variable set, cuts with counts."""
+        return {
+            "source": str(self.files[0].path.resolve()) if len(self.files) == 1 else self.label,
+            "files": [
+                {"path": str(f.path.resolve()), "format": f.format, "tree": f.tree, "entries": f.n_entries, "sha256": file_checksum(f.path)}
+                for f in self.files
+            ],
+            "tree": self.files[0].tree,
+            "varset": self.varset.name,
+            "names": self.varset.names,
+            "leading_only": self.leading_only,
+            "n_entries": self.n_entries,
+            "cuts": [asdict(c) for c in self.cuts],
+            "cache_version": CACHE_VERSION,
+        }
 
     def chunks(self, on_progress=lambda n: None) -> Iterator[dict[str, np.ndarray]]:
-        """Yield dicts of per-jet numpy columns (plus __event__, __rank__) after cuts.
+        """Yield dicts of per-jet numpy columns (plus __event__, __rank__) after cuts, file after file.
 
-        In a flat per-jet tree the jets of the event at the end of a chunk are held
-        back and joined to the next chunk, so that ranks within events are exact.
+        Events are numbered across files. In a flat per-jet file with an event branch, the
+        jets of the event at the end of a chunk are held back and joined to the next chunk,
+        so that ranks within events are exact; those events are numbered 0, 1, 2, ... in
+        order of appearance (jets of one event must be adjacent).
         """
-        import uproot
+        offset = 0  # events (entries or numbered events) of the files before this one
+        for file, branches, event_branch in zip(self.files, self.branches, self.event_branches, strict=True):
+            wanted = list(branches.values()) + ([event_branch] if event_branch else [])
+            held: tuple[dict[str, np.ndarray], np.ndarray] | None = None
+            numbered = offset
+            for arrays, start, stop in file.iterate(wanted, self.step_size):
+                columns, event, rank = self._flatten(arrays, branches, event_branch, offset + start)
+                if rank is None:  # flat file with an event branch: rank once the event is complete
+                    if held is not None:
+                        columns = {k: np.concatenate([held[0][k], v]) for k, v in columns.items()}
+                        event = np.concatenate([held[1], event])
+                    complete = np.ones(len(event), dtype=bool)
+                    if stop < file.n_entries and len(event):
+                        complete = event != event[-1]
+                    held = ({k: v[~complete] for k, v in columns.items()}, event[~complete])
+                    columns, event = {k: v[complete] for k, v in columns.items()}, event[complete]
+                    new_event = np.r_[True, event[1:] != event[:-1]] if len(event) else np.zeros(0, bool)
+                    event = numbered + np.cumsum(new_event, dtype=np.int64) - 1
+                    numbered = int(event[-1]) + 1 if len(event) else numbered
+                    order_by = columns[self.varset.rank_by] if self.varset.rank_by else None
+                    rank = _rank_within_events(event, order_by).astype(np.int32)
+                yield self._clean(columns, event, rank)
+                on_progress(stop - start)
+            offset = numbered if event_branch else offset + file.n_entries
 
-        wanted = list(self.branches.values()) + ([self.event_branch] if self.event_branch else [])
-        held: tuple[dict[str, np.ndarray], np.ndarray] | None = None
-        for arrays, report in uproot.iterate(
-            {str(self.path): self.tree_name}, filter_name=wanted, step_size=self.step_size, report=True, library="ak"
-        ):
-            columns, event, rank = self._flatten(arrays, report.tree_entry_start)
-            if rank is None:  # flat tree with an event branch: rank once the event is complete
-                if held is not None:
-                    columns = {k: np.concatenate([held[0][k], v]) for k, v in columns.items()}
-                    event = np.concatenate([held[1], event])
-                complete = np.ones(len(event), dtype=bool)
-                if report.tree_entry_stop < self.n_entries and len(event):
-                    complete = event != event[-1]
-                held = ({k: v[~complete] for k, v in columns.items()}, event[~complete])
-                columns, event = {k: v[complete] for k, v in columns.items()}, event[complete]
-                order_by = columns[self.varset.rank_by] if self.varset.rank_by else None
-                rank = _rank_within_events(event, order_by).astype(np.int32)
-            yield self._clean(columns, event, rank)
-            on_progress(report.tree_entry_stop - report.tree_entry_start)
-
-    def _flatten(self, arrays, entry_start: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray | None]:
+    def _flatten(
+        self, arrays, branches: dict[str, str], event_branch: str | None, entry_start: int
+    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray | None]:
         """Per-jet columns in physical units, event index, and rank (None: to be computed per event)."""
         import awkward as ak
 
-        first = arrays[self.branches[self.varset.names[0]]]
-        rank_branch = self.branches.get(self.varset.rank_by) if self.varset.rank_by else None
+        def values(branch: str):
+            array = arrays[branch]
+            return ak.fill_none(array, np.nan, axis=None) if _has_options(array) else array
+
+        first = values(branches[self.varset.names[0]])
+        rank_branch = branches.get(self.varset.rank_by) if self.varset.rank_by else None
         rank: np.ndarray | None
         if first.ndim > 1:  # jagged: one entry per event
             counts = ak.to_numpy(ak.num(first))
             event = np.repeat(entry_start + np.arange(len(counts), dtype=np.int64), counts)
             if rank_branch:
-                order = ak.argsort(arrays[rank_branch], axis=1, ascending=False)
+                order = ak.argsort(values(rank_branch), axis=1, ascending=False)
                 rank = ak.to_numpy(ak.flatten(ak.argsort(order, axis=1)))
             else:
                 rank = ak.to_numpy(ak.flatten(ak.local_index(first)))
-            flat = {v.name: ak.to_numpy(ak.flatten(arrays[self.branches[v.name]])) for v in self.varset.variables}
+            flat = {v.name: ak.to_numpy(ak.flatten(values(branches[v.name]))) for v in self.varset.variables}
         else:  # flat: one entry per jet
-            flat = {v.name: ak.to_numpy(arrays[self.branches[v.name]]) for v in self.varset.variables}
-            if self.event_branch:
-                event, rank = ak.to_numpy(arrays[self.event_branch]).astype(np.int64), None
+            flat = {v.name: ak.to_numpy(values(branches[v.name])) for v in self.varset.variables}
+            if event_branch:
+                event, rank = ak.to_numpy(values(event_branch)).astype(np.int64), None
             else:
                 event = entry_start + np.arange(len(first), dtype=np.int64)
                 rank = np.zeros(len(first), dtype=np.int64)
@@ -266,22 +424,62 @@ class _Reader:
         import pandas as pd
 
         frame = pd.DataFrame(columns, copy=False)
-        keep = np.isfinite(frame.to_numpy()).all(axis=1)
-        self.cuts[0].removed += int((~keep).sum())
-        steps = self.cuts[1:]
+        finite = np.isfinite(frame.to_numpy())
+        keep = finite.all(axis=1)
+        _count(self.cuts[0], ~keep, {name: ~finite[:, i] for i, name in enumerate(self.varset.names)})
+        steps = iter(self.cuts[1:])
         if self.leading_only:
-            self.cuts[1].removed += int((keep & (rank != 0)).sum())
+            next(steps).removed += int((keep & (rank != 0)).sum())
             keep &= rank == 0
-            steps = self.cuts[2:]
-        for report, cut in zip(steps, self.varset.cuts, strict=True):
+        for cut in self.varset.cuts:
             passed = _evaluate(frame, cut.expression, self.varset.name)
             passed = passed if cut.action == "keep" else ~passed
-            report.removed += int((keep & ~passed).sum())
+            next(steps).removed += int((keep & ~passed).sum())
             keep &= passed
+        if self.positive:
+            self._checked += int(keep.sum())
+            negative = {name: keep & (columns[name] < 0) for name in self.positive}
+            dropped = np.logical_or.reduce(list(negative.values()))
+            _count(next(steps), dropped, negative)
+            keep &= ~dropped
+        for name, seen in self.discrete.items():
+            if len(seen) <= DISCRETE_LIMIT:
+                self.discrete[name] = np.union1d(seen, np.unique(columns[name][keep]))
         out = {name: columns[name][keep] for name in self.varset.names}
         out["__event__"] = event[keep]
         out["__rank__"] = rank[keep]
         return out
+
+    def check(self) -> None:
+        """Refuse declarations the data contradict: many negative values of a positive variable, a continuous 'discrete' one."""
+        if self.positive:
+            report = self.cuts[-1]
+            for name, count in report.by_variable.items():
+                if count > POSITIVE_CUT_LIMIT * max(self._checked, 1):
+                    raise UserError(
+                        f"{self.label}: variable {name!r} is declared positive in variable set {self.varset.name!r}, but {count:,} of "
+                        f"{self._checked:,} jets ({100 * count / max(self._checked, 1):.1f} %) are negative; remove positive: true "
+                        f"for it (its residual is then absolute), or cut those jets (drop: {name} < 0); "
+                        f"up to {100 * POSITIVE_CUT_LIMIT:g} % are cut and counted"
+                    )
+        for name, seen in self.discrete.items():
+            if len(seen) > DISCRETE_LIMIT:
+                raise UserError(
+                    f"{self.label}: variable {name!r} is declared discrete in variable set {self.varset.name!r}, but takes more than "
+                    f"{DISCRETE_LIMIT:,} distinct values: it is continuous; remove discrete: true for it"
+                )
+
+
+def _count(report: CutReport, removed: np.ndarray, by_variable: dict[str, np.ndarray]) -> None:
+    report.removed += int(removed.sum())
+    for name, mask in by_variable.items():
+        if mask.any():
+            report.by_variable[name] = report.by_variable.get(name, 0) + int(mask.sum())
+
+
+def _has_options(array) -> bool:
+    """Whether an awkward array may hold missing values (Parquet columns from pandas do)."""
+    return "?" in str(array.type) or "option" in str(array.type)
 
 
 def _in_units(values: np.ndarray, scale: float) -> np.ndarray:
@@ -313,15 +511,21 @@ def _rank_within_events(event: np.ndarray, order_by: np.ndarray | None) -> np.nd
     return rank
 
 
+TABLE_CLASSES = ("TTree", "ROOT::RNTuple")
+
+
 def _pick_tree(handle, path: Path, wanted: str | None) -> str:
-    trees = sorted({key.split(";")[0] for key, cls in handle.classnames(recursive=True).items() if cls == "TTree"})
+    trees = sorted({key.split(";")[0] for key, cls in handle.classnames(recursive=True).items() if cls in TABLE_CLASSES})
     if wanted:
         if wanted not in trees:
-            raise UserError(f"{path}: no tree {wanted!r}; trees in the file: {', '.join(trees) or 'none'}")
+            raise UserError(f"{path}: no tree or RNTuple {wanted!r}; in the file: {', '.join(trees) or 'none'}")
         return wanted
     if len(trees) == 1:
         return trees[0]
-    raise UserError(f"{path}: " + (f"several trees ({', '.join(trees)}); choose one with data.tree" if trees else "holds no TTree"))
+    if trees:
+        raise UserError(f"{path}: several trees ({', '.join(trees)}); choose one with data.tree")
+    found = ", ".join(f"{key} ({cls})" for key, cls in handle.classnames().items())
+    raise UserError(f"{path}: holds no TTree or RNTuple" + (f"; it holds {found}" if found else ""))
 
 
 def _find_branch(name: str, candidates: tuple[str, ...], prefixes: tuple[str, ...], available: list[str], path: Path, tree: str) -> str:
@@ -331,6 +535,6 @@ def _find_branch(name: str, candidates: tuple[str, ...], prefixes: tuple[str, ..
             return branch
     hint = closest(tried[0], available) or closest(name, available)
     raise UserError(
-        f"{path}: tree {tree!r} has no branch for variable {name!r} (tried {', '.join(tried)}); "
+        f"{path}: {tree!r} has no branch for variable {name!r} (tried {', '.join(tried)}); "
         f"nearest existing branches: {', '.join(hint) if hint else ', '.join(available[:10])}"
     )

@@ -1,26 +1,39 @@
 """Variable sets: which branches make a jet, their units, transforms and cuts.
 
-They are data, not code: one YAML file per set in `hpcsweep/data/varsets/`
-(a set may `extends:` another and `drop:` some of its variables). This module
-only parses them; it imports nothing heavy so that configuration checks stay fast.
+A set is data, given in one of three ways: the name of a set shipped with
+hpcsweep (`hpcsweep/data/varsets/<name>.yaml`), the path of a YAML file of
+one's own, or a mapping written inline in a sweep file. Whatever the form, it
+is resolved once into one flat, validated mapping (`extends:` followed,
+`drop:` applied); a trial stores that mapping, so its results never depend on
+a file that may change later. Only pydantic and YAML are imported here, so
+that configuration checks stay fast.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+import json
+import re
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from hpcsweep.errors import UserError
+from hpcsweep.errors import UserError, closest, one_line
+from hpcsweep.paths import locate
 
 VARSET_DIR = Path(__file__).parent / "varsets"
+#: Coordinates a variable set's `four_momentum` may name (as `vector` spells them).
+FOUR_MOMENTUM_KEYS = ("pt", "eta", "phi", "mass", "energy")
 
 
-@dataclass(frozen=True)
-class Transform:
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Transform(_Frozen):
     """y = (g(x) - shift) / scale with g(x) = x ('linear') or log10(sign*x + offset) ('log10')."""
 
     kind: Literal["linear", "log10"] = "linear"
@@ -29,46 +42,113 @@ class Transform:
     offset: float = 0.0
     sign: float = 1.0
 
+    @field_validator("scale")
+    @classmethod
+    def _nonzero(cls, value: float) -> float:
+        if value == 0:
+            raise ValueError("a transform's scale must not be 0")
+        return value
 
-@dataclass(frozen=True)
-class Variable:
-    """One per-jet column: its name, where it may be found, and how to treat it."""
+    @property
+    def is_identity(self) -> bool:
+        return self.kind == "linear" and self.scale == 1 and self.shift == 0
+
+
+class Variable(_Frozen):
+    """One per-jet column: its name, where it may be found, and how to treat it.
+
+    `positive`: never negative (decoded values are clipped at 0; jets with a negative value are
+    cut and counted when read). `discrete`: takes few values (decoded values are rounded to the
+    nearest value seen in training). `residual`: relative, absolute or phi (wrapped); by default
+    relative for positive continuous variables, absolute otherwise.
+    """
 
     name: str
-    branches: tuple[str, ...]
-    unit_scale: float = 1.0
-    transform: Transform = field(default_factory=Transform)
+    branches: tuple[str, ...] = Field((), description="names to look for in the file (default: the variable's name)")
+    unit_scale: float = Field(1.0, description="multiplies the file's values, e.g. 0.001 for MeV -> GeV")
+    transform: Transform = Field(default_factory=Transform)
     discrete: bool = False
     positive: bool = False
     residual: Literal["relative", "absolute", "phi"] = "absolute"
-    unit: str = ""  # for axis labels: GeV, rad, or nothing
+    unit: str = Field("", description="for axis labels: GeV, rad, or nothing")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict):
+            return raw
+        raw = dict(raw)
+        name = raw.get("name")
+        if isinstance(name, str) and not name.isidentifier():
+            raise ValueError(f"variable name {name!r} must be an identifier (cuts refer to it by name); give the branch in branches:")
+        if not raw.get("branches") and isinstance(name, str):
+            raw["branches"] = [name]
+        if raw.get("residual") is None:  # scale variables compare relatively, counts and angles absolutely
+            raw["residual"] = "relative" if raw.get("positive") and not raw.get("discrete") else "absolute"
+        return raw
 
 
-@dataclass(frozen=True)
-class Cut:
-    """A cleaning cut: jets for which `expression` is true are kept ('keep') or removed ('drop')."""
+class Cut(_Frozen):
+    """A cleaning cut: jets for which `expression` (pandas syntax, variable names) is true are kept or dropped."""
 
     name: str
     action: Literal["keep", "drop"]
     expression: str
 
+    @model_validator(mode="before")
+    @classmethod
+    def _keep_or_drop(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict) or "action" in raw:
+            return raw
+        actions = [key for key in ("keep", "drop") if key in raw]
+        if len(actions) != 1:
+            raise ValueError(f"a cut takes either keep: EXPRESSION or drop: EXPRESSION, and an optional name: (got {sorted(raw)})")
+        unknown = set(raw) - {"keep", "drop", "name"}
+        if unknown:
+            raise ValueError(f"unknown key {sorted(unknown)[0]!r} in a cut; valid keys: drop, keep, name")
+        (action,) = actions
+        return {"name": raw.get("name") or raw[action], "action": action, "expression": raw[action]}
 
-@dataclass(frozen=True)
-class VarSet:
+
+class VarSet(_Frozen):
+    """A resolved variable set: no `extends`, no `drop`."""
+
     name: str
-    description: str
-    variables: tuple[Variable, ...]
+    description: str = ""
+    variables: tuple[Variable, ...] = Field(min_length=1)
     cuts: tuple[Cut, ...] = ()
-    tree: str | None = None
-    prefixes: tuple[str, ...] = ("",)
-    event_branches: tuple[str, ...] = ()
-    rank_by: str | None = None
-    four_momentum: dict[str, str] = field(default_factory=dict)
-    source_text: str = ""
+    tree: str | None = Field(None, description="the tree or RNTuple to read (default: the file's only one)")
+    prefixes: tuple[str, ...] = Field(("",), description="prefixes branch names may carry, tried in order")
+    event_branches: tuple[str, ...] = Field((), description="flat per-jet files: a branch numbering events, so jets are ranked in them")
+    rank_by: str | None = Field(None, description="the variable that orders jets within an event (rank 0 = leading)")
+    four_momentum: dict[str, str] = Field(default_factory=dict, description="pt/eta/phi/mass or energy -> variable, for dijet masses")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> VarSet:
+        names = self.names
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"variable {repeated[0]!r} is listed twice")
+        if self.rank_by is not None and self.rank_by not in names:
+            raise ValueError(f"rank_by {self.rank_by!r} is not a variable; valid choices: {', '.join(names)}")
+        for coordinate, variable in self.four_momentum.items():
+            if coordinate not in FOUR_MOMENTUM_KEYS:
+                raise ValueError(f"four_momentum: unknown coordinate {coordinate!r}; valid choices: {', '.join(FOUR_MOMENTUM_KEYS)}")
+            if variable not in names:
+                raise ValueError(f"four_momentum {coordinate}: {variable!r} is not a variable; valid choices: {', '.join(names)}")
+        return self
 
     @property
     def names(self) -> list[str]:
         return [v.name for v in self.variables]
+
+    def mapping(self) -> dict[str, Any]:
+        """The flat mapping a trial stores (plain JSON types)."""
+        return self.model_dump(mode="json")
+
+    def key(self) -> str:
+        """Canonical text of the set: equal for equal sets, whatever their source."""
+        return json.dumps(self.mapping(), sort_keys=True, separators=(",", ":"))
 
 
 def varset_names() -> list[str]:
@@ -76,64 +156,84 @@ def varset_names() -> list[str]:
     return sorted(p.stem for p in VARSET_DIR.glob("*.yaml"))
 
 
-@cache
-def load_varset(name: str) -> VarSet:
-    """Parse a named variable set (resolving `extends`/`drop`)."""
-    path = VARSET_DIR / f"{name}.yaml"
-    if not path.is_file():
-        raise UserError(f"unknown variable set {name!r}; valid choices: {', '.join(varset_names())}")
-    raw = yaml.safe_load(path.read_text())
-    parent = load_varset(raw["extends"]) if "extends" in raw else None
-    try:
-        return _build(raw, parent, path)
-    except (KeyError, TypeError, ValueError) as err:
-        raise UserError(f"{path}: malformed variable set ({err})") from None
-
-
-def _build(raw: dict[str, Any], parent: VarSet | None, path: Path) -> VarSet:
-    if parent is not None:
-        drop = set(raw.get("drop", []))
-        unknown = drop - set(parent.names)
-        if unknown:
-            raise ValueError(f"drop names unknown variables {sorted(unknown)}")
-        variables = tuple(v for v in parent.variables if v.name not in drop)
-        return replace(
-            parent,
-            name=raw["name"],
-            description=raw.get("description", parent.description),
-            variables=variables,
-            source_text=parent.source_text + "\n---\n" + path.read_text(),
-        )
-    variables = tuple(_variable(entry) for entry in raw["variables"])
-    cuts = tuple(_cut(entry) for entry in raw.get("cuts", []))
-    return VarSet(
-        name=raw["name"],
-        description=raw.get("description", ""),
-        variables=variables,
-        cuts=cuts,
-        tree=raw.get("tree"),
-        prefixes=tuple(raw.get("prefixes", [""])),
-        event_branches=tuple(raw.get("event_branches", [])),
-        rank_by=raw.get("rank_by"),
-        four_momentum=dict(raw.get("four_momentum", {})),
-        source_text=path.read_text(),
+def load_varset(value: str | Mapping[str, Any], base: Path | None = None) -> VarSet:
+    """A variable set from a built-in name, a YAML file (relative: beside `base`, else here) or a mapping."""
+    if isinstance(value, Mapping):
+        return _from_mapping(dict(value), "inline variable set", base)
+    if value in varset_names():
+        return _builtin(value)
+    if value.endswith((".yaml", ".yml")) or "/" in value:
+        return _from_file(value, base)
+    hint = closest(value, varset_names())
+    raise UserError(
+        f"unknown variable set {value!r}"
+        + (f" (did you mean {', '.join(hint)}?)" if hint else "")
+        + f"; valid choices: {', '.join(varset_names())}, or the path of a YAML file (see 'hpcsweep data varsets')"
     )
 
 
-def _variable(entry: dict[str, Any]) -> Variable:
-    spec = dict(entry)
-    name = spec.pop("name")
-    if not name.isidentifier():
-        raise ValueError(f"variable name {name!r} must be an identifier (cuts refer to it by name)")
-    transform = Transform(**spec.pop("transform", {}))
-    if transform.scale == 0:
-        raise ValueError(f"variable {name}: transform scale must not be 0")
-    branches = tuple(spec.pop("branches", [name]))
-    if "residual" not in spec:  # scale variables compare relatively, counts and angles absolutely
-        spec["residual"] = "relative" if spec.get("positive") and not spec.get("discrete") else "absolute"
-    return Variable(name=name, branches=branches, transform=transform, **spec)
+def resolve_varset(value: str | Mapping[str, Any], base: Path | None = None) -> str | dict[str, Any]:
+    """What a config stores: a built-in set's name as it is; a file's or an inline set's flat mapping."""
+    if isinstance(value, str) and value in varset_names():
+        return value
+    return load_varset(value, base).mapping()
 
 
-def _cut(entry: dict[str, Any]) -> Cut:
-    (action,) = [key for key in ("keep", "drop") if key in entry]
-    return Cut(name=entry.get("name", entry[action]), action=action, expression=entry[action])
+def varset_label(value: str | Mapping[str, Any]) -> str:
+    """A set's name for tables: the built-in name, or the `name` in its mapping."""
+    return value if isinstance(value, str) else str(value.get("name", "inline"))
+
+
+@cache
+def _builtin(name: str) -> VarSet:
+    return _from_file(str(VARSET_DIR / f"{name}.yaml"), None)
+
+
+def _from_file(value: str, base: Path | None) -> VarSet:
+    path = Path(locate(value, base))
+    if not path.is_file():
+        where = f" (looked beside the sweep file, in {base}, and in the working directory)" if base else ""
+        raise UserError(f"variable set {value}: no such file{where}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise UserError(f"{path}: not valid YAML ({getattr(err, 'problem', err)})") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: a variable set is a mapping (name, variables, cuts, ...); see docs/data.md")
+    raw.setdefault("name", path.stem)
+    return _from_mapping(raw, str(path), path.parent)
+
+
+def _from_mapping(raw: dict[str, Any], source: str, base: Path | None) -> VarSet:
+    """Validate a set given as a mapping, after following its `extends` (a built-in name or a path)."""
+    if "extends" in raw:
+        raw = _extend(load_varset(raw["extends"], base).mapping(), raw, source)
+    raw.setdefault("name", "inline")
+    try:
+        return VarSet.model_validate(raw)
+    except ValidationError as err:
+        raise UserError(_name_variables(one_line(err, source, VarSet), raw)) from None
+
+
+def _extend(parent: dict[str, Any], child: dict[str, Any], source: str) -> dict[str, Any]:
+    """The parent's mapping with the child's keys: `drop` removes variables, `variables` and `cuts` add to the parent's."""
+    drop = set(child.get("drop", []))
+    unknown = drop - {v["name"] for v in parent["variables"]}
+    if unknown:
+        raise UserError(f"{source}: drop names variables {sorted(unknown)} that {parent['name']!r} does not have")
+    merged = {**parent, **{k: v for k, v in child.items() if k not in ("extends", "drop", "variables", "cuts")}}
+    merged["variables"] = [v for v in parent["variables"] if v["name"] not in drop] + list(child.get("variables", []))
+    merged["cuts"] = list(parent["cuts"]) + list(child.get("cuts", []))
+    return merged
+
+
+def _name_variables(message: str, raw: dict[str, Any]) -> str:
+    """'variables.2.postive' -> "variable 'm': postive" in an error message."""
+    variables = raw.get("variables") if isinstance(raw.get("variables"), list) else []
+
+    def named(match: re.Match) -> str:
+        index = int(match.group(1))
+        entry = variables[index] if index < len(variables) else None
+        return f"variable {entry['name']!r}" if isinstance(entry, dict) and "name" in entry else match.group(0)
+
+    return re.sub(r"variables\.(\d+)", named, message)

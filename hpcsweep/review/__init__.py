@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from hpcsweep import __version__
+from hpcsweep.config import SweepConfig
 from hpcsweep.data.varset import VarSet, load_varset
 from hpcsweep.review import plots
 from hpcsweep.review.report import write_report
@@ -28,15 +29,21 @@ from hpcsweep.review.tables import (
     best_and_median,
     comparison_table,
     compression_table,
+    data_versions_table,
+    evaluations_table,
     markdown,
+    residuals_table,
     thesis_table,
     trials_frame,
     varied_axes,
     write_table,
 )
 from hpcsweep.store import TrialRecord, read_trial, rebuild_index, scan, trial_path
+from hpcsweep.sweep import Datasets, kept_sweep, plan
+from hpcsweep.sweep.datasets import data_versions
+from hpcsweep.sweep.rank import Ranking, loss_space_warning
 
-__all__ = ["Figure", "Review", "SweepResults", "aggregate", "write_report"]
+__all__ = ["Figure", "Review", "Selection", "SweepResults", "aggregate", "select", "write_report"]
 
 
 class SweepResults:
@@ -53,12 +60,42 @@ class SweepResults:
 
     def trials(self) -> pd.DataFrame:
         summaries, _ = scan(self.results_dir)
-        return trials_frame(summaries)
+        selection = select(self.results_dir, summaries)
+        return trials_frame(selection.summaries, selection.ranking)
 
     def table(self) -> dict[str, pd.DataFrame]:
-        """Best and median trial per latent dimension, in the thesis' table layout."""
-        best, median = best_and_median(self.trials())
-        return {"best": thesis_table(best), "median": thesis_table(median)}
+        """Best and median trial per latent dimension, in the thesis' table layout (ranked by the sweep's yardstick)."""
+        summaries, _ = scan(self.results_dir)
+        selection = select(self.results_dir, summaries)
+        best, median = best_and_median(trials_frame(selection.summaries, selection.ranking))
+        axes = varied_axes(selection.summaries)
+        return {"best": thesis_table(best, axes, selection.ranking), "median": thesis_table(median, axes, selection.ranking)}
+
+
+@dataclass
+class Selection:
+    """The trials a sweep's tables count (those of its current definition), how they are ranked, and what was left out."""
+
+    summaries: dict[str, dict[str, Any]]
+    ranking: Ranking
+    definition: SweepConfig | None
+    notes: list[str] = field(default_factory=list)
+
+
+def select(results_dir: Path, summaries: dict[str, dict[str, Any]], definition: SweepConfig | None = None) -> Selection:
+    """The trial files of `definition` (default: the one the folder keeps) among `summaries`.
+
+    Files of earlier grids, of overrides or of another data version stay in the folder and out
+    of the tables, counted in a note. A folder that keeps no definition counts every file.
+    """
+    definition = definition or kept_sweep(results_dir)
+    if definition is None:
+        return Selection(summaries, Ranking(), None, ["no sweep definition is kept with these results: every trial file is counted"])
+    planned = plan(definition, results_dir, datasets=Datasets(results_dir, prepare=False, progress=False))
+    members = {p.trial_id for p in planned.trials}
+    notes = [n for n in (planned.describe_others(), loss_space_warning(definition)) if n]
+    notes += [f"data not read ({problem}): trials counted with the version last recorded" for problem in planned.data_problems]
+    return Selection({t: s for t, s in summaries.items() if t in members}, Ranking.of(definition), definition, notes)
 
 
 @dataclass
@@ -82,31 +119,39 @@ class Review:
     paths: dict[str, Path] = field(default_factory=dict)
 
 
-def aggregate(results_dir: Path, plot: bool = True, detail: bool = True) -> Review:
+def aggregate(results_dir: Path, plot: bool = True, detail: bool = True, definition: SweepConfig | None = None) -> Review:
     """Write a sweep's tables and figures; `detail` adds the per-trial figures of the best trial per z.
 
-    Only summaries (the sweep index) and the best trials' evaluations and histories are read.
-    Whatever cannot be built (no finished trial, old trial files, mixed data) becomes a warning.
+    The tables count the trials of `definition` (default: the sweep as its folder keeps it), ranked
+    by its `rank_by`. Only summaries (the sweep index) and the chosen trials' evaluations and histories
+    are read. Whatever cannot be built (no finished trial, old trial files) becomes a warning.
     """
     results_dir = Path(results_dir)
-    summaries, unreadable = rebuild_index(results_dir)
+    everything, unreadable = rebuild_index(results_dir)
+    selection = select(results_dir, everything, definition)
+    summaries, ranking = selection.summaries, selection.ranking
     review = Review(results_dir, trials_frame({}), unreadable=unreadable)
-    review.warnings += [f"unreadable trial file (left out): {problem}" for problem in unreadable]
-    summaries = _one_dataset(summaries, results_dir, review.warnings)
-    review.frame = frame = trials_frame(summaries)
+    review.warnings += [f"unreadable trial file (left out): {problem}" for problem in unreadable] + selection.notes
+    review.frame = frame = trials_frame(summaries, ranking)
     review.paths["trials.csv"] = results_dir / "trials.csv"
     results_dir.mkdir(parents=True, exist_ok=True)
     frame.to_csv(review.paths["trials.csv"], index=False)
     best, median = best_and_median(frame)
+    unranked = int(((frame["state"] == "done") & frame["rank"].isna()).sum())
+    if unranked:
+        review.warnings.append(f"{unranked} finished trials have no {ranking.label.lower()} (written by an older hpcsweep): "
+                               "left out of the rankings; 'hpcsweep evaluate TRIAL' adds it")  # fmt: skip
     if not len(best):
         counts = Counter(frame["state"])
         review.warnings.append("no finished trial yet" + (": " + ", ".join(f"{n} {s}" for s, n in counts.items()) if counts else ""))
     records = _best_records(best, results_dir, review.warnings)
     evaluations = {trial_id: record.evaluation for trial_id, record in records.items()}
-    _add_tables(review, frame, best, median, evaluations, summaries)
+    varset = _varset_of(best, summaries, records)
+    _add_tables(review, frame, best, median, evaluations, summaries, ranking, varset)
+    _add_data_tables(review, frame, everything, summaries)
     if plot and len(best):
-        _add_figures(review, frame, best, median, records, detail)
-    _add_stability(review, summaries, plot)
+        _add_figures(review, frame, best, median, records, detail, ranking, varset)
+    _add_stability(review, summaries, plot, ranking)
     for figure in review.figures:
         for suffix in (".png", ".pdf"):
             review.paths[f"figures/{figure.path.name}{suffix}"] = figure.path.with_suffix(suffix)
@@ -120,40 +165,12 @@ def aggregate(results_dir: Path, plot: bool = True, detail: bool = True) -> Revi
     return review
 
 
-def _one_dataset(summaries: dict[str, dict[str, Any]], results_dir: Path, warnings: list[str]) -> dict[str, dict[str, Any]]:
-    """Trials of one dataset only, unless the sweep's own grid varies the data: the largest group is kept."""
-    definition = _kept_definition(results_dir)
-    if any(key.startswith("data.") for key in [*definition.get("grid", {}), *_point_keys(definition)]):
-        return summaries
-    groups: dict[tuple[str, str], list[str]] = {}
-    unread: list[str] = []  # trials that failed before reading their data: they join the kept group by variable set
-    for trial_id, summary in summaries.items():
-        checksum = summary.get("provenance", {}).get("data_checksum", "")[:12]
-        if checksum:
-            groups.setdefault((summary["config"]["data"]["varset"], checksum), []).append(trial_id)
-        else:
-            unread.append(trial_id)
-    if len(groups) < 2:
-        return summaries
-    ranked = sorted(groups.items(), key=lambda item: -len(item[1]))
-    (kept_key, kept), others = ranked[0], ranked[1:]
-    kept = kept + [t for t in unread if summaries[t]["config"]["data"]["varset"] == kept_key[0]]
-    shown = "; ".join(
-        f"{len(ids)} of variable set {k[0]!r}, data {k[1]} ({', '.join(ids[:3])}{'...' if len(ids) > 3 else ''})" for k, ids in others
-    )
-    warnings.append(
-        f"trials from different data are mixed in this sweep: kept the {len(kept)} of variable set {kept_key[0]!r}, "
-        f"data {kept_key[1]}; left out {shown}"
-    )
-    return {trial_id: summaries[trial_id] for trial_id in kept}
-
-
-def _kept_definition(results_dir: Path) -> dict[str, Any]:
-    return _read_json(results_dir / "definition.json")
-
-
-def _point_keys(definition: dict[str, Any]) -> list[str]:
-    return [key for point in definition.get("points", {}).get("all", []) for key in point]
+def _varset_of(best: pd.DataFrame, summaries: dict[str, dict[str, Any]], records: dict[str, TrialRecord]) -> VarSet | None:
+    """The variable set of the best trials (the one stored with them; older files: by its name)."""
+    for trial_id in best["trial_id"]:
+        record = records.get(trial_id)
+        return load_varset(record.varset if record is not None and record.varset else summaries[trial_id]["config"]["data"]["varset"])
+    return None
 
 
 def _best_records(best: pd.DataFrame, results_dir: Path, warnings: list[str]) -> dict[str, TrialRecord]:
@@ -167,21 +184,41 @@ def _best_records(best: pd.DataFrame, results_dir: Path, warnings: list[str]) ->
     return records
 
 
-def _add_tables(review: Review, frame: pd.DataFrame, best: pd.DataFrame, median: pd.DataFrame, evaluations, summaries) -> None:
+def _add_tables(review: Review, frame, best, median, evaluations, summaries, ranking: Ranking, varset: VarSet | None) -> None:
+    axes = varied_axes(summaries)
+    ranked = f"ranked by {ranking.description}"
     tables = {
-        "best_per_latent": ("Best performing networks per latent dimension", thesis_table(best)),
-        "median_per_latent": ("Median performing networks per latent dimension", thesis_table(median)),
+        "best_per_latent": (f"Best performing networks per latent dimension, {ranked}", thesis_table(best, axes, ranking)),
+        "median_per_latent": (f"Median performing networks per latent dimension, {ranked}", thesis_table(median, axes, ranking)),
     }
-    for axis in varied_axes(summaries):
-        tables[f"by_{axis.replace('.', '_')}"] = (f"Best and median validation loss by {axis}", comparison_table(frame, axis))
+    if len(best) and varset is not None:
+        tables["residuals_per_latent"] = (
+            "Residuals of the best and the median network per latent dimension (68 % half-width; jets within 1 %)",
+            residuals_table(best, median, summaries, varset),
+        )
+    for axis in axes:
+        tables[f"by_{axis.replace('.', '_')}"] = (f"Best and median {ranking.label.lower()} by {axis}", comparison_table(frame, axis))
     if len(best):
-        tables["baselines_per_latent"] = ("Best AE against PCA and float16 truncation (normalised MSE)", baselines_table(best, evaluations))
+        tables["baselines_per_latent"] = ("Best AE against PCA and float16 truncation", baselines_table(best, evaluations))
         tables["compression_per_latent"] = (
             "Compression of the best AE per latent dimension (bytes per jet)",
             compression_table(best, evaluations),
         )
     for stem, (title, table) in tables.items():
         _add_table(review, stem, title, table)
+
+
+def _add_data_tables(review: Review, frame: pd.DataFrame, everything: dict[str, dict[str, Any]], summaries) -> None:
+    """Which data the trials read (files, tree, checksums, cuts and counts), and evaluations beyond the validation split."""
+    versions = data_versions(review.results_dir)
+    if versions:
+        current = set(frame["data_version"].dropna())
+        table = data_versions_table(versions, trials_frame(everything), current)
+        _add_table(review, "data_versions", "Data read by the trials of this folder (a version is the checksum of the jets as read)", table)
+    extra = {t: s for t, s in summaries.items() if s.get("evaluations")}
+    if extra:
+        records = {t: read_trial(trial_path(review.results_dir, t), weights=False) for t in extra}
+        _add_table(review, "evaluations", "Evaluations besides the validation split (signals, other files)", evaluations_table(records))
 
 
 def _add_table(review: Review, stem: str, title: str, table: pd.DataFrame) -> None:
@@ -192,20 +229,22 @@ def _add_table(review: Review, stem: str, title: str, table: pd.DataFrame) -> No
         review.paths[f"tables/{path.name}"] = path
 
 
-def _add_figures(review: Review, frame, best, median, records: dict[str, TrialRecord], detail: bool) -> None:
+def _add_figures(
+    review: Review, frame, best, median, records: dict[str, TrialRecord], detail: bool, ranking: Ranking, varset: VarSet
+) -> None:
     folder = review.results_dir / "figures"
     evaluations = {trial_id: record.evaluation for trial_id, record in records.items()}
-    varset = load_varset(Counter(best["varset"]).most_common(1)[0][0])
+    label = ranking.label.lower()
     sweep_figures = [
-        ("Figures of the sweep", "Validation loss versus latent dimension", lambda p: plots.loss_vs_latent(best, median, p), "loss_vs_latent"),
-        ("Figures of the sweep", "Grid search: validation loss versus learning rate", lambda p: plots.grid_summary(frame, best, p), "grid_summary"),
+        ("Figures of the sweep", f"{ranking.label} versus latent dimension", lambda p: plots.loss_vs_latent(best, median, p, ranking), "loss_vs_latent"),
+        ("Figures of the sweep", f"Grid search: {label} versus learning rate", lambda p: plots.grid_summary(frame, best, p, ranking), "grid_summary"),
         ("Figures of the sweep", "Training and validation loss of the best trial per latent dimension",
          lambda p: plots.training_curves({f"z={int(t.latent)}": records[t.trial_id].history for t in best.itertuples() if t.trial_id in records}, p),
          "training_curves"),
     ]  # fmt: skip
     if all("residuals" in e.get("validation", {}) for e in evaluations.values()) and evaluations:
         sweep_figures += [
-            ("Figures of the sweep", "Residual mean and standard deviation versus latent dimension",
+            ("Figures of the sweep", "Residual median and 68 % half-width versus latent dimension",
              lambda p: plots.residuals_vs_latent(best, evaluations, varset, p), "residuals_vs_latent"),
             ("Figures of the sweep", "Encode and decode time per jet", lambda p: plots.timing_vs_latent(best, evaluations, p), "timing_vs_latent"),
             ("Figures of the sweep", "Rate and distortion: bytes per jet versus residual width",
@@ -214,7 +253,7 @@ def _add_figures(review: Review, frame, best, median, records: dict[str, TrialRe
     else:
         review.warnings.append("the best trials have no stored evaluation: no residual, timing or rate-distortion figures")
     done = frame[frame["state"] == "done"].drop(columns=["failure"]).to_json()
-    stamp = [done, {t: _mtime(review, t) for t in records}, __version__]  # what the sweep figures show
+    stamp = [done, {t: _mtime(review, t) for t in records}, ranking.description, __version__]  # what the sweep figures show
     for section, title, draw, stem in sweep_figures:
         _draw(review, Figure(section, title, folder / stem), draw, stamp)
     if detail:
@@ -247,7 +286,7 @@ def _draw(review: Review, figure: Figure, draw, stamp: Any) -> None:
 
 def _trial_figures(review: Review, record: TrialRecord, latent: int, folder: Path) -> None:
     """Inputs versus decoded, residuals, their correlations and the dijet mass of one trial (redrawn when its file changes)."""
-    varset: VarSet = load_varset(record.config["data"]["varset"])
+    varset: VarSet = load_varset(record.varset or record.config["data"]["varset"])
     section = f"Best trial at z = {latent} ({record.trial_id})"
     title = f"z = {latent}, trial {record.trial_id}"
     validation = {k.split("/", 1)[1]: v for k, v in record.arrays.items() if k.startswith("validation/")}
@@ -284,7 +323,7 @@ def _read_json(path: Path) -> dict[str, Any]:
         return {}
 
 
-def _add_stability(review: Review, summaries: dict[str, dict[str, Any]], plot: bool) -> None:
+def _add_stability(review: Review, summaries: dict[str, dict[str, Any]], plot: bool, ranking: Ranking) -> None:
     """The stability table and the reruns' validation curves, when configs were run with several seeds."""
     for child in sorted(review.results_dir.parent.glob(f"{review.results_dir.name}-top*-seeds*/tables/stability.csv")):
         name = child.parent.parent.name  # rerun-best's child sweeps of this one: their tables, as made when they ran
@@ -298,7 +337,9 @@ def _add_stability(review: Review, summaries: dict[str, dict[str, Any]], plot: b
     groups = rerun_groups(summaries)
     if not groups:
         return
-    _add_table(review, "stability", "Seed stability: val loss of each config over its runs", stability_table(summaries))
+    _add_table(
+        review, "stability", f"Seed stability: {ranking.label.lower()} of each config over its runs", stability_table(summaries, ranking)
+    )
     if plot:
         figure = Figure(
             "Seed stability",
@@ -306,17 +347,19 @@ def _add_stability(review: Review, summaries: dict[str, dict[str, Any]], plot: b
             review.results_dir / "figures" / "stability_curves",
         )
         stamp = [sorted((i, _mtime(review, i)) for ids in groups.values() for i in ids), __version__]
-        _draw(review, figure, lambda p: plots.rerun_curves(_rerun_histories(review.results_dir, summaries, groups), p), stamp)
+        _draw(review, figure, lambda p: plots.rerun_curves(_rerun_histories(review.results_dir, summaries, groups, ranking), p), stamp)
 
 
-def _rerun_histories(results_dir: Path, summaries: dict[str, dict[str, Any]], groups: dict[str, list[str]]) -> dict[str, dict[str, Any]]:
+def _rerun_histories(
+    results_dir: Path, summaries: dict[str, dict[str, Any]], groups: dict[str, list[str]], ranking: Ranking
+) -> dict[str, dict[str, Any]]:
     """Config label -> 'seed N' -> training history of the best rerun config of each z, for the stability figure."""
 
     def config(trial_id: str) -> dict[str, Any]:
         return summaries[trial_id]["config"]
 
     def median_loss(ids: list[str]) -> float:
-        return float(np.nanmedian([summaries[i]["metrics"].get("best_val_mse") or np.nan for i in ids]))
+        return float(np.nanmedian([ranking.value(summaries[i]["metrics"]) for i in ids]))
 
     best_per_z: dict[int, list[str]] = {}  # one panel per latent dimension: its config with the lowest median loss
     for ids in groups.values():

@@ -16,10 +16,21 @@ import numpy as np
 import pandas as pd
 
 from hpcsweep.data.varset import VarSet
+from hpcsweep.sweep.rank import Ranking
+
+#: How common jet variables are written on axes.
+_SYMBOLS = {"pt": "$p_{T}$", "eta": "$\\eta$", "phi": "$\\phi$", "m": "$m$", "mass": "$m$", "E": "$E$", "e": "$E$"}
+
+
+def _symbol(name: str) -> str:
+    """A variable's name as an axis label: pt -> p_T, eta -> eta, ... (others as they are)."""
+    return _SYMBOLS.get(name, _SYMBOLS.get(name.rstrip("_"), name))
+
 
 DPI = 90
+#: Margins of multi-panel figures in inches (a fraction of the figure would shrink to nothing on a one-row figure).
+_MARGINS_IN = {"left": 0.9, "right": 0.25, "bottom": 0.75, "top": 0.95}
 #: mplhep's ROOT style is made for one plot per page; figures of many panels need smaller type and ticks.
-_MARGINS = {"left": 0.07, "right": 0.98, "bottom": 0.06, "top": 0.92}
 _COMPACT = {"font.size": 15, "xtick.major.size": 6, "xtick.minor.size": 3, "ytick.major.size": 6, "ytick.minor.size": 3}
 
 
@@ -45,6 +56,26 @@ def _figure(path: Path, empty: bool = False, tight: bool = True, **subplots: Any
             fig.savefig(path.with_suffix(".pdf"), bbox_inches="tight" if tight else None)
         finally:
             plt.close(fig)
+
+
+def _margins(fig: Any) -> dict[str, float]:
+    """`_MARGINS_IN` as the fractions `subplots_adjust` and `add_gridspec` take, for this figure's size."""
+    width, height = fig.get_size_inches()
+    m = _MARGINS_IN
+    return {"left": m["left"] / width, "right": 1 - m["right"] / width, "bottom": m["bottom"] / height, "top": 1 - m["top"] / height}
+
+
+def _suptitle(fig: Any, title: str) -> None:
+    """A figure title in the top margin, above the first row's panel titles."""
+    fig.suptitle(title, fontsize="medium", y=1 - 0.2 / fig.get_size_inches()[1], va="top")
+
+
+def _integer_axis(ax: Any, values: list[int]) -> None:
+    """Ticks at the integers given (latent sizes), with room on either side even for a single one."""
+    ticks = sorted(set(values))
+    if ticks:
+        ax.set_xticks(ticks)
+        ax.set_xlim(ticks[0] - 1, ticks[-1] + 1)
 
 
 def _panels(n: int, columns: int = 4, size: float = 3.6, **extra: Any) -> dict[str, Any]:
@@ -76,35 +107,39 @@ def _percent(kind: str) -> float:
     return 100.0 if kind == "relative" else 1.0
 
 
-def loss_vs_latent(best: pd.DataFrame, median: pd.DataFrame, path: Path) -> Path:
-    """Validation loss of the best and median AE, and of PCA, versus latent dimension (log scale)."""
+def loss_vs_latent(best: pd.DataFrame, median: pd.DataFrame, path: Path, ranking: Ranking | None = None) -> Path:
+    """The sweep's yardstick (default: the reference-space MSE) of the best and median AE, and of PCA, versus z."""
+    ranking = ranking or Ranking()
+    pca = {"reference_mse": "pca_reference_mse", "val_loss": "pca_val_mse"}.get(ranking.rank_by)
     with _figure(path, figsize=(8, 6)) as (_, ax):
-        ax.plot(best["latent"], best["val_mse"], "o-", label="AE, best trial")
-        ax.plot(median["latent"], median["val_mse"], "s--", label="AE, median trial")
-        ax.plot(best["latent"], best["pca_val_mse"], "^:", color="grey", label="PCA")
+        ax.plot(best["latent"], best["rank"], "o-", label="AE, best trial")
+        ax.plot(median["latent"], median["rank"], "s--", label="AE, median trial")
+        if pca:
+            ax.plot(best["latent"], best[pca], "^:", color="grey", label="PCA")
         ax.set_yscale("log")
         ax.set_xlabel("Latent space dimension $z$")
-        ax.set_ylabel("Validation MSE (normalised inputs)")
-        ax.set_xticks(sorted(best["latent"].astype(int).unique()))
+        ax.set_ylabel(f"{ranking.label} (validation)")
+        _integer_axis(ax, best["latent"].astype(int).tolist())
         ax.legend()
     return path
 
 
-def grid_summary(frame: pd.DataFrame, best: pd.DataFrame, path: Path) -> Path:
-    """Per latent dimension: val loss versus lr, one series per (bs, wd), the best trial starred (thesis Fig. 2.13)."""
-    done = frame[frame["state"] == "done"]
+def grid_summary(frame: pd.DataFrame, best: pd.DataFrame, path: Path, ranking: Ranking | None = None) -> Path:
+    """Per latent dimension: the yardstick versus lr, one series per (bs, wd), the best trial starred (thesis Fig. 2.13)."""
+    ranking = ranking or Ranking()
+    done = frame[(frame["state"] == "done") & frame["rank"].notna()]
     latents = sorted(done["latent"].astype(int).unique())
     with _figure(path, **_panels(len(latents), columns=min(3, len(latents)), size=6.0)) as (fig, axes):
         for ax, z in zip(axes.flat, latents, strict=False):
             trials = done[done["latent"] == z]
             for (bs, wd), series in trials.groupby(["batch_size", "weight_decay"], sort=True):
-                series = series.groupby("lr")["val_mse"].min()  # other axes: the best trial at each lr
+                series = series.groupby("lr")["rank"].min()  # other axes: the best trial at each lr
                 ax.plot(series.index, series.values, "o-", ms=5, label=f"bs {int(bs)}, wd {wd:g}")
             star = best[best["latent"] == z]
-            ax.plot(star["lr"], star["val_mse"], "*", ms=18, color="gold", markeredgecolor="k", label="best", zorder=5)
-            losses = trials["val_mse"].dropna()
-            wide = len(losses) and losses.max() > 10 * losses.min()  # log only where the losses span decades
-            ax.set(xscale="log", yscale="log" if wide else "linear", xlabel="Learning rate", ylabel="Validation MSE", title=f"$z$ = {z}")
+            ax.plot(star["lr"], star["rank"], "*", ms=18, color="gold", markeredgecolor="k", label="best", zorder=5)
+            losses = trials["rank"].dropna()
+            wide = len(losses) and losses.max() > 10 * losses.min()  # log only where the values span decades
+            ax.set(xscale="log", yscale="log" if wide else "linear", xlabel="Learning rate", ylabel=ranking.label, title=f"$z$ = {z}")
             if not wide:
                 ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
             ax.legend(fontsize="x-small")
@@ -113,25 +148,28 @@ def grid_summary(frame: pd.DataFrame, best: pd.DataFrame, path: Path) -> Path:
 
 
 def residuals_vs_latent(best: pd.DataFrame, evaluations: dict[str, dict[str, Any]], varset: VarSet, path: Path) -> Path:
-    """Per variable: mean (marker) and standard deviation (bar) of the residual of the best AE versus z (Fig. 2.18)."""
-    with _figure(path, **_panels(len(varset.variables))) as (_, axes):
+    """Per variable: median (marker) and 68 % half-width (bar) of the best AE's residual versus z (Fig. 2.18).
+
+    Robust statistics: the mean and standard deviation of a relative residual explode on a few
+    near-zero values (near-massless jets), and say nothing of the bulk.
+    """
+    with _figure(path, tight=False, **_panels(len(varset.variables))) as (fig, axes):
+        fig.subplots_adjust(**_margins(fig))
         for ax, variable in zip(axes.flat, varset.variables, strict=False):
-            z, mean, std = [], [], []
+            z, centre, width = [], [], []
             for _, trial in best.iterrows():
                 stats = evaluations.get(trial["trial_id"], {}).get("validation", {}).get("residuals", {}).get(variable.name, {})
-                if "mean" in stats:
+                if "width" in stats:
                     scale = _percent(stats["kind"])
                     z.append(int(trial["latent"]))
-                    mean.append(scale * stats["mean"])
-                    std.append(scale * stats["std"])
-            ax.errorbar(z, mean, yerr=std, fmt="o", capsize=4)
+                    centre.append(scale * stats.get("median", stats["mean"]))
+                    width.append(scale * stats["width"])
+            ax.errorbar(z, centre, yerr=width, fmt="o", capsize=4)
             ax.axhline(0, color="grey", lw=0.8)
-            if z:
-                ax.set_xlim(min(z) - 1, max(z) + 1)
-                ax.set_xticks(sorted(set(z)))
-            ax.set_title(variable.name, fontsize="small")
+            _integer_axis(ax, z)
+            ax.set_title(_symbol(variable.name), fontsize="small")
             ax.set_xlabel("$z$", fontsize="small")
-            ax.set_ylabel("mean $\\pm$ std" + (" [%]" if variable.residual == "relative" else f" [{variable.unit}]" if variable.unit else ""),
+            ax.set_ylabel("median $\\pm$ 68 % half-width" + (" [%]" if variable.residual == "relative" else f" [{variable.unit}]" if variable.unit else ""),
                           fontsize="x-small")  # fmt: skip
             ax.tick_params(labelsize="x-small")
         _hide_unused(axes, len(varset.variables))
@@ -163,6 +201,7 @@ def timing_vs_latent(best: pd.DataFrame, evaluations: dict[str, dict[str, Any]],
         ax.plot([z for z, _ in rows], [t["decode_us_per_jet"] for _, t in rows], "s--", label="decode")
         threads = {t.get("threads") for _, t in rows}
         ax.set(xlabel="Latent space dimension $z$", ylabel="Time per jet [$\\mu$s]", ylim=(0, None))
+        _integer_axis(ax, [z for z, _ in rows])
         ax.set_title(f"batched, {', '.join(str(n) for n in sorted(threads, key=str))} CPU thread(s)", fontsize="medium")
         ax.legend()
     return path
@@ -209,8 +248,8 @@ def inputs_vs_decoded(arrays: dict[str, np.ndarray], varset: VarSet, path: Path,
     edges, before, after = arrays["hist_edges"], arrays["hist_original"], arrays["hist_decoded"]
     n, columns = len(varset.variables), 4
     rows = -(-n // columns)
-    with _figure(path, empty=True, tight=False, figsize=(4.2 * columns, 4.2 * rows)) as (fig, _):
-        outer = fig.add_gridspec(rows, columns, hspace=0.45, wspace=0.3, **_MARGINS)
+    with _figure(path, empty=True, tight=False, figsize=(4.2 * columns, 4.2 * rows + 0.6)) as (fig, _):
+        outer = fig.add_gridspec(rows, columns, hspace=0.45, wspace=0.3, **_margins(fig))
         for i, variable in enumerate(varset.variables):
             top, bottom = outer[i // columns, i % columns].subgridspec(2, 1, height_ratios=[3, 1], hspace=0).subplots(sharex=True)
             top.stairs(before[i], edges[i], label="input", color="k")
@@ -224,20 +263,21 @@ def inputs_vs_decoded(arrays: dict[str, np.ndarray], varset: VarSet, path: Path,
             bottom.axhline(1, color="grey", lw=0.8)
             bottom.set_ylim(0.5, 1.5)
             bottom.set_yticks([0.75, 1.0, 1.25])
-            bottom.set_xlabel(variable.name + (f" [{variable.unit}]" if variable.unit else ""), fontsize="x-small")
+            bottom.set_xlabel(_symbol(variable.name) + (f" [{variable.unit}]" if variable.unit else ""), fontsize="small")
             bottom.tick_params(labelsize="x-small")
             if i % columns == 0:
                 top.set_ylabel("Jets", fontsize="small")
                 bottom.set_ylabel("out/in", fontsize="x-small")
             if i == 0:
                 top.legend(fontsize="x-small")
-        fig.suptitle(title, fontsize="medium", y=0.96)
+        _suptitle(fig, title)
     return path
 
 
 def residual_histograms(arrays: dict[str, np.ndarray], varset: VarSet, path: Path, title: str) -> Path:
     """Residual distribution of every variable (0.5-99.5 % range), relative ones in percent."""
-    with _figure(path, **_panels(len(varset.variables))) as (fig, axes):
+    with _figure(path, tight=False, **_panels(len(varset.variables))) as (fig, axes):
+        fig.subplots_adjust(**_margins(fig))
         for ax, (i, variable) in zip(axes.flat, enumerate(varset.variables), strict=False):
             ax.stairs(
                 arrays["residual_counts"][i],
@@ -246,11 +286,13 @@ def residual_histograms(arrays: dict[str, np.ndarray], varset: VarSet, path: Pat
                 fill=True,
                 alpha=0.6,
             )
-            ax.set_title(variable.name, fontsize="small")
+            ax.set_title(_symbol(variable.name), fontsize="small")
             ax.set_xlabel(_residual_label(variable.residual, variable.unit), fontsize="x-small")
+            if i % axes.shape[1] == 0:
+                ax.set_ylabel("Jets", fontsize="x-small")
             ax.tick_params(labelsize="x-small")
         _hide_unused(axes, len(varset.variables))
-        fig.suptitle(title, fontsize="medium", y=0.96)
+        _suptitle(fig, title)
     return path
 
 

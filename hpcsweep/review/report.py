@@ -40,12 +40,19 @@ def write_report(review: Review, definition: str, states: dict[str, int]) -> Pat
     """
     folder = review.results_dir / "report"
     folder.mkdir(parents=True, exist_ok=True)
+    data = {stem for stem in ("data_versions", "evaluations") if stem in review.tables}  # what was read, and what else was evaluated
     sections = [
         ("states", "Trials by state", _states(states)),
+        *[("data", "Data", "".join(_table(stem, *review.tables[stem], review.table_files.get(stem), folder) for stem in sorted(data)))]
+        * bool(data),
         (
             "tables",
             "Tables",
-            "".join(_table(stem, title, table, review.table_files.get(stem), folder) for stem, (title, table) in review.tables.items())
+            "".join(
+                _table(stem, title, table, review.table_files.get(stem), folder)
+                for stem, (title, table) in review.tables.items()
+                if stem not in data
+            )
             or "<p>No tables yet.</p>",
         ),
         *_figure_sections(review),
@@ -103,15 +110,32 @@ def _figure_sections(review: Review) -> list[tuple[str, str, str]]:
 
 
 def _trials(frame: pd.DataFrame) -> str:
+    """Every trial file with its state, grid values (every varied axis included) and yardstick."""
     if not len(frame):
         return "<p>No trial files.</p>"
+    axes = [column for column in frame.columns if "." in column]  # varied config keys, e.g. data.normalisation
     rows = "".join(
-        f"<tr><td><a href='../trials/{html.escape(t.trial_id)}.h5'>{html.escape(t.trial_id)}</a></td><td>{html.escape(str(t.state))}</td>"
-        f"<td>{_number(t.latent, 'd')}</td><td>{_number(t.batch_size, 'd')}</td><td>{_number(t.lr, 'g')}</td><td>{_number(t.weight_decay, 'g')}</td>"
-        f"<td>{_number(t.seed, 'd')}</td><td>{_number(t.val_mse, '.3e')}</td><td>{html.escape(str(t.failure or ''))}</td></tr>"
-        for t in frame.itertuples()
+        f"<tr><td><a href='../trials/{html.escape(t['trial_id'])}.h5'>{html.escape(t['trial_id'])}</a></td><td>{html.escape(str(t['state']))}</td>"
+        f"<td>{_number(t['latent'], 'd')}</td><td>{_number(t['batch_size'], 'd')}</td><td>{_number(t['lr'], 'g')}</td>"
+        f"<td>{_number(t['weight_decay'], 'g')}</td><td>{_number(t['seed'], 'd')}</td>"
+        + "".join(f"<td>{html.escape('' if t[a] is None or (isinstance(t[a], float) and pd.isna(t[a])) else str(t[a]))}</td>" for a in axes)
+        + f"<td>{_number(t['val_mse'], '.3e')}</td><td>{_number(t['reference_mse'], '.3e')}</td><td>{html.escape(str(t['failure'] or ''))}</td></tr>"
+        for _, t in frame.iterrows()
     )
-    header = "".join(f"<th>{h}</th>" for h in ("trial file", "state", "z", "batch size", "lr", "wd", "seed", "val loss", "failure"))
+    names = (
+        "trial file",
+        "state",
+        "z",
+        "batch size",
+        "lr",
+        "wd",
+        "seed",
+        *axes,
+        "val loss (own normalisation)",
+        "reference MSE",
+        "failure",
+    )
+    header = "".join(f"<th>{html.escape(h)}</th>" for h in names)
     return f"<details open><summary>{len(frame)} trial files</summary><table><tr>{header}</tr>{rows}</table></details>"
 
 

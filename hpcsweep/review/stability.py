@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from hpcsweep.config import dotted
+from hpcsweep.sweep.rank import Ranking
 
 OUTLIER_FACTOR = 1.5  # a run whose val loss is above 1.5x its config's median is flagged
 
@@ -40,13 +41,14 @@ def rerun_groups(summaries: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
     return {key: sorted(ids) for key, ids in groups.items() if len(ids) > 1}
 
 
-def stability_table(summaries: dict[str, dict[str, Any]]) -> pd.DataFrame:
-    """Per rerun config: z, bs, lr, wd, runs, mean, std, min, max val loss and the seeds flagged as outliers."""
+def stability_table(summaries: dict[str, dict[str, Any]], ranking: Ranking | None = None) -> pd.DataFrame:
+    """Per rerun config: z, bs, lr, wd, runs, mean, std, min, max of the sweep's yardstick and the seeds flagged as outliers."""
+    ranking = ranking or Ranking()
     rows = []
     for ids in rerun_groups(summaries).values():
         runs = [summaries[i] for i in ids]
         config = runs[0]["config"]
-        losses = np.array([r["metrics"]["best_val_mse"] if r["state"] == "done" else np.nan for r in runs], dtype=float)
+        losses = np.array([ranking.value(r["metrics"]) if r["state"] == "done" else np.nan for r in runs], dtype=float)
         seeds = [r["config"]["train"]["seed"] for r in runs]
         flagged = outliers(losses)
         finite = losses[np.isfinite(losses)]
@@ -58,7 +60,7 @@ def stability_table(summaries: dict[str, dict[str, Any]]) -> pd.DataFrame:
                 "Weight decay": "0" if config["train"]["weight_decay"] == 0 else f"{config['train']['weight_decay']:.0e}",
                 "Runs": len(runs),
                 "Seeds": " ".join(str(s) for s in sorted(seeds)),
-                "Mean val loss": f"{finite.mean():.3e}" if len(finite) else "",
+                "Mean": f"{finite.mean():.3e}" if len(finite) else "",
                 "Std": f"{finite.std(ddof=1):.2e}" if len(finite) > 1 else "",
                 "Min": f"{finite.min():.3e}" if len(finite) else "",
                 "Max": f"{finite.max():.3e}" if len(finite) else "",
@@ -68,7 +70,7 @@ def stability_table(summaries: dict[str, dict[str, Any]]) -> pd.DataFrame:
             }
         )
     table = pd.DataFrame(rows)
-    return table.sort_values(["Latent space dimensions", "Mean val loss"]).reset_index(drop=True) if len(table) else table
+    return table.sort_values(["Latent space dimensions", "Mean"]).reset_index(drop=True) if len(table) else table
 
 
 def rerun_best_sweep(parent: dict[str, Any], picks: list[dict[str, Any]], top: int, seeds: int) -> dict[str, Any]:
@@ -92,4 +94,5 @@ def rerun_best_sweep(parent: dict[str, Any], picks: list[dict[str, Any]], top: i
         "grid": {"train.seed": original + new},
         "dispatch": parent.get("dispatch", {}),
         "evaluation": parent.get("evaluation", {}),
+        **{key: parent[key] for key in ("rank_by", "rank_variables") if parent.get(key) is not None},
     }

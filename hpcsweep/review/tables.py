@@ -11,6 +11,8 @@ from typing import Any
 import pandas as pd
 
 from hpcsweep.config import dotted
+from hpcsweep.data.varset import VarSet, varset_label
+from hpcsweep.sweep.rank import Ranking
 
 #: Trial-table columns taken from each trial's stored config, metrics and provenance.
 _FIELDS = {
@@ -21,11 +23,13 @@ _FIELDS = {
     "epochs": ("config", "train", "epochs"),
     "seed": ("config", "train", "seed"),
     "varset": ("config", "data", "varset"),
+    "data_version": ("config", "data_version"),
     "val_mse": ("metrics", "best_val_mse"),
+    "reference_mse": ("metrics", "reference_mse"),
+    "pca_reference_mse": ("metrics", "pca_reference_mse"),
     "best_epoch": ("metrics", "best_epoch"),
     "train_time_s": ("metrics", "train_time_s"),
     "pca_val_mse": ("metrics", "pca_val_mse"),
-    "data_checksum": ("provenance", "data_checksum"),
 }
 #: Config keys the best/median tables already show, or that only repeat a trial: never a comparison axis.
 _TABLE_AXES = {"model.latent", "train.batch_size", "train.lr", "train.weight_decay", "train.seed"}
@@ -52,29 +56,38 @@ def varied_axes(summaries: dict[str, dict[str, Any]]) -> list[str]:
     return sorted(key for key, seen in values.items() if len(seen) > 1 and key not in _TABLE_AXES)
 
 
-def trials_frame(summaries: dict[str, dict[str, Any]]) -> pd.DataFrame:
-    """One row per trial file: id, state, failure, the fields above and each varied axis (missing ones as NaN)."""
+def trials_frame(summaries: dict[str, dict[str, Any]], ranking: Ranking | None = None) -> pd.DataFrame:
+    """One row per trial file: id, state, failure, the fields above, its `rank` (the sweep's yardstick, smaller
+    is better) and each varied axis (missing ones as NaN)."""
+    ranking = ranking or Ranking()
     axes = varied_axes(summaries)
     rows = []
     for trial_id, summary in summaries.items():
         row: dict[str, Any] = {"trial_id": trial_id, "state": summary["state"], "failure": summary.get("failure", "")}
         row |= {column: _dig(summary, path) for column, path in _FIELDS.items()}
-        flat = _flat_config(summary.get("config", {}))
-        row |= {axis: json.loads(flat[axis]) if axis in flat else None for axis in axes}
+        row["varset"] = varset_label(row["varset"]) if row["varset"] is not None else None
+        row["rank"] = ranking.value(summary.get("metrics") or {})
+        config = summary.get("config", {})
+        row |= {axis: axis_value(_dig(config, tuple(axis.split(".")))) for axis in axes}
         rows.append(row)
-    frame = pd.DataFrame(rows, columns=["trial_id", "state", "failure", *_FIELDS, *axes])
-    for axis in axes:  # lists (hidden widths) as text, so that they group and print
-        frame[axis] = frame[axis].map(lambda v: v if v is None or isinstance(v, str | int | float | bool) else json.dumps(v))
-    return frame.sort_values(["latent", "val_mse", "trial_id"], na_position="last").reset_index(drop=True)
+    frame = pd.DataFrame(rows, columns=["trial_id", "state", "failure", *_FIELDS, "rank", *axes])
+    return frame.sort_values(["latent", "rank", "trial_id"], na_position="last").reset_index(drop=True)
+
+
+def axis_value(value: Any) -> Any:
+    """A config value as a table shows it: a variable set by its name, lists (hidden widths) as text."""
+    if isinstance(value, dict) and "variables" in value:
+        return varset_label(value)
+    return value if value is None or isinstance(value, str | int | float | bool) else json.dumps(value)
 
 
 def best_and_median(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per latent dimension, the done trial with the lowest val loss and the median one.
+    """Per latent dimension, the done trial ranked first and the median one (trials without a rank are left out).
 
     The median trial is a real trial: for an even count, the worse of the two middle ones.
-    Ties in val loss are broken by trial id, so the choice is reproducible.
+    Ties are broken by trial id, so the choice is reproducible.
     """
-    done = frame[frame["state"] == "done"].sort_values(["latent", "val_mse", "trial_id"])
+    done = frame[(frame["state"] == "done") & frame["rank"].notna()].sort_values(["latent", "rank", "trial_id"])
     groups = [group for _, group in done.groupby("latent", sort=True)]
     best = pd.DataFrame([g.iloc[0] for g in groups], columns=done.columns)
     median = pd.DataFrame([g.iloc[len(g) // 2] for g in groups], columns=done.columns)
@@ -85,53 +98,139 @@ def _sci(value: float) -> str:
     return "" if pd.isna(value) else f"{value:.3e}"
 
 
-def thesis_table(picks: pd.DataFrame) -> pd.DataFrame:
-    """The columns of thesis Tables 2.3/2.4 (with the epoch of the best validation loss), plus PCA at the same z."""
-    return pd.DataFrame(
+def thesis_table(picks: pd.DataFrame, axes: list[str] | None = None, ranking: Ranking | None = None) -> pd.DataFrame:
+    """The columns of thesis Tables 2.3/2.4, every other axis the sweep varies, and the numbers that compare
+    across the grid: the MSE in the reference space (and PCA's there), or the ranking's own figure."""
+    ranking = ranking or Ranking()
+    table = pd.DataFrame(
         {
             "Latent space dimensions": picks["latent"].astype(int),
             "Batch size": picks["batch_size"].astype(int),
             "Learning rate": picks["lr"].map(lambda v: f"{v:.0e}"),
             "Weight decay": picks["weight_decay"].map(lambda v: "0" if v == 0 else f"{v:.0e}"),
-            "Validation loss": picks["val_mse"].map(_sci),
-            "Epoch of best": picks["best_epoch"].astype(int),
-            "Training time": picks["train_time_s"].map(lambda s: str(timedelta(seconds=round(s)))),
-            "PCA val loss": picks["pca_val_mse"].map(_sci),
-            "PCA / AE": (picks["pca_val_mse"] / picks["val_mse"]).map(lambda v: f"{v:.2f}"),
         }
     )
+    for axis in axes or []:
+        table[axis] = picks[axis].map(lambda v: "" if v is None or (isinstance(v, float) and pd.isna(v)) else str(v))
+    table["Validation loss (own normalisation)"] = picks["val_mse"].map(_sci)
+    table["Reference MSE"] = picks["reference_mse"].map(_sci)
+    if ranking.rank_by == "residual_width":
+        table[ranking.label] = picks["rank"].map(lambda v: "" if pd.isna(v) else f"{v:.4g}")
+    table["Epoch of best"] = picks["best_epoch"].astype(int)
+    table["Training time"] = picks["train_time_s"].map(lambda s: str(timedelta(seconds=round(s))))
+    table["PCA reference MSE"] = picks["pca_reference_mse"].map(_sci)
+    table["PCA / AE"] = [_ratio(p, a) for p, a in zip(picks["pca_reference_mse"], picks["reference_mse"], strict=True)]
+    return table
 
 
 def comparison_table(frame: pd.DataFrame, axis: str) -> pd.DataFrame:
-    """Best and median val loss per value of `axis` (rows) and latent dimension (columns), done trials only."""
-    done = frame[frame["state"] == "done"]
+    """Best and median rank value per value of `axis` (rows) and latent dimension (columns), done trials only."""
+    done = frame[(frame["state"] == "done") & frame["rank"].notna()]
     rows = []
     for value, group in done.groupby(axis, sort=True):
         row: dict[str, Any] = {axis: value}
         for z, trials in group.groupby("latent", sort=True):
-            losses = trials.sort_values(["val_mse", "trial_id"])["val_mse"]
-            row[f"z={int(z)} best"] = _sci(losses.iloc[0])
-            row[f"z={int(z)} median"] = _sci(losses.iloc[len(losses) // 2])
+            ranks = trials.sort_values(["rank", "trial_id"])["rank"]
+            row[f"z={int(z)} best"] = _sci(ranks.iloc[0])
+            row[f"z={int(z)} median"] = _sci(ranks.iloc[len(ranks) // 2])
         rows.append(row)
     return pd.DataFrame(rows).fillna("")
 
 
+def residuals_table(best: pd.DataFrame, median: pd.DataFrame, summaries: dict[str, dict[str, Any]], varset: VarSet) -> pd.DataFrame:
+    """Per latent dimension and variable, for the best and the median trial: the residual's 68 % half-width
+    (relative ones in percent, others in the variable's unit) and the fraction of jets within 1 % (and the tolerance)."""
+    rows = []
+    for (_, top), (_, middle) in zip(best.iterrows(), median.iterrows(), strict=True):
+        picks = {"best": summaries[top["trial_id"]]["metrics"], "median": summaries[middle["trial_id"]]["metrics"]}
+        for variable in varset.variables:
+            row: dict[str, Any] = {
+                "Latent space dimensions": int(top["latent"]),
+                "Variable": variable.name,
+                "Residual": _residual_kind(variable),
+            }
+            for pick, metrics in picks.items():
+                width = metrics.get("residual_width", {}).get(variable.name)
+                row[f"{pick}: 68 % half-width"] = _width(width, variable.residual)
+                row[f"{pick}: within 1 %"] = _fraction(metrics.get("within_1pct", {}).get(variable.name))
+                if variable.name in metrics.get("within_tolerance", {}):
+                    tolerance = metrics["tolerance"][variable.name]
+                    row[f"{pick}: within {_width(tolerance, variable.residual)}"] = _fraction(metrics["within_tolerance"][variable.name])
+            rows.append(row)
+    return pd.DataFrame(rows).fillna("")
+
+
+def _residual_kind(variable) -> str:
+    if variable.residual == "relative":
+        return "(out - in) / in [%]"
+    return ("out - in, wrapped" if variable.residual == "phi" else "out - in") + (f" [{variable.unit}]" if variable.unit else "")
+
+
+def _width(value: float | None, kind: str) -> str:
+    if value is None or pd.isna(value):
+        return ""
+    return f"{100 * value:.3g} %" if kind == "relative" else f"{value:.3g}"
+
+
+def _fraction(value: float | None) -> str:
+    return "" if value is None or pd.isna(value) else f"{100 * value:.1f} %"
+
+
+def data_versions_table(versions: list[dict[str, Any]], frame: pd.DataFrame, current: set[str]) -> pd.DataFrame:
+    """The data this folder's trials read: per version (checksum of the jets as read), the files, tree, jets,
+    what the cleaning removed, and how many trial files read it; `current` marks those of the sweep's definition."""
+    counts = frame["data_version"].value_counts()
+    rows = []
+    for entry in versions:
+        files = entry.get("files") or [{"path": entry.get("source", "")}]
+        cuts = "; ".join(
+            f"{c['name']}: {c['removed']:,}"
+            + (f" ({', '.join(f'{k} {n:,}' for k, n in c['by_variable'].items())})" if c.get("by_variable") else "")
+            for c in entry.get("cuts") or []
+            if c["removed"]
+        )
+        rows.append(
+            {
+                "Data version": entry["version"],
+                "In the tables": "yes" if entry["version"] in current else "no",
+                "Files": ", ".join(Path(f["path"]).name for f in files),
+                "Tree": entry.get("tree") or "",
+                "Variable set": entry.get("varset") or "",
+                "Jets": f"{entry.get('n_jets') or 0:,}",
+                "Removed by cleaning": cuts or "none",
+                "Trial files": int(counts.get(entry["version"], 0)),
+                "File sha256": ", ".join(f.get("sha256", "")[:12] for f in files),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def baselines_table(best: pd.DataFrame, evaluations: dict[str, dict[str, Any]]) -> pd.DataFrame:
-    """Per latent dimension: the best AE against PCA at the same z and float16 truncation (normalised MSE)."""
+    """Per latent dimension: the best AE against PCA at the same z and float16 truncation, in the trial's own
+    normalisation and in the sweep's reference space."""
     rows = []
     for _, trial in best.iterrows():
         baselines = evaluations.get(trial["trial_id"], {}).get("validation", {}).get("baselines", {})
-        pca, half = baselines.get("pca", {}).get("mse", float("nan")), baselines.get("float16", {}).get("mse", float("nan"))
+        pca, half = baselines.get("pca", {}), baselines.get("float16", {})
         rows.append(
             {
                 "Latent space dimensions": int(trial["latent"]),
                 "AE val loss": _sci(trial["val_mse"]),
-                "PCA val loss": _sci(pca),
-                "float16 truncation": _sci(half),
-                "PCA / AE": f"{pca / trial['val_mse']:.2f}",
+                "PCA val loss": _sci(pca.get("mse", float("nan"))),
+                "float16 truncation": _sci(half.get("mse", float("nan"))),
+                "AE reference MSE": _sci(trial["reference_mse"]),
+                "PCA reference MSE": _sci(pca.get("reference_mse", float("nan"))),
+                "float16 reference MSE": _sci(half.get("reference_mse", float("nan"))),
+                "PCA / AE (reference)": _ratio(pca.get("reference_mse"), trial["reference_mse"]),
             }
         )
     return pd.DataFrame(rows)
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> str:
+    if numerator is None or denominator is None or pd.isna(numerator) or pd.isna(denominator) or denominator == 0:
+        return ""
+    return f"{numerator / denominator:.2f}"
 
 
 #: Compression columns: stored key -> header (bytes per jet unless a ratio).
@@ -172,3 +271,28 @@ def write_table(table: pd.DataFrame, folder: Path, stem: str, title: str) -> lis
 
 def markdown(table: pd.DataFrame) -> str:
     return table.to_markdown(index=False, disable_numparse=True) if len(table) else "(no rows)"
+
+
+def evaluations_table(records: dict[str, Any]) -> pd.DataFrame:
+    """Per trial and extra evaluation (a signal sample, another file): jets, MSEs, fraction within 1 %, dijet closure."""
+    rows = []
+    for trial_id, record in records.items():
+        for label in record.evaluations:
+            summary = record.evaluation[label]
+            within = [r["within_1pct"] for r in summary.get("residuals", {}).values() if "within_1pct" in r]
+            dijet = summary.get("dijet", {})
+            rows.append(
+                {
+                    "Trial": trial_id,
+                    "Latent space dimensions": record.config["model"]["latent"],
+                    "Evaluation": label,
+                    "Source": Path(summary.get("source", "")).name,
+                    "Jets": f"{summary.get('n_jets', 0):,}",
+                    "MSE (own normalisation)": _sci(summary.get("mse", float("nan"))),
+                    "Reference MSE": _sci(summary.get("reference_mse", float("nan"))),
+                    "Jets within 1 % (mean over variables)": _fraction(sum(within) / len(within) if within else None),
+                    "Dijet peak shift": f"{dijet['peak_shift_pct']:+.2f} %" if dijet else "",
+                    "Dijet width change": f"{dijet['width_change_pct']:+.1f} %" if dijet else "",
+                }
+            )
+    return pd.DataFrame(rows)

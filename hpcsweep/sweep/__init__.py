@@ -1,18 +1,25 @@
-"""Sweep stage: grid expansion, identities, dispatch and resume (no torch here).
+"""Sweep stage: grid expansion, identities, data versions, dispatch and resume (no torch here).
 
-`run_sweep` expands the grid, asks the store (and the scheduler) what each
-trial is doing, makes sure the data exist, and dispatches what is not finished
+`run_sweep` expands the grid, prepares each dataset (its version, the checksum
+of its jets as read, is part of every trial's identity), asks the store (and
+the scheduler) what each trial is doing, and dispatches what is not finished
 or in flight: failed and lost trials again (a lost one resumes from its
 checkpoint), never one that is running or queued. It follows the jobs until
 the store holds a file for each, or, on SLURM without `wait`, returns once
-they are submitted. A results folder made by a different definition of the
-sweep is refused.
+they are submitted.
+
+One rule for a results folder: a sweep may grow there (grid values, latent
+dimensions, seeds, other model or training keys add trials), and a data file
+replaced in place makes new trials of a new data version; what would make its
+trials incomparable (the data as the sweep names them, the variable set, the
+reference space or tolerance the trials are measured in) is refused with the
+exact difference.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
+import os
 import socket
 import subprocess
 import time
@@ -20,15 +27,17 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from hpcsweep.config import DataConfig, SweepConfig, TrialSpec, dotted
+from hpcsweep.config import GENERATOR_KEYS, SweepConfig, TrialSpec
 from hpcsweep.errors import UserError
 from hpcsweep.resources import allocated_cores
 from hpcsweep.store import record_submission, trial_path
+from hpcsweep.sweep.datasets import Datasets, describe_dataset
 from hpcsweep.sweep.dispatch import TrialBatch, pack, submit
 from hpcsweep.sweep.grid import expand
-from hpcsweep.sweep.state import RUN_AGAIN, PlannedTrial, plan
+from hpcsweep.sweep.rank import loss_space_warning
+from hpcsweep.sweep.state import RUN_AGAIN, Plan, PlannedTrial, plan
 
-__all__ = ["PlannedTrial", "check_definition", "expand", "plan", "run_sweep"]
+__all__ = ["Datasets", "Plan", "PlannedTrial", "check_definition", "describe_dataset", "expand", "kept_sweep", "plan", "run_sweep"]
 
 
 def run_sweep(
@@ -43,30 +52,38 @@ def run_sweep(
     """Dispatch every trial of `sweep` that is not finished or in flight; returns the count of states.
 
     `definition` is the sweep as its file defines it (before command-line
-    overrides): it must match the one that made `results_dir`.
+    overrides); its comparable part must match the one that made `results_dir`.
     """
-    check_definition(results_dir, definition or sweep)
+    check_definition(results_dir, sweep)
+    warning = loss_space_warning(sweep)
+    if warning:
+        log(f"warning: {warning}")
     if sweep.dispatch.executor == "slurm":  # a wrong site, partition or array size stops here, before any work
         from hpcsweep.sweep.slurm import slurm_parameters
 
         slurm_parameters(sweep.dispatch)
+    datasets = Datasets(results_dir, prepare=True, progress=progress, log=log)
     if sweep.search != "grid":
-        return _run_search(sweep, results_dir, source, definition or sweep, wait, progress, log)
-    planned, unreadable = plan(sweep, results_dir, str(source or sweep.name))
-    for problem in unreadable:
+        return _run_search(sweep, results_dir, source, definition or sweep, datasets, wait, progress, log)
+    planned = plan(sweep, results_dir, str(source or sweep.name), datasets)  # data first: a bad source stops here
+    for problem in planned.unreadable:
         log(f"warning: unreadable trial file, it will be rerun: {problem}")
-    todo = [p for p in planned if p.state in RUN_AGAIN]
-    states = Counter(p.state for p in planned)
+    todo = [p for p in planned.trials if p.state in RUN_AGAIN]
+    states = planned.states()
     log(
-        f"sweep {sweep.name!r}: {len(planned)} trials; {states['done'] + states['diverged']} finished, "
+        f"sweep {sweep.name!r}: {len(planned.trials)} trials; {states['done'] + states['diverged']} finished, "
         f"{states['running'] + states['queued']} in flight, {states['failed'] + states['lost']} failed or lost to retry, "
         f"{states['pending']} new -> {results_dir}"
     )
+    if planned.others:
+        log(planned.describe_others())
     if not todo:
+        datasets.record()
         return states
-    specs = _specs(sweep, todo, results_dir, source, progress, log)  # data first: a bad source stops here
+    specs = _specs(sweep, todo, results_dir, source, datasets)
     results_dir.mkdir(parents=True, exist_ok=True)
     _keep_definition(results_dir, definition or sweep, source)
+    datasets.record()
     dispatch = sweep.dispatch
     if dispatch.executor == "slurm":
         batches = pack(specs, per_batch=dispatch.pack)
@@ -82,7 +99,7 @@ def run_sweep(
     )
     if dispatch.executor == "slurm" and not wait:
         log(f"submitted job array {jobs[0].job_id.split('_')[0]}; follow with 'hpcsweep status {sweep.name}', or run again with --wait")
-        return Counter(p.state for p in plan(sweep, results_dir, str(source or sweep.name))[0])
+        return plan(sweep, results_dir, str(source or sweep.name), datasets).states()
     started = time.time()
     paths = [trial_path(results_dir, s.trial_id) for s in specs]
 
@@ -93,11 +110,11 @@ def run_sweep(
     if written() < len(specs):
         log(f"{len(specs) - written()} trials left no result (job killed or cancelled?); logs in {results_dir / 'logs'}; "
             "running the sweep again retries them")  # fmt: skip
-    return Counter(p.state for p in plan(sweep, results_dir, str(source or sweep.name))[0])
+    return plan(sweep, results_dir, str(source or sweep.name), datasets).states()
 
 
 def _run_search(
-    sweep: SweepConfig, results_dir: Path, source: Path | None, definition: SweepConfig, wait: bool, progress: bool, log
+    sweep: SweepConfig, results_dir: Path, source: Path | None, definition: SweepConfig, datasets: Datasets, wait: bool, progress: bool, log
 ) -> Counter:
     """An Optuna search: workers that ask for trials until the budget is spent (see sweep.search)."""
     from hpcsweep.sweep.search import SearchWorker, check_space, finished, release_stale, study_for
@@ -110,9 +127,10 @@ def _run_search(
     log(f"search {sweep.search!r} of sweep {sweep.name!r}: {done}/{sweep.budget} trials finished"
         + (f", {released} trials of vanished workers put back" if released else "") + f" -> {results_dir}")  # fmt: skip
     if done < sweep.budget:
-        base = expand(sweep.model_copy(update={"space": {}, "search": "grid"}))[0]
-        (template,) = _specs(sweep, [PlannedTrial(base.identity(), base, "pending")], results_dir, source, progress, log)
+        base = expand(sweep.model_copy(update={"space": {}, "search": "grid"}), version=datasets.version)[0]
+        (template,) = _specs(sweep, [PlannedTrial(base.identity(), base, "pending")], results_dir, source, datasets)
         _keep_definition(results_dir, definition, source)
+        datasets.record()
         dispatch = sweep.dispatch
         local = max(1, allocated_cores() // dispatch.threads_per_trial)
         workers = dispatch.workers or (min(sweep.budget - done, 8) if dispatch.executor == "slurm" else local)
@@ -124,7 +142,7 @@ def _run_search(
             log(f"submitted job array {jobs[0].job_id.split('_')[0]}; follow with 'hpcsweep status {sweep.name}'")
         else:
             _follow(jobs, lambda: finished(study), sweep.budget, dispatch.executor, "trial", progress, log)
-    return Counter(p.state for p in plan(sweep, results_dir, str(source or sweep.name))[0])
+    return plan(sweep, results_dir, str(source or sweep.name), datasets).states()
 
 
 def _job_name(job, executor: str) -> str:
@@ -133,65 +151,105 @@ def _job_name(job, executor: str) -> str:
 
 
 def check_definition(results_dir: Path, sweep: SweepConfig) -> None:
-    """Refuse to mix trials of two different definitions of a sweep in one folder."""
-    kept = results_dir / "definition.json"
-    if not kept.exists():
+    """Refuse a sweep whose trials would not compare with those its results folder holds (see the module's doc)."""
+    kept = _read_definition(results_dir)
+    if not kept:
         return
-    before, now = dotted(json.loads(kept.read_text())), dotted(_definition(sweep))
+    before, now = comparable(kept), comparable(_definition(sweep))
     changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
     if changed:
         shown = "; ".join(f"{k}: {before.get(k)!r} there, {now.get(k)!r} here" for k in changed[:3])
         raise UserError(
-            f"{results_dir} holds trials of another definition of sweep {sweep.name!r} ({shown}); "
-            f"give this one another name: in its file, or move {results_dir} away"
+            f"{results_dir} holds trials of sweep {sweep.name!r} that would not compare with this definition's ({shown}"
+            f"{f'; and {len(changed) - 3} more' if len(changed) > 3 else ''}); give this one another name: in its file, "
+            f"or move {results_dir} away"
         )
 
 
+def comparable(definition: dict[str, Any]) -> dict[str, Any]:
+    """What all trials of one results folder must share, as dotted keys down to single values.
+
+    The data as the sweep names them (not their normalisation, and not the keys its grid
+    varies: comparing those is the grid's purpose) and how trials are measured
+    (evaluation.reference, evaluation.tolerance).
+    """
+    points = definition.get("points") or []
+    points = points.get("all", []) if isinstance(points, dict) else points  # older folders kept {"all": [...]}
+    varied = set(definition.get("grid", {})) | {key for point in points for key in point}
+    data = {k: v for k, v in definition.get("data", {}).items() if k != "normalisation"}
+    if data.get("source", "generated") != "generated":
+        data = {k: v for k, v in data.items() if k not in GENERATOR_KEYS}
+    shared = {f"data.{k}": v for k, v in data.items() if f"data.{k}" not in varied}
+    evaluation = definition.get("evaluation", {})
+    shared |= {f"evaluation.{k}": evaluation[k] for k in ("reference", "tolerance") if k in evaluation}
+    return _leaves(shared)
+
+
+def _leaves(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """{'data.varset': {'variables': [{'name': 'm'}]}} -> {'data.varset.variables[0].name': 'm'}: exact differences."""
+    if isinstance(tree, dict) and (tree or not prefix):
+        return {k: v for key, value in tree.items() for k, v in _leaves(value, f"{prefix}.{key}" if prefix else key).items()}
+    if isinstance(tree, list) and any(isinstance(item, dict | list) for item in tree):
+        return {k: v for i, item in enumerate(tree) for k, v in _leaves(item, f"{prefix}[{i}]").items()}
+    return {prefix: tree}
+
+
 def _definition(sweep: SweepConfig) -> dict[str, Any]:
-    """What a sweep's trials depend on: the base trial, the grid and listed points (not dispatch, evaluation, description)."""
-    dumped = sweep.model_dump(mode="json")
-    return {key: dumped[key] for key in ("data", "model", "train", "grid")} | (
-        {"points": {"all": dumped["points"]}} if sweep.points else {}
-    )
+    """A sweep as resolved (paths absolute, variable sets inlined): what its folder keeps and compares against."""
+    return sweep.model_dump(mode="json")
+
+
+def _read_definition(results_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((results_dir / "definition.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def kept_sweep(results_dir: Path) -> SweepConfig | None:
+    """The sweep as its results folder last ran it (definition.json), or None (none kept, or of an older hpcsweep)."""
+    from hpcsweep.config import validate_sweep
+
+    kept = _read_definition(results_dir)
+    if "name" not in kept:
+        return None
+    try:
+        return validate_sweep(kept, str(results_dir / "definition.json"))
+    except UserError:
+        return None
 
 
 def _keep_definition(results_dir: Path, sweep: SweepConfig, source: Path | None) -> None:
-    kept = results_dir / "definition.json"
-    if not kept.exists():
-        kept.write_text(json.dumps(_definition(sweep), indent=1, sort_keys=True))
-    copy = results_dir / "sweep.yaml"
-    if source is not None and not (copy.exists() and copy.samefile(source)):
-        shutil.copyfile(source, copy)
+    """The resolved definition (definition.json) and the sweep file's own text (sweep.yaml), for review and reruns."""
+    for name, text in (("definition.json", json.dumps(_definition(sweep), indent=1, sort_keys=True)),
+                       ("sweep.yaml", Path(source).read_text() if source is not None else None)):  # fmt: skip
+        if text is None:
+            continue
+        path = results_dir / name
+        tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
 
 
-def _specs(sweep: SweepConfig, todo: list[PlannedTrial], results_dir: Path, source: Path | None, progress: bool, log) -> list[TrialSpec]:
-    """Prepare each distinct dataset once (generate, read, cache) and bind trials to it."""
-    from hpcsweep.data import prepare
-
-    datasets: dict[str, str] = {}
-
-    def cached(data: DataConfig) -> str:
-        key = data.model_dump_json()
-        if key not in datasets:
-            datasets[key] = str(prepare(data, progress=progress))
-            log(describe_dataset(Path(datasets[key])))
-        return datasets[key]
-
-    provenance = {"git_commit": git_commit(), "sweep_file": str(source or "")}
+def _specs(sweep: SweepConfig, todo: list[PlannedTrial], results_dir: Path, source: Path | None, datasets: Datasets) -> list[TrialSpec]:
+    """Bind trials to their prepared datasets, and to the signal samples they are evaluated on."""
+    provenance = {"git_commit": git_commit(), "sweep_file": str(Path(source).resolve()) if source else ""}
     specs = []
     for item in todo:
         data = item.config.data
         signals = {}
-        if data.source == "generated":  # Z' samples for the dijet-mass check, read like the training data
-            for mass in sweep.evaluation.signals:
-                signal = data.model_copy(update={"process": "zprime", "zprime_mass": mass, "events": sweep.evaluation.signal_events})
-                signals[f"zprime{mass:g}"] = cached(signal)
+        for signal in sweep.evaluation.signal_list(data):
+            if isinstance(signal, str):  # a file of the user's, read like the training data
+                signals[Path(signal).stem] = str(datasets.folder(data.model_copy(update={"source": signal})))
+            else:  # a generated Z' sample for the dijet-mass check
+                update = {"process": "zprime", "zprime_mass": signal, "events": sweep.evaluation.signal_events}
+                signals[f"zprime{signal:g}"] = str(datasets.folder(data.model_copy(update=update)))
         specs.append(
             TrialSpec(
                 trial_id=item.trial_id,
                 sweep=sweep.name,
                 config=item.config,
-                dataset=cached(data),
+                dataset=str(datasets.folder(data)),
                 results_dir=str(results_dir.resolve()),
                 provenance=provenance,
                 evaluation=sweep.evaluation,
@@ -233,16 +291,6 @@ def _follow(jobs: list, count, total: int, executor: str, unit: str, progress: b
             log("\ninterrupted: finished trials are kept; run the sweep again to continue")
             raise
         bar.update(max(0, min(count(), total) - bar.n))
-
-
-def describe_dataset(folder: Path) -> str:
-    """One line: how many jets of which file, and what the cleaning removed."""
-    meta = json.loads((folder / "meta.json").read_text())
-    removed = ", ".join(f"{c['name']}: {c['removed']:,}" for c in meta["cuts"] if c["removed"])
-    return (
-        f"data: {meta['n_jets']:,} jets x {len(meta['names'])} variables ({meta['varset']}) from {Path(meta['source']).name}"
-        f"; removed by cleaning: {removed or 'none'}"
-    )
 
 
 def git_commit() -> str:

@@ -3,28 +3,49 @@
 from __future__ import annotations
 
 import itertools
+import json
+from collections.abc import Callable
 
-from hpcsweep.config import SweepConfig, TrialConfig, trial_from_point
-from hpcsweep.data.varset import load_varset
+from hpcsweep.config import DataConfig, SweepConfig, TrialConfig, trial_from_point
+from hpcsweep.data.varset import VarSet, load_varset
 from hpcsweep.errors import UserError
 
 
-def expand(sweep: SweepConfig, source: str = "sweep") -> list[TrialConfig]:
-    """Every (listed point x) grid point as a validated trial config, in order, without duplicates."""
+def expand(sweep: SweepConfig, source: str = "sweep", version: Callable[[DataConfig], str] | None = None) -> list[TrialConfig]:
+    """Every (listed point x) grid point as a validated trial config, in order, without duplicates.
+
+    `version` gives each trial's data version (the checksum of its jets as read), which
+    is part of its identity; without it the identities are those of the configs alone.
+    """
     base = sweep.base_trial()
     axes = list(sweep.grid)
     trials: dict[str, TrialConfig] = {}
+    varsets: dict[str, VarSet] = {}
     for point, values in itertools.product(sweep.points or [{}], itertools.product(*(sweep.grid[a] for a in axes))):
         trial = trial_from_point(base, point | dict(zip(axes, values, strict=True)), source)
-        _check_shapes(trial, source)
+        key = json.dumps(trial.data.varset, sort_keys=True)
+        varsets.setdefault(key, load_varset(trial.data.varset))
+        _check_against_varset(trial, sweep, varsets[key], source)
+        if version is not None:
+            trial = trial.with_data_version(version(trial.data))
         trials.setdefault(trial.identity(), trial)
     return list(trials.values())
 
 
-def _check_shapes(trial: TrialConfig, source: str) -> None:
-    n_inputs = len(load_varset(trial.data.varset).variables)
+def _check_against_varset(trial: TrialConfig, sweep: SweepConfig, varset: VarSet, source: str) -> None:
+    """A latent size, ranking variable or tolerance that the variable set cannot have is an error before anything runs."""
+    n_inputs = len(varset.variables)
     if trial.model.latent > n_inputs:
         raise UserError(
             f"{source}: model.latent = {trial.model.latent} is larger than the {n_inputs} inputs of "
-            f"variable set {trial.data.varset!r}; valid choices: 1..{n_inputs}"
+            f"variable set {varset.name!r}; valid choices: 1..{n_inputs}"
         )
+    named = {"rank_variables": sweep.rank_variables or []}
+    if isinstance(sweep.evaluation.tolerance, dict):
+        named["evaluation.tolerance"] = list(sweep.evaluation.tolerance)
+    for key, names in named.items():
+        unknown = [name for name in names if name not in varset.names]
+        if unknown:
+            raise UserError(
+                f"{source}: {key}: {unknown[0]!r} is not a variable of {varset.name!r}; valid choices: {', '.join(varset.names)}"
+            )

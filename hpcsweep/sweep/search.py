@@ -5,13 +5,15 @@ no database server, safe on shared filesystems, unlike SQLite on NFS). Each
 job or array task is a worker that asks for trials until the budget (trials
 done or pruned) is spent; every trial is an ordinary hpcsweep trial, with its
 identity, its HDF5 file, checkpoints and attempts. Per-epoch validation losses
-feed the pruner. Journal storage has no heartbeat, so a RUNNING trial whose
+feed the pruner. The objective is the sweep's `rank_by` (by default the MSE in the reference
+space, so a search over normalisations compares like with like). Journal storage has no heartbeat, so a RUNNING trial whose
 worker is gone (killed, cancelled) is failed and its parameters are enqueued
 again; a requeued worker first resumes the trials it was running itself.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from hpcsweep.config import Range, SweepConfig, TrialSpec, trial_from_point
 from hpcsweep.data.varset import load_varset
 from hpcsweep.errors import UserError
 from hpcsweep.store import read_summary, this_job, trial_path
+from hpcsweep.sweep.rank import rank_value, rank_variables
 
 #: Store states told to Optuna as COMPLETE (with the value), PRUNED or FAIL.
 _TOLD = {"done": "COMPLETE", "pruned": "PRUNED", "diverged": "FAIL", "failed": "FAIL"}
@@ -115,6 +118,7 @@ class SearchWorker(Checkpointable):
         from hpcsweep.sweep.state import InFlight
 
         sweep = SweepConfig.model_validate_json(sweep_json)
+        variables = rank_variables(sweep)
         results_dir = Path(template.results_dir)
         study = study_for(sweep, results_dir, worker)
         me = this_job()
@@ -130,11 +134,13 @@ class SearchWorker(Checkpointable):
             trial.set_user_attr("job", me)
             trial.set_user_attr("pid", os.getpid())
             config = trial_from_point(sweep.base_trial(), _suggest(trial, sweep.space), f"search {sweep.name}")
+            config = config.with_data_version(template.config.data_version)
             trial.set_user_attr("trial_id", config.identity())
             spec = template.model_copy(update={"trial_id": config.identity(), "config": config})
             state = _stored_state(spec) or run_one(spec, threads, report=_pruning(trial))
-            value = read_summary(trial_path(results_dir, spec.trial_id))["metrics"].get("best_val_mse") if state == "done" else None
-            study.tell(trial.number, value, state=TrialState[_TOLD[state]], skip_if_finished=True)
+            value = rank_value(read_summary(trial_path(results_dir, spec.trial_id))["metrics"], sweep.rank_by, variables)
+            told = _TOLD[state] if state != "done" or math.isfinite(value) else "FAIL"  # Optuna takes no NaN objective
+            study.tell(trial.number, value if told == "COMPLETE" else None, state=TrialState[told], skip_if_finished=True)
             ran += 1
 
 

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from hpcsweep.config import SweepConfig, TrialConfig
 from hpcsweep.store import read_attempts, read_submissions, scan
+from hpcsweep.sweep.datasets import Datasets
 from hpcsweep.sweep.grid import expand
 
 RUN_AGAIN = ("failed", "lost", "pending")
@@ -34,21 +37,54 @@ class PlannedTrial:
     detail: str = ""  # the failure class, or the job that runs or holds the trial
 
 
-def plan(sweep: SweepConfig, results_dir: Path, source: str = "sweep") -> tuple[list[PlannedTrial], list[str]]:
-    """The sweep's trials with their states, and the store files that could not be read."""
+@dataclass
+class Plan:
+    """A sweep definition's trials with their states; and what else its results folder holds."""
+
+    trials: list[PlannedTrial]
+    unreadable: list[str] = field(default_factory=list)  # trial files that could not be read (rerun)
+    others: dict[str, dict[str, Any]] = field(default_factory=dict)  # trial id -> summary, for files not of this definition
+    data_problems: list[str] = field(default_factory=list)  # data that could not be read to learn its version
+
+    def states(self) -> Counter:
+        return Counter(p.state for p in self.trials)
+
+    def describe_others(self) -> str:
+        """'' or a line saying what the other trial files of the folder are (they stay out of tables and counts)."""
+        if not self.others:
+            return ""
+        configs = {p.config.with_data_version("").identity() for p in self.trials}
+        older = sum(1 for s in self.others.values() if _config_identity(s) in configs)
+        kinds = [f"{n} of {what}" for n, what in ((older, "another data version"), (len(self.others) - older, "other configs")) if n]
+        files = f"{len(self.others)} trial file{'s' if len(self.others) > 1 else ''}"
+        return f"the folder also holds {files} not of this definition ({', '.join(kinds)}); left out of its tables and counts"
+
+
+def _config_identity(summary: dict[str, Any]) -> str:
+    try:
+        return TrialConfig.model_validate(summary["config"]).with_data_version("").identity()
+    except Exception:  # a file of an older hpcsweep whose config no longer validates
+        return ""
+
+
+def plan(sweep: SweepConfig, results_dir: Path, source: str = "sweep", datasets: Datasets | None = None) -> Plan:
+    """The sweep's trials with their states (their data versions from `datasets`, by default looked up without generating)."""
     summaries, unreadable = scan(results_dir)
     flight = InFlight(results_dir)
+    datasets = datasets or Datasets(results_dir, prepare=False, progress=False)
     if sweep.search != "grid":
-        return _searched(summaries, flight, results_dir), unreadable
+        return Plan(_searched(summaries, flight, results_dir), unreadable)
     planned = []
-    for trial in expand(sweep, source):
+    for trial in expand(sweep, source, datasets.version):
         trial_id = trial.identity()
         summary = summaries.get(trial_id)
         if summary is not None:
             planned.append(PlannedTrial(trial_id, trial, summary["state"], summary.get("failure", "")))
         else:
             planned.append(PlannedTrial(trial_id, trial, *flight.state(trial_id)))
-    return planned, unreadable
+    ids = {p.trial_id for p in planned}
+    others = {trial_id: summary for trial_id, summary in summaries.items() if trial_id not in ids}
+    return Plan(planned, unreadable, others, datasets.problems)
 
 
 def _searched(summaries: dict, flight: InFlight, results_dir: Path) -> list[PlannedTrial]:

@@ -16,7 +16,7 @@ import torch
 
 from hpcsweep import __version__
 from hpcsweep.config import ModelConfig, TrialSpec
-from hpcsweep.data.normalize import Normaliser, make_normaliser
+from hpcsweep.data.normalize import Normaliser, make_normaliser, make_reference
 from hpcsweep.data.read import JetTable, open_cache
 from hpcsweep.data.varset import load_varset
 from hpcsweep.resources import allocated_cores
@@ -75,7 +75,7 @@ def run_trial(spec: TrialSpec, threads: int | None = None, log=print, report=Non
         log,
         report,
     )
-    physics = Physics.from_training(varset, x[train_rows])
+    physics = Physics.from_training(varset, x[train_rows], spec.evaluation.reference, spec.evaluation.tolerances(varset.names))
     evaluation: dict[str, Any] = {}
     arrays: dict[str, np.ndarray] = {f"discrete/{name}": values for name, values in physics.allowed.items()}
     if result.best_state and result.state != "pruned":  # a pruned trial is not worth the evaluation
@@ -91,10 +91,10 @@ def run_trial(spec: TrialSpec, threads: int | None = None, log=print, report=Non
         "stopped_early": result.stopped_early,
         "resumed_from_epoch": result.resumed_from,
         "train_time_s": result.train_time_s,
-        "pca_val_mse": evaluation.get("validation", {}).get("baselines", {}).get("pca", {}).get("mse", float("nan")),
         "n_train": len(x_train),
         "n_val": len(x_val),
         "n_variables": x.shape[1],
+        **validation_metrics(evaluation.get("validation", {})),
     }
     write_trial(
         trial_path(spec.results_dir, spec.trial_id),
@@ -107,6 +107,8 @@ def run_trial(spec: TrialSpec, threads: int | None = None, log=print, report=Non
             history={k: np.asarray(v) for k, v in result.history.items()},
             weights={k: v.cpu().numpy() for k, v in result.best_state.items()},
             normaliser=normaliser.to_dict(),
+            varset=varset.mapping(),
+            reference=_reference_record(physics),
             provenance={
                 **_provenance(spec, table.meta, device),
                 "attempts": close_attempt(Path(spec.results_dir), spec.trial_id, result.state),
@@ -139,9 +141,14 @@ def evaluate_trial(
     pca_physical = physics.restore(normaliser.inverse_transform(pca_norm))
     truncated = x_val.astype(np.float16).astype(np.float32)
     summary["baselines"] = {
-        "pca": {"mse": float(np.mean((pca_norm - val_norm) ** 2, dtype=np.float64)), "residuals": residuals(x_val, pca_physical, physics)},
+        "pca": {
+            "mse": float(np.mean((pca_norm - val_norm) ** 2, dtype=np.float64)),
+            "reference_mse": physics.reference_mse(x_val, pca_physical),
+            "residuals": residuals(x_val, pca_physical, physics),
+        },
         "float16": {
             "mse": float(np.mean((normaliser.transform(truncated) - val_norm) ** 2, dtype=np.float64)),
+            "reference_mse": physics.reference_mse(x_val, truncated),
             "residuals": residuals(x_val, truncated, physics),
             "bytes_per_jet": 2 * x_val.shape[1],
         },
@@ -158,20 +165,49 @@ def evaluate_trial(
     for label, folder in signals.items():
         signal = open_cache(folder)
         evaluation[label], signal_arrays, _ = evaluate_dataset(model, normaliser, physics, signal.matrix(), signal.event, signal.rank)
+        evaluation[label]["source"] = signal.meta.get("source", "")
         arrays.update({f"{label}/{k}": v for k, v in signal_arrays.items()})
     return evaluation, arrays
 
 
+def validation_metrics(validation: dict[str, Any]) -> dict[str, Any]:
+    """The numbers of a validation evaluation that tables rank and show: reference MSEs, residual widths, fractions within."""
+    stats = validation.get("residuals", {})
+    metrics = {
+        "pca_val_mse": validation.get("baselines", {}).get("pca", {}).get("mse", float("nan")),
+        "reference_mse": validation.get("reference_mse", float("nan")),
+        "pca_reference_mse": validation.get("baselines", {}).get("pca", {}).get("reference_mse", float("nan")),
+        "residual_width": {name: r["width"] for name, r in stats.items() if "width" in r},
+        "within_1pct": {name: r["within_1pct"] for name, r in stats.items() if "within_1pct" in r},
+    }
+    within = {name: r["within_tolerance"] for name, r in stats.items() if "within_tolerance" in r}
+    return metrics | ({"within_tolerance": within, "tolerance": {n: stats[n]["tolerance"] for n in within}} if within else {})
+
+
+def _reference_record(physics: Physics) -> dict[str, Any]:
+    """What a trial keeps of its comparison space: the fitted reference normaliser and the tolerances."""
+    return {"normaliser": physics.reference.to_dict() if physics.reference else None, "tolerance": physics.tolerance}
+
+
 def load_trained(path: Path) -> tuple[TrialRecord, Autoencoder, Normaliser, Physics]:
-    """A stored trial's record and its model (best weights, eval mode), normaliser and physics."""
+    """A stored trial's record and its model (best weights, eval mode), normaliser and physics.
+
+    The variable set is the one stored with the trial (older files: looked up by its name).
+    """
     record = read_trial(path)
     if not record.weights:
         raise ValueError(f"{path}: trial {record.state} without weights")
-    varset = load_varset(record.config["data"]["varset"])
+    varset = load_varset(record.varset or record.config["data"]["varset"])
     model = build_model(ModelConfig.model_validate(record.config["model"]), len(varset.names))
     model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in record.weights.items()})
     model.eval()
-    physics = Physics.of(varset, {k.removeprefix("discrete/"): v for k, v in record.arrays.items() if k.startswith("discrete/")})
+    stored = record.reference.get("normaliser")
+    physics = Physics.of(
+        varset,
+        {k.removeprefix("discrete/"): v for k, v in record.arrays.items() if k.startswith("discrete/")},
+        Normaliser.from_dict(stored) if stored else None,
+        record.reference.get("tolerance"),
+    )
     return record, model, Normaliser.from_dict(record.normaliser), physics
 
 
@@ -179,8 +215,10 @@ def evaluate_stored(path: Path, label: str, table: JetTable, split: bool, timing
     """(Re)evaluate a stored trial and write the result into its file under `label`.
 
     With `split`, `table` is the trial's own dataset: its validation split is
-    evaluated with baselines, compression and timing as at the end of training.
-    Otherwise every jet of `table` is evaluated (e.g. a signal sample never seen).
+    evaluated with baselines, compression and timing as at the end of training,
+    and the trial's metrics follow (a file without a reference space gets the
+    'auto' one, fitted on its training split). Otherwise every jet of `table` is
+    evaluated (e.g. a signal sample never seen).
     """
     record, model, normaliser, physics = load_trained(path)
     x = table.matrix()
@@ -188,8 +226,12 @@ def evaluate_stored(path: Path, label: str, table: JetTable, split: bool, timing
         data = record.config["data"]
         x = x[: data["max_jets"]] if data["max_jets"] else x
         train_rows, val_rows = split_indices(len(x), data["val_fraction"], data["split_seed"])
+        if physics.reference is None:
+            physics.reference = make_reference("auto", load_varset(record.varset or data["varset"]), x[train_rows])
+            record.reference = _reference_record(physics)
         evaluated, arrays = evaluate_trial(model, normaliser, physics, x[train_rows], x[val_rows], timing_repeats, {})
         summary = evaluated["validation"]
+        record.metrics.update(validation_metrics(summary))
         arrays = {f"{label}/{k.split('/', 1)[1]}": v for k, v in arrays.items()}
     else:
         summary, hists, _ = evaluate_dataset(model, normaliser, physics, x, table.event, table.rank)
@@ -217,6 +259,9 @@ def _provenance(spec: TrialSpec, data_meta: dict, device: torch.device) -> dict:
         "threads": torch.get_num_threads(),
         "data_source": data_meta.get("source", ""),
         "data_checksum": data_meta.get("checksum", ""),
+        "data_files": data_meta.get("files", []),
+        "data_tree": data_meta.get("tree", ""),
+        "data_jets": data_meta.get("n_jets"),
         "data_cuts": data_meta.get("cuts", []),
     }
 

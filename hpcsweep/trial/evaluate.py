@@ -13,14 +13,14 @@ import io
 import json
 import lzma
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-from hpcsweep.data.normalize import Normaliser
+from hpcsweep.data.normalize import Normaliser, make_reference
 from hpcsweep.data.physics import dijet_mass, peak_and_width
 from hpcsweep.data.varset import VarSet
 
@@ -28,6 +28,7 @@ EVAL_BATCH = 4096  # cache-sized chunks: 2.7x faster per jet than one 100k batch
 HISTOGRAM_BINS = 50
 RESIDUAL_SAMPLE = 1000  # jets whose residuals are kept for the corner plot
 TRUNCATION_BITS = (2, 4, 7, 10, 14)  # float32 mantissa bits kept by the truncation baselines
+WITHIN = 0.01  # "within 1 %": |relative residual| <= 0.01, or |absolute residual| <= 0.01 in the variable's unit
 
 
 def reconstruction_mse(model: torch.nn.Module, x: torch.Tensor) -> float:
@@ -56,35 +57,49 @@ def pca_reconstruction(x_train: np.ndarray, x: np.ndarray, latent: int) -> np.nd
     return ((x - mean) @ basis.T @ basis + mean).astype(np.float32)
 
 
-def pca_mse(x_train: np.ndarray, x_val: np.ndarray, latent: int) -> float:
-    """Validation MSE of PCA at the same latent size (normalised space)."""
-    return float(np.mean((pca_reconstruction(x_train, x_val, latent) - x_val) ** 2, dtype=np.float64))
-
-
 @dataclass
 class Physics:
-    """How to read decoded columns as physics: discrete values, signs, residual kinds, four-momentum."""
+    """How to read decoded columns as physics: discrete values, signs, residual kinds, four-momentum,
+    the sweep's reference space (where every trial's MSE is comparable) and residual tolerances."""
 
     names: list[str]
     allowed: dict[str, np.ndarray]  # discrete variable -> the values present in the training input
     non_negative: set[str]
     residual_kind: dict[str, str]  # variable -> 'relative' | 'absolute' | 'phi'
     four_momentum: dict[str, str]
+    reference: Normaliser | None = None
+    tolerance: dict[str, float] = field(default_factory=dict)  # variable -> |residual| bound of "within tolerance"
 
     @classmethod
-    def of(cls, varset: VarSet, allowed: dict[str, np.ndarray]) -> Physics:
+    def of(
+        cls, varset: VarSet, allowed: dict[str, np.ndarray], reference: Normaliser | None = None, tolerance: dict[str, float] | None = None
+    ) -> Physics:
         return cls(
             names=varset.names,
             allowed=allowed,
             non_negative={v.name for v in varset.variables if v.positive},
             residual_kind={v.name: v.residual for v in varset.variables},
             four_momentum=dict(varset.four_momentum),
+            reference=reference,
+            tolerance=tolerance or {},
         )
 
     @classmethod
-    def from_training(cls, varset: VarSet, x_train_physical: np.ndarray) -> Physics:
-        """Discrete variables may take the values seen in the training input (as the thesis did)."""
-        return cls.of(varset, {v.name: np.unique(x_train_physical[:, i]) for i, v in enumerate(varset.variables) if v.discrete})
+    def from_training(
+        cls, varset: VarSet, x_train_physical: np.ndarray, reference: str | None = None, tolerance: dict[str, float] | None = None
+    ) -> Physics:
+        """Discrete variables may take the values seen in the training input (as the thesis did); the reference
+        space (a mode such as 'auto') is fitted on the same training jets."""
+        allowed = {v.name: np.unique(x_train_physical[:, i]) for i, v in enumerate(varset.variables) if v.discrete}
+        fitted = make_reference(reference, varset, x_train_physical) if reference else None
+        return cls.of(varset, allowed, fitted, tolerance)
+
+    def reference_mse(self, original: np.ndarray, decoded: np.ndarray) -> float:
+        """MSE of decoded against original physical values in the reference space (NaN without one)."""
+        if self.reference is None:
+            return float("nan")
+        difference = self.reference.transform(decoded).astype(np.float64) - self.reference.transform(original)
+        return float(np.mean(difference**2))
 
     def restore(self, decoded: np.ndarray) -> np.ndarray:
         """Round discrete variables to the nearest training value, clip non-negative ones at 0."""
@@ -105,7 +120,8 @@ def _nearest(allowed: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 
 def residuals(original: np.ndarray, decoded: np.ndarray, physics: Physics) -> dict[str, dict[str, float]]:
-    """Per variable: mean, std, 0.5/99.5 % quantiles and robust width (half the 16-84 % range).
+    """Per variable: mean, std, median, 0.5/99.5 % quantiles, robust width (half the 16-84 % range, the 68 %
+    half-width), the fraction of jets within 1 % (`WITHIN`) and, when set, within the variable's tolerance.
 
     Relative residuals (decoded - original) / original for positive scale variables
     (jets with original 0 are left out and counted), absolute ones elsewhere, and
@@ -121,14 +137,19 @@ def residual_stats(table: np.ndarray, physics: Physics) -> dict[str, dict[str, f
         residual = table[:, i][~np.isnan(table[:, i])]
         stats[name] = {"kind": physics.residual_kind[name], "n": len(residual)}
         if len(residual):
-            q = np.percentile(residual, [0.5, 16, 84, 99.5])
+            q = np.percentile(residual, [0.5, 16, 50, 84, 99.5])
+            size = np.abs(residual)
             stats[name] |= {
                 "mean": float(residual.mean()),
                 "std": float(residual.std()),
+                "median": float(q[2]),
                 "q005": float(q[0]),
-                "q995": float(q[3]),
-                "width": float((q[2] - q[1]) / 2),
+                "q995": float(q[4]),
+                "width": float((q[3] - q[1]) / 2),
+                "within_1pct": float(np.mean(size <= WITHIN)),
             }
+            if name in physics.tolerance:
+                stats[name] |= {"tolerance": physics.tolerance[name], "within_tolerance": float(np.mean(size <= physics.tolerance[name]))}
     return stats
 
 
@@ -320,6 +341,7 @@ def evaluate_dataset(
         "n_jets": len(x_physical),
         "mse": float(((decoded_norm - x_norm) ** 2).mean(dtype=torch.float64)),
         "mse_after_restore": float(np.mean((normaliser.transform(decoded) - x_norm.cpu().numpy()) ** 2, dtype=np.float64)),
+        "reference_mse": physics.reference_mse(x_physical, decoded),
         "residuals": residual_stats(table, physics),
     }
     arrays = histograms(x_physical, decoded) | residual_arrays(table)
