@@ -18,15 +18,17 @@ RESULTS ?= results
 PYTEST_ARGS ?=
 TOP ?= 1
 SEEDS ?= 3
+FILE ?=
+DRAFT ?=
 
 SWEEP_ARGS := $(SWEEP) --results $(RESULTS) --wait $(if $(LATENT),--latent $(LATENT)) $(if $(EPOCHS),--epochs $(EPOCHS)) \
 	$(if $(EXECUTOR),--executor $(EXECUTOR)) $(if $(SITE),--site $(SITE)) $(if $(PARTITION),--partition $(PARTITION))
 
-.PHONY: help venv sweep status aggregate report rerun-best data test bench lint format clean clean-results slurm-up slurm-down
+.PHONY: help venv sweep status aggregate report rerun-best inspect data test bench lint format clean clean-results slurm-up slurm-down
 
 help: ## list the targets and the variables they take
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
-	@echo "  variables: SWEEP=$(SWEEP) LATENT=$(LATENT) EPOCHS=$(EPOCHS) EXECUTOR=$(EXECUTOR) SITE=$(SITE) PARTITION=$(PARTITION) RESULTS=$(RESULTS) TOP=$(TOP) SEEDS=$(SEEDS)"
+	@echo "  variables: SWEEP=$(SWEEP) LATENT=$(LATENT) EPOCHS=$(EPOCHS) EXECUTOR=$(EXECUTOR) SITE=$(SITE) PARTITION=$(PARTITION) RESULTS=$(RESULTS) TOP=$(TOP) SEEDS=$(SEEDS) FILE=$(FILE) DRAFT=$(DRAFT)"
 
 venv: $(STAMP) ## create .venv and install hpcsweep with its pinned dependencies
 
@@ -39,8 +41,8 @@ $(STAMP): pyproject.toml
 sweep: $(STAMP) ## run the unfinished trials of SWEEP and print its best/median tables
 	$(BIN)/hpcsweep sweep $(SWEEP_ARGS)
 
-status: $(STAMP) ## count SWEEP's trials by state and latent dimension
-	$(BIN)/hpcsweep status $(SWEEP) --results $(RESULTS)
+status: $(STAMP) ## count SWEEP's trials by state and latent dimension (LATENT=, EPOCHS= as for sweep)
+	$(BIN)/hpcsweep status $(SWEEP) --results $(RESULTS) $(if $(LATENT),--latent $(LATENT)) $(if $(EPOCHS),--epochs $(EPOCHS))
 
 aggregate: $(STAMP) ## write SWEEP's tables (Markdown, CSV, LaTeX) and figures (PNG, PDF) from its trial files
 	$(BIN)/hpcsweep aggregate $(SWEEP) --results $(RESULTS)
@@ -51,6 +53,10 @@ report: $(STAMP) ## write RESULTS/SWEEP/report/index.html: every table and figur
 rerun-best: $(STAMP) ## retrain the TOP best configs per latent dimension of SWEEP with SEEDS new seeds; stability table
 	$(BIN)/hpcsweep rerun-best $(SWEEP) --top $(TOP) --seeds $(SEEDS) --results $(RESULTS) --wait \
 		$(if $(EXECUTOR),--executor $(EXECUTOR)) $(if $(SITE),--site $(SITE)) $(if $(PARTITION),--partition $(PARTITION))
+
+inspect: $(STAMP) ## what FILE (ROOT or Parquet) holds; DRAFT=mine.yaml also drafts a variable set for it
+	@test -n "$(FILE)" || { echo "make inspect FILE=path/to/jets.root [DRAFT=sweeps/mine_vars.yaml]"; exit 2; }
+	$(BIN)/hpcsweep data inspect $(FILE) $(if $(DRAFT),--draft-varset $(DRAFT))
 
 data: $(STAMP) ## generate the default QCD sample and the Z' 350/600 GeV signal samples
 	$(BIN)/hpcsweep data generate --process qcd --events 10000

@@ -305,7 +305,7 @@ def review_table(n_trials: int = 1000) -> list[str]:
             record.trial_id = f"{i:012x}"
             record.config["model"]["latent"] = z
             record.config["train"].update(lr=float(lr), batch_size=bs, weight_decay=wd)
-            record.metrics["best_val_mse"] = float(rng.lognormal(np.log(5e-4 * 0.7 ** (z - 8)), 0.3))
+            record.metrics["best_val_mse"] = record.metrics["reference_mse"] = float(rng.lognormal(np.log(5e-4 * 0.7 ** (z - 8)), 0.3))
             record.weights = {f"layer{k}": rng.normal(size=shape).astype(np.float32) for k, shape in enumerate(thesis_shapes(z))}
             write_trial(trial_path(results, record.trial_id), record)
         size = sum(p.stat().st_size for p in (results / "trials").glob("*.h5"))
@@ -313,7 +313,8 @@ def review_table(n_trials: int = 1000) -> list[str]:
         aggregate = [*hpcsweep, "aggregate", str(results)]
 
         def new_best() -> None:
-            record.trial_id, record.config["model"]["latent"], record.metrics["best_val_mse"] = "new0best0z12", 12, 1e-9
+            record.trial_id, record.config["model"]["latent"] = "new0best0z12", 12
+            record.metrics["best_val_mse"] = record.metrics["reference_mse"] = 1e-9
             write_trial(trial_path(results, record.trial_id), record)
 
         steps = [

@@ -529,7 +529,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from hpcsweep.data.physics import dijet_mass, peak_and_width
+    from hpcsweep.data.physics import MIN_PEAK_EVENTS, dijet_mass, peak_and_width
     from hpcsweep.data.read import load_jets
     from hpcsweep.data.varset import load_varset
     from hpcsweep.paths import locate
@@ -549,7 +549,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     _print_rows("cleaning", ["step", "rule", "jets removed", "by variable"], cuts)
     if varset.four_momentum:
         mass = dijet_mass(table.columns, table.event, table.rank, varset.four_momentum)
-        if len(mass) >= 20:
+        if len(mass) >= MIN_PEAK_EVENTS:
             peak, width = peak_and_width(mass)
             print(f"dijet mass of the two leading jets ({len(mass):,} events): peak {peak:.1f} GeV, "
                   f"Gaussian-equivalent width {width:.1f} GeV (FWHM/2.355)")  # fmt: skip

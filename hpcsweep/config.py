@@ -194,17 +194,16 @@ class EvaluationConfig(_Section):
             return {}
         return dict(self.tolerance) if isinstance(self.tolerance, dict) else dict.fromkeys(names, self.tolerance)
 
-    def signal_list(self, data: DataConfig) -> list[float | str]:
-        """The signals a trial of `data` is evaluated on; Z' masses need generated data."""
-        if self.signals is None:
-            return [350.0, 600.0] if data.generated else []
-        masses = [s for s in self.signals if not isinstance(s, str)]
+    def signal_labels(self, data: DataConfig) -> dict[str, float | str]:
+        """Label -> signal (a Z' mass, or a file) a trial of `data` is evaluated on; Z' masses need generated data."""
+        signals = ([350.0, 600.0] if data.generated else []) if self.signals is None else self.signals
+        masses = [s for s in signals if not isinstance(s, str)]
         if masses and not data.generated:
             raise UserError(
                 f"evaluation.signals: {masses[0]:g} is a Z' mass, which is generated for data.source: generated only; "
                 "for file data give signal files (paths)"
             )
-        return list(self.signals)
+        return {Path(s).stem if isinstance(s, str) else f"zprime{s:g}": s for s in signals}
 
 
 class TrialConfig(_Section):
@@ -453,16 +452,6 @@ class SweepConfig(_Section):
     @classmethod
     def _known_point_keys(cls, points: list[dict[str, Any]], info: ValidationInfo) -> list[dict[str, Any]]:
         return [{grid_path(key): _located_value(grid_path(key), value, _base(info)) for key, value in point.items()} for point in points]
-
-    def rank_description(self) -> str:
-        """How this sweep's trials are ranked, in words for table titles."""
-        if self.rank_by == "val_loss":
-            return "validation loss in each trial's own normalisation"
-        if self.rank_by == "residual_width":
-            return "mean residual 68 % half-width of " + (
-                ", ".join(self.rank_variables) if self.rank_variables else "the continuous variables"
-            )
-        return f"MSE in the reference space ({self.evaluation.reference})"
 
     def base_trial(self) -> dict[str, Any]:
         """The trial every grid point starts from, as a plain dict."""

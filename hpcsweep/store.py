@@ -59,9 +59,23 @@ class TrialRecord:
     reference: dict[str, Any] = field(default_factory=dict)  # the fitted reference space and tolerances it was compared in
 
     @property
-    def evaluations(self) -> list[str]:
-        """Labels of evaluations besides the validation split (signals, other files)."""
-        return sorted(label for label in self.evaluation if label != "validation")
+    def evaluations(self) -> dict[str, dict[str, Any]]:
+        """Evaluations besides the validation split (signals, other files), in brief: what a table shows without
+        opening the file's arrays (jets, source, MSEs, mean fraction within 1 %, dijet closure)."""
+        return {label: _brief(summary) for label, summary in sorted(self.evaluation.items()) if label != "validation"}
+
+
+def _brief(summary: dict[str, Any]) -> dict[str, Any]:
+    within = [r["within_1pct"] for r in summary.get("residuals", {}).values() if "within_1pct" in r]
+    dijet = summary.get("dijet", {})
+    return {
+        "n_jets": summary.get("n_jets"),
+        "source": summary.get("source", ""),
+        "mse": summary.get("mse"),
+        "reference_mse": summary.get("reference_mse"),
+        "within_1pct": sum(within) / len(within) if within else None,
+        **{key: dijet[key] for key in ("peak_shift_pct", "width_change_pct") if key in dijet},
+    }
 
 
 def trials_dir(results_dir: Path) -> Path:
@@ -146,11 +160,15 @@ def scan(results_dir: Path) -> tuple[dict[str, dict[str, Any]], list[str]]:
 def rebuild_index(results_dir: Path) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """Scan and write the sweep index (the aggregator's job: one writer, written atomically)."""
     summaries, unreadable, entries = _scan(results_dir)
-    path = index_path(results_dir)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(entries))
-    os.replace(tmp, path)
+    write_atomically(index_path(results_dir), json.dumps(entries))
     return summaries, unreadable
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """A temporary file in the same folder, then renamed: a reader sees the old text or the new, never half."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _scan(results_dir: Path) -> tuple[dict[str, dict[str, Any]], list[str], dict[str, Any]]:

@@ -122,3 +122,25 @@ def test_a_missing_data_file_names_what_exists_and_starts_nothing(tmp_path, caps
     err = capsys.readouterr().err
     assert "jets_2019.root: no such data file" in err and "jets_2018.root" in err
     assert not results.exists()
+
+
+def test_the_data_version_is_part_of_the_identity_and_the_path_is_not(tmp_path):
+    one = TrialConfig(data={"source": str(tmp_path / "a.root"), "varset": "fourvec"})
+    moved = TrialConfig(data={"source": str(tmp_path / "b.root"), "varset": "fourvec"})
+    assert one.identity() != moved.identity(), "without a version, the config is all there is"
+    assert one.with_data_version("abc").identity() == moved.with_data_version("abc").identity(), "same jets, another place"
+    assert one.with_data_version("abc").identity() != one.with_data_version("abd").identity(), "other jets, new trials"
+
+
+def test_a_variable_set_file_is_found_beside_the_sweep_file_and_stored_whole(tmp_path, monkeypatch):
+    (tmp_path / "sweeps").mkdir()
+    (tmp_path / "sweeps" / "mine_vars.yaml").write_text("variables: [{name: pt, positive: true}, {name: eta}]\n")
+    path = _write(tmp_path / "sweeps", "name: mine\ndata: {source: jets.root, varset: mine_vars.yaml}\ngrid: {z: [1]}\n")
+    monkeypatch.chdir(tmp_path)  # not where the sweep file is
+    sweep = load_sweep(path)
+    assert sweep.data.varset["name"] == "mine_vars" and [v["name"] for v in sweep.data.varset["variables"]] == ["pt", "eta"]
+    assert sweep.data.source == "jets.root", "a file found nowhere is kept as written, for the reader to name"
+    (tmp_path / "sweeps" / "jets.root").write_bytes(b"")
+    assert load_sweep(path).data.source == str(tmp_path / "sweeps" / "jets.root")
+    (trial,) = expand(load_sweep(path))
+    assert trial.data.varset == sweep.data.varset and trial.data.events is None, "a file source has no generator settings"

@@ -120,7 +120,10 @@ def test_a_change_that_would_not_compare_is_refused_with_the_exact_difference(qc
     capsys.readouterr()
     assert main(["sweep", str(sweep_file), "--results", str(tmp_path), "--executor", "debug"]) == 2
     err = capsys.readouterr().err
-    assert "holds trials of sweep 'faulty' that would not compare with this definition's (evaluation.reference: 'auto' there, 'standard' here)" in err
+    assert (
+        "holds trials of sweep 'faulty' that would not compare with this definition's (evaluation.reference: 'auto' there, 'standard' here)"
+        in err
+    )
     assert "give this one another name" in err and len(err.strip().splitlines()) == 1
     sweep_file.write_text(original)
     assert main(["sweep", str(sweep_file), "--results", str(tmp_path), "--executor", "debug", "--set", "data.val_fraction=0.3"]) == 2, (

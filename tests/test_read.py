@@ -128,3 +128,28 @@ def test_cms_pf_jet_branches_and_outlier_cuts(tmp_path):
     assert len(table) == 1 and table.columns["pt_"].tolist() == [100.0]
     assert {c.name: c.removed for c in table.cuts} == {"finite values": 0, "pt < 8000 GeV": 1, "mass < 800 GeV": 1, "declared positive": 0}
     assert len(load_jets(path, load_varset("cms19")).names) == 19
+
+
+def test_missing_values_of_parquet_are_counted_per_variable(tmp_path):
+    import pandas as pd
+
+    frame = pd.DataFrame({"pt": [30.0, None, 50.0, 60.0], "eta": [0.1, 0.2, np.nan, 0.4], "phi": [0.0] * 4, "E": [31.0, 41.0, 51.0, 61.0]})
+    frame.to_parquet(tmp_path / "holes.parquet")
+    table = load_jets(tmp_path / "holes.parquet", load_varset("fourvec"))
+    assert len(table) == 2 and table.cuts[0].removed == 2 and table.cuts[0].by_variable == {"pt": 1, "eta": 1}
+
+
+def test_a_continuous_variable_declared_discrete_is_refused(tmp_path):
+    varset = load_varset({**load_varset("fourvec").mapping(), "name": "wrong"} | {"variables": [
+        {"name": "pt", "positive": True, "discrete": True}, {"name": "eta"}, {"name": "phi"}, {"name": "E", "positive": True}]})  # fmt: skip
+    values = np.linspace(20, 500, 3000, dtype=np.float32)
+    path = write_tree(tmp_path / "many.root", "jets", {"pt": values, "eta": values * 0, "phi": values * 0, "E": values})
+    with pytest.raises(UserError, match=r"variable 'pt' is declared discrete .* more than 1,000 distinct values: it is continuous"):
+        cache_jets(path, varset, tmp_path / "cache")
+    assert not list((tmp_path / "cache").iterdir()), "nothing is cached"
+
+
+def test_a_file_that_is_neither_root_nor_parquet_is_named_as_such(tmp_path):
+    (tmp_path / "jets.csv").write_text("pt,eta\n1,2\n")
+    with pytest.raises(UserError, match=r"jets.csv: neither a ROOT nor a Parquet file \(it starts with b'pt,e'\)"):
+        load_jets(tmp_path / "jets.csv", load_varset("fourvec"))

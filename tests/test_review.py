@@ -124,7 +124,15 @@ PER_TRIAL = {"inputs", "residuals", "corner", "dijet"}
 
 def test_aggregate_writes_every_table_in_three_formats_and_every_figure_in_two(reviewed):
     folder = reviewed / "review"
-    stems = {"best_per_latent", "median_per_latent", "residuals_per_latent", "baselines_per_latent", "compression_per_latent", "data_versions", "evaluations"}
+    stems = {
+        "best_per_latent",
+        "median_per_latent",
+        "residuals_per_latent",
+        "baselines_per_latent",
+        "compression_per_latent",
+        "data_versions",
+        "evaluations",
+    }
     assert {p.name for p in (folder / "tables").iterdir()} == {f"{s}.{e}" for s in stems for e in ("md", "csv", "tex")}
     expected = FIGURES | {f"{stem}_z{z}" for stem in PER_TRIAL for z in (3, 6)}
     assert {p.name for p in (folder / "figures").glob("*.p*")} == {f"{s}.{e}" for s in expected for e in ("png", "pdf")}

@@ -12,7 +12,7 @@ import pytest
 from hpcsweep.cli import main
 from hpcsweep.config import load_sweep
 from hpcsweep.store import jobs_path, read_attempts, read_trial, scan, trial_path
-from hpcsweep.sweep import expand, run_sweep
+from hpcsweep.sweep import run_sweep
 from hpcsweep.sweep.state import plan
 from hpcsweep.trial import run_trial
 
@@ -85,7 +85,7 @@ def test_a_trial_that_hits_its_time_limit_is_requeued_and_resumes_to_the_same_re
     )
     definition = load_sweep(sweep_file).with_overrides(dispatch={"executor": "slurm", "site": SITE, "time": "1", "checkpoint_every": 50})
     run_sweep(definition, tmp_path / "timeout", source=sweep_file, wait=False, progress=False, log=lambda _: None)
-    trial = expand(definition)[0]
+    trial = plan(definition, tmp_path / "timeout").trials[0].config  # with its data version
     reference = tmp_path / "reference"
     run_trial(_spec(definition, trial, reference), threads=1, log=lambda _: None)  # the uninterrupted run, meanwhile
     path = trial_path(tmp_path / "timeout", trial.identity())
@@ -112,15 +112,15 @@ def test_a_killed_job_is_seen_lost_and_retried(qcd_file, tmp_path):
     results = tmp_path / "killed"
     definition = load_sweep(sweep_file).with_overrides(dispatch={"executor": "slurm", "site": SITE, "checkpoint_every": 20})
     run_sweep(definition, results, source=sweep_file, wait=False, progress=False, log=lambda _: None)
-    trial_id = expand(definition)[0].identity()
+    trial_id = plan(definition, results).trials[0].trial_id
     _wait_until(lambda: (results / "checkpoints" / f"{trial_id}.pt").exists(), 120, "the first checkpoint")
     job = read_attempts(results, trial_id)[-1]["job"]
-    assert plan(definition, results)[0][0].state == "running"
+    assert plan(definition, results).trials[0].state == "running"
     subprocess.run(["scancel", "--signal=KILL", job], check=True)
-    _wait_until(lambda: plan(definition, results)[0][0].state == "lost", 60, "the trial to be seen lost")
-    assert plan(definition, results)[0][0].detail.startswith(job), "status names the vanished job (and its accounting state)"
+    _wait_until(lambda: plan(definition, results).trials[0].state == "lost", 60, "the trial to be seen lost")
+    assert plan(definition, results).trials[0].detail.startswith(job), "status names the vanished job (and its accounting state)"
     run_sweep(definition, results, source=sweep_file, wait=False, progress=False, log=lambda _: None)
-    assert plan(definition, results)[0][0].state in ("queued", "running"), "the lost trial went out again"
+    assert plan(definition, results).trials[0].state in ("queued", "running"), "the lost trial went out again"
     retry = [job for line in jobs_path(results).read_text().splitlines()[1:] for job in json.loads(line)["tasks"]]
     assert len(retry) == 1 and retry[0] != job
     subprocess.run(["scancel", retry[0]], check=False)

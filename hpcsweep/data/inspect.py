@@ -3,16 +3,18 @@ and a first variable set drafted from them, to edit and confirm.
 
 Every table of a ROOT file (TTrees and RNTuples) or the table of a Parquet file
 is read in chunks (memory flat), one pass over the numeric branches: count,
-non-finite values, min, max, whether all values are integers, how many
-distinct values (up to a limit), and the mean and spread of log10(x + 1) and of
-x, from which the draft's transforms come.
+non-finite values, negative values, min, max, whether all values are
+integers, how many distinct values (up to a limit), and a typical value (the
+geometric mean of x + 1).
 
 The draft guesses, from names and values: angles (phi: absolute residual,
 wrapped; eta: absolute), energy-like variables (pt, E, m, ...: positive,
-relative residual, log transform), integers with few values (discrete), the
-four-momentum, the event-number branch of a flat file and a common branch
-prefix. Units are left for the user: values that look like MeV are pointed out
-in a comment, never converted.
+relative residual, log10(x + 1) transform), integers with few values
+(discrete), the four-momentum, the event-number branch of a flat file and a
+common branch prefix. Its transforms hold in any unit (the default
+normalisation standardises after them), so confirming units is one edit.
+Units are left for the user: values that look like MeV are pointed out in a
+comment, never converted.
 """
 
 from __future__ import annotations
@@ -49,10 +51,7 @@ class Branch:
     high: float = -math.inf
     integer: bool = True
     distinct: set = field(default_factory=set)
-    log_sum: float = 0.0
-    log_squares: float = 0.0
-    sum: float = 0.0
-    squares: float = 0.0
+    log_sum: float = 0.0  # of log10(max(x, 0) + 1): the typical value
 
     def add(self, values: np.ndarray) -> None:
         finite = values[np.isfinite(values)]
@@ -65,17 +64,12 @@ class Branch:
         self.integer = self.integer and bool(np.all(finite == np.round(finite)))
         if len(self.distinct) <= DISCRETE_LIMIT:
             self.distinct.update(np.unique(finite[:100_000]).tolist())
-        logs = np.log10(np.maximum(finite, 0) + 1)
-        self.log_sum += float(logs.sum())
-        self.log_squares += float((logs**2).sum())
-        self.sum += float(finite.astype(np.float64).sum())
-        self.squares += float((finite.astype(np.float64) ** 2).sum())
+        self.log_sum += float(np.log10(np.maximum(finite, 0) + 1).sum())
 
-    def spread(self, logs: bool) -> tuple[float, float]:
-        """Mean and standard deviation of x, or of log10(x + 1)."""
-        total, squares = (self.log_sum, self.log_squares) if logs else (self.sum, self.squares)
-        mean = total / max(self.count, 1)
-        return mean, math.sqrt(max(squares / max(self.count, 1) - mean**2, 0.0))
+    @property
+    def typical(self) -> float:
+        """The geometric mean of x + 1, less 1: what 'values look like MeV' is judged by."""
+        return 10 ** (self.log_sum / max(self.count, 1)) - 1
 
     @property
     def few_values(self) -> bool:
@@ -138,7 +132,7 @@ def _inspect_table(path: Path, name: str | None, max_entries: int | None, progre
                     continue
                 if field_name not in branches:
                     branches[field_name] = Branch(field_name, str(leaf.dtype), values.ndim > 1)
-                branches[field_name].add(leaf)
+                branches[field_name].add(leaf.astype(np.float64))
             bar.update(min(stop, limit) - start)
             if stop >= limit:
                 break
@@ -152,16 +146,14 @@ def _root_kind(path: Path, tree: str) -> str:
 
 
 def _numbers(values) -> np.ndarray | None:
-    """All values of a branch as one flat float64 array (missing ones as NaN), or None if they are not numbers."""
+    """All values of a branch as one flat array of its own type (missing ones as NaN), or None if they are not numbers."""
     import awkward as ak
 
     try:
         flat = ak.to_numpy(ak.fill_none(ak.flatten(values, axis=None), np.nan))
     except Exception:  # strings, records, unions: not a jet variable
         return None
-    if flat.dtype.kind not in "iufb":
-        return None
-    return flat.astype(np.float64)
+    return flat if flat.dtype.kind in "iufb" else None
 
 
 def describe(tables: list[Table]) -> list[tuple[str, list[str], list[list[str]]]]:
@@ -222,8 +214,8 @@ def draft_varset(table: Table, name: str) -> str:
         "#  - units: nothing is converted; unit_scale: 0.001 on a MeV variable works in GeV (labels, dijet mass)",
         "#  - positive: never negative; up to 1 % negative jets are cut and counted when read, more is refused",
         "#  - discrete: rounded to values seen in training after decoding; residual: relative | absolute | phi",
-        "#  - transform: the 'custom' normalisation, y = (g(x) - shift) / scale, g = x or log10(sign*x + offset),",
-        "#    here set from this file's values so that y is about standardised; also the default reference space",
+        "#  - transform: the 'custom' normalisation, y = (g(x) - shift) / scale, g = x or log10(sign*x + offset);",
+        "#    the default normalisation (custom+standard) standardises after it, so these hold in any unit",
         "#  - cuts: e.g.  cuts: [{name: central, keep: 'abs(eta) < 2.5'}]",
         *[f"# {note}" for note in notes],
     ]
@@ -246,20 +238,15 @@ def _variable(branch: Branch, prefix: str) -> tuple[dict, list[str]]:
     elif lowered.endswith("eta") or lowered in ("y", "rapidity"):
         entry |= {"transform": {"scale": 5}}
     elif branch.integer and branch.few_values:
-        entry |= {"discrete": True, "positive": branch.negative == 0, "transform": {"scale": _round(max(abs(branch.high), 1.0))}}
+        entry |= {"discrete": True, "positive": branch.negative == 0}
     elif lowered in ENERGY_NAMES or lowered.endswith(("pt", "energy", "mass")):
-        mean, spread = branch.spread(logs=True)
-        entry |= {"positive": True, "transform": {"kind": "log10", "offset": 1, "shift": _round(mean), "scale": _round(spread or 1.0)}}
-        typical = 10**mean - 1
+        entry |= {"positive": True, "transform": {"kind": "log10", "offset": 1}}
         if branch.negative:
             share = branch.negative / max(branch.count, 1)
             verdict = "cut and counted when read" if share <= POSITIVE_CUT_LIMIT else "too many: remove positive: true, or cut them"
             notes.append(f"{name}: {branch.negative:,} negative values ({100 * share:.2f} %): {verdict}")
-        if typical > MEV_HINT:
-            notes.append(f"{name}: typical value {typical:,.0f}: MeV? add unit_scale: 0.001 (and unit: GeV) to work in GeV")
-    else:
-        mean, spread = branch.spread(logs=False)
-        entry |= {"transform": {"shift": _round(mean), "scale": _round(spread or 1.0)}}
+        if branch.typical > MEV_HINT:
+            notes.append(f"{name}: typical value {branch.typical:,.0f}: MeV? add unit_scale: 0.001 (and unit: GeV) to work in GeV")
     return entry, notes
 
 
@@ -282,8 +269,3 @@ def _common_prefix(names: list[str]) -> str:
             shared = shared[:-1]
     cut = max(shared.rfind("_"), shared.rfind("."))
     return shared[: cut + 1] if cut >= 0 else ""
-
-
-def _round(value: float) -> float:
-    """Two significant digits: a transform a person reads and edits."""
-    return float(f"{value:.2g}")

@@ -6,6 +6,8 @@ import numpy as np
 
 from hpcsweep.errors import UserError
 
+MIN_PEAK_EVENTS = 20  # fewer dijet masses locate no peak
+
 
 def dijet_mass(columns: dict[str, np.ndarray], event: np.ndarray, rank: np.ndarray, four_momentum: dict[str, str]) -> np.ndarray:
     """Invariant mass of the two leading jets of every event that has both (four-vector sums by `vector`)."""
@@ -38,7 +40,7 @@ def peak_and_width(values: np.ndarray) -> tuple[float, float]:
     """
     values = np.asarray(values, dtype=np.float64)
     values = values[np.isfinite(values)]
-    if len(values) < 20:
+    if len(values) < MIN_PEAK_EVENTS:
         raise UserError(f"only {len(values)} dijet masses: too few to locate a peak")
     q25, q75 = np.percentile(values, [25, 75])
     h = 0.9 * min(values.std(), (q75 - q25) / 1.34) * len(values) ** -0.2  # Silverman, to start

@@ -156,10 +156,11 @@ def varset_names() -> list[str]:
     return sorted(p.stem for p in VARSET_DIR.glob("*.yaml"))
 
 
-def load_varset(value: str | Mapping[str, Any], base: Path | None = None) -> VarSet:
+def load_varset(value: str | Path | Mapping[str, Any], base: Path | None = None) -> VarSet:
     """A variable set from a built-in name, a YAML file (relative: beside `base`, else here) or a mapping."""
     if isinstance(value, Mapping):
         return _from_mapping(dict(value), "inline variable set", base)
+    value = str(value)
     if value in varset_names():
         return _builtin(value)
     if value.endswith((".yaml", ".yml")) or "/" in value:

@@ -139,7 +139,7 @@ def aggregate(results_dir: Path, plot: bool = True, detail: bool = True, definit
     best, median = best_and_median(frame)
     unranked = int(((frame["state"] == "done") & frame["rank"].isna()).sum())
     if unranked:
-        review.warnings.append(f"{unranked} finished trials have no {ranking.label.lower()} (written by an older hpcsweep): "
+        review.warnings.append(f"{unranked} finished trials have no {ranking.noun} (written by an older hpcsweep): "
                                "left out of the rankings; 'hpcsweep evaluate TRIAL' adds it")  # fmt: skip
     if not len(best):
         counts = Counter(frame["state"])
@@ -148,7 +148,7 @@ def aggregate(results_dir: Path, plot: bool = True, detail: bool = True, definit
     evaluations = {trial_id: record.evaluation for trial_id, record in records.items()}
     varset = _varset_of(best, summaries, records)
     _add_tables(review, frame, best, median, evaluations, summaries, ranking, varset)
-    _add_data_tables(review, frame, everything, summaries)
+    _add_data_tables(review, frame, best, median, everything, summaries, selection.definition)
     if plot and len(best):
         _add_figures(review, frame, best, median, records, detail, ranking, varset)
     _add_stability(review, summaries, plot, ranking)
@@ -197,7 +197,7 @@ def _add_tables(review: Review, frame, best, median, evaluations, summaries, ran
             residuals_table(best, median, summaries, varset),
         )
     for axis in axes:
-        tables[f"by_{axis.replace('.', '_')}"] = (f"Best and median {ranking.label.lower()} by {axis}", comparison_table(frame, axis))
+        tables[f"by_{axis.replace('.', '_')}"] = (f"Best and median {ranking.noun} by {axis}", comparison_table(frame, axis))
     if len(best):
         tables["baselines_per_latent"] = ("Best AE against PCA and float16 truncation", baselines_table(best, evaluations))
         tables["compression_per_latent"] = (
@@ -208,17 +208,20 @@ def _add_tables(review: Review, frame, best, median, evaluations, summaries, ran
         _add_table(review, stem, title, table)
 
 
-def _add_data_tables(review: Review, frame: pd.DataFrame, everything: dict[str, dict[str, Any]], summaries) -> None:
-    """Which data the trials read (files, tree, checksums, cuts and counts), and evaluations beyond the validation split."""
+def _add_data_tables(review: Review, frame: pd.DataFrame, best, median, everything, summaries, definition) -> None:
+    """Which data the trials read (files, tree, checksums, cuts and counts), and evaluations beyond the validation
+    split: those of the best and median trials, and any added to other trials by `hpcsweep evaluate`."""
     versions = data_versions(review.results_dir)
     if versions:
         current = set(frame["data_version"].dropna())
         table = data_versions_table(versions, trials_frame(everything), current)
         _add_table(review, "data_versions", "Data read by the trials of this folder (a version is the checksum of the jets as read)", table)
-    extra = {t: s for t, s in summaries.items() if s.get("evaluations")}
-    if extra:
-        records = {t: read_trial(trial_path(review.results_dir, t), weights=False) for t in extra}
-        _add_table(review, "evaluations", "Evaluations besides the validation split (signals, other files)", evaluations_table(records))
+    own = set(definition.evaluation.signal_labels(definition.data)) if definition else set()
+    picked = list(dict.fromkeys([*best["trial_id"], *median["trial_id"]]))
+    picked += [t for t, s in summaries.items() if t not in picked and set(s.get("evaluations", {})) - own]
+    if any(summaries[t].get("evaluations") for t in picked):
+        title = "Evaluations besides the validation split (signals, other files) of the best and median trials, and any added later"
+        _add_table(review, "evaluations", title, evaluations_table(summaries, picked))
 
 
 def _add_table(review: Review, stem: str, title: str, table: pd.DataFrame) -> None:
@@ -234,7 +237,7 @@ def _add_figures(
 ) -> None:
     folder = review.results_dir / "figures"
     evaluations = {trial_id: record.evaluation for trial_id, record in records.items()}
-    label = ranking.label.lower()
+    label = ranking.noun
     sweep_figures = [
         ("Figures of the sweep", f"{ranking.label} versus latent dimension", lambda p: plots.loss_vs_latent(best, median, p, ranking), "loss_vs_latent"),
         ("Figures of the sweep", f"Grid search: {label} versus learning rate", lambda p: plots.grid_summary(frame, best, p, ranking), "grid_summary"),
@@ -338,7 +341,7 @@ def _add_stability(review: Review, summaries: dict[str, dict[str, Any]], plot: b
     if not groups:
         return
     _add_table(
-        review, "stability", f"Seed stability: {ranking.label.lower()} of each config over its runs", stability_table(summaries, ranking)
+        review, "stability", f"Seed stability: {ranking.noun} of each config over its runs", stability_table(summaries, ranking)
     )
     if plot:
         figure = Figure(

@@ -58,11 +58,13 @@ def _figure(path: Path, empty: bool = False, tight: bool = True, **subplots: Any
             plt.close(fig)
 
 
-def _margins(fig: Any) -> dict[str, float]:
-    """`_MARGINS_IN` as the fractions `subplots_adjust` and `add_gridspec` take, for this figure's size."""
+def _margins(fig: Any, title: bool = True) -> dict[str, float]:
+    """`_MARGINS_IN` as the fractions `subplots_adjust` and `add_gridspec` take, for this figure's size
+    (less room at the top without a figure title)."""
     width, height = fig.get_size_inches()
     m = _MARGINS_IN
-    return {"left": m["left"] / width, "right": 1 - m["right"] / width, "bottom": m["bottom"] / height, "top": 1 - m["top"] / height}
+    top = m["top"] if title else 0.45
+    return {"left": m["left"] / width, "right": 1 - m["right"] / width, "bottom": m["bottom"] / height, "top": 1 - top / height}
 
 
 def _suptitle(fig: Any, title: str) -> None:
@@ -154,7 +156,7 @@ def residuals_vs_latent(best: pd.DataFrame, evaluations: dict[str, dict[str, Any
     near-zero values (near-massless jets), and say nothing of the bulk.
     """
     with _figure(path, tight=False, **_panels(len(varset.variables))) as (fig, axes):
-        fig.subplots_adjust(**_margins(fig))
+        fig.subplots_adjust(**_margins(fig, title=False))
         for ax, variable in zip(axes.flat, varset.variables, strict=False):
             z, centre, width = [], [], []
             for _, trial in best.iterrows():

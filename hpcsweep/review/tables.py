@@ -94,8 +94,8 @@ def best_and_median(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return best.reset_index(drop=True), median.reset_index(drop=True)
 
 
-def _sci(value: float) -> str:
-    return "" if pd.isna(value) else f"{value:.3e}"
+def _sci(value: float | None) -> str:
+    return "" if value is None or pd.isna(value) else f"{value:.3e}"
 
 
 def thesis_table(picks: pd.DataFrame, axes: list[str] | None = None, ranking: Ranking | None = None) -> pd.DataFrame:
@@ -139,23 +139,25 @@ def comparison_table(frame: pd.DataFrame, axis: str) -> pd.DataFrame:
 
 def residuals_table(best: pd.DataFrame, median: pd.DataFrame, summaries: dict[str, dict[str, Any]], varset: VarSet) -> pd.DataFrame:
     """Per latent dimension and variable, for the best and the median trial: the residual's 68 % half-width
-    (relative ones in percent, others in the variable's unit) and the fraction of jets within 1 % (and the tolerance)."""
+    (relative ones in percent, others in the variable's unit), the fraction of jets within 1 % (relative) or
+    0.01 (absolute), and within the sweep's tolerance when it sets one."""
     rows = []
     for (_, top), (_, middle) in zip(best.iterrows(), median.iterrows(), strict=True):
         picks = {"best": summaries[top["trial_id"]]["metrics"], "median": summaries[middle["trial_id"]]["metrics"]}
+        tolerances = picks["best"].get("tolerance", {})
         for variable in varset.variables:
             row: dict[str, Any] = {
                 "Latent space dimensions": int(top["latent"]),
                 "Variable": variable.name,
                 "Residual": _residual_kind(variable),
             }
+            if tolerances:
+                row["Tolerance"] = _width(tolerances.get(variable.name), variable.residual)
             for pick, metrics in picks.items():
-                width = metrics.get("residual_width", {}).get(variable.name)
-                row[f"{pick}: 68 % half-width"] = _width(width, variable.residual)
+                row[f"{pick}: 68 % half-width"] = _width(metrics.get("residual_width", {}).get(variable.name), variable.residual)
                 row[f"{pick}: within 1 %"] = _fraction(metrics.get("within_1pct", {}).get(variable.name))
-                if variable.name in metrics.get("within_tolerance", {}):
-                    tolerance = metrics["tolerance"][variable.name]
-                    row[f"{pick}: within {_width(tolerance, variable.residual)}"] = _fraction(metrics["within_tolerance"][variable.name])
+                if tolerances:
+                    row[f"{pick}: within tolerance"] = _fraction(metrics.get("within_tolerance", {}).get(variable.name))
             rows.append(row)
     return pd.DataFrame(rows).fillna("")
 
@@ -273,26 +275,24 @@ def markdown(table: pd.DataFrame) -> str:
     return table.to_markdown(index=False, disable_numparse=True) if len(table) else "(no rows)"
 
 
-def evaluations_table(records: dict[str, Any]) -> pd.DataFrame:
+def evaluations_table(summaries: dict[str, dict[str, Any]], trial_ids: list[str]) -> pd.DataFrame:
     """Per trial and extra evaluation (a signal sample, another file): jets, MSEs, fraction within 1 %, dijet closure."""
     rows = []
-    for trial_id, record in records.items():
-        for label in record.evaluations:
-            summary = record.evaluation[label]
-            within = [r["within_1pct"] for r in summary.get("residuals", {}).values() if "within_1pct" in r]
-            dijet = summary.get("dijet", {})
+    for trial_id in trial_ids:
+        summary = summaries[trial_id]
+        for label, brief in summary.get("evaluations", {}).items():
             rows.append(
                 {
                     "Trial": trial_id,
-                    "Latent space dimensions": record.config["model"]["latent"],
+                    "Latent space dimensions": summary["config"]["model"]["latent"],
                     "Evaluation": label,
-                    "Source": Path(summary.get("source", "")).name,
-                    "Jets": f"{summary.get('n_jets', 0):,}",
-                    "MSE (own normalisation)": _sci(summary.get("mse", float("nan"))),
-                    "Reference MSE": _sci(summary.get("reference_mse", float("nan"))),
-                    "Jets within 1 % (mean over variables)": _fraction(sum(within) / len(within) if within else None),
-                    "Dijet peak shift": f"{dijet['peak_shift_pct']:+.2f} %" if dijet else "",
-                    "Dijet width change": f"{dijet['width_change_pct']:+.1f} %" if dijet else "",
+                    "Source": Path(brief.get("source") or "").name,
+                    "Jets": f"{brief.get('n_jets') or 0:,}",
+                    "MSE (own normalisation)": _sci(brief.get("mse")),
+                    "Reference MSE": _sci(brief.get("reference_mse")),
+                    "Jets within 1 % (mean over variables)": _fraction(brief.get("within_1pct")),
+                    "Dijet peak shift": f"{brief['peak_shift_pct']:+.2f} %" if "peak_shift_pct" in brief else "",
+                    "Dijet width change": f"{brief['width_change_pct']:+.1f} %" if "width_change_pct" in brief else "",
                 }
             )
     return pd.DataFrame(rows)

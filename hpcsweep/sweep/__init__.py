@@ -19,7 +19,6 @@ exact difference.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import time
@@ -30,7 +29,7 @@ from typing import Any
 from hpcsweep.config import GENERATOR_KEYS, SweepConfig, TrialSpec
 from hpcsweep.errors import UserError
 from hpcsweep.resources import allocated_cores
-from hpcsweep.store import record_submission, trial_path
+from hpcsweep.store import record_submission, trial_path, write_atomically
 from hpcsweep.sweep.datasets import Datasets, describe_dataset
 from hpcsweep.sweep.dispatch import TrialBatch, pack, submit
 from hpcsweep.sweep.grid import expand
@@ -78,7 +77,9 @@ def run_sweep(
     if planned.others:
         log(planned.describe_others())
     if not todo:
-        datasets.record()
+        if results_dir.is_dir():  # the folder now counts this definition (e.g. back to the full grid after a smoke test)
+            _keep_definition(results_dir, definition or sweep, source)
+            datasets.record()
         return states
     specs = _specs(sweep, todo, results_dir, source, datasets)
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -220,15 +221,17 @@ def kept_sweep(results_dir: Path) -> SweepConfig | None:
 
 
 def _keep_definition(results_dir: Path, sweep: SweepConfig, source: Path | None) -> None:
-    """The resolved definition (definition.json) and the sweep file's own text (sweep.yaml), for review and reruns."""
-    for name, text in (("definition.json", json.dumps(_definition(sweep), indent=1, sort_keys=True)),
-                       ("sweep.yaml", Path(source).read_text() if source is not None else None)):  # fmt: skip
-        if text is None:
-            continue
+    """The resolved definition (definition.json) and the sweep file's own text (sweep.yaml), for review and reruns.
+
+    Written only when they change, so a rerun that finds everything done touches nothing.
+    """
+    kept = {"definition.json": json.dumps(_definition(sweep), indent=1, sort_keys=True)}
+    if source is not None:
+        kept["sweep.yaml"] = Path(source).read_text()
+    for name, text in kept.items():
         path = results_dir / name
-        tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        if not (path.is_file() and path.read_text() == text):
+            write_atomically(path, text)
 
 
 def _specs(sweep: SweepConfig, todo: list[PlannedTrial], results_dir: Path, source: Path | None, datasets: Datasets) -> list[TrialSpec]:
@@ -238,12 +241,12 @@ def _specs(sweep: SweepConfig, todo: list[PlannedTrial], results_dir: Path, sour
     for item in todo:
         data = item.config.data
         signals = {}
-        for signal in sweep.evaluation.signal_list(data):
+        for label, signal in sweep.evaluation.signal_labels(data).items():
             if isinstance(signal, str):  # a file of the user's, read like the training data
-                signals[Path(signal).stem] = str(datasets.folder(data.model_copy(update={"source": signal})))
+                update: dict[str, Any] = {"source": signal}
             else:  # a generated Z' sample for the dijet-mass check
                 update = {"process": "zprime", "zprime_mass": signal, "events": sweep.evaluation.signal_events}
-                signals[f"zprime{signal:g}"] = str(datasets.folder(data.model_copy(update=update)))
+            signals[label] = str(datasets.folder(data.model_copy(update=update)))
         specs.append(
             TrialSpec(
                 trial_id=item.trial_id,

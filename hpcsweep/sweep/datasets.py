@@ -12,13 +12,13 @@ the folder last recorded (`data.json`), the generator being deterministic.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 from hpcsweep.config import DATASET_KEYS, DataConfig
 from hpcsweep.errors import UserError
+from hpcsweep.store import write_atomically
 
 
 def dataset_key(data: DataConfig) -> str:
@@ -63,8 +63,8 @@ class Datasets:
             from hpcsweep.data import prepare, prepared
 
             folder = prepared(data)
-            if folder is None and self.must_prepare:
-                folder = prepare(data, progress=self.progress)
+            if self.must_prepare:  # the sweep says what it trains on, prepared now or before
+                folder = folder or prepare(data, progress=self.progress)
                 self.log(describe_dataset(folder))
             elif folder is None and not data.generated:
                 try:
@@ -79,28 +79,25 @@ class Datasets:
         return {key: entry["version"] for key, entry in _read(self.results_dir).get("current", {}).items()}
 
     def record(self) -> None:
-        """Add the versions of training data known now to the folder's data.json (written atomically)."""
+        """Add the versions of training data known now to the folder's data.json (written atomically, only when it changes)."""
         known = {key: folder for key, (_, folder) in self._known.items() if folder is not None and key in self._trained}
         if not known or not self.results_dir.is_dir():
             return
-        state = _read(self.results_dir)
+        before = _read(self.results_dir)
+        state = json.loads(json.dumps(before))
         versions = {entry["version"]: entry for entry in state.get("versions", [])}
-        now = time.time()
         for key, folder in known.items():
             meta = json.loads((folder / "meta.json").read_text())
             version = _version(folder)
-            entry = versions.setdefault(version, {"version": version, "first_seen": now} | _provenance(meta))
-            entry["last_seen"] = now
+            versions.setdefault(version, {"version": version, "first_seen": time.time()} | _provenance(meta))
             state.setdefault("current", {})[key] = {"version": version}
         state["versions"] = sorted(versions.values(), key=lambda e: e["first_seen"])
-        path = self.results_dir / "data.json"
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(state, indent=1))
-        os.replace(tmp, path)
+        if state != before:
+            write_atomically(self.results_dir / "data.json", json.dumps(state, indent=1))
 
 
 def data_versions(results_dir: Path) -> list[dict[str, Any]]:
-    """The data versions a sweep's folder has trained on, oldest first: version, source, files, jets, cuts, times."""
+    """The data versions a sweep's folder has trained on, oldest first: version, source, files, jets, cuts, first seen."""
     return _read(Path(results_dir)).get("versions", [])
 
 

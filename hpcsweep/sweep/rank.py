@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hpcsweep.config import SweepConfig
+from hpcsweep.data.normalize import reference_mode
 from hpcsweep.data.varset import load_varset
 
 #: Grid keys that change the space the training loss is measured in.
@@ -26,11 +27,19 @@ class Ranking:
 
     rank_by: str = "reference_mse"
     variables: list[str] = field(default_factory=list)
-    description: str = "MSE in the reference space (auto)"
+    description: str = "MSE in the reference space"
 
     @classmethod
     def of(cls, sweep: SweepConfig) -> Ranking:
-        return cls(sweep.rank_by, rank_variables(sweep) if sweep.rank_by == "residual_width" else [], sweep.rank_description())
+        variables = rank_variables(sweep) if sweep.rank_by == "residual_width" else []
+        if sweep.rank_by == "val_loss":
+            description = "validation loss in each trial's own normalisation"
+        elif sweep.rank_by == "residual_width":
+            description = "mean residual 68 % half-width of " + ", ".join(variables)
+        else:
+            space = reference_mode(sweep.evaluation.reference, load_varset(sweep.data.varset))
+            description = f"MSE in the reference space ({space}, fitted on each trial's training split)"
+        return cls(sweep.rank_by, variables, description)
 
     def value(self, metrics: dict[str, Any]) -> float:
         return rank_value(metrics, self.rank_by, self.variables)
@@ -39,6 +48,11 @@ class Ranking:
     def label(self) -> str:
         """A short column or axis label."""
         return {"val_loss": "Validation loss", "reference_mse": "Reference MSE", "residual_width": "Mean residual width"}[self.rank_by]
+
+    @property
+    def noun(self) -> str:
+        """The label inside a sentence."""
+        return {"val_loss": "validation loss", "reference_mse": "reference MSE", "residual_width": "mean residual width"}[self.rank_by]
 
 
 def rank_variables(sweep: SweepConfig) -> list[str]:

@@ -131,6 +131,8 @@ class InFlight:
             _, host, job_pid = job.split(":")
             if host != socket.gethostname():
                 return None
+            if pid is None and not job_pid.isdigit():  # a debug job: it ran inside the call that submitted it, and ended
+                return False
             return pid_alive(pid if pid is not None else int(job_pid))
         if not self._asked:
             from hpcsweep.sweep.slurm import live_jobs

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from hpcsweep.data.normalize import Normaliser, make_reference
-from hpcsweep.data.physics import dijet_mass, peak_and_width
+from hpcsweep.data.physics import MIN_PEAK_EVENTS, dijet_mass, peak_and_width
 from hpcsweep.data.varset import VarSet
 
 EVAL_BATCH = 4096  # cache-sized chunks: 2.7x faster per jet than one 100k batch on CPU
@@ -345,7 +345,7 @@ def evaluate_dataset(
         "residuals": residual_stats(table, physics),
     }
     arrays = histograms(x_physical, decoded) | residual_arrays(table)
-    if event is not None and physics.four_momentum:
-        summary["dijet"], dijet_arrays = dijet_closure(x_physical, decoded, event, rank, physics)
+    if event is not None and physics.four_momentum and np.count_nonzero(np.asarray(rank) == 1) >= MIN_PEAK_EVENTS:
+        summary["dijet"], dijet_arrays = dijet_closure(x_physical, decoded, event, rank, physics)  # events with two jets only
         arrays.update(dijet_arrays)
     return summary, arrays, decoded
