@@ -240,8 +240,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def _dry_run(sweep, results_dir: Path, path: Path) -> int:
     """The trials of a sweep with every varied axis and their states; nothing is run, generated or written."""
     from hpcsweep.review.tables import axis_value, varied_axes
-    from hpcsweep.sweep import plan
+    from hpcsweep.sweep import check_definition, plan
 
+    check_definition(results_dir, sweep)  # what the sweep itself would refuse, the dry run refuses too
     planned = plan(sweep, results_dir, str(path))
     configs = {p.trial_id: {"config": p.config.model_dump(mode="json")} for p in planned.trials}
     axes = varied_axes(configs) + (["train.seed"] if len({p.config.train.seed for p in planned.trials}) > 1 else [])

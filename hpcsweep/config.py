@@ -177,7 +177,8 @@ class EvaluationConfig(_Section):
     signal_events: PositiveInt = 2000
     timing_repeats: PositiveInt = 20
     reference: Literal[REFERENCES] = Field(  # type: ignore[valid-type]
-        "auto", description="the space every trial's MSE is also measured in; auto: the set's custom transforms if any, else standard"
+        "auto",
+        description="the space every trial's MSE is also measured in; auto: custom+standard if the set has transforms, else standard",
     )
     tolerance: PositiveFloat | dict[str, PositiveFloat] | None = Field(
         None, description="residual tolerance (relative for relative residuals, in units otherwise): a fraction of jets within it"

@@ -17,7 +17,8 @@ def test_top_level_help_lists_the_commands():
 
 
 @pytest.mark.parametrize(
-    "command", [["sweep"], ["status"], ["aggregate"], ["data"], ["data", "generate"], ["data", "info"], ["data", "varsets"], ["data", "inspect"]]
+    "command",
+    [["sweep"], ["status"], ["aggregate"], ["data"], ["data", "generate"], ["data", "info"], ["data", "varsets"], ["data", "inspect"]],
 )
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as stop:

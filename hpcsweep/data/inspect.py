@@ -117,11 +117,11 @@ def _inspect_table(path: Path, name: str | None, max_entries: int | None, progre
 
     source = InputFile(path, name)
     kind = "Parquet" if source.format == "Parquet" else _root_kind(path, source.tree)
+    readable, skipped = _plain_branches(source, kind)
     branches: dict[str, Branch] = {}
-    skipped: list[str] = []
     limit = min(source.n_entries, max_entries or source.n_entries)
     with tqdm(total=limit, unit="entry", desc=f"inspecting {path.name}:{source.tree}", disable=not progress) as bar:
-        for arrays, start, stop in source.iterate(source.available, DEFAULT_STEP):
+        for arrays, start, stop in source.iterate(readable, DEFAULT_STEP):
             chunk = arrays[: max(0, limit - start)]
             for field_name in ak.fields(chunk):
                 values = chunk[field_name]
@@ -137,6 +137,17 @@ def _inspect_table(path: Path, name: str | None, max_entries: int | None, progre
             if stop >= limit:
                 break
     return Table(path, source.tree, kind, source.n_entries, list(branches.values()), [s for s in skipped if s not in branches])
+
+
+def _plain_branches(source: InputFile, kind: str) -> tuple[list[str], list[str]]:
+    """Branches uproot reads as plain arrays, and the others (objects of a class, which no jet variable is)."""
+    if kind != "TTree":
+        return list(source.available), []
+    import uproot
+
+    table = uproot.open(source.path)[source.tree]
+    plain = {b.name for b in table.itervalues(recursive=True) if isinstance(b.interpretation, uproot.AsDtype | uproot.AsJagged)}
+    return [n for n in source.available if n in plain], [n for n in source.available if n not in plain]
 
 
 def _root_kind(path: Path, tree: str) -> str:

@@ -94,7 +94,7 @@ def load_jets(
         np.concatenate([c["__event__"] for c in chunks]),
         np.concatenate([c["__rank__"] for c in chunks]),
         reader.cuts,
-        reader.describe(),
+        reader.describe(checksums=False),  # an in-memory read for a look: no second pass over the files
     )
 
 
@@ -338,12 +338,13 @@ class _Reader:
             self.cuts.append(CutReport("declared positive", "no negative value in " + ", ".join(self.positive)))
         self._checked = 0  # jets that reached the positivity check
 
-    def describe(self) -> dict:
-        """What was read: files (format, tree, sha256), variable set, cuts with counts."""
+    def describe(self, checksums: bool = True) -> dict:
+        """What was read: files (format, tree, entries, and their sha256 unless `checksums` is off), variable set, cuts with counts."""
         return {
             "source": str(self.files[0].path.resolve()) if len(self.files) == 1 else self.label,
             "files": [
-                {"path": str(f.path.resolve()), "format": f.format, "tree": f.tree, "entries": f.n_entries, "sha256": file_checksum(f.path)}
+                {"path": str(f.path.resolve()), "format": f.format, "tree": f.tree, "entries": f.n_entries}
+                | ({"sha256": file_checksum(f.path)} if checksums else {})
                 for f in self.files
             ],
             "tree": self.files[0].tree,

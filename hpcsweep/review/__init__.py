@@ -59,14 +59,13 @@ class SweepResults:
         return cls(path if path.is_dir() else Path("results") / str(where))
 
     def trials(self) -> pd.DataFrame:
-        summaries, _ = scan(self.results_dir)
-        selection = select(self.results_dir, summaries)
+        """One row per trial of the sweep's definition, with its `rank` (smaller is better)."""
+        selection = select(self.results_dir, scan(self.results_dir)[0])
         return trials_frame(selection.summaries, selection.ranking)
 
     def table(self) -> dict[str, pd.DataFrame]:
         """Best and median trial per latent dimension, in the thesis' table layout (ranked by the sweep's yardstick)."""
-        summaries, _ = scan(self.results_dir)
-        selection = select(self.results_dir, summaries)
+        selection = select(self.results_dir, scan(self.results_dir)[0])
         best, median = best_and_median(trials_frame(selection.summaries, selection.ranking))
         axes = varied_axes(selection.summaries)
         return {"best": thesis_table(best, axes, selection.ranking), "median": thesis_table(median, axes, selection.ranking)}
@@ -340,9 +339,7 @@ def _add_stability(review: Review, summaries: dict[str, dict[str, Any]], plot: b
     groups = rerun_groups(summaries)
     if not groups:
         return
-    _add_table(
-        review, "stability", f"Seed stability: {ranking.noun} of each config over its runs", stability_table(summaries, ranking)
-    )
+    _add_table(review, "stability", f"Seed stability: {ranking.noun} of each config over its runs", stability_table(summaries, ranking))
     if plot:
         figure = Figure(
             "Seed stability",

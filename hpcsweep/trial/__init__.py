@@ -198,6 +198,7 @@ def load_trained(path: Path) -> tuple[TrialRecord, Autoencoder, Normaliser, Phys
     if not record.weights:
         raise ValueError(f"{path}: trial {record.state} without weights")
     varset = load_varset(record.varset or record.config["data"]["varset"])
+    record.varset = varset.mapping()  # an older file gains the resolved set when it is written again
     model = build_model(ModelConfig.model_validate(record.config["model"]), len(varset.names))
     model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in record.weights.items()})
     model.eval()
@@ -227,7 +228,7 @@ def evaluate_stored(path: Path, label: str, table: JetTable, split: bool, timing
         x = x[: data["max_jets"]] if data["max_jets"] else x
         train_rows, val_rows = split_indices(len(x), data["val_fraction"], data["split_seed"])
         if physics.reference is None:
-            physics.reference = make_reference("auto", load_varset(record.varset or data["varset"]), x[train_rows])
+            physics.reference = make_reference("auto", load_varset(record.varset), x[train_rows])
             record.reference = _reference_record(physics)
         evaluated, arrays = evaluate_trial(model, normaliser, physics, x[train_rows], x[val_rows], timing_repeats, {})
         summary = evaluated["validation"]
