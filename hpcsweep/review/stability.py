@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from hpcsweep.config import dotted
+from hpcsweep.review.tables import axis_value, varied_axes
 from hpcsweep.sweep.rank import Ranking
 
 OUTLIER_FACTOR = 1.5  # a run whose val loss is above 1.5x its config's median is flagged
@@ -44,8 +45,10 @@ def rerun_groups(summaries: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
 def stability_table(summaries: dict[str, dict[str, Any]], ranking: Ranking | None = None) -> pd.DataFrame:
     """Per rerun config: z, bs, lr, wd, runs, mean, std, min, max of the sweep's yardstick and the seeds flagged as outliers."""
     ranking = ranking or Ranking()
+    groups = rerun_groups(summaries)
+    axes = varied_axes({ids[0]: summaries[ids[0]] for ids in groups.values()})  # what else tells the configs apart
     rows = []
-    for ids in rerun_groups(summaries).values():
+    for ids in groups.values():
         runs = [summaries[i] for i in ids]
         config = runs[0]["config"]
         losses = np.array([ranking.value(r["metrics"]) if r["state"] == "done" else np.nan for r in runs], dtype=float)
@@ -58,6 +61,7 @@ def stability_table(summaries: dict[str, dict[str, Any]], ranking: Ranking | Non
                 "Batch size": config["train"]["batch_size"],
                 "Learning rate": f"{config['train']['lr']:.0e}",
                 "Weight decay": "0" if config["train"]["weight_decay"] == 0 else f"{config['train']['weight_decay']:.0e}",
+                **{axis: axis_value(config[axis.split(".")[0]].get(axis.split(".", 1)[1])) for axis in axes},
                 "Runs": len(runs),
                 "Seeds": " ".join(str(s) for s in sorted(seeds)),
                 "Mean": f"{finite.mean():.3e}" if len(finite) else "",
