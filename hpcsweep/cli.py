@@ -193,7 +193,7 @@ def resolve_sweep_file(name: str) -> Path:
 
 
 def _overridden_sweep(args: argparse.Namespace, path: Path):
-    """The sweep file's definition; the folder's definition (with --epochs and --set); and what runs (also --latent, dispatch)."""
+    """The definition the results folder keeps (the sweep file with --epochs and --set), and what runs (also --latent and dispatch)."""
     from hpcsweep.config import load_sweep
 
     sets: dict[str, Any] = {}
@@ -239,7 +239,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def _dry_run(sweep, results_dir: Path, path: Path) -> int:
     """The trials of a sweep with every varied axis and their states; nothing is run, generated or written."""
-    from hpcsweep.review.tables import axis_value, varied_axes
+    from hpcsweep.review.tables import config_value, varied_axes
     from hpcsweep.sweep import check_definition, plan
 
     check_definition(results_dir, sweep)  # what the sweep itself would refuse, the dry run refuses too
@@ -249,7 +249,7 @@ def _dry_run(sweep, results_dir: Path, path: Path) -> int:
     rows = []
     for p in planned.trials:
         train = p.config.train
-        values = [axis_value(_dig(configs[p.trial_id]["config"], axis)) for axis in axes]
+        values = [config_value(configs[p.trial_id]["config"], axis) for axis in axes]
         rows.append([p.trial_id, p.config.model.latent, train.batch_size, train.lr, train.weight_decay, train.epochs, *values, p.state])
     versions = sorted({p.config.data_version or "not read yet" for p in planned.trials})
     title = f"{sweep.name}: {len(planned.trials)} trials (data version {', '.join(versions)})"
@@ -258,11 +258,6 @@ def _dry_run(sweep, results_dir: Path, path: Path) -> int:
         if line:
             print(line)
     return 0
-
-
-def _dig(config: dict[str, Any], dotted_key: str) -> Any:
-    section, key = dotted_key.split(".", 1)
-    return config.get(section, {}).get(key)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from hpcsweep.config import dotted
-from hpcsweep.review.tables import axis_value, varied_axes
+from hpcsweep.review.tables import config_value, varied_axes
 from hpcsweep.sweep.rank import Ranking
 
 OUTLIER_FACTOR = 1.5  # a run whose val loss is above 1.5x its config's median is flagged
@@ -61,7 +61,7 @@ def stability_table(summaries: dict[str, dict[str, Any]], ranking: Ranking | Non
                 "Batch size": config["train"]["batch_size"],
                 "Learning rate": f"{config['train']['lr']:.0e}",
                 "Weight decay": "0" if config["train"]["weight_decay"] == 0 else f"{config['train']['weight_decay']:.0e}",
-                **{axis: axis_value(config[axis.split(".")[0]].get(axis.split(".", 1)[1])) for axis in axes},
+                **{axis: config_value(config, axis) for axis in axes},
                 "Runs": len(runs),
                 "Seeds": " ".join(str(s) for s in sorted(seeds)),
                 "Mean": f"{finite.mean():.3e}" if len(finite) else "",

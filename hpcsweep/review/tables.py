@@ -67,14 +67,18 @@ def trials_frame(summaries: dict[str, dict[str, Any]], ranking: Ranking | None =
         row |= {column: _dig(summary, path) for column, path in _FIELDS.items()}
         row["varset"] = varset_label(row["varset"]) if row["varset"] is not None else None
         row["rank"] = ranking.value(summary.get("metrics") or {})
-        config = summary.get("config", {})
-        row |= {axis: axis_value(_dig(config, tuple(axis.split(".")))) for axis in axes}
+        row |= {axis: config_value(summary.get("config", {}), axis) for axis in axes}
         rows.append(row)
     frame = pd.DataFrame(rows, columns=["trial_id", "state", "failure", *_FIELDS, "rank", *axes])
     return frame.sort_values(["latent", "rank", "trial_id"], na_position="last").reset_index(drop=True)
 
 
-def axis_value(value: Any) -> Any:
+def config_value(config: dict[str, Any], axis: str) -> Any:
+    """The value of a dotted key (e.g. 'data.normalisation') of a stored config, as a table shows it."""
+    return _axis_value(_dig(config, tuple(axis.split("."))))
+
+
+def _axis_value(value: Any) -> Any:
     """A config value as a table shows it: a variable set by its name, lists (hidden widths) as text."""
     if isinstance(value, dict) and "variables" in value:
         return varset_label(value)
