@@ -51,7 +51,7 @@ class Datasets:
         """The cache folder of `data`, prepared if needed (a file's problems are `UserError`s)."""
         from hpcsweep.data import prepare
 
-        version, folder = self._lookup(data)
+        _, folder = self._lookup(data)
         if folder is None:
             folder = prepare(data, progress=self.progress)
             self._known[dataset_key(data)] = (_version(folder), folder)
@@ -62,9 +62,8 @@ class Datasets:
         if key not in self._known:
             from hpcsweep.data import prepare, prepared
 
-            folder = prepared(data)
+            folder = prepare(data, progress=self.progress) if self.must_prepare else prepared(data)  # prepare: at once if cached
             if self.must_prepare:  # the sweep says what it trains on, prepared now or before
-                folder = folder or prepare(data, progress=self.progress)
                 self.log(describe_dataset(folder))
             elif folder is None and not data.generated:
                 try:
