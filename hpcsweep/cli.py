@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,9 +29,30 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"hpcsweep: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        if err.errno not in PATH_FAULTS:
+            raise
+        print(f"hpcsweep: error: {path_fault(err)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("hpcsweep: interrupted", file=sys.stderr)
         return 130
+
+
+PATH_FAULTS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR, errno.EEXIST)
+
+
+def path_fault(err: OSError) -> str:
+    """One line for a file that cannot be written or made (full disk, read-only or unwritable folder, a file in the way)."""
+    where = f"{err.filename}: " if err.filename else ""
+    hint = {
+        errno.ENOSPC: "free some space (or choose another --results) and run again: finished trials are kept",
+        errno.EDQUOT: "the disk quota is used up; free some space and run again: finished trials are kept",
+        errno.EROFS: "the filesystem is read-only; choose another --results",
+        errno.EACCES: "no permission to write there; choose another --results",
+        errno.EPERM: "no permission to write there; choose another --results",
+    }.get(err.errno, "a file stands where a folder is needed (or the reverse); choose another --results, or move it away")
+    return f"{where}{err.strerror or err}; {hint}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dispatch_options(sweep)
     _add_results_option(sweep)
     sweep.add_argument("--dry-run", action="store_true", help="list the trials and their states; run nothing")
+    sweep.add_argument(
+        "--no-review", action="store_true", help="run the trials only: no tables or figures ('hpcsweep aggregate' makes them)"
+    )
     sweep.set_defaults(handler=cmd_sweep)
 
     status = commands.add_parser("status", help="count a sweep's trials by state and latent dimension",
@@ -150,6 +175,7 @@ def _add_definition_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="fix any trial key, e.g. --set lr=1e-3 --set data.events=2000"
     )
+    parser.add_argument("--allow-large", action="store_true", help="accept a grid of more than max_trials points (default 10,000)")
 
 
 def _add_results_option(parser: argparse.ArgumentParser) -> None:
@@ -165,6 +191,10 @@ def _add_dispatch_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--wait", action="store_true", help="slurm: follow the jobs until they end (default: return once submitted)")
     parser.add_argument("--workers", type=int, metavar="N", help="trials running at once (default: cores / threads)")
     parser.add_argument("--threads", type=int, metavar="N", help="torch threads per trial (default 1)")
+    parser.add_argument(
+        "--wait-for-lease", action="store_true", help="another driver runs this results folder: wait for it (default: stop)"
+    )
+    parser.add_argument("--retry-failed", action="store_true", help="give trials that failed max_attempts times a fresh retry budget")
 
 
 def _dispatch_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -205,8 +235,19 @@ def _overridden_sweep(args: argparse.Namespace, path: Path):
     definition = load_sweep(path)
     if args.epochs is not None or sets:
         definition = definition.with_overrides(epochs=args.epochs, sets=sets)
+    if args.allow_large:
+        definition = definition.model_copy(update={"max_trials": None})
     dispatch = _dispatch_overrides(args) if hasattr(args, "executor") else {}
     return definition, definition.with_overrides(latent=args.latent, dispatch=dispatch) if args.latent or dispatch else definition
+
+
+def _driver_options(args: argparse.Namespace, sweep) -> dict[str, Any]:
+    """How the driver waits: for SLURM jobs (--wait; local jobs always), for another driver's lease; --retry-failed."""
+    return {
+        "wait": args.wait or sweep.dispatch.executor != "slurm",
+        "wait_for_lease": args.wait_for_lease,
+        "retry_failed": args.retry_failed,
+    }
 
 
 def _check_cluster(sweep) -> None:
@@ -226,13 +267,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.dry_run:
         return _dry_run(sweep, results_dir, path)
     _check_cluster(sweep)
-    states = run_sweep(sweep, results_dir, source=path, definition=definition, wait=args.wait or sweep.dispatch.executor != "slurm")
+    states = run_sweep(sweep, results_dir, source=path, definition=definition, **_driver_options(args, sweep))
     if sweep.dispatch.executor == "slurm" and not args.wait:
         return 0
-    latents = sorted({trial.model.latent for trial in expand(sweep)})
-    _show_tables(results_dir, latents)
-    if states["failed"]:
-        print(f"{states['failed']} trials failed; see 'hpcsweep status {args.sweep}' and rerun to retry them", file=sys.stderr)
+    if not args.no_review:
+        _show_tables(results_dir, sorted({trial.model.latent for trial in expand(sweep)}))
+    if states["failed"] or states["exhausted"]:
+        print(f"{states['failed'] + states['exhausted']} trials failed; see 'hpcsweep status {args.sweep}'; a rerun retries them "
+              f"(those that failed {sweep.max_attempts} times only with --retry-failed)", file=sys.stderr)  # fmt: skip
         return 1
     return 0
 
@@ -279,10 +321,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     goal = sweep.budget if sweep.search != "grid" else len(planned.trials)
     _print_rows(f"{sweep.name}: {len(planned.trials)} trials, {finished} of {goal} finished ({sweep.search} search)", ["z", *STATES], rows)
     Console().print(ProgressBar(total=goal, completed=min(finished, goal), width=60))
-    for state in ("running", "queued", "failed", "lost"):
+    for state in ("running", "queued"):
         details = Counter(p.detail or "?" for p in planned.trials if p.state == state)
         if details:
             print(f"{state}: " + ", ".join(f"{detail} ({n})" for detail, n in details.most_common(8)))
+    retried = [p for p in planned.trials if p.state in ("failed", "lost", "exhausted")]
+    if retried:
+        rows = [[p.trial_id, p.config.model.latent, p.state, f"{p.failures}/{sweep.max_attempts}", p.detail or "?"] for p in retried[:20]]
+        more = f" (the first 20 of {len(retried)})" if len(retried) > 20 else ""
+        _print_rows(f"failed, lost and given-up trials{more}", ["trial", "z", "state", "attempts", "last reason"], rows)
     for line in [planned.describe_others(), *planned.data_problems]:
         if line:
             print(line)
@@ -374,6 +421,7 @@ def _definition_states(sweep, results_dir: Path) -> dict[str, int]:
 
 def cmd_rerun_best(args: argparse.Namespace) -> int:
     from hpcsweep.config import validate_sweep
+    from hpcsweep.files import write_atomically
     from hpcsweep.review import select
     from hpcsweep.review.stability import rerun_best_sweep
     from hpcsweep.review.tables import trials_frame
@@ -400,12 +448,12 @@ def cmd_rerun_best(args: argparse.Namespace) -> int:
     sweep = definition.with_overrides(dispatch=_dispatch_overrides(args))
     _check_cluster(sweep)
     child_dir.mkdir(parents=True, exist_ok=True)
-    sweep_file.write_text(f"# made by: hpcsweep rerun-best {args.sweep} --top {args.top} --seeds {args.seeds}\n"
-                          + yaml.safe_dump(raw, sort_keys=False))  # fmt: skip
+    write_atomically(sweep_file, f"# made by: hpcsweep rerun-best {args.sweep} --top {args.top} --seeds {args.seeds}\n"
+                     + yaml.safe_dump(raw, sort_keys=False))  # fmt: skip
     for trial_id in best:
         copy_trial(trial_path(parent_dir, trial_id), child_dir)  # the original seed's run, not retrained
     print(f"{len(picks)} configs x {args.seeds} new seeds -> sweep {raw['name']!r} ({sweep_file})")
-    run_sweep(sweep, child_dir, source=sweep_file, definition=definition, wait=args.wait or sweep.dispatch.executor != "slurm")
+    run_sweep(sweep, child_dir, source=sweep_file, definition=definition, **_driver_options(args, sweep))
     if sweep.dispatch.executor == "slurm" and not args.wait:
         print(f"when it is done: hpcsweep aggregate {raw['name']}")
         return 0
@@ -564,13 +612,14 @@ def cmd_varsets(_: argparse.Namespace) -> int:
 
 def _print_rows(title: str, header: list[str], rows: list[list[Any]]) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=title, title_justify="left")
+    table = Table(title=escape(title), title_justify="left")
     for column in header:
-        table.add_column(str(column))
+        table.add_column(escape(str(column)))
     for row in rows:
-        table.add_row(*(str(cell) for cell in row))
+        table.add_row(*(escape(str(cell)) for cell in row))  # an error message "['x']" is text, not markup
     Console(width=max(120, len(header) * 16)).print(table)
 
 

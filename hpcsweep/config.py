@@ -395,6 +395,11 @@ class SweepConfig(_Section):
         "or the mean residual 68 % half-width of rank_variables",
     )
     rank_variables: list[str] | None = Field(None, description="residual_width: the variables averaged (default: every continuous one)")
+    max_attempts: PositiveInt = Field(
+        3,
+        description="failed attempts (error, out of memory, disk full, killed, ...) before a trial is given up; --retry-failed starts afresh",
+    )
+    max_trials: PositiveInt | None = Field(10_000, description="a larger grid is refused before any work is done (--allow-large lifts it)")
 
     @model_validator(mode="before")
     @classmethod

@@ -5,19 +5,27 @@ failed), final metrics, per-epoch history, best weights, normaliser
 parameters and provenance (versions, git commit, host, input checksum). It is
 written under a temporary name in the same folder and `os.replace`d into
 place, so a reader sees either no file or a whole one, and concurrent trials
-never share a file. Small things live in attributes, so summaries are read
-without touching weights. No torch here: weights arrive as numpy arrays.
+never share a file. A sha256 of its attributes and arrays is stored with it
+and checked when it is first scanned and whenever its weights are read, so a
+file damaged after it was written (valid HDF5, wrong numbers) is treated as
+unreadable and its trial run again. Small things live in attributes, so
+summaries are read without touching weights. No torch here: weights arrive as
+numpy arrays.
 
 Work in flight is told by two append-only logs beside the trial files:
 `attempts/<id>.jsonl` (each attempt's start and end: job id, host, pid,
-outcome; written only by the job running that trial) and `jobs.jsonl` (which
-trials each submitted job or array task carries; written by the sweep driver).
-An attempt that started and never ended belongs to a running job, or to one
-that vanished (killed, node failure): the sweep asks the scheduler which.
+outcome; written only by the job running that trial, and only after its
+trial file is in place, so a kill between the two cannot make a trial look
+unfinished) and `jobs.jsonl` (which trials each submitted job or array task
+carries; written by the sweep driver). An attempt that started and never
+ended belongs to a running job, or to one that vanished (killed, node
+failure): the sweep asks the scheduler which. `--retry-failed` logs a reset,
+after which the attempts count afresh against the retry budget.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -32,7 +40,12 @@ import numpy as np
 os.environ.setdefault("HDF5_USE_FILE_LOCKING", "BEST_EFFORT")
 import h5py  # noqa: E402  (after the locking mode is set)
 
-SCHEMA_VERSION = 2  # 2: the small fields in one "summary" attribute; 1 (one attribute each) is still read
+from hpcsweep.claims import this_job  # noqa: E402
+from hpcsweep.files import temp_path, write_atomically  # noqa: E402
+
+SCHEMA_VERSION = 3  # 3: a checksum; 2: the small fields in one "summary" attribute; 1 (one attribute each) is still read
+JSON_ATTRIBUTES = ("summary", "normaliser", "evaluation", "varset", "reference")
+GROUPS = ("history", "weights", "arrays")
 FINISHED_STATES = ("done", "diverged", "pruned")
 STATES = FINISHED_STATES + ("failed",)
 SUMMARY_KEYS = ("trial_id", "sweep", "state", "error", "failure", "config", "metrics", "provenance", "evaluations")
@@ -87,26 +100,41 @@ def trial_path(results_dir: Path, trial_id: str) -> Path:
 
 
 def write_trial(path: Path, record: TrialRecord) -> None:
-    """Write `record` to `path` atomically (temporary file in the same folder, then rename)."""
+    """Write `record` to `path` atomically (temporary file in the same folder, then rename).
+
+    A failed write (a full disk) leaves the previous file as it was and no temporary behind.
+    """
     if record.state not in STATES:
         raise ValueError(f"unknown trial state {record.state!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    texts = {"summary": json.dumps({key: getattr(record, key) for key in SUMMARY_KEYS}, sort_keys=True)}  # one read for a scan
+    texts |= {key: json.dumps(getattr(record, key)) for key in JSON_ATTRIBUTES[1:]}
+    arrays = {f"{group}/{name}": np.asarray(array) for group in GROUPS for name, array in getattr(record, group).items()}
+    tmp = temp_path(path)
     try:
         with h5py.File(tmp, "w") as handle:
-            attrs = handle.attrs
-            attrs["schema_version"] = SCHEMA_VERSION
-            attrs["summary"] = json.dumps({key: getattr(record, key) for key in SUMMARY_KEYS}, sort_keys=True)  # one read for a scan
-            for key in ("normaliser", "evaluation", "varset", "reference"):
-                attrs[key] = json.dumps(getattr(record, key))
-            for group, arrays in (("history", record.history), ("weights", record.weights), ("arrays", record.arrays)):
-                node = handle.create_group(group)
-                for name, array in arrays.items():
-                    node.create_dataset(name, data=np.asarray(array))
+            handle.attrs["schema_version"] = SCHEMA_VERSION
+            handle.attrs.update(texts)
+            handle.attrs["checksum"] = checksum(texts, arrays)
+            for group in GROUPS:
+                handle.create_group(group)
+            for name, array in arrays.items():
+                handle.create_dataset(name, data=array)
         os.replace(tmp, path)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
+
+
+def checksum(texts: dict[str, str], arrays: dict[str, np.ndarray]) -> str:
+    """sha256 of the JSON attributes and of every array's name, dtype, shape and bytes."""
+    digest = hashlib.sha256()
+    for key in sorted(texts):
+        digest.update(f"{key}\0{texts[key]}\0".encode())
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}\0{array.dtype.str}\0{array.shape}\0".encode())
+        digest.update(array.tobytes())
+    return "sha256:" + digest.hexdigest()
 
 
 def read_summary(path: Path) -> dict[str, Any]:
@@ -120,16 +148,40 @@ def read_summary(path: Path) -> dict[str, Any]:
 
 
 def read_trial(path: Path, weights: bool = True) -> TrialRecord:
-    """The whole record, history included; without `weights` the review reads everything but the network."""
+    """The whole record, history included; without `weights` the review reads everything but the network.
+
+    With `weights` the checksum is verified (a damaged file raises ValueError).
+    """
     summary = read_summary(path)
-    with h5py.File(path, "r") as handle:
-        history = {k: v[()] for k, v in handle["history"].items()}
-        stored = {k: v[()] for k, v in handle["weights"].items()} if weights else {}
-        arrays: dict[str, np.ndarray] = {}
-        handle["arrays"].visititems(lambda name, node: arrays.__setitem__(name, node[()]) if isinstance(node, h5py.Dataset) else None)
-        extra = {key: json.loads(handle.attrs[key]) for key in ("normaliser", "evaluation", "varset", "reference") if key in handle.attrs}
+    texts, arrays = _contents(path, GROUPS if weights else ("history", "arrays"))
+    groups = {group: {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith(f"{group}/")} for group in GROUPS}
+    extra = {key: json.loads(texts[key]) for key in JSON_ATTRIBUTES[1:] if key in texts}
     summary.pop("evaluations", None)  # derived from the evaluation
-    return TrialRecord(**summary, history=history, weights=stored, arrays=arrays, **extra)
+    return TrialRecord(**summary, **groups, **extra)
+
+
+def verify_trial(path: Path) -> dict[str, Any]:
+    """The summary of a trial file whose checksum holds (files older than schema 3 have none); else ValueError."""
+    _contents(path, GROUPS)
+    return read_summary(path)
+
+
+def _contents(path: Path, groups: tuple[str, ...]) -> tuple[dict[str, str], dict[str, np.ndarray]]:
+    """The JSON attributes and the arrays ('group/name') of `groups`; checked against the checksum when all are read."""
+    arrays: dict[str, np.ndarray] = {}
+    with h5py.File(path, "r") as handle:
+        texts = {key: str(handle.attrs[key]) for key in JSON_ATTRIBUTES if key in handle.attrs}
+        stored = str(handle.attrs.get("checksum", ""))
+        for group in groups:
+            if group in handle:
+                handle[group].visititems(
+                    lambda name, node, group=group: (
+                        arrays.__setitem__(f"{group}/{name}", node[()]) if isinstance(node, h5py.Dataset) else None
+                    )
+                )
+    if groups == GROUPS and stored and checksum(texts, arrays) != stored:
+        raise ValueError("checksum mismatch: the file was changed or damaged after it was written")
+    return texts, arrays
 
 
 def copy_trial(path: Path, results_dir: Path) -> Path:
@@ -137,9 +189,12 @@ def copy_trial(path: Path, results_dir: Path) -> Path:
     target = trial_path(results_dir, path.stem)
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        shutil.copyfile(path, tmp)
-        os.replace(tmp, target)
+        tmp = temp_path(target)
+        try:
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
     return target
 
 
@@ -164,13 +219,6 @@ def rebuild_index(results_dir: Path) -> tuple[dict[str, dict[str, Any]], list[st
     return summaries, unreadable
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """A temporary file in the same folder, then renamed: a reader sees the old text or the new, never half."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _scan(results_dir: Path) -> tuple[dict[str, dict[str, Any]], list[str], dict[str, Any]]:
     summaries: dict[str, dict[str, Any]] = {}
     unreadable: list[str] = []
@@ -191,7 +239,7 @@ def _scan(results_dir: Path) -> tuple[dict[str, dict[str, Any]], list[str], dict
             summary = known["summary"]
         else:
             try:
-                summary = read_summary(Path(entry.path))
+                summary = verify_trial(Path(entry.path))
             except (OSError, KeyError, ValueError) as err:
                 unreadable.append(f"{entry.name}: {err}")
                 continue
@@ -223,16 +271,6 @@ def attempts_path(results_dir: Path, trial_id: str) -> Path:
     return Path(results_dir) / "attempts" / f"{trial_id}.jsonl"
 
 
-def this_job() -> str:
-    """The scheduler's name for the running job: SLURM array task or job, submitit local job, else the pid."""
-    env = os.environ
-    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
-        return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
-    if env.get("SLURM_JOB_ID"):
-        return env["SLURM_JOB_ID"]
-    return f"local:{socket.gethostname()}:{os.getpid()}"
-
-
 def open_attempt(results_dir: Path, trial_id: str, config: dict[str, Any]) -> None:
     """Log that this process starts (or resumes) a trial, with the trial's config."""
     entry = {"event": "start", "job": this_job(), "host": socket.gethostname(), "pid": os.getpid(), "time": time.time(), "config": config}
@@ -241,24 +279,41 @@ def open_attempt(results_dir: Path, trial_id: str, config: dict[str, Any]) -> No
     _append_line(attempts_path(results_dir, trial_id), entry)
 
 
-def close_attempt(results_dir: Path, trial_id: str, outcome: str) -> list[dict[str, Any]]:
-    """Log how this process's attempt ended; return every attempt so far (for the trial file)."""
-    _append_line(
-        attempts_path(results_dir, trial_id),
-        {"event": "end", "job": this_job(), "pid": os.getpid(), "outcome": outcome, "time": time.time()},
-    )
-    return read_attempts(results_dir, trial_id)
+def close_attempt(results_dir: Path, trial_id: str, outcome: str) -> None:
+    """Log how this process's attempt ended (after its trial file, if any, is in place)."""
+    _append_line(attempts_path(results_dir, trial_id), _end_event(outcome))
+
+
+def ended_attempts(results_dir: Path, trial_id: str, outcome: str) -> list[dict[str, Any]]:
+    """Every attempt so far, this process's ended with `outcome`, as the trial file keeps them (nothing is logged)."""
+    return _attempts(_read_lines(attempts_path(results_dir, trial_id)) + [_end_event(outcome)])
+
+
+def reset_attempts(results_dir: Path, trial_id: str) -> None:
+    """Start the retry budget afresh: the attempts so far no longer count (--retry-failed)."""
+    _append_line(attempts_path(results_dir, trial_id), {"event": "reset", "time": time.time()})
+
+
+def _end_event(outcome: str) -> dict[str, Any]:
+    return {"event": "end", "job": this_job(), "pid": os.getpid(), "outcome": outcome, "time": time.time()}
 
 
 def read_attempts(results_dir: Path, trial_id: str) -> list[dict[str, Any]]:
     """Attempts in order: job, host, pid, start (and partition under SLURM), and end and outcome once it ended.
 
     An attempt followed by another that never ended was killed (SIGKILL, cancelled,
-    node failure): its outcome is 'vanished'.
+    node failure): its outcome is 'vanished'. Attempts before a reset have `counted` False.
     """
+    return _attempts(_read_lines(attempts_path(results_dir, trial_id)))
+
+
+def _attempts(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     attempts: list[dict[str, Any]] = []
-    for event in _read_lines(attempts_path(results_dir, trial_id)):
-        if event["event"] == "start":
+    for event in events:
+        if event["event"] == "reset":
+            for attempt in attempts:
+                attempt["counted"] = False
+        elif event["event"] == "start":
             attempts.append({key: value for key, value in event.items() if key not in ("event", "time")} | {"start": event["time"]})
         else:
             for attempt in reversed(attempts):
@@ -268,6 +323,11 @@ def read_attempts(results_dir: Path, trial_id: str) -> list[dict[str, Any]]:
     for attempt in attempts[:-1]:
         attempt.setdefault("outcome", "vanished")
     return attempts
+
+
+def claims_dir(results_dir: Path) -> Path:
+    """Where the claims of a results folder live: its driver's lease and each running trial's claim."""
+    return Path(results_dir) / "claims"
 
 
 def jobs_path(results_dir: Path) -> Path:

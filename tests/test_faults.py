@@ -1,23 +1,27 @@
-"""Faults without SLURM: a sweep killed with SIGKILL resumes with nothing lost or done twice; concurrent writers."""
+"""Faults without SLURM: kills at any moment, damaged files, full disks, huge grids, failing trials, two drivers at once."""
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import h5py
 import numpy as np
+import pytest
 
 from hpcsweep.cli import main
 from hpcsweep.config import load_sweep
-from hpcsweep.store import TrialRecord, read_trial, scan, trial_path, trials_dir, write_trial
+from hpcsweep.store import TrialRecord, read_attempts, read_summary, read_trial, scan, trial_path, trials_dir, write_trial
 from hpcsweep.sweep.state import plan
+from hpcsweep.trial import run_trial
 
-from .conftest import QCD
+from .conftest import QCD, trial_spec
 
 
 def _sweep(tmp_path, epochs: int = 250):
@@ -131,3 +135,177 @@ def test_a_change_that_would_not_compare_is_refused_with_the_exact_difference(qc
     )
     assert "(data.val_fraction: 0.2 there, 0.3 here)" in capsys.readouterr().err
     assert {p.name: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()} == before, "nothing was written"
+
+
+def _tiny(tmp_path: Path, name: str = "tiny", grid: str = "{lr: [1.0e-2]}", extra: str = "", executor: str = "debug") -> Path:
+    """A sweep of short trials on the session's sample (debug executor: they run inside the command)."""
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(
+        f"name: {name}\ndata: {{events: {QCD.events}, generator_seed: {QCD.seed}}}\n"
+        f"model: {{hidden: [32, 32], latent: 3}}\ntrain: {{epochs: 4, batch_size: 256}}\ngrid: {grid}\n"
+        f"dispatch: {{executor: {executor}, workers: 2}}\nevaluation: {{signals: [], timing_repeats: 1}}\n{extra}"
+    )
+    return path
+
+
+def _leftovers(folder: Path) -> list[Path]:
+    """Temporary files and claims left in a results folder."""
+    return [*folder.rglob("*.tmp"), *folder.rglob("*.claim")]
+
+
+def test_a_kill_between_the_trial_file_and_its_done_line_does_not_train_it_again(qcd_file, tmp_path):
+    sweep_file, results = _tiny(tmp_path), tmp_path / "results"
+    script = (
+        "import os, signal, sys\nimport hpcsweep.trial as trial\n"
+        "trial.close_attempt = lambda *a: os.kill(os.getpid(), signal.SIGKILL)  # killed right after the file is in place\n"
+        "from hpcsweep.cli import main\nmain(sys.argv[1:])\n"
+    )
+    killed = subprocess.run([sys.executable, "-c", script, "sweep", str(sweep_file), "--results", str(results), "--no-review"])
+    assert killed.returncode == -signal.SIGKILL
+    folder = results / "tiny"
+    (path,) = trials_dir(folder).glob("*.h5")
+    assert "end" not in read_attempts(folder, path.stem)[-1], "the attempt's end was never logged"
+    stamp = path.stat().st_mtime_ns
+    assert main(["sweep", str(sweep_file), "--results", str(results), "--no-review"]) == 0
+    assert path.stat().st_mtime_ns == stamp and len(read_attempts(folder, path.stem)) == 1, "the finished trial was not trained again"
+    assert [a["outcome"] for a in read_summary(path)["provenance"]["attempts"]] == ["done"]
+    assert not _leftovers(folder), "the dead driver's lease and the trial's claim were tidied"
+
+
+def test_a_trial_file_with_garbage_weights_fails_its_checksum_and_is_retrained(qcd_file, tmp_path, capsys):
+    sweep_file, results = _tiny(tmp_path), tmp_path / "results"
+    assert main(["sweep", str(sweep_file), "--results", str(results), "--no-review"]) == 0
+    folder = results / "tiny"
+    (path,) = trials_dir(folder).glob("*.h5")
+    with h5py.File(path, "r+") as handle:  # still valid HDF5, wrong numbers
+        weights = handle["weights"][next(iter(handle["weights"]))]
+        weights[...] = np.random.default_rng(0).normal(size=weights.shape)
+    summaries, unreadable = scan(folder)
+    assert not summaries and "checksum mismatch" in unreadable[0]
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        read_trial(path)
+    capsys.readouterr()
+    assert main(["sweep", str(sweep_file), "--results", str(results), "--no-review"]) == 0
+    assert "unreadable trial file, it will be rerun" in capsys.readouterr().out
+    assert read_trial(path).state == "done" and len(read_attempts(folder, path.stem)) == 2
+
+
+def test_a_damaged_checkpoint_starts_the_trial_over(qcd_file, tmp_path, capsys):
+    spec = trial_spec(qcd_file, tmp_path / "results", train={"epochs": 3})
+    checkpoint = tmp_path / "results" / "checkpoints" / f"{spec.trial_id}.pt"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"PK\x03\x04 not a checkpoint")
+    assert run_trial(spec, threads=1) == "done"
+    assert "is damaged" in capsys.readouterr().out
+    assert read_summary(trial_path(tmp_path / "results", spec.trial_id))["metrics"]["resumed_from_epoch"] == 0
+
+
+def test_a_grid_of_a_million_points_is_refused_in_under_a_second(tmp_path, capsys):
+    axes = ["train.lr", "train.weight_decay", "train.batch_size", "train.seed", "model.latent", "train.epochs"]
+    grid = "{" + ", ".join(f"{axis}: [{', '.join(str(v) for v in range(1, 11))}]" for axis in axes) + "}"
+    sweep_file = _tiny(tmp_path, "huge", grid=grid)
+    for command in ("sweep", "status"):
+        began = time.perf_counter()
+        assert main([command, str(sweep_file), "--results", str(tmp_path / "results")]) == 2
+        assert time.perf_counter() - began < 1.0
+        err = capsys.readouterr().err
+        assert "the grid has 1,000,000 points, more than max_trials = 10,000" in err and "--allow-large" in err
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_trial_that_always_fails_is_given_up_after_max_attempts_and_status_says_why(qcd_file, tmp_path, capsys, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr("hpcsweep.trial.train", broken)  # a fault the trial cannot get past (debug executor: in this process)
+    sweep_file, results = _tiny(tmp_path, "doomed", extra="max_attempts: 2\n"), tmp_path / "results"
+    command = ["sweep", str(sweep_file), "--results", str(results), "--no-review"]
+    assert main(command) == 1 and main(command) == 1
+    capsys.readouterr()
+    assert main(command) == 1, "given up: nothing was run, and the sweep is not a success"
+    out = capsys.readouterr()
+    assert "1 trials failed 2 times and are not retried" in out.out and "only with --retry-failed" in out.err
+    folder = results / "doomed"
+    (path,) = trials_dir(folder).glob("*.h5")
+    assert len(read_attempts(folder, path.stem)) == 2
+    assert main(["status", str(sweep_file), "--results", str(results)]) == 0
+    out = capsys.readouterr().out
+    assert "exhausted" in out and "2/2" in out and "error: RuntimeError: CUDA error: an illegal memory access was encountered" in out
+    assert main([*command, "--retry-failed"]) == 1
+    assert len(read_attempts(folder, path.stem)) == 3, "--retry-failed gives it a fresh budget"
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 16 MB tmpfs (root only): a disk that fills."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    if (
+        os.geteuid() != 0
+        or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(folder)], capture_output=True).returncode
+    ):
+        pytest.skip("a small tmpfs needs root and permission to mount")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+def _fill(folder: Path, leave: int) -> Path:
+    """Fill the disk of `folder` until about `leave` bytes are free."""
+    filler = folder / "filler"
+    with open(filler, "wb") as handle:
+        try:
+            while shutil.disk_usage(folder).free > leave:
+                handle.write(b"\0" * min(65536, shutil.disk_usage(folder).free - leave or 4096))
+                handle.flush()
+        except OSError:
+            pass
+    return filler
+
+
+@pytest.mark.parametrize("checkpoint_every", [1, 1000], ids=["checkpoint", "trial file"])
+def test_a_full_disk_keeps_the_files_there_leaves_no_temporaries_and_the_trial_runs_later(
+    qcd_file, small_disk, tmp_path, capsys, checkpoint_every
+):
+    grid = "{lr: [1.0e-2, 2.0e-2]}"
+    sweep_file = _tiny(
+        tmp_path, "full", grid="{lr: [1.0e-2]}", extra=f"dispatch: {{executor: debug, checkpoint_every: {checkpoint_every}}}\n"
+    )
+    sweep_file.write_text(sweep_file.read_text().replace("dispatch: {executor: debug, workers: 2}\n", "").replace("[32, 32]", "[256, 256]"))
+    command = ["sweep", str(sweep_file), "--results", str(small_disk), "--no-review"]
+    assert main(command) == 0
+    folder = small_disk / "full"
+    (first,) = trials_dir(folder).glob("*.h5")
+    before = read_trial(first)
+    sweep_file.write_text(sweep_file.read_text().replace("{lr: [1.0e-2]}", grid))
+    filler = _fill(small_disk, leave=64 * 1024)  # room for the driver's small files, not for a checkpoint or trial file
+    capsys.readouterr()
+    assert main(command) == 1
+    assert "trials failed" in capsys.readouterr().err
+    assert read_trial(first).metrics == before.metrics, "the finished trial's file is intact"
+    assert not list(folder.rglob("*.tmp")), "no temporary is left"
+    assert main(["status", str(sweep_file), "--results", str(small_disk)]) == 0
+    assert "disk full" in capsys.readouterr().out, "status says why"
+    filler.unlink()
+    assert main(command) == 0
+    summaries, unreadable = scan(folder)
+    assert not unreadable and [s["state"] for s in summaries.values()] == ["done", "done"]
+
+
+def test_two_drivers_started_at_once_train_every_trial_exactly_once(qcd_file, tmp_path):
+    sweep_file, results = _tiny(tmp_path, "twice", grid="{lr: [1.0e-2, 2.0e-2, 3.0e-2, 4.0e-2]}", executor="local"), tmp_path / "results"
+    command = [sys.executable, "-m", "hpcsweep", "sweep", str(sweep_file), "--results", str(results), "--no-review"]
+    drivers = [
+        subprocess.Popen(command + extra, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for extra in ([], [], ["--wait-for-lease"])
+    ]
+    outputs = [driver.communicate(timeout=600)[0] for driver in drivers]
+    codes = [driver.returncode for driver in drivers]
+    refused = [out for code, out in zip(codes, outputs, strict=True) if code == 2]
+    assert refused and all("is being run by another hpcsweep driver" in out for out in refused), outputs
+    assert all(code in (0, 2) for code in codes) and codes[2] == 0, outputs
+    folder = results / "twice"
+    summaries, unreadable = scan(folder)
+    assert not unreadable and len(summaries) == 4 and {s["state"] for s in summaries.values()} == {"done"}
+    for trial_id in summaries:
+        assert [a.get("outcome") for a in read_attempts(folder, trial_id)] == ["done"], "trained exactly once"
+    assert not _leftovers(folder)

@@ -257,9 +257,11 @@ def test_tables_follow_the_reference_space_when_the_grid_varies_normalisation(ow
         ("neither ROOT nor Parquet", ["neither a ROOT nor a Parquet file", "docs/data.md"]),
         ("eta declared positive", ["variable 'eta' is declared positive", "are negative", "remove positive: true"]),
         ("generator key for a file", ["data.events describes generated samples", "data.max_jets"]),
+        ("a variable NaN in every jet", ["variable 'm'", "is NaN or inf in every one of the"]),
+        ("a missing-value sentinel", ["variable 'pt'", "in 2 jets", "abs(pt) >= 1e18"]),
     ],
 )
-def test_bad_input_is_one_line_exit_2_and_nothing_written(own, tmp_path, capsys, case, expected):
+def test_bad_input_is_one_line_exit_2_and_nothing_written(own, jets, tmp_path, capsys, case, expected):
     text = _sweep_text(own / "jets.root").replace("varset: atlas4.yaml", f"varset: {own / 'atlas4.yaml'}")
     if case == "unknown varset path":
         text = text.replace(str(own / "atlas4.yaml"), "nosuch.yaml")
@@ -272,6 +274,16 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(own, tmp_path, capsys,
     elif case == "eta declared positive":
         (tmp_path / "eta.yaml").write_text(ATLAS4.replace("{name: eta,", "{name: eta, positive: true,"))
         text = text.replace(str(own / "atlas4.yaml"), "eta.yaml")
+    elif case == "a variable NaN in every jet":
+        _write(tmp_path / "nan.root", jets | {"m": np.full_like(jets["m"], np.nan)}, "ttree")
+        text = text.replace(str(own / "jets.root"), str(tmp_path / "nan.root"))
+    elif case == "a missing-value sentinel":  # FLT_MAX where a value is missing
+        _write(
+            tmp_path / "max.root",
+            jets | {"pt": np.where(np.isin(np.arange(len(jets["pt"])), [5, 9]), np.finfo(np.float32).max, jets["pt"])},
+            "ttree",
+        )
+        text = text.replace(str(own / "jets.root"), str(tmp_path / "max.root"))
     else:
         text = text.replace("data: {", "data: {events: 5000, ")
     sweep = tmp_path / "bad.yaml"

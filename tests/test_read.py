@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -153,3 +154,49 @@ def test_a_file_that_is_neither_root_nor_parquet_is_named_as_such(tmp_path):
     (tmp_path / "jets.csv").write_text("pt,eta\n1,2\n")
     with pytest.raises(UserError, match=r"jets.csv: neither a ROOT nor a Parquet file \(it starts with b'pt,e'\)"):
         load_jets(tmp_path / "jets.csv", load_varset("fourvec"))
+
+
+def _fourvec_jets(path, **replace) -> object:
+    """A flat tree of 5,000 jets (jet_pt, jet_eta, jet_phi, jet_E) with some branches replaced."""
+    rng = np.random.default_rng(1)
+    pt = rng.uniform(20, 500, 5000).astype(np.float32)
+    branches = {
+        "jet_pt": pt,
+        "jet_eta": rng.uniform(-2, 2, 5000).astype(np.float32),
+        "jet_phi": np.zeros(5000, np.float32),
+        "jet_E": 2 * pt,
+    }
+    return write_tree(path, "jets", branches | replace)
+
+
+def test_a_variable_that_is_nan_in_every_jet_is_refused_naming_it_and_the_file(tmp_path):
+    path = _fourvec_jets(tmp_path / "empty_eta.root", jet_eta=np.full(5000, np.nan, np.float32))
+    with pytest.raises(UserError) as error:
+        cache_jets(path, load_varset("fourvec"), tmp_path / "cache")
+    message = str(error.value)
+    assert "empty_eta.root: variable 'eta' (branch jet_eta) is NaN or inf in every one of the 5,000 jets" in message and "\n" not in message
+    assert not list((tmp_path / "cache").iterdir()), "nothing is cached"
+
+
+def test_cuts_that_leave_fewer_than_two_jets_are_refused_naming_the_cut(tmp_path):
+    path = _fourvec_jets(tmp_path / "soft.root")
+    varset = load_varset({**load_varset("fourvec").mapping(), "cuts": [{"name": "very hard", "keep": "pt > 1000"}]})
+    with pytest.raises(UserError, match=r"soft.root: the cleaning leaves 0 of the 5,000 jets \(at least 2 .*removed by very hard: 5,000"):
+        cache_jets(path, varset, tmp_path / "cache")
+    assert not list((tmp_path / "cache").iterdir()), "nothing is cached"
+
+
+def test_a_float32_max_sentinel_is_refused_and_the_cut_it_suggests_removes_it(tmp_path):
+    eta = np.random.default_rng(2).uniform(-2, 2, 5000).astype(np.float32)
+    eta[[10, 20]] = [np.finfo(np.float32).max, -1e20]  # FLT_MAX marks a missing value in some ntuples
+    path = _fourvec_jets(tmp_path / "sentinel.root", jet_eta=eta)
+    varset = load_varset("fourvec")
+    with pytest.raises(UserError) as error:
+        cache_jets(path, varset, tmp_path / "cache")
+    message = str(error.value)
+    assert "sentinel.root: variable 'eta' (branch jet_eta) has |value| >= 1e18 in 2 jets (largest 3.403e+38)" in message, message
+    assert not list((tmp_path / "cache").iterdir()), "nothing is cached"
+    suggested = re.search(r'\{drop: "(.*)"\}', message).group(1)
+    cut = load_varset({**varset.mapping(), "cuts": [{"name": "missing eta", "drop": suggested}]})
+    table = open_cache(cache_jets(path, cut, tmp_path / "cache"))
+    assert len(table) == 4998 and {c.name: c.removed for c in table.cuts}["missing eta"] == 2

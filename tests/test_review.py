@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import os
 import re
 import shutil
@@ -17,7 +18,7 @@ from hpcsweep.errors import UserError
 from hpcsweep.review import aggregate
 from hpcsweep.review.stability import outliers, rerun_best_sweep, stability_table
 from hpcsweep.review.tables import best_and_median, comparison_table, trials_frame, varied_axes
-from hpcsweep.store import read_trial, scan, trial_path, write_trial
+from hpcsweep.store import TrialRecord, read_trial, scan, trial_path, write_trial
 from hpcsweep.sweep import expand
 
 
@@ -247,7 +248,7 @@ def test_the_report_opens_in_headless_chromium_with_every_image_loaded(reviewed)
         assert all(complete and width > 300 for _, complete, width in images), [i for i in images if not (i[1] and i[2] > 300)]
         headings = browser.execute_script("return Array.from(document.querySelectorAll('h3')).map(h => h.textContent)")
         assert any(h.startswith("Best performing networks per latent dimension, ranked by") for h in headings) and len(headings) >= 4
-        rows = browser.execute_script("return document.querySelectorAll('#table-best_per_latent + p + table tr').length")
+        rows = browser.execute_script("return document.querySelectorAll('#table-best-per-latent + p + table tr').length")
         assert rows == 3, "header and one row per latent dimension"
         height = browser.execute_script("return document.documentElement.scrollHeight")
         browser.set_window_size(1400, min(height, 20_000))
@@ -285,3 +286,53 @@ def test_figures_are_redrawn_only_when_their_trials_change(reviewed, tmp_path):
     redrawn = {name for name, mtime in stamps().items() if mtime != before[name]}
     z = int(best["latent"])
     assert redrawn == {f"{name}.png" for name in FIGURES | {f"{stem}_z{z}" for stem in PER_TRIAL}}, "the sweep figures and that z's own"
+
+
+HOSTILE = {  # config keys and values, and an evaluation label, as anybody sharing a results folder could write them
+    "key": "<img src=x onerror=alert(1)>",
+    "attribute": '" onmouseover="x',
+    "value": "<script>alert(2)</script>",
+    "label": "<i onclick='y'>z350</i>",
+}
+PATH_KEY = "lr/../../x"  # a config key that, as a file name, would leave the tables folder
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory) -> Path:
+    """A results folder of three finished trials (written, not trained) whose configs carry hostile keys and values;
+    aggregated and reported through the command line."""
+    folder = tmp_path_factory.mktemp("hostile") / "results" / "hostile"
+    for i, (latent, loss) in enumerate([(3, 0.2), (3, 0.3), (6, 0.1)]):
+        config = TrialConfig.model_validate({"model": {"latent": latent}, "train": {"lr": 1e-2 * (i + 1)}}).model_dump(mode="json")
+        config["model"][HOSTILE["key"]] = f"{HOSTILE['value']}{i}"
+        config["data"][HOSTILE["attribute"]] = i
+        config["train"][PATH_KEY] = i
+        metrics = {"best_val_mse": loss, "reference_mse": loss, "pca_reference_mse": 1.0, "best_epoch": 1, "train_time_s": 1.0}
+        history = {"val_loss": np.array([1.0, loss]), "train_loss": np.array([1.0, loss])}
+        evaluation = {HOSTILE["label"]: {"n_jets": 10, "source": "signal.root", "mse": loss}}
+        write_trial(trial_path(folder, f"t{i}"), TrialRecord(f"t{i}", "<b>sweep", "done", config, metrics, history, evaluation=evaluation))
+    assert main(["aggregate", str(folder), "--no-detail"]) == 0
+    assert main(["report", str(folder)]) == 0
+    return folder
+
+
+def test_values_of_trial_files_are_escaped_everywhere_in_the_report(hostile):
+    page = (hostile / "report" / "index.html").read_text()
+    for raw in HOSTILE.values():
+        assert raw not in page, raw
+        assert html.escape(raw) in page, html.escape(raw)
+    ids = re.findall(r"\sid=('[^']*'|\S+)", page)
+    assert all(re.fullmatch(r"'[a-z0-9-]+'", i) for i in ids) and len(set(ids)) == len(ids), ids
+    assert "<h3 id='table-best-per-latent'>" in page
+    for link in re.findall(r"href='([^']*)'", page):
+        assert re.fullmatch(r"#[a-z0-9-]+|\.\./(tables|figures|trials)/[A-Za-z0-9_.-]+", link), link
+
+
+def test_a_config_key_with_a_slash_gets_its_table_files_inside_the_folder(hostile):
+    (csv,) = (hostile / "tables").glob("by_train_lr*.csv")
+    assert re.fullmatch(r"by_train_lr-__-__-x-[0-9a-f]{8}\.csv", csv.name), csv.name
+    assert pd.read_csv(csv)[f"train.{PATH_KEY}"].tolist() == [0, 1, 2]
+    assert sorted(p.name for p in hostile.parent.iterdir()) == ["hostile"], "nothing is written beside the folder"
+    tex = csv.with_suffix(".tex").read_text()
+    assert f"\\label{{tab:{csv.stem}}}" in tex and f"\\caption{{Best and median reference MSE by train.{PATH_KEY}}}" in tex
+    assert "(68 \\% half-width; jets within 1 \\%)" in (hostile / "tables" / "residuals_per_latent.tex").read_text(), "LaTeX text"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -61,6 +62,38 @@ def test_an_array_of_8_trials_finishes_like_the_local_executor(qcd_file, tmp_pat
     assert jobs_path(slurm / "array").read_text() == submissions, "nothing was submitted again"
 
 
+def test_two_drivers_started_at_once_on_slurm_train_every_trial_exactly_once(qcd_file, tmp_path):
+    sweep_file = _sweep_file(tmp_path, "twice", "{z: [2, 4], lr: [1.0e-2, 3.0e-2]}", train="{epochs: 10, batch_size: 256}")
+    command = [
+        sys.executable,
+        "-m",
+        "hpcsweep",
+        "sweep",
+        str(sweep_file),
+        "--results",
+        str(tmp_path),
+        "--executor",
+        "slurm",
+        "--site",
+        SITE,
+    ]
+    command += ["--wait", "--no-review"]
+    drivers = [
+        subprocess.Popen(command + extra, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for extra in ([], [], ["--wait-for-lease"])
+    ]
+    outputs = [driver.communicate(timeout=900)[0] for driver in drivers]
+    codes = [driver.returncode for driver in drivers]
+    refused = [out for code, out in zip(codes, outputs, strict=True) if code == 2]
+    assert refused and all("is being run by another hpcsweep driver" in out for out in refused), outputs
+    assert all(code in (0, 2) for code in codes) and codes[2] == 0, outputs
+    summaries, unreadable = scan(tmp_path / "twice")
+    assert not unreadable and len(summaries) == 4 and {s["state"] for s in summaries.values()} == {"done"}
+    for trial_id in summaries:
+        assert [a.get("outcome") for a in read_attempts(tmp_path / "twice", trial_id)] == ["done"], "trained exactly once"
+    assert len(jobs_path(tmp_path / "twice").read_text().splitlines()) == 1, "one driver submitted"
+
+
 def test_packing_runs_several_trials_per_array_task(qcd_file, tmp_path):
     sweep_file = _sweep_file(tmp_path, "packed", "{z: [2, 4], lr: [1.0e-2, 3.0e-2]}")
     assert main(["sweep", str(sweep_file), "--results", str(tmp_path), "--executor", "slurm", "--site", SITE, "--pack", "2", "--wait"]) == 0
@@ -92,7 +125,7 @@ def test_a_trial_that_hits_its_time_limit_is_requeued_and_resumes_to_the_same_re
     _wait_until(path.exists, 900, "the requeued trial to finish")
     record, expected = read_trial(path), read_trial(trial_path(reference, trial.identity()))
     attempts = record.provenance["attempts"]
-    assert len(attempts) >= 2 and attempts[0]["outcome"] == "stopped by SIGUSR2, checkpointed"
+    assert len(attempts) >= 2 and attempts[0]["outcome"] == "checkpointed: time limit"
     assert attempts[0]["job"] == attempts[-1]["job"], "requeued as the same array task"
     assert record.metrics["resumed_from_epoch"] > 0
     assert record.metrics["best_val_mse"] == pytest.approx(expected.metrics["best_val_mse"], rel=1e-6)

@@ -8,6 +8,8 @@ jets name them where the analog is exact. Particles are sorted into CMS PF
 species: inside the tracker (|eta| < 2.5) charged hadrons and electrons are
 seen as such; outside it they deposit as neutral hadrons and photons.
 
+A claim (`hpcsweep.claims`) lets one process generate a sample while others wait for it.
+
 Work is split into chunks of `chunk_events` events with seeds derived from the
 sample seed, run in parallel processes, and written in order: the file is the
 same whatever the number of workers. Output is written to a temporary name and
@@ -26,11 +28,14 @@ from pathlib import Path
 
 import numpy as np
 
+from hpcsweep.claims import Claim
 from hpcsweep.errors import UserError
+from hpcsweep.files import sweep_temporaries, temp_path
 from hpcsweep.resources import allocated_cores
 
 GENERATOR_VERSION = 1
 CHUNK_EVENTS = 500
+GENERATION_STALE_S = 600.0  # a generating process on another host silent this long is gone (the heartbeat beats every minute)
 JET_R = 0.4
 JET_PT_MIN = 20.0
 PARTICLE_ETA_MAX = 5.0
@@ -90,9 +95,18 @@ def generate(sample: Sample, out_dir: Path, workers: int | None = None, progress
     path = out_dir / sample.filename
     if path.exists():
         return path
+    with Claim(out_dir / ".claims", sample.filename, GENERATION_STALE_S).waiting(print if progress else lambda _: None):
+        if path.exists():  # another process generated it while this one waited
+            return path
+        sweep_temporaries(out_dir)  # what an interrupted generation left: it starts again from zero
+        _generate(sample, path, workers, progress)
+    return path
+
+
+def _generate(sample: Sample, path: Path, workers: int | None, progress: bool) -> None:
     chunks = _chunks(sample)
     workers = max(1, min(workers or allocated_cores(), len(chunks)))
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temp_path(path)
     start = time.perf_counter()
     try:
         n_jets = _write(sample, chunks, tmp, workers, progress)
@@ -105,7 +119,6 @@ def generate(sample: Sample, out_dir: Path, workers: int | None = None, progress
             f"generated {sample.events:,} {sample.process} events -> {n_jets:,} jets in {elapsed:.1f} s "
             f"({sample.events / elapsed:.0f} events/s, {workers} workers): {path}"
         )
-    return path
 
 
 def _chunks(sample: Sample) -> list[tuple[list[str], int, int, int]]:

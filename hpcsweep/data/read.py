@@ -11,7 +11,10 @@ Every removed jet is counted by the step that removed it: non-finite values,
 leading-jet selection, the variable set's cuts, and negative values of
 variables declared positive (cut when they are a few, at most 1 % of the
 jets; refused when more, since then the declaration is wrong). A variable
-declared discrete that takes more than 1,000 values is refused.
+declared discrete that takes more than 1,000 values is refused, and so is a
+variable that is NaN or inf in every jet, one with values too large for
+float32 training (|value| >= 1e18, e.g. a 3.4e38 'missing' sentinel), and a
+cache the cleaning leaves with fewer than 2 jets.
 
 The cleaned table is cached as one `.npy` file per column, which training
 memory-maps; its `meta.json` holds the checksum of the arrays as read (the
@@ -35,12 +38,17 @@ import numpy as np
 
 from hpcsweep.data.varset import VarSet
 from hpcsweep.errors import UserError, closest
+from hpcsweep.files import sweep_temporaries, temp_path
 from hpcsweep.paths import expand_sources
 
 CACHE_VERSION = 2  # 2: several files, Parquet and RNTuple, dense event numbers, content checksum, property checks
 DEFAULT_STEP = "16 MB"  # ~100k jets per chunk: peak memory flat in the file size (docs/benchmarks.md)
 POSITIVE_CUT_LIMIT = 0.01  # more negative values than this fraction of jets: the `positive` declaration is refused
 DISCRETE_LIMIT = 1000  # a discrete variable with more distinct values is refused
+#: A kept value this large (in magnitude) is refused: squares of float32 overflow above ~1.8e19 (the normaliser's
+#: variance, the MSE), and nothing physical reaches 1e18 in any unit; such values are sentinels (FLT_MAX = 3.4e38).
+LARGEST_VALUE = 1e18
+MIN_JETS = 2  # a cache with fewer jets after cleaning is refused: nothing to train and validate on
 FORMATS = ("ROOT", "Parquet")
 
 
@@ -134,12 +142,14 @@ def cache_jets(
         return target
     reader = _Reader(source, varset, tree, leading_only, step_size)
     cache_root.mkdir(parents=True, exist_ok=True)
-    tmp = cache_root / f".{target.name}.{os.getpid()}.tmp"
+    sweep_temporaries(cache_root)  # folders of reads that were killed
+    tmp = temp_path(target)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
         n_jets, content = _stream_columns(reader, tmp, progress)
         reader.check()
+        reader.check_enough(n_jets)
         meta = reader.describe() | {"checksum": "sha256:" + content, "n_jets": n_jets}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         try:
@@ -337,6 +347,8 @@ class _Reader:
         if self.positive:
             self.cuts.append(CutReport("declared positive", "no negative value in " + ", ".join(self.positive)))
         self._checked = 0  # jets that reached the positivity check
+        self._read = 0  # jets read, before any cut
+        self._huge: dict[str, tuple[int, float]] = {}  # variable -> kept jets with |value| >= LARGEST_VALUE, the largest of them
 
     def describe(self, checksums: bool = True) -> dict:
         """What was read: files (format, tree, entries, and their sha256 unless `checksums` is off), variable set, cuts with counts."""
@@ -425,6 +437,7 @@ class _Reader:
         import pandas as pd
 
         frame = pd.DataFrame(columns, copy=False)
+        self._read += len(frame)
         finite = np.isfinite(frame.to_numpy())
         keep = finite.all(axis=1)
         _count(self.cuts[0], ~keep, {name: ~finite[:, i] for i, name in enumerate(self.varset.names)})
@@ -447,12 +460,37 @@ class _Reader:
             if len(seen) <= DISCRETE_LIMIT:
                 self.discrete[name] = np.union1d(seen, np.unique(columns[name][keep]))
         out = {name: columns[name][keep] for name in self.varset.names}
+        self._note_huge(out)
         out["__event__"] = event[keep]
         out["__rank__"] = rank[keep]
         return out
 
+    def _note_huge(self, kept: dict[str, np.ndarray]) -> None:
+        """Count the kept values of each variable at or above LARGEST_VALUE in magnitude, and keep the largest."""
+        for name, values in kept.items():
+            huge = values[np.abs(values) >= LARGEST_VALUE]
+            if len(huge):
+                count, largest = self._huge.get(name, (0, 0.0))
+                self._huge[name] = (count + len(huge), max(largest, float(huge[np.argmax(np.abs(huge))]), key=abs))
+
     def check(self) -> None:
-        """Refuse declarations the data contradict: many negative values of a positive variable, a continuous 'discrete' one."""
+        """Refuse what the data contradict or cannot train: a variable that is never finite, values too large for float32,
+        many negative values of a positive variable, a continuous 'discrete' one."""
+        never_finite = [name for name in self.varset.names if self.cuts[0].by_variable.get(name) == self._read]
+        if never_finite:
+            name = never_finite[0]
+            raise UserError(
+                f"{self.label}: variable {name!r}{self._branch_of(name)} is NaN or inf in every one of the {self._read:,} jets; "
+                "every jet would be cut: read another branch for it, or leave it out of the variable set"
+            )
+        if self._huge:
+            name, (count, largest) = next(iter(self._huge.items()))
+            limit = f"{LARGEST_VALUE:g}".replace("e+", "e")
+            raise UserError(
+                f"{self.label}: variable {name!r}{self._branch_of(name)} has |value| >= {limit} in {count:,} jets (largest {largest:.4g}): "
+                f"too large for float32 training, and no physical value; if they mark missing values, cut those jets in the "
+                f'variable set (cuts: [{{drop: "abs({name}) >= {limit}"}}])'
+            )
         if self.positive:
             report = self.cuts[-1]
             for name, count in report.by_variable.items():
@@ -469,6 +507,26 @@ class _Reader:
                     f"{self.label}: variable {name!r} is declared discrete in variable set {self.varset.name!r}, but takes more than "
                     f"{DISCRETE_LIMIT:,} distinct values: it is continuous; remove discrete: true for it"
                 )
+
+    def check_enough(self, n_jets: int) -> None:
+        """Refuse a table of fewer than MIN_JETS jets (a trial would fail with no training step), naming what removed them."""
+        if n_jets >= MIN_JETS:
+            return
+        if not self._read:
+            raise UserError(f"{self.label}: holds no jets ({self.n_entries:,} entries)")
+        removed = "; ".join(
+            f"{c.name}: {c.removed:,}" + (f" ({', '.join(f'{k} {n:,}' for k, n in c.by_variable.items())})" if c.by_variable else "")
+            for c in self.cuts
+            if c.removed
+        )
+        raise UserError(
+            f"{self.label}: the cleaning leaves {n_jets} of the {self._read:,} jets (at least {MIN_JETS} are needed); removed by {removed}"
+        )
+
+    def _branch_of(self, name: str) -> str:
+        """' (branch jet_x)' where a variable is read from branches of other names, for messages."""
+        branches = sorted({branches[name] for branches in self.branches} - {name})
+        return f" (branch {', '.join(branches)})" if branches else ""
 
 
 def _count(report: CutReport, removed: np.ndarray, by_variable: dict[str, np.ndarray]) -> None:

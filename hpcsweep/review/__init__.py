@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ import pandas as pd
 from hpcsweep import __version__
 from hpcsweep.config import SweepConfig
 from hpcsweep.data.varset import VarSet, load_varset
+from hpcsweep.files import write_atomically
 from hpcsweep.review import plots
 from hpcsweep.review.report import write_report
 from hpcsweep.review.stability import rerun_groups, stability_table
@@ -134,7 +134,7 @@ def aggregate(results_dir: Path, plot: bool = True, detail: bool = True, definit
     review.frame = frame = trials_frame(summaries, ranking)
     review.paths["trials.csv"] = results_dir / "trials.csv"
     results_dir.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(review.paths["trials.csv"], index=False)
+    write_atomically(review.paths["trials.csv"], frame.to_csv(index=False))
     best, median = best_and_median(frame)
     unranked = int(((frame["state"] == "done") & frame["rank"].isna()).sum())
     if unranked:
@@ -155,10 +155,11 @@ def aggregate(results_dir: Path, plot: bool = True, detail: bool = True, definit
         for suffix in (".png", ".pdf"):
             review.paths[f"figures/{figure.path.name}{suffix}"] = figure.path.with_suffix(suffix)
     summary = results_dir / "summary.md"
-    summary.write_text(
+    write_atomically(
+        summary,
         f"# Sweep {results_dir.name}\n\n"
         + "".join(f"## {title}\n\n{markdown(table)}\n\n" for title, table in review.tables.values())
-        + "".join(f"- warning: {w}\n" for w in review.warnings)
+        + "".join(f"- warning: {w}\n" for w in review.warnings),
     )
     review.paths["summary.md"] = summary
     return review
@@ -224,10 +225,11 @@ def _add_data_tables(review: Review, frame: pd.DataFrame, best, median, everythi
 
 
 def _add_table(review: Review, stem: str, title: str, table: pd.DataFrame) -> None:
-    """Write a table of this sweep (tables/<stem>.{md,csv,tex}) and list it for the report."""
+    """Write a table of this sweep (tables/<stem>.{md,csv,tex}, the stem made a safe file name) and list it for the report."""
     review.tables[stem] = (title, table)
-    review.table_files[stem] = review.results_dir / "tables" / stem
-    for path in write_table(table, review.results_dir / "tables", stem, title):
+    paths = write_table(table, review.results_dir / "tables", stem, title)
+    review.table_files[stem] = paths[0].with_suffix("")
+    for path in paths:
         review.paths[f"tables/{path.name}"] = path
 
 
@@ -280,9 +282,7 @@ def _draw(review: Review, figure: Figure, draw, stamp: Any) -> None:
     if stamps.get(figure.path.name) != key or not all(figure.path.with_suffix(s).exists() for s in (".png", ".pdf")):
         draw(figure.path)
         stamps[figure.path.name] = key
-        tmp = stamps_path.with_name(f".drawn.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(stamps, indent=1))
-        os.replace(tmp, stamps_path)
+        write_atomically(stamps_path, json.dumps(stamps, indent=1))
     review.figures.append(figure)
 
 

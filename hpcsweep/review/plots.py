@@ -7,6 +7,7 @@ masses. Nothing here loads a network.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from hpcsweep.data.varset import VarSet
+from hpcsweep.files import temp_path
 from hpcsweep.sweep.rank import Ranking
 
 #: How common jet variables are written on axes.
@@ -52,10 +54,20 @@ def _figure(path: Path, empty: bool = False, tight: bool = True, **subplots: Any
         try:
             yield fig, axes
             path.parent.mkdir(parents=True, exist_ok=True)
-            fig.savefig(path.with_suffix(".png"), dpi=DPI, bbox_inches="tight" if tight else None)
-            fig.savefig(path.with_suffix(".pdf"), bbox_inches="tight" if tight else None)
+            for suffix, options in ((".png", {"dpi": DPI}), (".pdf", {})):
+                _save(fig, path.with_suffix(suffix), bbox_inches="tight" if tight else None, **options)
         finally:
             plt.close(fig)
+
+
+def _save(fig: Any, path: Path, **options: Any) -> None:
+    """Save under a temporary name, then rename: a full disk leaves the previous figure, not half of one."""
+    tmp = temp_path(path)
+    try:
+        fig.savefig(tmp, format=path.suffix[1:], **options)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _margins(fig: Any, title: bool = True) -> dict[str, float]:

@@ -9,13 +9,16 @@ from __future__ import annotations
 import base64
 import html
 import os
+import re
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 import pandas as pd
 
 from hpcsweep import __version__
+from hpcsweep.files import write_atomically
 
 if TYPE_CHECKING:
     from hpcsweep.review import Review
@@ -36,20 +39,22 @@ pre { background: #f7f7f7; padding: 1em; overflow-x: auto; } nav a { margin-righ
 def write_report(review: Review, definition: str, states: dict[str, int]) -> Path:
     """Write `report/index.html` for `review` (atomically) and return its path.
 
-    `definition` is the sweep file's text, `states` the count of the definition's trials by state.
+    `definition` is the sweep file's text, `states` the count of the definition's trials by state. Whatever
+    comes from a trial file (config keys and values, names, labels) is escaped: anybody sharing the folder writes them.
     """
     folder = review.results_dir / "report"
     folder.mkdir(parents=True, exist_ok=True)
+    ids: set[str] = set()  # the tables' heading ids, unique on the page
     data = {stem for stem in ("data_versions", "evaluations") if stem in review.tables}  # what was read, and what else was evaluated
     sections = [
         ("states", "Trials by state", _states(states)),
-        *[("data", "Data", "".join(_table(stem, *review.tables[stem], review.table_files.get(stem), folder) for stem in sorted(data)))]
+        *[("data", "Data", "".join(_table(stem, *review.tables[stem], review.table_files.get(stem), folder, ids) for stem in sorted(data)))]
         * bool(data),
         (
             "tables",
             "Tables",
             "".join(
-                _table(stem, title, table, review.table_files.get(stem), folder)
+                _table(stem, title, table, review.table_files.get(stem), folder, ids)
                 for stem, (title, table) in review.tables.items()
                 if stem not in data
             )
@@ -70,9 +75,7 @@ def write_report(review: Review, definition: str, states: dict[str, int]) -> Pat
         + "</body></html>\n"
     )  # fmt: skip
     path = folder / "index.html"
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(page)
-    os.replace(tmp, path)
+    write_atomically(path, page)
     return path
 
 
@@ -88,13 +91,43 @@ def _states(states: dict[str, int]) -> str:
     return f"<table><tr><th>state</th><th>trials</th></tr>{rows}</table>{again}"
 
 
-def _table(stem: str, title: str, table: pd.DataFrame, files: Path | None, report: Path) -> str:
+def _table(stem: str, title: str, table: pd.DataFrame, files: Path | None, report: Path, ids: set[str]) -> str:
     """A table with links to its CSV, LaTeX and Markdown files (relative to the report's folder)."""
     links = " ".join(
-        f"<a href='{html.escape(os.path.relpath(files.with_suffix('.' + ext), report))}'>{ext.upper()}</a>" for ext in ("csv", "tex", "md")
+        f"<a href='{_href(*Path(os.path.relpath(files.with_suffix('.' + ext), report)).parts)}'>{ext.upper()}</a>" for ext in ("csv", "tex", "md")
     ) if files else ""  # fmt: skip
-    body = table.to_html(index=False, escape=True, border=0) if len(table) else "<p>(no rows)</p>"
-    return f"<h3 id='table-{stem}'>{html.escape(title)}</h3><p>{links}</p>{body}"
+    body = _html_table(table) if len(table) else "<p>(no rows)</p>"
+    return f"<h3 id='{_unique_id(f'table-{stem}', ids)}'>{html.escape(title)}</h3><p>{links}</p>{body}"
+
+
+def _html_table(table: pd.DataFrame) -> str:
+    """A table with every header and cell escaped, quotes included (pandas' `to_html` leaves them)."""
+    header = "".join(f"<th>{_text(column)}</th>" for column in table.columns)
+    rows = "".join("<tr>" + "".join(f"<td>{_text(value)}</td>" for value in row) + "</tr>" for row in table.itertuples(index=False))
+    return f"<table><tr>{header}</tr>{rows}</table>"
+
+
+def _text(value) -> str:
+    """A cell's value as escaped text; missing (None, NaN) as nothing."""
+    return "" if value is None or (isinstance(value, float) and pd.isna(value)) else html.escape(str(value))
+
+
+def _unique_id(text: str, taken: set[str]) -> str:
+    """An HTML id made of `text` (a table's stem holds a config key of a trial file): lower-case letters, digits
+    and '-' only, so nothing breaks out of the attribute; a counter tells apart texts that give the same id."""
+    base = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "id"
+    found, n = base, 1
+    while found in taken:
+        n += 1
+        found = f"{base}-{n}"
+    taken.add(found)
+    return found
+
+
+def _href(*parts: str) -> str:
+    """A relative link of path `parts`, each percent-encoded (a '/' in a trial id stays in its part) and the whole
+    escaped for a quoted attribute."""
+    return html.escape("/".join(quote(part, safe="") for part in parts))
 
 
 def _figure_sections(review: Review) -> list[tuple[str, str, str]]:
@@ -104,7 +137,7 @@ def _figure_sections(review: Review) -> list[tuple[str, str, str]]:
         data = base64.b64encode(png.read_bytes()).decode()
         sections.setdefault(figure.section, []).append(
             f"<figure><img src='data:image/png;base64,{data}' alt='{html.escape(figure.title)}'>"
-            f"<figcaption>{html.escape(figure.title)} (<a href='../figures/{figure.path.name}.pdf'>PDF</a>)</figcaption></figure>"
+            f"<figcaption>{html.escape(figure.title)} (<a href='{_href('..', 'figures', figure.path.name + '.pdf')}'>PDF</a>)</figcaption></figure>"
         )
     return [(f"figures-{i}", title, "".join(items)) for i, (title, items) in enumerate(sections.items())]
 
@@ -115,10 +148,10 @@ def _trials(frame: pd.DataFrame) -> str:
         return "<p>No trial files.</p>"
     axes = [column for column in frame.columns if "." in column]  # varied config keys, e.g. data.normalisation
     rows = "".join(
-        f"<tr><td><a href='../trials/{html.escape(t['trial_id'])}.h5'>{html.escape(t['trial_id'])}</a></td><td>{html.escape(str(t['state']))}</td>"
+        f"<tr><td><a href='{_href('..', 'trials', str(t['trial_id']) + '.h5')}'>{_text(t['trial_id'])}</a></td><td>{_text(t['state'])}</td>"
         f"<td>{_number(t['latent'], 'd')}</td><td>{_number(t['batch_size'], 'd')}</td><td>{_number(t['lr'], 'g')}</td>"
         f"<td>{_number(t['weight_decay'], 'g')}</td><td>{_number(t['seed'], 'd')}</td>"
-        + "".join(f"<td>{html.escape('' if t[a] is None or (isinstance(t[a], float) and pd.isna(t[a])) else str(t[a]))}</td>" for a in axes)
+        + "".join(f"<td>{_text(t[a])}</td>" for a in axes)
         + f"<td>{_number(t['val_mse'], '.3e')}</td><td>{_number(t['reference_mse'], '.3e')}</td><td>{html.escape(str(t['failure'] or ''))}</td></tr>"
         for _, t in frame.iterrows()
     )

@@ -3,7 +3,9 @@ other axis the sweep varied (seed 001's normalisations and model kinds), baselin
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,7 @@ import pandas as pd
 
 from hpcsweep.config import dotted
 from hpcsweep.data.varset import VarSet, varset_label
+from hpcsweep.files import write_atomically
 from hpcsweep.sweep.rank import Ranking
 
 #: Trial-table columns taken from each trial's stored config, metrics and provenance.
@@ -74,8 +77,9 @@ def trials_frame(summaries: dict[str, dict[str, Any]], ranking: Ranking | None =
 
 
 def config_value(config: dict[str, Any], axis: str) -> Any:
-    """The value of a dotted key (e.g. 'data.normalisation') of a stored config, as a table shows it."""
-    return _axis_value(_dig(config, tuple(axis.split("."))))
+    """The value of a dotted key (e.g. 'data.normalisation') of a stored config, as a table shows it; split at its
+    first dot only, as `dotted` joins them (a key of a trial file may hold dots)."""
+    return _axis_value(_dig(config, tuple(axis.split(".", 1))))
 
 
 def _axis_value(value: Any) -> Any:
@@ -266,13 +270,37 @@ def compression_table(best: pd.DataFrame, evaluations: dict[str, dict[str, Any]]
 
 
 def write_table(table: pd.DataFrame, folder: Path, stem: str, title: str) -> list[Path]:
-    """The table as Markdown (with its title), CSV and LaTeX (a `table` float with caption and label)."""
+    """The table as Markdown (with its title), CSV and LaTeX (a `table` float with caption and label), named
+    by `file_stem(stem)`: a stem may hold a config key of a trial file, which must not reach outside `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
+    stem = file_stem(stem)
     paths = [folder / f"{stem}.md", folder / f"{stem}.csv", folder / f"{stem}.tex"]
-    paths[0].write_text(f"## {title}\n\n{markdown(table)}\n")
-    table.to_csv(paths[1], index=False)
-    paths[2].write_text(table.to_latex(index=False, caption=title, label=f"tab:{stem}", escape=True))
+    texts = [
+        f"## {title}\n\n{markdown(table)}\n",
+        table.to_csv(index=False),
+        table.to_latex(index=False, caption=_latex_text(title), label=f"tab:{stem}", escape=True),
+    ]
+    for path, text in zip(paths, texts, strict=True):
+        write_atomically(path, text)  # a full disk leaves the previous table, not half of one
     return paths
+
+
+def file_stem(text: str) -> str:
+    """`text` as a file name stem of letters, digits, '_' and '-' (no '/', no '..'): config keys come from trial
+    files, which anybody sharing the results folder can write. A stem that had to change ends in a hash of
+    `text`, so that two keys never share a file; a safe one (e.g. `by_data_normalisation`) stays as it is."""
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-")[:80]
+    return stem if stem == text else "-".join(filter(None, [stem, hashlib.sha256(text.encode()).hexdigest()[:8]]))
+
+
+#: LaTeX's special characters in text (pandas escapes a table's cells, not its caption).
+_LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
+          "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}  # fmt: skip
+
+
+def _latex_text(text: str) -> str:
+    """`text` as LaTeX prints it: a caption holds '%' and config keys ('data.max_jets', or anything a trial file says)."""
+    return re.sub(r"[\\&%$#_{}~^]", lambda m: _LATEX[m.group()], text)
 
 
 def markdown(table: pd.DataFrame) -> str:

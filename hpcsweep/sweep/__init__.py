@@ -28,11 +28,13 @@ from typing import Any
 
 from hpcsweep.config import GENERATOR_KEYS, SweepConfig, TrialSpec
 from hpcsweep.errors import UserError
+from hpcsweep.files import write_atomically
 from hpcsweep.resources import allocated_cores
-from hpcsweep.store import record_submission, trial_path, write_atomically
+from hpcsweep.store import record_submission, reset_attempts, trial_path
 from hpcsweep.sweep.datasets import Datasets, describe_dataset
 from hpcsweep.sweep.dispatch import TrialBatch, pack, submit
 from hpcsweep.sweep.grid import expand
+from hpcsweep.sweep.lease import driver_lease, tidy
 from hpcsweep.sweep.rank import loss_space_warning
 from hpcsweep.sweep.state import RUN_AGAIN, Plan, PlannedTrial, plan
 
@@ -47,11 +49,15 @@ def run_sweep(
     wait: bool = True,
     progress: bool = True,
     log=print,
+    wait_for_lease: bool = False,
+    retry_failed: bool = False,
 ) -> Counter:
     """Dispatch every trial of `sweep` that is not finished or in flight; returns the count of states.
 
     `definition` is the sweep as its file defines it (before command-line
     overrides); its comparable part must match the one that made `results_dir`.
+    One driver at a time holds the folder (`lease`); `retry_failed` gives trials
+    that used up their retry budget a fresh one.
     """
     check_definition(results_dir, sweep)
     warning = loss_space_warning(sweep)
@@ -61,10 +67,28 @@ def run_sweep(
         from hpcsweep.sweep.slurm import slurm_parameters
 
         slurm_parameters(sweep.dispatch)
-    datasets = Datasets(results_dir, prepare=True, progress=progress, log=log)
-    if sweep.search != "grid":
-        return _run_search(sweep, results_dir, source, definition or sweep, datasets, wait, progress, log)
+    with driver_lease(results_dir, wait_for_lease, log):
+        tidy(results_dir, log)
+        datasets = Datasets(results_dir, prepare=True, progress=progress, log=log)
+        if sweep.search != "grid":
+            return _run_search(sweep, results_dir, source, definition or sweep, datasets, wait, progress, log)
+        return _run_grid(sweep, results_dir, source, definition or sweep, datasets, wait, progress, log, retry_failed)
+
+
+def _run_grid(
+    sweep: SweepConfig,
+    results_dir: Path,
+    source: Path | None,
+    definition: SweepConfig,
+    datasets: Datasets,
+    wait: bool,
+    progress: bool,
+    log,
+    retry_failed: bool,
+) -> Counter:
     planned = plan(sweep, results_dir, str(source or sweep.name), datasets)  # data first: a bad source stops here
+    if retry_failed and _reset_budgets(planned, results_dir, sweep.max_attempts, log):
+        planned = plan(sweep, results_dir, str(source or sweep.name), datasets)
     for problem in planned.unreadable:
         log(f"warning: unreadable trial file, it will be rerun: {problem}")
     todo = [p for p in planned.trials if p.state in RUN_AGAIN]
@@ -74,16 +98,18 @@ def run_sweep(
         f"{states['running'] + states['queued']} in flight, {states['failed'] + states['lost']} failed or lost to retry, "
         f"{states['pending']} new -> {results_dir}"
     )
+    if states["exhausted"]:
+        log(f"{states['exhausted']} trials failed {sweep.max_attempts} times and are not retried; "
+            "see 'hpcsweep status', and run with --retry-failed to try them again")  # fmt: skip
     if planned.others:
         log(planned.describe_others())
     if not todo:
-        if results_dir.is_dir():  # the folder now counts this definition (e.g. back to the full grid after a smoke test)
-            _keep_definition(results_dir, definition or sweep, source)
+        if any(p.name != "claims" for p in results_dir.iterdir()):  # it now counts this definition (e.g. the full grid after a smoke test)
+            _keep_definition(results_dir, definition, source)
             datasets.record()
         return states
     specs = _specs(sweep, todo, results_dir, source, datasets)
-    results_dir.mkdir(parents=True, exist_ok=True)
-    _keep_definition(results_dir, definition or sweep, source)
+    _keep_definition(results_dir, definition, source)
     datasets.record()
     dispatch = sweep.dispatch
     if dispatch.executor == "slurm":
@@ -112,6 +138,16 @@ def run_sweep(
         log(f"{len(specs) - written()} trials left no result (job killed or cancelled?); logs in {results_dir / 'logs'}; "
             "running the sweep again retries them")  # fmt: skip
     return plan(sweep, results_dir, str(source or sweep.name), datasets).states()
+
+
+def _reset_budgets(planned: Plan, results_dir: Path, max_attempts: int, log) -> int:
+    """--retry-failed: failed and exhausted trials start their retry budget afresh; return how many."""
+    again = [p.trial_id for p in planned.trials if p.state in ("failed", "exhausted")]
+    for trial_id in again:
+        reset_attempts(results_dir, trial_id)
+    if again:
+        log(f"--retry-failed: {len(again)} failed trials get {max_attempts} attempts again")
+    return len(again)
 
 
 def _run_search(

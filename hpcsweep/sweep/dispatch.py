@@ -7,18 +7,40 @@ limit (SIGUSR2) or preempts it, the running trial checkpoints at the end of its
 epoch, submitit requeues the batch, and the requeued batch skips the trials
 already finished and resumes the interrupted one. The store, not the
 executor, says what is finished.
+
+A worker claims a trial before it runs it (`hpcsweep.claims`), so two workers
+never train one trial at once, whichever drivers or array tasks started them:
+the second leaves it to the first; the claim of a dead worker is taken over
+and the trial resumes from its checkpoint.
 """
 
 from __future__ import annotations
 
+import errno
 import signal
+import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 from submitit.helpers import Checkpointable
 
+from hpcsweep.claims import Claim
 from hpcsweep.config import DispatchConfig, TrialSpec
-from hpcsweep.store import FINISHED_STATES, TrialRecord, close_attempt, open_attempt, read_summary, trial_path, write_trial
+from hpcsweep.store import (
+    FINISHED_STATES,
+    TrialRecord,
+    claims_dir,
+    close_attempt,
+    ended_attempts,
+    open_attempt,
+    trial_path,
+    verify_trial,
+    write_trial,
+)
+
+TRIAL_STALE_S = 300.0  # a trial's claim without a heartbeat for this long is taken over (the heartbeat beats every 30 s)
+CHECKPOINTED = {signal.SIGUSR2: "time limit", signal.SIGTERM: "preempted"}  # submitit warns of the limit with USR2
 
 
 class TrialBatch(Checkpointable):
@@ -30,35 +52,63 @@ class TrialBatch(Checkpointable):
 
 def run_batch(specs: list[TrialSpec], threads: int) -> list[str]:
     """Run the batch's unfinished trials; a failing trial is recorded and the next one starts."""
-    return [finished_state(spec) or run_one(spec, threads) for spec in specs]  # a requeued batch skips what ended
+    return [run_one(spec, threads) for spec in specs]  # a requeued batch skips what ended
 
 
 def run_one(spec: TrialSpec, threads: int, report=None) -> str:
-    """Run one trial inside a job: log the attempt, hand a stop signal over, record a failure; return its state."""
+    """Claim one trial and run it unless it is finished or claimed by a live worker; return its state ('claimed' if left).
+
+    The attempt is logged, a stop signal handed over, a failure recorded.
+    """
+    from hpcsweep.sweep.slurm import job_alive
+
+    results = Path(spec.results_dir)
+    claim = Claim(claims_dir(results), spec.trial_id, TRIAL_STALE_S, job_alive)
+    holder = claim.acquire()
+    if holder is not None:
+        print(f"trial {spec.trial_id}: left to {holder.describe()}, which runs it", file=sys.stderr)
+        return "claimed"
+    try:
+        if finished := finished_state(spec):
+            return finished
+        if claim.superseded is not None:
+            print(f"trial {spec.trial_id}: taken over from {claim.superseded.describe()}, which is gone", file=sys.stderr)
+        return _attempt(spec, threads, report, claim.held)
+    finally:
+        claim.release()
+
+
+def _attempt(spec: TrialSpec, threads: int, report, still_ours: Callable[[], bool]) -> str:
     from hpcsweep.trial import TrialInterrupted, run_trial  # torch is imported in the worker only
 
     open_attempt(Path(spec.results_dir), spec.trial_id, spec.config.model_dump(mode="json"))
     try:
-        return run_trial(spec, threads, report=report)
+        return run_trial(spec, threads, report=report, still_ours=still_ours)
     except TrialInterrupted as stop:
-        close_attempt(Path(spec.results_dir), spec.trial_id, f"stopped by {signal.Signals(stop.signum).name}, checkpointed")
-        _hand_over(spec, stop.signum)
+        close_attempt(Path(spec.results_dir), spec.trial_id, f"checkpointed: {checkpoint_reason(stop.signum)}")
+        _hand_over(spec, stop.signum, still_ours)
         raise
-    except Exception as error:  # recorded in the store as 'failed'; a rerun retries it
-        record_failure(spec, error)
+    except Exception as error:  # recorded in the store as 'failed'; a rerun retries it (within the retry budget)
+        record_failure(spec, error, still_ours)
         return "failed"
 
 
+def checkpoint_reason(signum: int) -> str:
+    """Why a trial stopped and checkpointed: SLURM's time-limit warning (USR2), preemption (TERM), or the signal."""
+    return CHECKPOINTED.get(signum, f"signal {signal.Signals(signum).name}")
+
+
 def finished_state(spec: TrialSpec) -> str:
+    """The state of the trial's file if it is finished and whole (its checksum holds), else ''."""
     path = trial_path(Path(spec.results_dir), spec.trial_id)
     try:
-        state = read_summary(path)["state"] if path.exists() else ""
-    except (OSError, KeyError):
+        state = verify_trial(path)["state"] if path.exists() else ""
+    except (OSError, KeyError, ValueError):
         return ""
     return state if state in FINISHED_STATES else ""
 
 
-def _hand_over(spec: TrialSpec, signum: int) -> None:
+def _hand_over(spec: TrialSpec, signum: int, still_ours: Callable[[], bool]) -> None:
     """Pass a stop signal to the handler that was there before the trial's: submitit's requeues the batch.
 
     submitit ignores SIGTERM (SLURM's requeue after preemption follows) and, past
@@ -73,37 +123,52 @@ def _hand_over(spec: TrialSpec, signum: int) -> None:
     try:
         handler(signum, None)
     except UncompletedJobError as error:
-        record_failure(spec, error)
+        record_failure(spec, error, still_ours)
         raise
 
 
 def failure_class(error: BaseException) -> str:
-    """What kind of failure an exception is, for the status table and the retry policy."""
+    """What kind of failure an exception is, for status and the retry budget: its last line for a plain error."""
     name = type(error).__name__
     if isinstance(error, MemoryError) or "OutOfMemory" in name:
         return "out of memory"
     if name == "UncompletedJobError":
         return "timeout exhausted"
-    return "error"
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "disk full"
+    last = (str(error).strip().splitlines() or [""])[-1]
+    return f"error: {name}: {last}"[:200].rstrip(": ")
 
 
-def record_failure(spec: TrialSpec, error: BaseException) -> None:
-    """Write a 'failed' trial file with the failure's class and traceback, and close the attempt."""
+def record_failure(spec: TrialSpec, error: BaseException, still_ours: Callable[[], bool] = lambda: True) -> None:
+    """Write a 'failed' trial file with the failure's class and traceback, then close the attempt.
+
+    Nothing is written for a trial another worker has taken over; when the disk is full the
+    attempt still ends in the log if it can, and a later run retries the trial.
+    """
     kind = failure_class(error)
     results = Path(spec.results_dir)
-    attempts = close_attempt(results, spec.trial_id, f"failed: {kind}")
-    write_trial(
-        trial_path(results, spec.trial_id),
-        TrialRecord(
-            trial_id=spec.trial_id,
-            sweep=spec.sweep,
-            state="failed",
-            config=spec.config.model_dump(mode="json"),
-            provenance={**spec.provenance, "attempts": attempts},
-            error="".join(traceback.format_exception(error)),
-            failure=kind,
-        ),
-    )
+    if not still_ours():
+        return
+    try:
+        write_trial(
+            trial_path(results, spec.trial_id),
+            TrialRecord(
+                trial_id=spec.trial_id,
+                sweep=spec.sweep,
+                state="failed",
+                config=spec.config.model_dump(mode="json"),
+                provenance={**spec.provenance, "attempts": ended_attempts(results, spec.trial_id, f"failed: {kind}")},
+                error="".join(traceback.format_exception(error)),
+                failure=kind,
+            ),
+        )
+    except OSError as write_error:
+        print(f"trial {spec.trial_id}: {kind}; its failure could not be written either ({write_error})", file=sys.stderr)
+    try:
+        close_attempt(results, spec.trial_id, f"failed: {kind}")
+    except OSError:
+        print(f"trial {spec.trial_id}: the end of its attempt could not be logged; a later run retries it", file=sys.stderr)
 
 
 def pack(specs: list[TrialSpec], n_batches: int | None = None, per_batch: int | None = None) -> list[list[TrialSpec]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from collections.abc import Callable
 
 from hpcsweep.config import DataConfig, SweepConfig, TrialConfig, trial_from_point
@@ -17,6 +18,12 @@ def expand(sweep: SweepConfig, source: str = "sweep", version: Callable[[DataCon
     `version` gives each trial's data version (the checksum of its jets as read), which
     is part of its identity; without it the identities are those of the configs alone.
     """
+    size = grid_size(sweep)
+    if sweep.max_trials is not None and size > sweep.max_trials:
+        raise UserError(
+            f"{source}: the grid has {size:,} points, more than max_trials = {sweep.max_trials:,}; "
+            "narrow it, or raise max_trials in the sweep file, or pass --allow-large"
+        )
     base = sweep.base_trial()
     axes = list(sweep.grid)
     trials: dict[str, TrialConfig] = {}
@@ -30,6 +37,11 @@ def expand(sweep: SweepConfig, source: str = "sweep", version: Callable[[DataCon
             trial = trial.with_data_version(version(trial.data))
         trials.setdefault(trial.identity(), trial)
     return list(trials.values())
+
+
+def grid_size(sweep: SweepConfig) -> int:
+    """How many points the grid spans (listed points x grid values), counted without expanding it."""
+    return len(sweep.points or [{}]) * math.prod(len(values) for values in sweep.grid.values())
 
 
 def _check_against_varset(trial: TrialConfig, sweep: SweepConfig, varset: VarSet, source: str) -> None:

@@ -19,10 +19,11 @@ from typing import Any
 
 from submitit.helpers import Checkpointable
 
+from hpcsweep.claims import this_job
 from hpcsweep.config import Range, SweepConfig, TrialSpec, trial_from_point
 from hpcsweep.data.varset import load_varset
 from hpcsweep.errors import UserError
-from hpcsweep.store import read_summary, this_job, trial_path
+from hpcsweep.store import read_summary, trial_path
 from hpcsweep.sweep.rank import rank_value, rank_variables
 
 #: Store states told to Optuna as COMPLETE (with the value), PRUNED or FAIL.
@@ -137,20 +138,14 @@ class SearchWorker(Checkpointable):
             config = config.with_data_version(template.config.data_version)
             trial.set_user_attr("trial_id", config.identity())
             spec = template.model_copy(update={"trial_id": config.identity(), "config": config})
-            state = _stored_state(spec) or run_one(spec, threads, report=_pruning(trial))
+            state = run_one(spec, threads, report=_pruning(trial))
+            if state == "claimed":  # another worker runs this very point: it tells its own trial
+                study.tell(trial.number, None, state=TrialState.FAIL, skip_if_finished=True)
+                continue
             value = rank_value(read_summary(trial_path(results_dir, spec.trial_id))["metrics"], sweep.rank_by, variables)
             told = _TOLD[state] if state != "done" or math.isfinite(value) else "FAIL"  # Optuna takes no NaN objective
             study.tell(trial.number, value if told == "COMPLETE" else None, state=TrialState[told], skip_if_finished=True)
             ran += 1
-
-
-def _stored_state(spec: TrialSpec) -> str:
-    """A finished trial file of the same identity (a sampler may propose a point twice)."""
-    path = trial_path(Path(spec.results_dir), spec.trial_id)
-    if not path.exists():
-        return ""
-    state = read_summary(path)["state"]
-    return state if state in ("done", "pruned", "diverged") else ""
 
 
 def _pruning(trial):

@@ -59,6 +59,12 @@ def live_jobs() -> dict[str, str] | None:
     return jobs
 
 
+def job_alive(job: str) -> bool | None:
+    """Whether SLURM still runs or queues a job ('123_4' for an array task); None when squeue cannot tell."""
+    live = live_jobs()
+    return None if live is None else job in live
+
+
 def job_outcomes(job_ids: list[str]) -> dict[str, str]:
     """Final states from accounting (TIMEOUT, OUT_OF_MEMORY, NODE_FAIL, CANCELLED, ...); empty without sacct."""
     if not job_ids:

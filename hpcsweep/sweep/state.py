@@ -3,16 +3,21 @@
 | state | meaning | a rerun of the sweep |
 |---|---|---|
 | done, diverged, pruned | its trial file says so | skips it |
-| failed | its trial file says so (error, out of memory, timeout exhausted) | runs it again |
+| failed | its trial file says so (error, out of memory, disk full, timeout exhausted) | runs it again |
+| exhausted | failed or lost `max_attempts` times since the last reset | skips it (`--retry-failed` runs it again) |
 | running | an attempt started and its job still lives | leaves it |
 | queued | a live job or array task carries it and it has not started | leaves it |
 | lost | it started, or was submitted, and its job is gone (killed, cancelled, node failure) | runs it again (resuming its checkpoint) |
 | pending | never submitted | runs it |
+
+The retry budget counts the attempts that ended in a failure or vanished
+(killed, cancelled, node failure, out of memory by the scheduler); an attempt
+stopped by a time limit or preemption after a checkpoint is a pause, not a
+failure, and does not count.
 """
 
 from __future__ import annotations
 
-import os
 import socket
 from collections import Counter
 from dataclasses import dataclass, field
@@ -20,13 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from hpcsweep.config import SweepConfig, TrialConfig
+from hpcsweep.files import pid_alive
 from hpcsweep.store import read_attempts, read_submissions, scan
 from hpcsweep.sweep.datasets import Datasets
 from hpcsweep.sweep.grid import expand
 
 RUN_AGAIN = ("failed", "lost", "pending")
 IN_FLIGHT = ("running", "queued")
-STATES = ("done", "diverged", "pruned", "failed", "running", "queued", "lost", "pending")
+STATES = ("done", "diverged", "pruned", "failed", "exhausted", "running", "queued", "lost", "pending")
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,7 @@ class PlannedTrial:
     config: TrialConfig
     state: str
     detail: str = ""  # the failure class, or the job that runs or holds the trial
+    failures: int = 0  # failed attempts counted against the retry budget (failed, lost, exhausted)
 
 
 @dataclass
@@ -78,10 +85,14 @@ def plan(sweep: SweepConfig, results_dir: Path, source: str = "sweep", datasets:
     for trial in expand(sweep, source, datasets.version):
         trial_id = trial.identity()
         summary = summaries.get(trial_id)
-        if summary is not None:
-            planned.append(PlannedTrial(trial_id, trial, summary["state"], summary.get("failure", "")))
+        if summary is not None and summary["state"] != "failed":
+            state, detail = summary["state"], summary.get("failure", "")
+        elif summary is not None:  # failed, unless a retry runs now
+            job = flight.running(trial_id)
+            state, detail = ("running", job) if job else ("failed", summary.get("failure", ""))
         else:
-            planned.append(PlannedTrial(trial_id, trial, *flight.state(trial_id)))
+            state, detail = flight.state(trial_id)
+        planned.append(_budgeted(PlannedTrial(trial_id, trial, state, detail), results_dir, sweep.max_attempts))
     ids = {p.trial_id for p in planned}
     others = {trial_id: summary for trial_id, summary in summaries.items() if trial_id not in ids}
     return Plan(planned, unreadable, others, datasets.problems)
@@ -97,6 +108,23 @@ def _searched(summaries: dict, flight: InFlight, results_dir: Path) -> list[Plan
     return planned
 
 
+def _budgeted(trial: PlannedTrial, results_dir: Path, max_attempts: int) -> PlannedTrial:
+    """A failed or lost trial with its failures counted; 'exhausted' once they reach `max_attempts`."""
+    if trial.state not in ("failed", "lost"):
+        return trial
+    failures = failed_attempts(read_attempts(results_dir, trial.trial_id))
+    return PlannedTrial(trial.trial_id, trial.config, "exhausted" if failures >= max_attempts else trial.state, trial.detail, failures)
+
+
+def failed_attempts(attempts: list[dict[str, Any]]) -> int:
+    """Attempts since the last reset that failed or vanished (an open last attempt of a lost trial vanished too)."""
+    return sum(1 for a in attempts if a.get("counted", True) and _failed(a.get("outcome")))
+
+
+def _failed(outcome: str | None) -> bool:
+    return outcome is None or outcome == "vanished" or outcome.startswith("failed")
+
+
 def _job_detail(job: str, why: str) -> str:
     """'<job>: <why>' for status: which job carried a lost trial, and how it ended if anyone knows."""
     return f"{job}: {why}" if why else job
@@ -110,6 +138,11 @@ class InFlight:
         self._live: dict[str, str] | None = None
         self._asked = False
         self._queued: dict[str, str] | None = None
+
+    def running(self, trial_id: str) -> str:
+        """The job whose attempt at the trial has not ended and still lives (or cannot be told dead), else ''."""
+        state, job = self.state(trial_id)
+        return job if state == "running" else ""
 
     def state(self, trial_id: str) -> tuple[str, str]:
         attempts = read_attempts(self.results_dir, trial_id)
@@ -157,17 +190,3 @@ class InFlight:
                     if self.alive(job) is not False:
                         self._queued.update(dict.fromkeys(trial_ids, job))
         return self._queued
-
-
-def pid_alive(pid: int) -> bool:
-    """A process with this pid exists on this host and is not a zombie."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True

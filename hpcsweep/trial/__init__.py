@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import platform
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from hpcsweep.data.normalize import Normaliser, make_normaliser, make_reference
 from hpcsweep.data.read import JetTable, open_cache
 from hpcsweep.data.varset import load_varset
 from hpcsweep.resources import allocated_cores
-from hpcsweep.store import TrialRecord, close_attempt, read_trial, trial_path, write_trial
+from hpcsweep.store import TrialRecord, close_attempt, ended_attempts, read_trial, trial_path, write_trial
 from hpcsweep.trial.evaluate import (
     Physics,
     compression,
@@ -49,8 +50,14 @@ def checkpoint_path(spec: TrialSpec) -> Path:
     return Path(spec.results_dir) / "checkpoints" / f"{spec.trial_id}.pt"
 
 
-def run_trial(spec: TrialSpec, threads: int | None = None, log=print, report=None) -> str:
-    """Train (or resume) and evaluate one trial, write its file, and return its state (see `train` for `report`)."""
+def run_trial(spec: TrialSpec, threads: int | None = None, log=print, report=None, still_ours: Callable[[], bool] | None = None) -> str:
+    """Train (or resume) and evaluate one trial, write its file, and return its state (see `train` for `report`).
+
+    `still_ours()` is asked before the file is written: False when another worker took the
+    trial over (this one was thought dead), and then nothing is written. The attempt is
+    logged as ended only once the file is in place, so a kill in between cannot make a
+    finished trial run again.
+    """
     config = spec.config
     torch.set_num_threads(threads or allocated_cores())
     device = select_device()
@@ -96,6 +103,10 @@ def run_trial(spec: TrialSpec, threads: int | None = None, log=print, report=Non
         "n_variables": x.shape[1],
         **validation_metrics(evaluation.get("validation", {})),
     }
+    results = Path(spec.results_dir)
+    if still_ours is not None and not still_ours():
+        log(f"trial {spec.trial_id}: another worker took it over while it ran; its result is not written")
+        return "claimed"
     write_trial(
         trial_path(spec.results_dir, spec.trial_id),
         TrialRecord(
@@ -111,12 +122,13 @@ def run_trial(spec: TrialSpec, threads: int | None = None, log=print, report=Non
             reference=_reference_record(physics),
             provenance={
                 **_provenance(spec, table.meta, device),
-                "attempts": close_attempt(Path(spec.results_dir), spec.trial_id, result.state),
+                "attempts": ended_attempts(results, spec.trial_id, result.state),
             },
             evaluation=evaluation,
             arrays=arrays,
         ),
     )
+    close_attempt(results, spec.trial_id, result.state)
     checkpoint.unlink(missing_ok=True)
     log(f"trial {spec.trial_id}: {result.state}, best val MSE {result.best_val_mse:.4g} at epoch {result.best_epoch} "
         f"(PCA {metrics['pca_val_mse']:.4g}), {result.train_time_s:.1f} s")  # fmt: skip

@@ -14,8 +14,10 @@ threads, CPU).
 
 from __future__ import annotations
 
+import io
 import math
 import os
+import pickle
 import signal
 import threading
 import time
@@ -29,6 +31,7 @@ import torch
 from torch import nn
 
 from hpcsweep.config import TrainConfig
+from hpcsweep.files import temp_path
 from hpcsweep.trial.evaluate import reconstruction_mse
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
@@ -114,8 +117,9 @@ def train(
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=True)
     schedule = learning_rate_schedule(optimiser, config, len(starts))
     result = TrainResult("done", math.inf, 0, 0, 0.0, {"train_loss": [], "val_loss": [], "lr": []})
-    if checkpoint is not None and checkpoint.exists():
-        _restore(torch.load(checkpoint, weights_only=True), model, optimiser, schedule, generator, result)
+    snapshot = _load(checkpoint, log) if checkpoint is not None else None
+    if snapshot is not None:
+        _restore(snapshot, model, optimiser, schedule, generator, result)
         result.resumed_from = result.epochs_run
         log(f"resuming from the checkpoint of epoch {result.epochs_run}")
     report_every = max(1, config.epochs // 10)
@@ -238,9 +242,26 @@ def _restore(snapshot: dict[str, Any], model, optimiser, schedule, generator, re
         setattr(result, key, snapshot[key])
 
 
+def _load(path: Path, log: Callable[[str], None]) -> dict[str, Any] | None:
+    """The checkpoint's snapshot; None if there is none, or if it is damaged (it is removed: the trial starts over)."""
+    if not path.exists():
+        return None
+    try:
+        return torch.load(path, weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:
+        log(f"checkpoint {path} is damaged ({type(err).__name__}: {err}); starting the trial over")
+        path.unlink(missing_ok=True)
+        return None
+
+
 def _save(path: Path, snapshot: dict[str, Any]) -> None:
-    """Write a checkpoint atomically: a reader (or a restart) never sees half of one."""
+    """Write a checkpoint atomically: a reader (or a restart) never sees half of one; a full disk leaves the last one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(snapshot, tmp)
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    torch.save(snapshot, buffer)  # to memory first: a full disk is then an OSError (ENOSPC), not a RuntimeError of torch's writer
+    tmp = temp_path(path)
+    try:
+        tmp.write_bytes(buffer.getbuffer())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
