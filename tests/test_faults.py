@@ -291,6 +291,24 @@ def test_a_full_disk_keeps_the_files_there_leaves_no_temporaries_and_the_trial_r
     assert not unreadable and [s["state"] for s in summaries.values()] == ["done", "done"]
 
 
+def test_a_full_disk_during_aggregate_is_one_line_exit_2_and_leaves_no_half_file(qcd_file, small_disk, tmp_path, capsys):
+    sweep_file = _tiny(tmp_path, "tables")
+    assert main(["sweep", str(sweep_file), "--results", str(small_disk), "--no-review"]) == 0
+    filler = _fill(small_disk, leave=0)
+    capsys.readouterr()
+    assert main(["aggregate", "tables", "--results", str(small_disk)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("hpcsweep: error: ")
+        and err.count("\n") == 1
+        and "No space left on device" in err
+        and "finished trials are kept" in err
+    )
+    assert not list((small_disk / "tables").rglob("*.tmp")), "no temporary is left"
+    filler.unlink()
+    assert main(["aggregate", "tables", "--results", str(small_disk)]) == 0
+
+
 def test_two_drivers_started_at_once_train_every_trial_exactly_once(qcd_file, tmp_path):
     sweep_file, results = _tiny(tmp_path, "twice", grid="{lr: [1.0e-2, 2.0e-2, 3.0e-2, 4.0e-2]}", executor="local"), tmp_path / "results"
     command = [sys.executable, "-m", "hpcsweep", "sweep", str(sweep_file), "--results", str(results), "--no-review"]

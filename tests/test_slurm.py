@@ -112,11 +112,16 @@ def test_arrays_are_split_at_max_array(qcd_file, tmp_path):
 
 
 def test_a_trial_that_hits_its_time_limit_is_requeued_and_resumes_to_the_same_result(qcd_file, tmp_path):
-    # ~100 s of training against a 1-minute limit: SIGUSR2 20 s before it, checkpoint, requeue, resume
+    # ~60 s of training (on an idle core) against a 1-minute limit: SIGUSR2 20 s before it (slurmctld checks limits
+    # every 30 s, so each run gets 10 to 50 s), checkpoint, requeue (up to 10 times here), resume
     sweep_file = _sweep_file(
-        tmp_path, "timeout", "{z: [4]}", train="{epochs: 1500, batch_size: 128}", model="{hidden: [128, 128, 128], latent: 4}"
+        tmp_path, "timeout", "{z: [4]}", train="{epochs: 2000, batch_size: 128}", model="{hidden: [128, 128, 128], latent: 4}"
     )
-    definition = load_sweep(sweep_file).with_overrides(dispatch={"executor": "slurm", "site": SITE, "time": "1", "checkpoint_every": 50})
+    site = tmp_path / "site.yaml"
+    site.write_text(Path(SITE).read_text().replace("max_requeue: 3", "max_requeue: 10"))
+    definition = load_sweep(sweep_file).with_overrides(
+        dispatch={"executor": "slurm", "site": str(site), "time": "1", "checkpoint_every": 50}
+    )
     run_sweep(definition, tmp_path / "timeout", source=sweep_file, wait=False, progress=False, log=lambda _: None)
     trial = plan(definition, tmp_path / "timeout").trials[0].config  # with its data version
     reference = tmp_path / "reference"
