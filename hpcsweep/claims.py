@@ -76,7 +76,10 @@ class Claim:
             holder = None
             if newest is not None:
                 holder = self._holder(newest)
-                if self._alive(holder, newest):
+                if holder is None and self._alive(holder, newest):  # created a moment ago, being written: read it again
+                    time.sleep(0.05)
+                    continue
+                if holder is not None and self._alive(holder, newest):
                     return holder
             generation = 0 if newest is None else newest + 1
             try:

@@ -77,6 +77,15 @@ def test_a_holder_that_was_superseded_knows_it_and_its_heartbeat_keeps_a_claim_f
     assert (tmp_path / "trial.1.claim").exists(), "a newer generation is left to its holder"
 
 
+def test_a_claim_file_still_being_written_is_not_taken_for_a_free_claim(tmp_path):
+    (tmp_path / "trial.0.claim").write_text("")  # created with O_EXCL, its holder not written yet
+    claim = Claim(tmp_path, "trial", stale_after=0.3)
+    began = time.time()
+    assert claim.acquire() is None and claim.generation == 1, "an empty claim is young, then stale"
+    assert time.time() - began >= 0.2
+    claim.release()
+
+
 def _race(folder: str, results) -> None:
     claim = Claim(Path(folder), "trial")
     won = claim.acquire() is None
