@@ -48,9 +48,9 @@ def path_fault(err: OSError) -> str:
     hint = {
         errno.ENOSPC: "free some space (or choose another --results) and run again: finished trials are kept",
         errno.EDQUOT: "the disk quota is used up; free some space and run again: finished trials are kept",
-        errno.EROFS: "the filesystem is read-only; choose another --results",
-        errno.EACCES: "no permission to write there; choose another --results",
-        errno.EPERM: "no permission to write there; choose another --results",
+        errno.EROFS: "choose another --results",
+        errno.EACCES: "check its permissions, or choose another --results",
+        errno.EPERM: "check its permissions, or choose another --results",
     }.get(err.errno, "a file stands where a folder is needed (or the reverse); choose another --results, or move it away")
     return f"{where}{err.strerror or err}; {hint}"
 
