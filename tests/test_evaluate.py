@@ -87,6 +87,28 @@ def test_truncation_baselines_trade_bytes_for_resolution():
     assert all(a["mse"] > b["mse"] for a, b in zip(baselines, baselines[1:], strict=False))
 
 
+def test_error_bounded_peers_keep_every_value_within_the_bound_in_fewer_bytes(qcd_file):
+    from hpcsweep.compress.peers import PEERS, compress_with_peers
+    from hpcsweep.data import load_jets
+
+    varset = load_varset("generated")
+    x = load_jets(qcd_file, varset).matrix()
+    x[:5, varset.names.index("m")] = 0.0  # massless jets: a relative bound cannot hold through log(0), the mask keeps them
+    physics = Physics.of(varset, {v.name: np.unique(x[:, i]) for i, v in enumerate(varset.variables) if v.discrete})
+    kinds = [physics.residual_kind[name] for name in physics.names]
+    peers = compress_with_peers(x, kinds, [name in physics.allowed for name in physics.names], bound=0.01)
+    assert set(peers) == set(PEERS), "the optional extra 'compare' is installed with dev"
+    for peer, (bytes_per_jet, decoded) in peers.items():
+        residual = np.abs(residual_table(x, decoded, physics))
+        assert np.nanmax(residual) <= 0.01, f"{peer}: every value within 1 % (relative) or 0.01 (absolute)"
+        for name in physics.allowed:
+            i = physics.names.index(name)
+            np.testing.assert_array_equal(decoded[:, i], x[:, i], err_msg=f"{peer}: discrete {name} is lossless")
+        assert np.all(decoded[:5, varset.names.index("m")] == 0.0)
+        assert bytes_per_jet < 2 * x.shape[1], f"{peer}: fewer bytes than float16 ({bytes_per_jet:.1f} B/jet)"
+    assert peers["SZ3"][0] < 0.3 * 4 * x.shape[1], "SZ3 stores these jets in under 30 % of float32's bytes"
+
+
 @pytest.fixture(scope="module")
 def evaluated_trial(qcd_file, zprime_file, tmp_path_factory):
     folder = tmp_path_factory.mktemp("evaluated")
@@ -114,6 +136,8 @@ def test_a_trial_stores_its_physics_evaluation(evaluated_trial):
     assert record.arrays["validation/hist_original"].shape == (24, 50)
     assert record.arrays["validation/residual_correlation"].shape == (24, 24)
     assert [b["mantissa_bits"] for b in baselines["truncation"]] == [2, 4, 7, 10, 14]
+    assert set(baselines["peers"]) == {"SZ3", "ZFP", "fpzip", "mantissa + zstd"}
+    assert all(peer["residuals"]["pt"]["within_1pct"] == 1.0 for peer in baselines["peers"].values())
     assert record.arrays["validation/hist_original"].sum(axis=1).min() > 0.95 * validation["n_jets"]
     signal = record.evaluation["zprime350"]
     assert signal["dijet"]["n_events"] > 300 and 300 < signal["dijet"]["peak_original"] < 360

@@ -131,6 +131,7 @@ def test_aggregate_writes_every_table_in_three_formats_and_every_figure_in_two(r
         "residuals_per_latent",
         "baselines_per_latent",
         "compression_per_latent",
+        "compressors",
         "data_versions",
         "evaluations",
     }
@@ -140,6 +141,21 @@ def test_aggregate_writes_every_table_in_three_formats_and_every_figure_in_two(r
     assert "\\begin{table}" in (folder / "tables" / "best_per_latent.tex").read_text()
     compression = pd.read_csv(folder / "tables" / "compression_per_latent.csv")
     assert (compression["latent float16"] == 2 * compression["Latent space dimensions"]).all()
+    compressors = pd.read_csv(folder / "tables" / "compressors.csv").set_index("compressor")
+    assert list(compressors.index) == [
+        "AE, z = 3 (float16 latents)",
+        "AE, z = 6 (float16 latents)",
+        "float16",
+        "SZ3",
+        "ZFP",
+        "fpzip",
+        "mantissa + zstd",
+    ]
+    assert (compressors.loc[["SZ3", "ZFP", "fpzip", "mantissa + zstd"], "values within 1 %"] == "100.0 %").all()
+    assert (
+        compressors.loc["AE, z = 3 (float16 latents)", "bytes/jet"] == 6
+        and compressors.loc["SZ3", "bound on every value"] == "1 % (angles 0.01)"
+    )
 
 
 def test_the_report_holds_every_table_figure_state_and_trial_link(reviewed):

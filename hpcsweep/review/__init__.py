@@ -29,6 +29,7 @@ from hpcsweep.review.tables import (
     best_and_median,
     comparison_table,
     compression_table,
+    compressors_table,
     data_versions_table,
     evaluations_table,
     markdown,
@@ -203,6 +204,12 @@ def _add_tables(review: Review, frame, best, median, evaluations, summaries, ran
         tables["compression_per_latent"] = (
             "Compression of the best AE per latent dimension (bytes per jet)",
             compression_table(best, evaluations),
+        )
+    if len(best) and varset is not None:
+        tables["compressors"] = (
+            "Bytes per jet against residual width: the best AE per z beside error-bounded compressors (SZ3, ZFP, fpzip, "
+            "mantissa rounding + zstd), every value of theirs within 1 %, on the same validation jets",
+            compressors_table(best, evaluations, varset),
         )
     for stem, (title, table) in tables.items():
         _add_table(review, stem, title, table)

@@ -222,7 +222,8 @@ def timing_vs_latent(best: pd.DataFrame, evaluations: dict[str, dict[str, Any]],
 
 
 def rate_distortion(best: pd.DataFrame, evaluations: dict[str, dict[str, Any]], varset: VarSet, path: Path) -> Path:
-    """Bytes per jet versus residual width of pt and m: AE and PCA per z (float16 latents), float truncation."""
+    """Bytes per jet versus residual width of pt and m: AE and PCA per z (float16 latents), float truncation, and the
+    error-bounded compressors (SZ3, ZFP, fpzip, mantissa + zstd) when the evaluation holds them."""
     shown = [varset.four_momentum.get("pt"), varset.four_momentum.get("mass")]
     shown = [name for name in shown if name] or varset.names[:2]
     with _figure(path, **_panels(len(shown), columns=len(shown), size=6.0)) as (_, axes):
@@ -249,6 +250,9 @@ def rate_distortion(best: pd.DataFrame, evaluations: dict[str, dict[str, Any]], 
                 if cut:
                     ax.plot([p[0] for p in cut], [p[1] for p in cut], "s--", label="float32, mantissa rounded")
                 ax.plot([half["bytes_per_jet"]], [scale * half["residuals"][name]["width"]], "D", label="float16")
+                for (peer, result), marker in zip(validation["baselines"].get("peers", {}).items(), "Pvhp", strict=False):
+                    width = scale * result["residuals"][name]["width"]
+                    ax.plot([result["bytes_per_jet"]], [width], marker, label=f"{peer}, every value within {100 * result['bound']:g} %")
             ax.set(yscale="log", xlabel="Bytes per jet")
             ax.set_ylabel(f"{name} residual width, half 16-84 %" + (" [%]" if scale == 100 else ""), fontsize="small")
             ax.legend(fontsize="x-small")

@@ -269,6 +269,43 @@ def compression_table(best: pd.DataFrame, evaluations: dict[str, dict[str, Any]]
     return pd.DataFrame(rows)
 
 
+def compressors_table(best: pd.DataFrame, evaluations: dict[str, dict[str, Any]], varset: VarSet) -> pd.DataFrame:
+    """Bytes per jet against residual widths and the fraction of values within 1 %: each z's best AE (float16
+    latents, no bound), float16, and the error-bounded compressors physicists already have, on the same validation jets."""
+    shown = [name for name in (varset.four_momentum.get("pt"), varset.four_momentum.get("mass")) if name] or varset.names[:2]
+    kinds = {v.name: v.residual for v in varset.variables}
+    continuous = [v.name for v in varset.variables if not v.discrete]
+
+    def row(what: str, bytes_per_jet: float, stats: dict[str, dict[str, Any]], bound: str) -> dict[str, Any]:
+        within = [stats[name]["within_1pct"] for name in continuous if "within_1pct" in stats.get(name, {})]
+        widths = {
+            f"{name} width{' [%]' if kinds[name] == 'relative' else ''}": f"{(100 if kinds[name] == 'relative' else 1) * stats[name]['width']:.3g}"
+            for name in shown
+            if "width" in stats.get(name, {})
+        }
+        return {"compressor": what, "bytes/jet": f"{bytes_per_jet:.2f}", **widths,
+                "values within 1 %": f"{100 * sum(within) / len(within):.1f} %" if within else "", "bound on every value": bound}  # fmt: skip
+
+    rows, peers = [], {}
+    for _, trial in best.iterrows():
+        validation = evaluations.get(trial["trial_id"], {}).get("validation", {})
+        if "residuals" in validation and "compression" in validation:
+            rows.append(
+                row(
+                    f"AE, z = {int(trial['latent'])} (float16 latents)",
+                    validation["compression"]["latent_float16"],
+                    validation["residuals"],
+                    "none",
+                )
+            )
+            peers = peers or validation.get("baselines", {})
+    if "float16" in peers:
+        rows.append(row("float16", peers["float16"]["bytes_per_jet"], peers["float16"]["residuals"], "none"))
+    for peer, result in peers.get("peers", {}).items():
+        rows.append(row(peer, result["bytes_per_jet"], result["residuals"], f"{100 * result['bound']:g} % (angles {result['bound']:g})"))
+    return pd.DataFrame(rows)
+
+
 def write_table(table: pd.DataFrame, folder: Path, stem: str, title: str) -> list[Path]:
     """The table as Markdown (with its title), CSV and LaTeX (a `table` float with caption and label), named
     by `file_stem(stem)`: a stem may hold a config key of a trial file, which must not reach outside `folder`."""

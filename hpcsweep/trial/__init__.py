@@ -29,6 +29,7 @@ from hpcsweep.trial.evaluate import (
     in_batches,
     model_bytes,
     pca_reconstruction,
+    peer_baselines,
     residuals,
     timing,
     truncation_baselines,
@@ -165,6 +166,7 @@ def evaluate_trial(
             "bytes_per_jet": 2 * x_val.shape[1],
         },
         "truncation": truncation_baselines(x_val, normaliser, physics),
+        "peers": peer_baselines(x_val, physics),
     }
     device = next(model.parameters()).device
     val_tensor = torch.from_numpy(val_norm).to(device)

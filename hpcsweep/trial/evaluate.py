@@ -223,6 +223,19 @@ def truncation_baselines(x_physical: np.ndarray, normaliser: Normaliser, physics
     return out
 
 
+def peer_baselines(x_physical: np.ndarray, physics: Physics, bound: float = WITHIN) -> dict[str, dict[str, Any]]:
+    """SZ3, ZFP, fpzip and mantissa rounding + zstd with every value within `bound` (hpcsweep.compress.peers):
+    bytes per jet and residuals, beside the AE's; empty without the optional extra `compare`."""
+    from hpcsweep.compress.peers import compress_with_peers
+
+    kinds = [physics.residual_kind[name] for name in physics.names]
+    discrete = [name in physics.allowed for name in physics.names]
+    return {
+        peer: {"bytes_per_jet": size, "bound": bound, "residuals": residuals(x_physical, decoded, physics)}
+        for peer, (size, decoded) in compress_with_peers(x_physical, kinds, discrete, bound).items()
+    }
+
+
 def histograms(original: np.ndarray, decoded: np.ndarray, bins: int = HISTOGRAM_BINS) -> dict[str, np.ndarray]:
     """Input and output histograms per variable on the input's 0.5-99.5 % range."""
     edges = np.empty((original.shape[1], bins + 1))
