@@ -317,8 +317,9 @@ def _attempts(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
             attempts.append({key: value for key, value in event.items() if key not in ("event", "time")} | {"start": event["time"]})
         else:
             for attempt in reversed(attempts):
-                if attempt["job"] == event["job"] and attempt["pid"] == event["pid"] and "end" not in attempt:
-                    attempt.update(end=event["time"], outcome=event["outcome"])
+                if attempt["job"] == event["job"] and attempt["pid"] == event["pid"]:
+                    if "end" not in attempt or attempt["outcome"].startswith("checkpointed"):  # a requeue refused: failed after all
+                        attempt.update(end=event["time"], outcome=event["outcome"])
                     break
     for attempt in attempts[:-1]:
         attempt.setdefault("outcome", "vanished")

@@ -5,7 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hpcsweep.store import TrialRecord, read_summary, read_trial, scan, trial_path, write_trial
+from hpcsweep.store import (
+    TrialRecord,
+    close_attempt,
+    open_attempt,
+    read_attempts,
+    read_summary,
+    read_trial,
+    reset_attempts,
+    scan,
+    trial_path,
+    write_trial,
+)
+from hpcsweep.sweep.state import failed_attempts
 
 
 def _record(trial_id: str = "abc123", state: str = "done") -> TrialRecord:
@@ -77,3 +89,20 @@ def test_files_of_schema_1_are_still_read(tmp_path):
     summary = read_summary(path)
     assert summary["state"] == "done" and summary["metrics"] == {"best_val_mse": 0.5} and summary["failure"] == ""
     assert read_trial(path).trial_id == "old"
+
+
+def test_attempts_say_how_each_ended_and_a_reset_starts_the_retry_budget_afresh(tmp_path):
+    open_attempt(tmp_path, "t", {})
+    close_attempt(tmp_path, "t", "checkpointed: time limit")
+    close_attempt(tmp_path, "t", "failed: timeout exhausted")  # submitit refused the requeue after the checkpoint
+    open_attempt(tmp_path, "t", {})  # killed: never ends
+    open_attempt(tmp_path, "t", {})
+    close_attempt(tmp_path, "t", "failed: error: ValueError: boom")
+    attempts = read_attempts(tmp_path, "t")
+    assert [a["outcome"] for a in attempts] == ["failed: timeout exhausted", "vanished", "failed: error: ValueError: boom"]
+    assert failed_attempts(attempts) == 3
+    reset_attempts(tmp_path, "t")
+    open_attempt(tmp_path, "t", {})
+    close_attempt(tmp_path, "t", "checkpointed: preempted")
+    attempts = read_attempts(tmp_path, "t")
+    assert failed_attempts(attempts) == 0 and [a.get("counted", True) for a in attempts] == [False, False, False, True]
