@@ -1,4 +1,5 @@
-"""Review stage: tables, figures and the report of a sweep, built from its trial files (no torch, no weights read).
+"""Review stage: tables, figures and the report of a sweep, built from its trial files (no torch; weights are read
+only once per new or changed file, when the store's scan checks its checksum).
 
 `aggregate` writes into the sweep's results folder: `tables/` (Markdown, CSV, LaTeX), `figures/` (PNG, PDF),
 `summary.md` (every table) and `trials.csv`; `write_report` adds `report/index.html`.
