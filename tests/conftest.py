@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import awkward as ak
@@ -68,3 +69,27 @@ def trial_spec(qcd_file: Path, results: Path, model: dict | None = None, train: 
     folder = cache_jets(qcd_file, load_varset("generated"), results.parent / "cache")
     spec = {"evaluation": {"timing_repeats": 1}, **spec}
     return TrialSpec(trial_id=config.identity(), sweep="unit", config=config, dataset=str(folder), results_dir=str(results), **spec)
+
+
+def race_drivers(command: list[str], timeout: float) -> None:
+    """Start two drivers, and a third with --wait-for-lease, at the same moment: at least one is refused (exit 2,
+    naming the lease's holder), none fails, and the one that waited ends with 0."""
+    drivers = [
+        subprocess.Popen(command + extra, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for extra in ([], [], ["--wait-for-lease"])
+    ]
+    outputs = [driver.communicate(timeout=timeout)[0] for driver in drivers]
+    codes = [driver.returncode for driver in drivers]
+    refused = [out for code, out in zip(codes, outputs, strict=True) if code == 2]
+    assert refused and all("is being run by another hpcsweep driver" in out for out in refused), outputs
+    assert all(code in (0, 2) for code in codes) and codes[2] == 0, outputs
+
+
+def assert_trained_once(folder: Path, trials: int) -> None:
+    """Every trial of the folder is done, and its attempts log shows one attempt, which finished."""
+    from hpcsweep.store import read_attempts, scan
+
+    summaries, unreadable = scan(folder)
+    assert not unreadable and len(summaries) == trials and {s["state"] for s in summaries.values()} == {"done"}
+    for trial_id in summaries:
+        assert [a.get("outcome") for a in read_attempts(folder, trial_id)] == ["done"], "trained exactly once"

@@ -21,7 +21,7 @@ from hpcsweep.store import TrialRecord, read_attempts, read_summary, read_trial,
 from hpcsweep.sweep.state import plan
 from hpcsweep.trial import run_trial
 
-from .conftest import QCD, trial_spec
+from .conftest import QCD, assert_trained_once, race_drivers, trial_spec
 
 
 def _sweep(tmp_path, epochs: int = 250):
@@ -311,19 +311,7 @@ def test_a_full_disk_during_aggregate_is_one_line_exit_2_and_leaves_no_half_file
 
 def test_two_drivers_started_at_once_train_every_trial_exactly_once(qcd_file, tmp_path):
     sweep_file, results = _tiny(tmp_path, "twice", grid="{lr: [1.0e-2, 2.0e-2, 3.0e-2, 4.0e-2]}", executor="local"), tmp_path / "results"
-    command = [sys.executable, "-m", "hpcsweep", "sweep", str(sweep_file), "--results", str(results), "--no-review"]
-    drivers = [
-        subprocess.Popen(command + extra, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for extra in ([], [], ["--wait-for-lease"])
-    ]
-    outputs = [driver.communicate(timeout=600)[0] for driver in drivers]
-    codes = [driver.returncode for driver in drivers]
-    refused = [out for code, out in zip(codes, outputs, strict=True) if code == 2]
-    assert refused and all("is being run by another hpcsweep driver" in out for out in refused), outputs
-    assert all(code in (0, 2) for code in codes) and codes[2] == 0, outputs
+    race_drivers([sys.executable, "-m", "hpcsweep", "sweep", str(sweep_file), "--results", str(results), "--no-review"], timeout=600)
     folder = results / "twice"
-    summaries, unreadable = scan(folder)
-    assert not unreadable and len(summaries) == 4 and {s["state"] for s in summaries.values()} == {"done"}
-    for trial_id in summaries:
-        assert [a.get("outcome") for a in read_attempts(folder, trial_id)] == ["done"], "trained exactly once"
+    assert_trained_once(folder, 4)
     assert not _leftovers(folder)

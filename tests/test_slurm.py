@@ -17,7 +17,7 @@ from hpcsweep.sweep import run_sweep
 from hpcsweep.sweep.state import plan
 from hpcsweep.trial import run_trial
 
-from .conftest import QCD
+from .conftest import QCD, assert_trained_once, race_drivers
 
 pytestmark = pytest.mark.slurm
 SITE = str(Path(__file__).parent.parent / "slurm_templates" / "local.yaml")
@@ -77,20 +77,8 @@ def test_two_drivers_started_at_once_on_slurm_train_every_trial_exactly_once(qcd
         "--site",
         SITE,
     ]
-    command += ["--wait", "--no-review"]
-    drivers = [
-        subprocess.Popen(command + extra, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for extra in ([], [], ["--wait-for-lease"])
-    ]
-    outputs = [driver.communicate(timeout=900)[0] for driver in drivers]
-    codes = [driver.returncode for driver in drivers]
-    refused = [out for code, out in zip(codes, outputs, strict=True) if code == 2]
-    assert refused and all("is being run by another hpcsweep driver" in out for out in refused), outputs
-    assert all(code in (0, 2) for code in codes) and codes[2] == 0, outputs
-    summaries, unreadable = scan(tmp_path / "twice")
-    assert not unreadable and len(summaries) == 4 and {s["state"] for s in summaries.values()} == {"done"}
-    for trial_id in summaries:
-        assert [a.get("outcome") for a in read_attempts(tmp_path / "twice", trial_id)] == ["done"], "trained exactly once"
+    race_drivers([*command, "--wait", "--no-review"], timeout=900)
+    assert_trained_once(tmp_path / "twice", 4)
     assert len(jobs_path(tmp_path / "twice").read_text().splitlines()) == 1, "one driver submitted"
 
 
