@@ -162,8 +162,8 @@ def read_trial(path: Path, weights: bool = True) -> TrialRecord:
 
 def verify_trial(path: Path) -> dict[str, Any]:
     """The summary of a trial file whose checksum holds (files older than schema 3 have none); else ValueError."""
-    _contents(path, GROUPS)
-    return read_summary(path)
+    texts, _ = _contents(path, GROUPS)
+    return json.loads(texts["summary"]) if "summary" in texts else read_summary(path)
 
 
 def _contents(path: Path, groups: tuple[str, ...]) -> tuple[dict[str, str], dict[str, np.ndarray]]:

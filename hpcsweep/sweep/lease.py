@@ -59,11 +59,11 @@ def driver_lease(results_dir: Path, wait: bool = False, log=print) -> Iterator[N
 
 def tidy(results_dir: Path, log=print) -> None:
     """Remove the temporaries and claims that writers and workers now gone left in the folder (the lease held)."""
-    from hpcsweep.sweep.slurm import job_alive
+    from hpcsweep.sweep.slurm import job_checker
 
     results_dir = Path(results_dir)
     removed = [path for folder in (results_dir, trials_dir(results_dir), results_dir / "checkpoints") for path in sweep_temporaries(folder)]
-    claims = sweep_claims(claims_dir(results_dir), TRIAL_STALE_S, job_alive) if claims_dir(results_dir).is_dir() else []
+    claims = sweep_claims(claims_dir(results_dir), TRIAL_STALE_S, job_checker()) if claims_dir(results_dir).is_dir() else []
     if removed or claims:
         log(f"tidied {results_dir}: {len(removed)} temporary files and {len(claims)} claims of writers and workers that are gone")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 from hpcsweep.config import DispatchConfig, load_site, slurm_minutes
@@ -61,8 +62,20 @@ def live_jobs() -> dict[str, str] | None:
 
 def job_alive(job: str) -> bool | None:
     """Whether SLURM still runs or queues a job ('123_4' for an array task); None when squeue cannot tell."""
-    live = live_jobs()
-    return None if live is None else job in live
+    return job_checker()(job)
+
+
+def job_checker() -> Callable[[str], bool | None]:
+    """A `job_alive` for many checks in one pass (the claims of a whole sweep): squeue is asked once, on first use."""
+    asked: dict[str, dict[str, str] | None] = {}
+
+    def alive(job: str) -> bool | None:
+        if "live" not in asked:
+            asked["live"] = live_jobs()
+        live = asked["live"]
+        return None if live is None else job in live
+
+    return alive
 
 
 def job_outcomes(job_ids: list[str]) -> dict[str, str]:
