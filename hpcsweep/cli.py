@@ -126,6 +126,41 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--label", help="name of the result in the trial file (default: validation, zprime<GEV> or the file's stem)")
     evaluate.set_defaults(handler=cmd_evaluate)
 
+    export = commands.add_parser("export", help="write one trial's model and compressors into a self-contained bundle",
+                                 description="The best trial at --z (or --trial): its weights, normaliser, variable set, "
+                                             "discrete tables, trial id and data checksum, and an error-bounded compressor "
+                                             "fitted on the trial's training jets for each --max-error. Loadable without the "
+                                             "sweep folder; 'hpcsweep compress' uses it.")  # fmt: skip
+    export.add_argument("sweep", help=RESULTS_HELP)
+    export.add_argument("--z", type=int, metavar="Z", help="take the best finished trial at this latent dimension")
+    export.add_argument("--trial", metavar="ID", help="take this trial instead (an id in results/<sweep>/trials/)")
+    export.add_argument("-o", "--output", required=True, metavar="BUNDLE.h5", help="the bundle to write")
+    export.add_argument("--max-error", action="append", type=_bound, metavar="BOUND",
+                        help="bounds to fit a compressor for: '1%%' (relative for scale variables, absolute 0.01 for angles "
+                             "and signed ones); repeat for several (default 1%% and 0.1%%)")  # fmt: skip
+    export.add_argument("--steps", type=int, default=600, metavar="N", help="training steps of each variable's predictor (default 600)")
+    _add_results_option(export)
+    export.set_defaults(handler=cmd_export)
+
+    compress = commands.add_parser("compress", help="compress a jet file with a bundle, every model value within --max-error",
+                                   description="Reads a ROOT (TTree or RNTuple, flat or jagged) or Parquet file in chunks; the "
+                                               "bundle's variables are coded within the bound, jets outside its cuts and every "
+                                               "other branch losslessly. The bundle's checksum is recorded.")  # fmt: skip
+    compress.add_argument("input", help="a ROOT or Parquet file")
+    compress.add_argument("--model", required=True, metavar="BUNDLE.h5", help="a bundle made by 'hpcsweep export'")
+    compress.add_argument("--max-error", type=_bound, default=0.01, metavar="BOUND", help="'1%%' (default) or '0.1%%': one of the bundle's")
+    compress.add_argument("--tree", help="tree or RNTuple to read (default: the variable set's, or the only one)")
+    compress.add_argument("-o", "--output", required=True, metavar="OUT.hpcz", help="the compressed file to write")
+    compress.set_defaults(handler=cmd_compress)
+
+    decompress = commands.add_parser("decompress", help="give back a compressed file's tree as ROOT or Parquet",
+                                     description="The input's tree, branch names, types and jaggedness (a jagged group's "
+                                                 "counter is written as int32); needs the bundle it was compressed with.")  # fmt: skip
+    decompress.add_argument("input", help="a file made by 'hpcsweep compress'")
+    decompress.add_argument("--model", required=True, metavar="BUNDLE.h5", help="the bundle it was compressed with")
+    decompress.add_argument("-o", "--output", required=True, metavar="RECO.root", help="the file to write (.root or .parquet)")
+    decompress.set_defaults(handler=cmd_decompress)
+
     data = commands.add_parser("data", help="generate and inspect jet data")
     data_commands = data.add_subparsers(title="data commands", metavar="COMMAND")
     generate = data_commands.add_parser("generate", help="simulate jets with Pythia 8 + FastJet into a ROOT file",
@@ -538,6 +573,61 @@ def _print_evaluation(label: str, summary: dict[str, Any]) -> None:
     if "timing" in summary:
         t = summary["timing"]
         print(f"encode {t['encode_us_per_jet']:.2f} us/jet, decode {t['decode_us_per_jet']:.2f} us/jet ({t['threads']} threads)")
+
+
+def _bound(text: str) -> float:
+    """'1%' -> 0.01, '0.001' -> 0.001; anything else or outside (0, 50 %) is refused by argparse."""
+    try:
+        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a bound; write e.g. 1% or 0.001") from None
+    if not 0 < value < 0.5:
+        raise argparse.ArgumentTypeError(f"{text!r}: a bound lies between 0 and 50%")
+    return value
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from hpcsweep.compress.export import DEFAULT_BOUNDS, best_trial, export_bundle
+    from hpcsweep.store import trial_path
+
+    if (args.z is None) == (args.trial is None):
+        raise UserError("give one of --z Z (the best trial at that latent dimension) or --trial ID")
+    results_dir = _results_dir(args.sweep, args.results)
+    trial_id = args.trial or best_trial(results_dir, args.z)
+    path = trial_path(results_dir, trial_id)
+    if not path.is_file():
+        raise UserError(f"{path}: no such trial in {results_dir}")
+    bounds = tuple(dict.fromkeys(args.max_error or DEFAULT_BOUNDS))
+    digest = export_bundle(path, Path(args.output), bounds, steps=args.steps)
+    print(f"trial {trial_id} -> {args.output} ({Path(args.output).stat().st_size / 1e6:.2f} MB, {digest[:19]}...), "
+          f"compressors at {', '.join(f'{100 * b:g}%' for b in bounds)}")  # fmt: skip
+    return 0
+
+
+def cmd_compress(args: argparse.Namespace) -> int:
+    from hpcsweep.compress.apply import compress_file
+    from hpcsweep.compress.bundle import load_bundle
+
+    summary = compress_file(Path(args.input), load_bundle(args.model), args.max_error, Path(args.output), tree=args.tree)
+    size = Path(args.input).stat().st_size
+    print(f"{summary.jets:,} jets in {summary.entries:,} entries -> {args.output}: {summary.total_bytes / 1e6:.2f} MB "
+          f"({size / max(summary.total_bytes, 1):.2f}x smaller than the input), model variables {summary.model_bytes / max(summary.jets, 1):.2f} "
+          f"bytes/jet, {summary.jets / summary.seconds:,.0f} jets/s")  # fmt: skip
+    for note in summary.notes:
+        print(f"note: {note}")
+    return 0
+
+
+def cmd_decompress(args: argparse.Namespace) -> int:
+    from hpcsweep.compress.apply import decompress_file
+    from hpcsweep.compress.bundle import load_bundle
+
+    summary = decompress_file(Path(args.input), load_bundle(args.model), Path(args.output))
+    print(f"{summary.jets:,} jets in {summary.entries:,} entries -> {args.output} ({summary.total_bytes / 1e6:.2f} MB), "
+          f"{summary.jets / summary.seconds:,.0f} jets/s")  # fmt: skip
+    for note in summary.notes:
+        print(f"note: {note}")
+    return 0
 
 
 def cmd_generate(args: argparse.Namespace) -> int:

@@ -1,0 +1,416 @@
+"""Compress a jet file with a bundle's compressor, and give it back: chunk by chunk, memory flat in the file size.
+
+A compressed file is a sequence of records, each `type (1 byte) | length (8) |
+payload | sha256(payload)`: a header (JSON: the bundle's checksum, the bound,
+the input's format, tree and branches with their types and jaggedness), one
+record per chunk, and an end record (JSON: counts). A truncated file lacks
+its end record and a damaged one fails a record's sha256: both are refused.
+
+The model's variables are compressed within the bound; their jets outside the
+variable set's cuts (which the model never saw) are stored losslessly, as are
+every other branch (awkward buffers + zstd) and the jaggedness. Decompressing
+writes the same tree, branch names, types and jaggedness (ROOT via uproot,
+or Parquet); a jagged group's counter branch is written by uproot as int32.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from hpcsweep.compress.bundle import Bundle
+from hpcsweep.errors import UserError
+from hpcsweep.files import temp_path
+
+MAGIC = b"HPCSWEEP-JETS\x00\x01"
+HEADER, CHUNK, END = b"H", b"C", b"E"
+STEP = "64 MB"
+LEVEL = 3  # zstd level of the lossless parts
+
+
+@dataclass
+class Summary:
+    """What a compress or decompress did, for the terminal and the benchmarks."""
+
+    entries: int = 0
+    jets: int = 0
+    lossless_jets: int = 0
+    model_bytes: int = 0  # the coded model variables
+    total_bytes: int = 0
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+# --- compress -------------------------------------------------------------------------------------
+def compress_file(
+    source: Path, bundle: Bundle, bound: float, output: Path, tree: str | None = None, step_size: str = STEP, progress: bool = True
+) -> Summary:
+    """Compress `source` (ROOT TTree/RNTuple or Parquet, flat or jagged) into `output`, atomically."""
+    from tqdm import tqdm
+
+    from hpcsweep.data.read import InputFile, _find_branch
+
+    codec = bundle.codec(bound)
+    varset = bundle.varset
+    file = InputFile(Path(source), tree or varset.tree)
+    model = {_find_branch(v.name, v.branches, varset.prefixes, file.available, file.path, file.tree): v for v in varset.variables}
+    summary, started = Summary(), time.perf_counter()
+    with (
+        _atomic(output) as out,
+        tqdm(total=file.n_entries, desc=f"compressing {file.path.name}", unit="entry", disable=not progress) as bar,
+    ):
+        out.write(MAGIC)
+        header: dict[str, Any] | None = None
+        kind, branches, counters = _layout(file)
+        for arrays, start, stop in file.iterate(branches, step_size):
+            if header is None:
+                header = _header(file, kind, counters, arrays, model, bundle, bound)
+                _write(out, HEADER, json.dumps(header).encode())
+            payload = _compress_chunk(arrays, model, codec, varset, summary)
+            _write(out, CHUNK, payload)
+            summary.entries += stop - start
+            bar.update(stop - start)
+        if header is None:
+            raise UserError(f"{source}: holds no entries to compress")
+        _write(out, END, json.dumps({"entries": summary.entries, "jets": summary.jets}).encode())
+        summary.total_bytes = out.tell()
+    summary.seconds = time.perf_counter() - started
+    if summary.lossless_jets:
+        summary.notes.append(f"{summary.lossless_jets:,} jets outside the variable set's cuts (never seen by the model) stored losslessly")
+    return summary
+
+
+def _layout(file) -> tuple[str, list[str], dict[str, str]]:
+    """The input's kind ('ROOT TTree', 'ROOT RNTuple', 'Parquet'), the branches to carry, and jagged branch -> counter.
+
+    A TTree's counters are left out of the branches: uproot writes them back for their jagged groups.
+    """
+    if file.format == "Parquet":
+        return "Parquet", file.available, {}
+    import uproot
+
+    tree = uproot.open(file.path)[file.tree]
+    if not isinstance(tree, uproot.TTree):
+        return "ROOT RNTuple", list(tree.keys(recursive=False)), {}
+    counters = {b.name: b.count_branch.name for b in tree.itervalues() if b.count_branch is not None}
+    return "ROOT TTree", [name for name in tree.keys(recursive=False) if name not in set(counters.values())], counters
+
+
+def _header(file, kind: str, counters: dict[str, str], arrays, model: dict, bundle: Bundle, bound: float) -> dict[str, Any]:
+    branches = []
+    for name in arrays.fields:
+        array = arrays[name]
+        jagged = array.ndim > 1
+        dtype = _leaf_dtype(array)
+        entry = {"name": name, "dtype": dtype, "jagged": jagged, "counter": counters.get(name) if jagged else None}
+        if name in model:
+            entry["variable"] = model[name].name
+            entry["unit_scale"] = model[name].unit_scale
+        branches.append(entry)
+    return {
+        "bundle": bundle.checksum,
+        "trial": bundle.trial_id,
+        "bound": bound,
+        "format": kind,
+        "tree": file.tree,
+        "source": file.path.name,
+        "branches": branches,
+    }
+
+
+def _leaf_dtype(array) -> str:
+    import awkward as ak
+
+    flat = ak.flatten(array, axis=None) if array.ndim > 1 else array
+    try:
+        return str(ak.to_numpy(flat[:0]).dtype)
+    except Exception:  # strings, records: carried as awkward buffers whatever they are
+        return "object"
+
+
+def _compress_chunk(arrays, model: dict, codec, varset, summary: Summary) -> bytes:
+    import awkward as ak
+
+    names = list(model)
+    first = arrays[names[0]]
+    counts = ak.to_numpy(ak.num(first)) if first.ndim > 1 else None
+    columns = []
+    for name in names:
+        array = arrays[name]
+        if counts is not None and not np.array_equal(ak.to_numpy(ak.num(array)), counts):
+            raise UserError(f"branches {names[0]!r} and {name!r} hold different numbers of jets per entry: they are not one jet collection")
+        columns.append(ak.to_numpy(ak.flatten(array) if counts is not None else array).astype(np.float64))
+    raw = np.stack(columns, axis=1) if columns else np.zeros((0, 0))
+    physical = raw * np.array([model[n].unit_scale for n in names])
+    kept = _in_cuts(physical, varset)
+    sections = {"model": codec.encode(physical[kept]), "kept": _zstd(np.packbits(kept).tobytes()), "lossless": _zstd(raw[~kept].tobytes())}
+    if counts is not None:
+        sections["counts"] = _zstd(counts.astype("<i8").tobytes())
+    others = [name for name in arrays.fields if name not in model]
+    if others:
+        sections["other"] = _zstd(_to_buffers(arrays[others]))
+    summary.jets += len(raw)
+    summary.lossless_jets += int((~kept).sum())
+    summary.model_bytes += len(sections["model"])
+    header = struct.pack("<QQ", len(arrays), len(raw))
+    return header + b"".join(struct.pack("<H", len(k)) + k.encode() + struct.pack("<Q", len(v)) + v for k, v in sections.items())
+
+
+def _in_cuts(physical: np.ndarray, varset) -> np.ndarray:
+    """Jets the model was trained on: finite, and passing the variable set's cuts (float32, as when read)."""
+    import pandas as pd
+
+    from hpcsweep.data.read import _evaluate
+
+    values = physical.astype(np.float32)
+    keep = np.isfinite(values).all(axis=1)
+    frame = pd.DataFrame(values, columns=varset.names, copy=False)
+    for cut in varset.cuts:
+        passed = _evaluate(frame, cut.expression, varset.name)
+        keep &= passed if cut.action == "keep" else ~passed
+    return keep
+
+
+# --- decompress -----------------------------------------------------------------------------------
+def decompress_file(source: Path, bundle: Bundle, output: Path, progress: bool = True) -> Summary:
+    """Give back the tree of a compressed file into `output` (.root or .parquet), atomically."""
+    header, chunks = read_compressed(source)
+    if header["bundle"] != bundle.checksum:
+        raise UserError(
+            f"{source}: was compressed with another bundle (trial {header['trial']}, {header['bundle'][:19]}...), "
+            f"not {bundle.path} (trial {bundle.trial_id}, {bundle.checksum[:19]}...)"
+        )
+    codec = bundle.codec(header["bound"])
+    summary, started = Summary(), time.perf_counter()
+    writer = _writer_for(output, header)
+    with _atomic(output, binary=False) as tmp:
+        from tqdm import tqdm
+
+        for payload in tqdm(chunks, desc=f"decompressing {Path(source).name}", unit="chunk", disable=not progress):
+            arrays = _decompress_chunk(payload, header, codec, summary)
+            writer.write(tmp, arrays)
+        writer.close()
+    summary.total_bytes = output.stat().st_size
+    summary.seconds = time.perf_counter() - started
+    if "RNTuple" in header["format"] and output.suffix == ".root":
+        summary.notes.append("the input was an RNTuple: written back as a TTree of the same fields")
+    return summary
+
+
+def read_compressed(source: Path) -> tuple[dict[str, Any], Iterator[bytes]]:
+    """The header of a compressed file, and its chunks' payloads as they are read (each checked)."""
+    source = Path(source)
+    if not source.is_file():
+        raise UserError(f"{source}: no such compressed file")
+    with open(source, "rb") as handle:
+        if handle.read(len(MAGIC)) != MAGIC:
+            raise UserError(f"{source}: not a file made by hpcsweep compress")
+        kind, payload = _read(handle, source)
+        start = handle.tell()
+    if kind != HEADER:
+        raise UserError(f"{source}: damaged (no header record)")
+
+    def chunks() -> Iterator[bytes]:
+        with open(source, "rb") as handle:
+            handle.seek(start)
+            while True:
+                kind, payload = _read(handle, source)
+                if kind == END:
+                    return
+                yield payload
+
+    return json.loads(payload), chunks()
+
+
+def _decompress_chunk(payload: bytes, header: dict[str, Any], codec, summary: Summary):
+    import awkward as ak
+
+    entries, n_jets = struct.unpack_from("<QQ", payload)
+    sections, at = {}, 16
+    while at < len(payload):
+        (size,) = struct.unpack_from("<H", payload, at)
+        key = payload[at + 2 : at + 2 + size].decode()
+        (length,) = struct.unpack_from("<Q", payload, at + 2 + size)
+        start = at + 2 + size + 8
+        sections[key] = payload[start : start + length]
+        at = start + length
+    order = {name: i for i, name in enumerate(codec.names)}  # the codec's columns follow the variable set
+    model = sorted((b for b in header["branches"] if "variable" in b), key=lambda b: order[b["variable"]])
+    kept = np.unpackbits(np.frombuffer(_unzstd(sections["kept"]), dtype=np.uint8), count=n_jets).astype(bool)
+    try:
+        decoded = codec.decode(sections["model"])
+    except ValueError as err:
+        raise UserError(f"cannot decode a chunk: {err} (was it compressed on a machine whose arithmetic differs?)") from None
+    scale = np.array([b["unit_scale"] for b in model])
+    values = np.empty((n_jets, len(model)))
+    values[kept] = decoded / scale
+    values[~kept] = np.frombuffer(_unzstd(sections["lossless"]), dtype=np.float64).reshape(-1, len(model))
+    counts = np.frombuffer(_unzstd(sections["counts"]), dtype="<i8") if "counts" in sections else None
+    others = _from_buffers(_unzstd(sections["other"])) if "other" in sections else None
+    out = {}
+    for branch in header["branches"]:
+        if "variable" in branch:
+            column = _cast(values[:, order[branch["variable"]]], branch["dtype"])
+            out[branch["name"]] = ak.unflatten(column, counts) if counts is not None else ak.Array(column)
+        else:
+            out[branch["name"]] = others[branch["name"]]
+    summary.entries += entries
+    summary.jets += n_jets
+    summary.lossless_jets += int((~kept).sum())
+    return out
+
+
+def _cast(values: np.ndarray, dtype: str) -> np.ndarray:
+    kind = np.dtype(dtype)
+    return np.round(values).astype(kind) if kind.kind in "iub" else values.astype(kind)
+
+
+class _RootWriter:
+    """Writes chunks into one TTree, jagged branches grouped by their counter as in the input."""
+
+    def __init__(self, header: dict[str, Any]):
+        self.header = header
+        self.tree = header["tree"] if header["format"] != "Parquet" else "jets"
+        self.file = None
+        groups: dict[str, list[str]] = {}
+        for branch in header["branches"]:
+            if branch["jagged"]:
+                groups.setdefault(branch["counter"] or f"n{branch['name']}", []).append(branch["name"])
+        self.groups = {f"__group{i}": members for i, members in enumerate(groups.values())}
+        self.counters = {f"__group{i}": counter for i, counter in enumerate(groups)}
+
+    def write(self, path: Path, arrays: dict[str, Any]) -> None:
+        import awkward as ak
+        import uproot
+
+        chunk: dict[str, Any] = {}
+        placed = set()
+        for branch in self.header["branches"]:
+            name = branch["name"]
+            group = next((g for g, members in self.groups.items() if name in members), None)
+            if group is None:
+                chunk[name] = arrays[name]
+            elif group not in placed:
+                placed.add(group)
+                chunk[group] = ak.zip({m: arrays[m] for m in self.groups[group]})
+        if self.file is None:
+            self.file = uproot.recreate(path)
+            self.file.mktree(
+                self.tree,
+                {k: v.type for k, v in chunk.items()},
+                counter_name=lambda group: self.counters[group],
+                field_name=lambda outer, inner: inner,
+            )
+        self.file[self.tree].extend(chunk)
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+
+class _ParquetWriter:
+    def __init__(self, header: dict[str, Any]):
+        self.writer = None
+
+    def write(self, path: Path, arrays: dict[str, Any]) -> None:
+        import awkward as ak
+        import pyarrow.parquet as pq
+
+        table = ak.to_arrow_table(ak.zip(arrays, depth_limit=1), extensionarray=False)
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(path, table.schema)
+        self.writer.write_table(table)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _writer_for(output: Path, header: dict[str, Any]):
+    if output.suffix == ".root":
+        return _RootWriter(header)
+    if output.suffix == ".parquet":
+        return _ParquetWriter(header)
+    raise UserError(f"{output}: write .root or .parquet (by the name's suffix)")
+
+
+# --- records and helpers --------------------------------------------------------------------------
+class _atomic:
+    """Write to a temporary beside `path`, renamed into place only when the block ends without error."""
+
+    def __init__(self, path: Path, binary: bool = True):
+        self.path, self.binary = Path(path), binary
+        self.tmp = temp_path(self.path)
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.handle = open(self.tmp, "wb") if self.binary else None
+        return self.handle if self.binary else self.tmp
+
+    def __exit__(self, kind, error, trace) -> None:
+        if self.handle is not None:
+            self.handle.close()
+        if kind is None:
+            os.replace(self.tmp, self.path)
+        self.tmp.unlink(missing_ok=True)
+
+
+def _write(out: BinaryIO, kind: bytes, payload: bytes) -> None:
+    out.write(kind + struct.pack("<Q", len(payload)) + payload + hashlib.sha256(payload).digest())
+
+
+def _read(handle: BinaryIO, source: Path) -> tuple[bytes, bytes]:
+    head = handle.read(9)
+    if len(head) < 9:
+        raise UserError(f"{source}: truncated (ends before its end record); compress the input again")
+    kind, (length,) = head[:1], struct.unpack("<Q", head[1:])
+    if kind not in (HEADER, CHUNK, END) or length > 1 << 40:
+        raise UserError(f"{source}: damaged (unknown record at byte {handle.tell() - 9})")
+    payload, digest = handle.read(length), handle.read(32)
+    if len(payload) < length or len(digest) < 32:
+        raise UserError(f"{source}: truncated (ends before its end record); compress the input again")
+    if hashlib.sha256(payload).digest() != digest:
+        raise UserError(f"{source}: damaged (checksum mismatch in the record at byte {handle.tell() - length - 41})")
+    return kind, payload
+
+
+def _to_buffers(array) -> bytes:
+    import awkward as ak
+
+    form, length, container = ak.to_buffers(ak.to_packed(array))
+    blobs = {key: np.asarray(value).tobytes() for key, value in container.items()}
+    head = json.dumps({"form": form.to_json(), "length": length, "keys": [[k, len(v)] for k, v in blobs.items()]}).encode()
+    return struct.pack("<Q", len(head)) + head + b"".join(blobs.values())
+
+
+def _from_buffers(data: bytes):
+    import awkward as ak
+
+    (size,) = struct.unpack_from("<Q", data)
+    head = json.loads(data[8 : 8 + size])
+    container, at = {}, 8 + size
+    for key, length in head["keys"]:
+        container[key] = np.frombuffer(data, dtype=np.uint8, count=length, offset=at)
+        at += length
+    return ak.from_buffers(ak.forms.from_json(head["form"]), head["length"], container)
+
+
+def _zstd(data: bytes) -> bytes:
+    import zstandard
+
+    return zstandard.ZstdCompressor(level=LEVEL).compress(data)
+
+
+def _unzstd(data: bytes) -> bytes:
+    import zstandard
+
+    return zstandard.ZstdDecompressor().decompress(data)

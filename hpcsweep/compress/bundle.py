@@ -1,0 +1,111 @@
+"""A bundle: one self-contained HDF5 file with what a trial's model and its compressors need, without the sweep.
+
+It holds the AE's best weights, its configuration and normaliser, the
+resolved variable set, the discrete tables, the trial id, the dataset's
+checksum and source, and one fitted compressor per error bound. A sha256 of
+all of it (the same recipe as a trial file's) identifies the bundle: a
+compressed file records it, and is decompressed only with the same bundle.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from hpcsweep.compress.codec import Codec
+from hpcsweep.data.varset import VarSet, load_varset
+from hpcsweep.errors import UserError
+from hpcsweep.files import temp_path
+from hpcsweep.store import checksum
+
+KIND = "hpcsweep bundle"
+SCHEMA = 1
+TEXTS = ("trial", "varset", "config", "normaliser", "data", "codecs")
+
+
+@dataclass
+class Bundle:
+    """A loaded bundle: its identity, variable set and compressors by bound; the rest stays in `texts`/`arrays`."""
+
+    path: Path
+    checksum: str
+    texts: dict[str, Any]
+    arrays: dict[str, np.ndarray]
+
+    @property
+    def varset(self) -> VarSet:
+        return load_varset(self.texts["varset"])
+
+    @property
+    def trial_id(self) -> str:
+        return self.texts["trial"]["trial_id"]
+
+    @property
+    def bounds(self) -> list[float]:
+        return [entry["bound"] for entry in self.texts["codecs"]]
+
+    def codec(self, bound: float) -> Codec:
+        """The compressor fitted at `bound` (a UserError lists the bounds this bundle holds)."""
+        for i, entry in enumerate(self.texts["codecs"]):
+            if np.isclose(entry["bound"], bound, rtol=1e-9, atol=0):
+                prefix = f"codec/{i}/"
+                return Codec.from_state(entry, {k.removeprefix(prefix): v for k, v in self.arrays.items() if k.startswith(prefix)})
+        raise UserError(
+            f"{self.path}: holds compressors for --max-error {', '.join(bound_label(b) for b in self.bounds)}, not {bound_label(bound)}; "
+            f"export one with hpcsweep export ... --max-error {bound_label(bound)}"
+        )
+
+
+def bound_label(bound: float) -> str:
+    """0.01 -> '1%'."""
+    return f"{100 * bound:g}%"
+
+
+def write_bundle(
+    path: Path, texts: dict[str, Any], weights: dict[str, np.ndarray], discrete: dict[str, np.ndarray], codecs: list[Codec]
+) -> str:
+    """Write a bundle atomically; return its checksum. `texts` holds trial, varset, config, normaliser and data."""
+    states = [codec.state() for codec in codecs]
+    texts = texts | {"codecs": [meta for meta, _ in states]}
+    encoded = {key: json.dumps(texts[key], sort_keys=True) for key in TEXTS}
+    arrays = {f"weights/{k}": np.asarray(v) for k, v in weights.items()}
+    arrays |= {f"discrete/{k}": np.asarray(v) for k, v in discrete.items()}
+    arrays |= {f"codec/{i}/{name}": np.asarray(a) for i, (_, named) in enumerate(states) for name, a in named.items()}
+    digest = checksum(encoded, arrays)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(path)
+    try:
+        with h5py.File(tmp, "w") as handle:
+            handle.attrs.update({"kind": KIND, "schema": SCHEMA, "checksum": digest} | encoded)
+            for name, array in arrays.items():
+                handle.create_dataset(name, data=array)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return digest
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    """Read and verify a bundle; anything else (a missing, foreign or damaged file) is a one-line UserError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such bundle (make one with hpcsweep export SWEEP --z Z -o {path.name})")
+    try:
+        with h5py.File(path, "r") as handle:
+            if handle.attrs.get("kind") != KIND:
+                raise UserError(f"{path}: not an hpcsweep bundle (made by hpcsweep export)")
+            encoded = {key: str(handle.attrs[key]) for key in TEXTS}
+            stored = str(handle.attrs["checksum"])
+            arrays: dict[str, np.ndarray] = {}
+            handle.visititems(lambda name, node: arrays.__setitem__(name, node[()]) if isinstance(node, h5py.Dataset) else None)
+    except OSError as err:
+        raise UserError(f"{path}: not a readable bundle ({err})") from None
+    if checksum(encoded, arrays) != stored:
+        raise UserError(f"{path}: the bundle was changed or damaged after export (checksum mismatch)")
+    return Bundle(path, stored, {key: json.loads(text) for key, text in encoded.items()}, arrays)

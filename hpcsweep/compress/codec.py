@@ -1,0 +1,304 @@
+"""The learned error-bounded compressor: predict each variable from the ones already decoded, code the rest.
+
+The scheme of SZ with learned parts. Every value is quantised on a fixed grid
+in its coding space: log(x) in steps of 2 log(1 + bound) for scale variables
+(so every decoded value is within `bound` relatively), x in steps of 2 bound
+for angles and other signed variables (absolutely), and discrete variables
+losslessly by their index in the table of training values. Exact zeros of
+scale variables are a symbol of their own; anything else off the grid (a
+negative or non-finite value, a discrete value never seen, a bin outside the
+coded range) is an escape, stored exactly as float64.
+
+The grid does not depend on the prediction, so a decoded value never depends
+on how well it was predicted; the prediction only sets how many bits its
+symbol takes. Encoder and decoder go variable by variable. A variable is
+coded either on its own (a categorical over its bins) or, when that takes
+fewer bits on held-out jets, by a small MLP that predicts its bin (mean) and a
+scale class from the decoded values of the variables before it (and, where a
+four-momentum is declared, the energy it implies). The residual bin is
+range-coded (`constriction`) with the categorical of its scale class, both
+learned on the training jets.
+
+Predictions run in float64 numpy: the rounding of a prediction to its bin
+could differ between machines only when a prediction lies within ~1e-13 of a
+bin edge; every chunk carries a checksum of its decoded bins, so such a
+mismatch is refused, never silently decoded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+SAFETY = 0.999  # grid steps are shrunk by this, so float32 rounding of a decoded value stays within the bound
+ZERO, ESCAPE, FIRST = 0, 1, 2  # symbols: an exact zero, an escape, then the bins
+CLASSES = 12  # scale classes per predicted variable
+HIDDEN = 16
+MAX_ALPHABET = 4096
+
+
+@dataclass
+class Column:
+    """How one variable is coded: its kind, grid step, and (discrete) its table of values."""
+
+    name: str
+    kind: str  # 'relative' (log grid), 'absolute' (linear grid) or 'discrete' (table index)
+    step: float = 1.0
+    table: np.ndarray | None = None
+
+    def bins(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Bin of every value, and its symbol class: FIRST (a bin), ZERO or ESCAPE."""
+        values = np.asarray(values, dtype=np.float64)
+        status = np.full(len(values), FIRST, dtype=np.int8)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            if self.kind == "discrete":
+                k = np.clip(np.searchsorted(self.table, values), 0, len(self.table) - 1)
+                status[self.table[k] != values] = ESCAPE
+            elif self.kind == "relative":
+                status[values == 0] = ZERO
+                status[~(values > 0) & (values != 0)] = ESCAPE  # negative or NaN
+                k = np.round(np.log(np.where(values > 0, values, 1.0)) / self.step)
+            else:
+                k = np.round(np.where(np.isfinite(values), values, 0.0) / self.step)
+        status[~np.isfinite(values)] = ESCAPE
+        if self.kind != "discrete":
+            status[np.abs(k) > 2**40] = ESCAPE
+        return np.where(status == FIRST, k, 0).astype(np.int64), status
+
+    def values(self, k: np.ndarray) -> np.ndarray:
+        """Decoded values of bins `k`."""
+        if self.kind == "discrete":
+            return self.table[k]
+        if self.kind == "relative":
+            return np.exp(k * self.step)
+        return k * self.step
+
+    def feature(self, decoded: np.ndarray) -> np.ndarray:
+        """The coding-space value a predictor sees (0 for zeros and escapes off the grid)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            value = np.log(decoded) if self.kind == "relative" else decoded
+        return np.where(np.isfinite(value), value, 0.0)
+
+
+@dataclass
+class Predictor:
+    """An MLP: standardised features of the decoded variables before this one -> (bin mean, scale class)."""
+
+    weights: list[np.ndarray]
+    scale_edges: np.ndarray  # CLASSES - 1 edges of the predicted log-scale
+
+    def __call__(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The predicted bin and scale class of every jet."""
+        out = self._outputs(features)
+        return np.round(out[:, 0]).astype(np.int64), np.searchsorted(self.scale_edges, out[:, 1]).astype(np.int64)
+
+    def _outputs(self, features: np.ndarray) -> np.ndarray:
+        h = features
+        for w, b in zip(self.weights[0:-2:2], self.weights[1:-2:2], strict=True):
+            h = np.maximum(h @ w + b, 0.0)
+        return h @ self.weights[-2] + self.weights[-1]
+
+
+@dataclass
+class Codec:
+    """A fitted compressor for one variable set at one bound (see the module's docstring)."""
+
+    columns: list[Column]
+    bound: float
+    centre: np.ndarray  # feature standardisation
+    spread: np.ndarray
+    energy_of: tuple[int, int, int] | None  # indices of pt, eta, mass, if the set declares them
+    side: int = 0  # features every jet brings along, known to both ends (e.g. an AE's reconstruction)
+    predictors: list[Predictor | None] = field(default_factory=list)
+    offsets: list[np.ndarray] = field(default_factory=list)  # per variable and class: the bin (or residual) of symbol FIRST
+    tables: list[np.ndarray] = field(default_factory=list)  # per variable: (classes, alphabet) probabilities
+
+    @property
+    def names(self) -> list[str]:
+        return [column.name for column in self.columns]
+
+    # --- coding ---------------------------------------------------------------------------------
+    def symbols(self, k: np.ndarray, status: np.ndarray, i: int, centre: np.ndarray, cls: np.ndarray) -> np.ndarray:
+        """Symbols of variable i: ZERO, ESCAPE, or FIRST + (bin - offset of the class); out of range -> ESCAPE."""
+        alphabet = self.tables[i].shape[1]
+        symbol = k - centre - self.offsets[i][cls] + FIRST
+        symbol = np.where((symbol < FIRST) | (symbol >= alphabet), ESCAPE, symbol)
+        return np.where(status == FIRST, symbol, status).astype(np.int32)
+
+    def encode(self, x: np.ndarray, side: np.ndarray | None = None) -> bytes:
+        """One chunk of jets (jets x variables, physical units) -> bytes."""
+        import constriction
+
+        x = np.asarray(x, dtype=np.float64)
+        n = len(x)
+        decoded = Decoded(self, n, side)
+        escapes, bins = [], []
+        encoder = constriction.stream.queue.RangeEncoder()
+        for i, column in enumerate(self.columns):
+            k, status = column.bins(x[:, i])
+            centre, cls = self._predict(decoded, i, n)
+            symbol = self.symbols(k, status, i, centre, cls)
+            self._code(encoder, symbol, cls, i)
+            escaped = symbol == ESCAPE
+            k = np.where(symbol >= FIRST, k, 0)
+            decoded.set(i, np.where(symbol >= FIRST, column.values(k), np.where(escaped, x[:, i], 0.0)))
+            bins.append(k)
+            escapes.append(x[escaped, i])
+        words = encoder.get_compressed()
+        escape_bytes = np.concatenate(escapes).astype("<f8").tobytes() if escapes else b""
+        head = struct.pack("<QQQ", n, len(words), len(escape_bytes)) + _digest(bins, escapes)
+        return head + words.astype("<u4").tobytes() + escape_bytes
+
+    def decode(self, data: bytes, side: np.ndarray | None = None) -> np.ndarray:
+        """Bytes of one chunk -> jets (jets x variables, physical units); a checksum mismatch raises ValueError."""
+        import constriction
+
+        n, n_words, n_escape = struct.unpack_from("<QQQ", data)
+        start = 24 + 16
+        words = np.frombuffer(data, dtype="<u4", count=n_words, offset=start).astype(np.uint32)
+        escape_values = np.frombuffer(data, dtype="<f8", count=n_escape // 8, offset=start + 4 * n_words)
+        decoder = constriction.stream.queue.RangeDecoder(words)
+        decoded = Decoded(self, n, side)
+        bins, escapes, used = [], [], 0
+        for i, column in enumerate(self.columns):
+            centre, cls = self._predict(decoded, i, n)
+            symbol = self._decode_symbols(decoder, cls, i, n)
+            k = np.where(symbol >= FIRST, symbol - FIRST + centre + self.offsets[i][cls], 0)
+            escaped = symbol == ESCAPE
+            values = escape_values[used : used + escaped.sum()]
+            used += len(values)
+            value = np.where(symbol >= FIRST, column.values(k), 0.0)
+            value[escaped] = values
+            decoded.set(i, value)
+            bins.append(k)
+            escapes.append(values)
+        if _digest(bins, escapes) != data[24:40]:
+            raise ValueError("decoded bins do not match the checksum written with them")
+        return decoded.values
+
+    def _predict(self, decoded: Decoded, i: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        predictor = self.predictors[i]
+        if predictor is None:
+            return np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+        return predictor(decoded.features(i))
+
+    def _code(self, encoder, symbol: np.ndarray, cls: np.ndarray, i: int) -> None:
+        for c, model in enumerate(self._models(i)):
+            chosen = symbol[cls == c]
+            if len(chosen):
+                encoder.encode(chosen, model)
+
+    def _decode_symbols(self, decoder, cls: np.ndarray, i: int, n: int) -> np.ndarray:
+        symbol = np.empty(n, dtype=np.int64)
+        for c, model in enumerate(self._models(i)):
+            where = cls == c
+            count = int(where.sum())
+            if count:
+                symbol[where] = decoder.decode(model, count)
+        return symbol
+
+    def _models(self, i: int) -> list:
+        cache = self.__dict__.setdefault("_model_cache", {})
+        if i not in cache:
+            import constriction
+
+            cache[i] = [constriction.stream.model.Categorical(p, perfect=False) for p in self.tables[i]]
+        return cache[i]
+
+    # --- state ----------------------------------------------------------------------------------
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """(JSON description, named arrays): everything needed to rebuild the codec, for a bundle."""
+        meta = {
+            "bound": self.bound,
+            "energy_of": list(self.energy_of) if self.energy_of else None,
+            "side": self.side,
+            "columns": [{"name": c.name, "kind": c.kind, "step": c.step} for c in self.columns],
+            "predicted": [p is not None for p in self.predictors],
+            "layers": [len(p.weights) if p else 0 for p in self.predictors],
+        }
+        arrays = {"centre": self.centre, "spread": self.spread}
+        for i, column in enumerate(self.columns):
+            if column.table is not None:
+                arrays[f"table/{i}"] = column.table
+            arrays[f"probabilities/{i}"] = self.tables[i]
+            arrays[f"offsets/{i}"] = self.offsets[i]
+            predictor = self.predictors[i]
+            if predictor is not None:
+                arrays[f"edges/{i}"] = predictor.scale_edges
+                for j, w in enumerate(predictor.weights):
+                    arrays[f"weights/{i}/{j}"] = w
+        return meta, arrays
+
+    @classmethod
+    def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Codec:
+        columns = [Column(c["name"], c["kind"], c["step"], arrays.get(f"table/{i}")) for i, c in enumerate(meta["columns"])]
+        predictors = [
+            Predictor([arrays[f"weights/{i}/{j}"] for j in range(layers)], arrays[f"edges/{i}"]) if predicted else None
+            for i, (predicted, layers) in enumerate(zip(meta["predicted"], meta["layers"], strict=True))
+        ]
+        return cls(
+            columns,
+            meta["bound"],
+            arrays["centre"],
+            arrays["spread"],
+            tuple(meta["energy_of"]) if meta["energy_of"] else None,
+            meta["side"],
+            predictors,
+            [arrays[f"offsets/{i}"] for i in range(len(columns))],
+            [arrays[f"probabilities/{i}"] for i in range(len(columns))],
+        )
+
+
+class Decoded:
+    """The values decoded so far and the standardised features they give the predictors, built as they come.
+
+    Columns: log of the energy that pt, eta and mass imply (once they are decoded), the side
+    features, then per variable its coding-space value, its value, and whether it is special
+    (zero or escaped).
+    """
+
+    def __init__(self, codec: Codec, n: int, side: np.ndarray | None = None):
+        self.codec = codec
+        self.values = np.zeros((n, len(codec.columns)))
+        self.first = 1 + codec.side
+        self.table = np.zeros((n, self.first + 3 * len(codec.columns)))
+        if codec.side:
+            self.table[:, 1 : self.first] = (side - codec.centre[1 : self.first]) / codec.spread[1 : self.first]
+
+    def set(self, i: int, values: np.ndarray) -> None:
+        """Variable i is decoded: keep its values and fill in its features."""
+        codec = self.codec
+        self.values[:, i] = values
+        coding = codec.columns[i].feature(values)
+        raw = np.stack([coding, np.where(np.isfinite(values), values, 0.0), ((coding == 0) & (values != 1)).astype(np.float64)], axis=1)
+        where = slice(self.first + 3 * i, self.first + 3 * i + 3)
+        self.table[:, where] = (raw - codec.centre[where]) / codec.spread[where]
+        if codec.energy_of is not None and i == max(codec.energy_of):
+            energy = np.log(np.maximum(_energy(self.values, codec.energy_of), 1e-12))
+            self.table[:, 0] = (energy - codec.centre[0]) / codec.spread[0]
+
+    def features(self, i: int) -> np.ndarray:
+        """The features that predict variable i (from variables 0..i-1 only)."""
+        energy = self.codec.energy_of is not None and max(self.codec.energy_of) < i
+        return self.table[:, (0 if energy else 1) : self.first + 3 * i]
+
+
+def _energy(decoded: np.ndarray, of: tuple[int, int, int]) -> np.ndarray:
+    """The energy of the four-momentum (pt, eta, mass) decoded so far; phi does not change it."""
+    import vector
+
+    pt, eta, mass = (np.nan_to_num(decoded[:, j], nan=0.0, posinf=0.0, neginf=0.0) for j in of)
+    return vector.array({"pt": pt, "eta": np.clip(eta, -20, 20), "phi": np.zeros_like(pt), "mass": mass}).energy
+
+
+def _digest(bins: list[np.ndarray], escapes: list[np.ndarray]) -> bytes:
+    h = hashlib.blake2b(digest_size=16)
+    for array in bins:
+        h.update(np.ascontiguousarray(array, dtype="<i8").tobytes())
+    for array in escapes:
+        h.update(np.ascontiguousarray(array, dtype="<f8").tobytes())
+    return h.digest()
