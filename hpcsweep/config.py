@@ -183,6 +183,13 @@ class EvaluationConfig(_Section):
     tolerance: PositiveFloat | dict[str, PositiveFloat] | None = Field(
         None, description="residual tolerance (relative for relative residuals, in units otherwise): a fraction of jets within it"
     )
+    max_error: float = Field(
+        0.01,
+        gt=0,
+        lt=0.5,
+        description="the bound of the error-bounded compressors a trial is held against and measured as (relative for scale "
+        "variables, absolute for angles and signed ones); rank_by: bytes ranks on the AE's bytes per jet at it",
+    )
 
     @field_validator("signals")
     @classmethod
@@ -389,10 +396,11 @@ class SweepConfig(_Section):
     space: dict[str, Any] = Field(default_factory=dict, description="random/tpe: key -> list of choices or {low, high, log, step}")
     pruner: Literal["none", "median", "hyperband"] = "none"
     search_seed: int = 0
-    rank_by: Literal["reference_mse", "val_loss", "residual_width"] = Field(
+    rank_by: Literal["reference_mse", "val_loss", "residual_width", "bytes"] = Field(
         "reference_mse",
         description="what ranks trials: the MSE in the reference space, the training loss (in each trial's own normalisation), "
-        "or the mean residual 68 % half-width of rank_variables",
+        "the mean residual 68 % half-width of rank_variables, or the bytes per jet of the AE as an error-bounded compressor "
+        "(every value within evaluation.max_error)",
     )
     rank_variables: list[str] | None = Field(None, description="residual_width: the variables averaged (default: every continuous one)")
     max_attempts: PositiveInt = Field(

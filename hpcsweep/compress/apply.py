@@ -111,7 +111,13 @@ def _header(file, kind: str, counters: dict[str, str], arrays, model: dict, bund
         array = arrays[name]
         jagged = array.ndim > 1
         dtype = _leaf_dtype(array)
-        entry = {"name": name, "dtype": dtype, "jagged": jagged, "counter": counters.get(name) if jagged else None}
+        entry = {
+            "name": name,
+            "dtype": dtype,
+            "jagged": jagged,
+            "counter": counters.get(name) if jagged else None,
+            "optional": _optional(array),
+        }
         if name in model:
             entry["variable"] = model[name].name
             entry["unit_scale"] = model[name].unit_scale
@@ -125,6 +131,11 @@ def _header(file, kind: str, counters: dict[str, str], arrays, model: dict, bund
         "source": file.path.name,
         "branches": branches,
     }
+
+
+def _optional(array) -> bool:
+    """Whether values may be missing (Parquet columns written by pandas are)."""
+    return "?" in str(array.type.content)
 
 
 def _leaf_dtype(array) -> str:
@@ -141,6 +152,7 @@ def _compress_chunk(arrays, model: dict, codec, varset, summary: Summary) -> byt
     import awkward as ak
 
     names = list(model)
+    missing: dict[str, np.ndarray] = {}  # optional model branch -> where a value is missing (coded as NaN)
     first = arrays[names[0]]
     counts = ak.to_numpy(ak.num(first)) if first.ndim > 1 else None
     columns = []
@@ -148,13 +160,17 @@ def _compress_chunk(arrays, model: dict, codec, varset, summary: Summary) -> byt
         array = arrays[name]
         if counts is not None and not np.array_equal(ak.to_numpy(ak.num(array)), counts):
             raise UserError(f"branches {names[0]!r} and {name!r} hold different numbers of jets per entry: they are not one jet collection")
-        columns.append(ak.to_numpy(ak.flatten(array) if counts is not None else array).astype(np.float64))
+        flat = ak.flatten(array) if counts is not None else array
+        columns.append(ak.to_numpy(ak.fill_none(flat, np.nan) if _optional(array) else flat).astype(np.float64))
+        if _optional(array):
+            missing[name] = ak.to_numpy(ak.is_none(flat))
     raw = np.stack(columns, axis=1) if columns else np.zeros((0, 0))
     physical = raw * np.array([model[n].unit_scale for n in names])
     kept = _in_cuts(physical, varset)
     sections = {"model": codec.encode(physical[kept]), "kept": _zstd(np.packbits(kept).tobytes()), "lossless": _zstd(raw[~kept].tobytes())}
     if counts is not None:
         sections["counts"] = _zstd(counts.astype("<i8").tobytes())
+    sections |= {f"missing/{name}": _zstd(np.packbits(mask).tobytes()) for name, mask in missing.items() if mask.any()}
     others = [name for name in arrays.fields if name not in model]
     if others:
         sections["other"] = _zstd(_to_buffers(arrays[others]))
@@ -259,8 +275,16 @@ def _decompress_chunk(payload: bytes, header: dict[str, Any], codec, summary: Su
     out = {}
     for branch in header["branches"]:
         if "variable" in branch:
-            column = _cast(values[:, order[branch["variable"]]], branch["dtype"])
-            out[branch["name"]] = ak.unflatten(column, counts) if counts is not None else ak.Array(column)
+            column = ak.Array(_cast(values[:, order[branch["variable"]]], branch["dtype"]))
+            if branch["optional"]:
+                missing = sections.get(f"missing/{branch['name']}")
+                missing = (
+                    np.unpackbits(np.frombuffer(_unzstd(missing), np.uint8), count=n_jets).astype(bool)
+                    if missing
+                    else np.zeros(n_jets, bool)
+                )
+                column = ak.mask(column, ~missing)
+            out[branch["name"]] = ak.unflatten(column, counts) if counts is not None else column
         else:
             out[branch["name"]] = others[branch["name"]]
     summary.entries += entries

@@ -39,6 +39,8 @@ ZERO, ESCAPE, FIRST = 0, 1, 2  # symbols: an exact zero, an escape, then the bin
 CLASSES = 12  # scale classes per predicted variable
 HIDDEN = 16
 MAX_ALPHABET = 4096
+LARGEST_BIN = 2.0**40  # bins (and predictions) beyond this are escapes
+FEATURE_LIMIT = 1e6  # standardised features are clipped here: a wild escaped value cannot overflow a prediction
 
 
 @dataclass
@@ -66,7 +68,7 @@ class Column:
                 k = np.round(np.where(np.isfinite(values), values, 0.0) / self.step)
         status[~np.isfinite(values)] = ESCAPE
         if self.kind != "discrete":
-            status[np.abs(k) > 2**40] = ESCAPE
+            status[np.abs(k) > LARGEST_BIN] = ESCAPE
         return np.where(status == FIRST, k, 0).astype(np.int64), status
 
     def values(self, k: np.ndarray) -> np.ndarray:
@@ -93,7 +95,7 @@ class Predictor:
 
     def __call__(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The predicted bin and scale class of every jet."""
-        out = self._outputs(features)
+        out = np.clip(np.nan_to_num(self._outputs(features)), -LARGEST_BIN, LARGEST_BIN)  # an odd jet predicts nonsense, not a crash
         return np.round(out[:, 0]).astype(np.int64), np.searchsorted(self.scale_edges, out[:, 1]).astype(np.int64)
 
     def _outputs(self, features: np.ndarray) -> np.ndarray:
@@ -120,6 +122,10 @@ class Codec:
     @property
     def names(self) -> list[str]:
         return [column.name for column in self.columns]
+
+    def side_features(self, values: np.ndarray) -> np.ndarray:
+        """Side features from values of every variable (e.g. an AE's output): their coding-space values."""
+        return np.stack([column.feature(np.asarray(values[:, i], dtype=np.float64)) for i, column in enumerate(self.columns)], axis=1)
 
     # --- coding ---------------------------------------------------------------------------------
     def symbols(self, k: np.ndarray, status: np.ndarray, i: int, centre: np.ndarray, cls: np.ndarray) -> np.ndarray:
@@ -154,7 +160,16 @@ class Codec:
         return head + words.astype("<u4").tobytes() + escape_bytes
 
     def decode(self, data: bytes, side: np.ndarray | None = None) -> np.ndarray:
-        """Bytes of one chunk -> jets (jets x variables, physical units); a checksum mismatch raises ValueError."""
+        """Bytes of one chunk -> jets (jets x variables, physical units); damaged bytes raise ValueError."""
+        try:
+            decoded, digest = self._decode(data, side)
+        except Exception as err:  # garbage symbols fail in many places: out-of-range indices, short streams, ...
+            raise ValueError(f"the chunk does not decode ({type(err).__name__}: {err})") from None
+        if digest != data[24:40]:
+            raise ValueError("decoded bins do not match the checksum written with them")
+        return decoded
+
+    def _decode(self, data: bytes, side: np.ndarray | None) -> tuple[np.ndarray, bytes]:
         import constriction
 
         n, n_words, n_escape = struct.unpack_from("<QQQ", data)
@@ -176,9 +191,9 @@ class Codec:
             decoded.set(i, value)
             bins.append(k)
             escapes.append(values)
-        if _digest(bins, escapes) != data[24:40]:
-            raise ValueError("decoded bins do not match the checksum written with them")
-        return decoded.values
+        if used != len(escape_values):
+            raise ValueError(f"{len(escape_values) - used} escaped values left over")
+        return decoded.values, _digest(bins, escapes)
 
     def _predict(self, decoded: Decoded, i: int, n: int) -> tuple[np.ndarray, np.ndarray]:
         predictor = self.predictors[i]
@@ -276,10 +291,10 @@ class Decoded:
         coding = codec.columns[i].feature(values)
         raw = np.stack([coding, np.where(np.isfinite(values), values, 0.0), ((coding == 0) & (values != 1)).astype(np.float64)], axis=1)
         where = slice(self.first + 3 * i, self.first + 3 * i + 3)
-        self.table[:, where] = (raw - codec.centre[where]) / codec.spread[where]
+        self.table[:, where] = np.clip((raw - codec.centre[where]) / codec.spread[where], -FEATURE_LIMIT, FEATURE_LIMIT)
         if codec.energy_of is not None and i == max(codec.energy_of):
             energy = np.log(np.maximum(_energy(self.values, codec.energy_of), 1e-12))
-            self.table[:, 0] = (energy - codec.centre[0]) / codec.spread[0]
+            self.table[:, 0] = np.clip((energy - codec.centre[0]) / codec.spread[0], -FEATURE_LIMIT, FEATURE_LIMIT)
 
     def features(self, i: int) -> np.ndarray:
         """The features that predict variable i (from variables 0..i-1 only)."""

@@ -11,30 +11,68 @@ HELD_OUT = 0.2  # share of the training jets that decides, per variable, predict
 SMOOTHING = 0.5  # added to every symbol's count, so an unseen bin stays codable
 
 
-def columns_for(varset: VarSet, x: np.ndarray, bound: float) -> list[Column]:
+def codec_kinds(varset: VarSet) -> list[str]:
+    """How each variable is coded: 'discrete' (losslessly), 'relative' (log grid) or 'absolute' (linear grid)."""
+    return ["discrete" if v.discrete else "relative" if v.residual == "relative" else "absolute" for v in varset.variables]
+
+
+def columns_for(names: list[str], kinds: list[str], x: np.ndarray, bound: float) -> list[Column]:
     """The coding of each variable at `bound`: discrete ones by their table of values, the rest on a grid."""
-    columns = []
-    for i, variable in enumerate(varset.variables):
-        if variable.discrete:
-            columns.append(Column(variable.name, "discrete", 1.0, np.unique(x[np.isfinite(x[:, i]), i])))
-        elif variable.residual == "relative":
-            columns.append(Column(variable.name, "relative", 2 * np.log1p(bound) * SAFETY))
-        else:
-            columns.append(Column(variable.name, "absolute", 2 * bound * SAFETY))
-    return columns
+    return [
+        Column(name, kind, 1.0, np.unique(x[np.isfinite(x[:, i]), i]))
+        if kind == "discrete"
+        else Column(name, kind, 2 * (np.log1p(bound) if kind == "relative" else bound) * SAFETY)
+        for i, (name, kind) in enumerate(zip(names, kinds, strict=True))
+    ]
+
+
+def fit_ae_codec(names: list[str], kinds: list[str], x: np.ndarray, reconstruction: np.ndarray, bound: float) -> Codec:
+    """A codec whose prediction of every continuous variable is an AE's reconstruction of it (`reconstruction`,
+    physical units, decoded from latents both ends hold); one residual table per variable, no training.
+    Discrete variables are coded on their own: their table index is not linear in the AE's output."""
+    x = np.asarray(x, dtype=np.float64)
+    columns = columns_for(names, kinds, x, bound)
+    side = Codec(columns, bound, np.zeros(1), np.ones(1), None).side_features(reconstruction)
+    n_side = side.shape[1]
+    width = 1 + n_side + 3 * len(columns)
+    centre, spread = np.zeros(width), np.ones(width)
+    centre[1 : 1 + n_side], spread[1 : 1 + n_side] = side.mean(axis=0), np.where(side.std(axis=0) > 0, side.std(axis=0), 1.0)
+    codec = Codec(columns, bound, centre, spread, None, n_side)
+    features = Decoded(codec, len(x), side)  # only the side columns matter: no variable is decoded yet
+    for i, column in enumerate(columns):
+        k, status = column.bins(x[:, i])
+        predictor = None
+        if column.kind != "discrete":  # the side feature of variable i, back in its units, in bins of its grid
+            weights = np.zeros((n_side + 3 * i, 2))
+            weights[i, 0] = spread[1 + i] / column.step
+            predictor = Predictor([weights, np.array([centre[1 + i] / column.step, 0.0])], np.array([]))
+        mean, cls = predictor(features.features(i)) if predictor else (np.zeros_like(k), np.zeros_like(k))
+        codec.predictors.append(predictor)
+        offsets, tables = _tables(k - mean, status, cls, np.ones(len(x), dtype=bool), classes=1)
+        codec.offsets.append(offsets)
+        codec.tables.append(tables)
+    return codec
 
 
 def fit_codec(
-    varset: VarSet, x: np.ndarray, bound: float, side: np.ndarray | None = None, steps: int = 600, seed: int = 0, progress=None
+    varset: VarSet,
+    x: np.ndarray,
+    bound: float,
+    side: np.ndarray | None = None,
+    steps: int = 600,
+    seed: int = 0,
+    progress=None,
+    predict: bool = True,
 ) -> Codec:
     """A codec for jets like `x` (jets x variables, physical units) that keeps every value within `bound`.
 
     Each variable is predicted by an MLP only where that takes fewer bits on held-out jets than
     coding it on its own; `side` (jets x features) are features both ends know for every jet.
-    `progress(name)` is called as each variable is done.
+    `progress(name)` is called as each variable is done. Without `predict` every variable is coded on its own
+    (independent quantisation + range coding: the yardstick the predictors must beat).
     """
     x = np.asarray(x, dtype=np.float64)
-    columns = columns_for(varset, x, bound)
+    columns = columns_for(varset.names, codec_kinds(varset), x, bound)
     four = varset.four_momentum
     energy_of = tuple(varset.names.index(four[c]) for c in ("pt", "eta", "mass")) if {"pt", "eta", "mass"} <= set(four) else None
     bins = [column.bins(x[:, i]) for i, column in enumerate(columns)]
@@ -50,7 +88,7 @@ def fit_codec(
     held = np.random.default_rng(seed).random(len(x)) < HELD_OUT
     for i, (k, status) in enumerate(bins):
         choice = _alone(k, status)
-        if i > 0 and (status == FIRST).sum() > 100:
+        if predict and i > 0 and (status == FIRST).sum() > 100:
             predictor = _train(decoded.features(i), k, status == FIRST, ~held, steps, seed + i)
             mean, cls = predictor(decoded.features(i))
             with_predictor = (predictor, *_tables(k - mean, status, cls, ~held))

@@ -208,8 +208,9 @@ def _add_tables(review: Review, frame, best, median, evaluations, summaries, ran
         )
     if len(best) and varset is not None:
         tables["compressors"] = (
-            "Bytes per jet against residual width: the best AE per z beside error-bounded compressors (SZ3, ZFP, fpzip, "
-            "mantissa rounding + zstd), every value of theirs within 1 %, on the same validation jets",
+            "Bytes per jet against residual width: the best AE per z, alone and as the predictor of an error-bounded "
+            "compressor, beside the error-bounded compressors physicists have (SZ3, ZFP, fpzip, mantissa rounding + zstd), "
+            "on the same validation jets; the last column gives each one's bound",
             compressors_table(best, evaluations, varset),
         )
     for stem, (title, table) in tables.items():

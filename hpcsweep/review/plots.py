@@ -222,14 +222,15 @@ def timing_vs_latent(best: pd.DataFrame, evaluations: dict[str, dict[str, Any]],
 
 
 def rate_distortion(best: pd.DataFrame, evaluations: dict[str, dict[str, Any]], varset: VarSet, path: Path) -> Path:
-    """Bytes per jet versus residual width of pt and m: AE and PCA per z (float16 latents), float truncation, and the
-    error-bounded compressors (SZ3, ZFP, fpzip, mantissa + zstd) when the evaluation holds them."""
+    """Bytes per jet versus residual width of pt and m: AE and PCA per z (float16 latents), the AE as an error-bounded
+    compressor, float truncation, and the error-bounded compressors (SZ3, ZFP, fpzip, mantissa + zstd) when the
+    evaluation holds them."""
     shown = [varset.four_momentum.get("pt"), varset.four_momentum.get("mass")]
     shown = [name for name in shown if name] or varset.names[:2]
     with _figure(path, **_panels(len(shown), columns=len(shown), size=6.0)) as (_, axes):
         for ax, name in zip(axes.flat, shown, strict=False):
             scale = _percent(next(v.residual for v in varset.variables if v.name == name))
-            ae, pca, cut = [], [], []
+            ae, pca, cut, bounded = [], [], [], []
             for _, trial in best.iterrows():
                 validation = evaluations.get(trial["trial_id"], {}).get("validation", {})
                 if "residuals" not in validation or "compression" not in validation:
@@ -237,6 +238,9 @@ def rate_distortion(best: pd.DataFrame, evaluations: dict[str, dict[str, Any]], 
                 latent_bytes = validation["compression"]["latent_float16"]
                 ae.append((latent_bytes, scale * validation["residuals"][name]["width"], int(trial["latent"])))
                 pca.append((latent_bytes, scale * validation["baselines"]["pca"]["residuals"][name]["width"]))
+                if "bounded" in validation:
+                    result = validation["bounded"]
+                    bounded.append((result["bytes_per_jet"], scale * result["residuals"][name]["width"], result["bound"]))
                 cut = [
                     (b["bytes_per_jet"], scale * b["width"][name], b["mantissa_bits"])
                     for b in validation["baselines"].get("truncation", [])
@@ -247,6 +251,9 @@ def rate_distortion(best: pd.DataFrame, evaluations: dict[str, dict[str, Any]], 
                 for x, y, z in ae:
                     ax.annotate(f"z={z}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize="x-small")
                 ax.plot([p[0] for p in pca], [p[1] for p in pca], "^:", color="grey", label="PCA, same $z$")
+                if bounded:
+                    ax.plot([p[0] for p in bounded], [p[1] for p in bounded], "o--", mfc="none",
+                            label=f"AE + coded residuals, every value within {100 * bounded[0][2]:g} %")  # fmt: skip
                 if cut:
                     ax.plot([p[0] for p in cut], [p[1] for p in cut], "s--", label="float32, mantissa rounded")
                 ax.plot([half["bytes_per_jet"]], [scale * half["residuals"][name]["width"]], "D", label="float16")

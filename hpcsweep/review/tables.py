@@ -122,7 +122,7 @@ def thesis_table(picks: pd.DataFrame, axes: list[str] | None = None, ranking: Ra
         table[axis] = picks[axis].map(lambda v: "" if v is None or (isinstance(v, float) and pd.isna(v)) else str(v))
     table["Validation loss (own normalisation)"] = picks["val_mse"].map(_sci)
     table["Reference MSE"] = picks["reference_mse"].map(_sci)
-    if ranking.rank_by == "residual_width":
+    if ranking.rank_by in ("residual_width", "bytes"):
         table[ranking.label] = picks["rank"].map(lambda v: "" if pd.isna(v) else f"{v:.4g}")
     table["Epoch of best"] = picks["best_epoch"].astype(int)
     table["Training time"] = picks["train_time_s"].map(lambda s: str(timedelta(seconds=round(s))))
@@ -271,7 +271,8 @@ def compression_table(best: pd.DataFrame, evaluations: dict[str, dict[str, Any]]
 
 def compressors_table(best: pd.DataFrame, evaluations: dict[str, dict[str, Any]], varset: VarSet) -> pd.DataFrame:
     """Bytes per jet against residual widths and the fraction of values within 1 %: each z's best AE (float16
-    latents, no bound), float16, and the error-bounded compressors physicists already have, on the same validation jets."""
+    latents, no bound; and as the predictor of an error-bounded compressor), float16, and the error-bounded
+    compressors physicists already have, on the same validation jets."""
     shown = [name for name in (varset.four_momentum.get("pt"), varset.four_momentum.get("mass")) if name] or varset.names[:2]
     kinds = {v.name: v.residual for v in varset.variables}
     continuous = [v.name for v in varset.variables if not v.discrete]
@@ -298,12 +299,26 @@ def compressors_table(best: pd.DataFrame, evaluations: dict[str, dict[str, Any]]
                     "none",
                 )
             )
+            if "bounded" in validation:
+                bounded = validation["bounded"]
+                rows.append(
+                    row(
+                        f"AE, z = {int(trial['latent'])} + coded residuals",
+                        bounded["bytes_per_jet"],
+                        bounded["residuals"],
+                        _bound_text(bounded["bound"]),
+                    )
+                )
             peers = peers or validation.get("baselines", {})
     if "float16" in peers:
         rows.append(row("float16", peers["float16"]["bytes_per_jet"], peers["float16"]["residuals"], "none"))
     for peer, result in peers.get("peers", {}).items():
-        rows.append(row(peer, result["bytes_per_jet"], result["residuals"], f"{100 * result['bound']:g} % (angles {result['bound']:g})"))
+        rows.append(row(peer, result["bytes_per_jet"], result["residuals"], _bound_text(result["bound"])))
     return pd.DataFrame(rows)
+
+
+def _bound_text(bound: float) -> str:
+    return f"{100 * bound:g} % (angles {bound:g})"
 
 
 def write_table(table: pd.DataFrame, folder: Path, stem: str, title: str) -> list[Path]:

@@ -36,6 +36,10 @@ class Ranking:
             description = "validation loss in each trial's own normalisation"
         elif sweep.rank_by == "residual_width":
             description = "mean residual 68 % half-width of " + ", ".join(variables)
+        elif sweep.rank_by == "bytes":
+            description = (
+                f"bytes per jet of the AE as an error-bounded compressor, every value within {100 * sweep.evaluation.max_error:g} %"
+            )
         else:
             space = reference_mode(sweep.evaluation.reference, load_varset(sweep.data.varset))
             description = f"MSE in the reference space ({space}, fitted on each trial's training split)"
@@ -47,12 +51,22 @@ class Ranking:
     @property
     def label(self) -> str:
         """A short column or axis label."""
-        return {"val_loss": "Validation loss", "reference_mse": "Reference MSE", "residual_width": "Mean residual width"}[self.rank_by]
+        return {
+            "val_loss": "Validation loss",
+            "reference_mse": "Reference MSE",
+            "residual_width": "Mean residual width",
+            "bytes": "Bytes/jet",
+        }[self.rank_by]
 
     @property
     def noun(self) -> str:
         """The label inside a sentence."""
-        return {"val_loss": "validation loss", "reference_mse": "reference MSE", "residual_width": "mean residual width"}[self.rank_by]
+        return {
+            "val_loss": "validation loss",
+            "reference_mse": "reference MSE",
+            "residual_width": "mean residual width",
+            "bytes": "bytes per jet (bounded)",
+        }[self.rank_by]
 
 
 def rank_variables(sweep: SweepConfig) -> list[str]:
@@ -66,6 +80,8 @@ def rank_value(metrics: dict[str, Any], rank_by: str, variables: list[str]) -> f
         return _number(metrics.get("best_val_mse"))
     if rank_by == "reference_mse":
         return _number(metrics.get("reference_mse"))
+    if rank_by == "bytes":
+        return _number(metrics.get("bytes_per_jet"))
     widths = [_number(metrics.get("residual_width", {}).get(name)) for name in variables]
     return sum(widths) / len(widths) if widths else math.nan
 

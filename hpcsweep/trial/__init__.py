@@ -23,7 +23,9 @@ from hpcsweep.data.varset import load_varset
 from hpcsweep.resources import allocated_cores
 from hpcsweep.store import TrialRecord, close_attempt, ended_attempts, read_trial, trial_path, write_trial
 from hpcsweep.trial.evaluate import (
+    WITHIN,
     Physics,
+    bounded_compression,
     compression,
     evaluate_dataset,
     in_batches,
@@ -89,7 +91,7 @@ def run_trial(spec: TrialSpec, threads: int | None = None, log=print, report=Non
     if result.best_state and result.state != "pruned":  # a pruned trial is not worth the evaluation
         model.load_state_dict(result.best_state)
         evaluation, evaluated = evaluate_trial(
-            model, normaliser, physics, x[train_rows], x[val_rows], spec.evaluation.timing_repeats, spec.signals
+            model, normaliser, physics, x[train_rows], x[val_rows], spec.evaluation.timing_repeats, spec.signals, spec.evaluation.max_error
         )
         arrays.update(evaluated)
     metrics = {
@@ -144,8 +146,10 @@ def evaluate_trial(
     x_val: np.ndarray,
     timing_repeats: int,
     signals: dict[str, str],
+    bound: float = WITHIN,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """The validation split with baselines, compression and timing; then each signal sample (label -> cache)."""
+    """The validation split with baselines, compression (also as an error-bounded compressor at `bound`) and timing;
+    then each signal sample (label -> cache)."""
     summary, hists, _ = evaluate_dataset(model, normaliser, physics, x_val)
     arrays = {f"validation/{k}": v for k, v in hists.items()}
     latent_size = model.latent
@@ -166,8 +170,9 @@ def evaluate_trial(
             "bytes_per_jet": 2 * x_val.shape[1],
         },
         "truncation": truncation_baselines(x_val, normaliser, physics),
-        "peers": peer_baselines(x_val, physics),
+        "peers": peer_baselines(x_val, physics, bound),
     }
+    summary["bounded"] = bounded_compression(model, normaliser, physics, x_train, x_val, bound)
     device = next(model.parameters()).device
     val_tensor = torch.from_numpy(val_norm).to(device)
     latent = in_batches(model, val_tensor, "encode")
@@ -193,6 +198,7 @@ def validation_metrics(validation: dict[str, Any]) -> dict[str, Any]:
         "pca_reference_mse": validation.get("baselines", {}).get("pca", {}).get("reference_mse", float("nan")),
         "residual_width": {name: r["width"] for name, r in stats.items() if "width" in r},
         "within_1pct": {name: r["within_1pct"] for name, r in stats.items() if "within_1pct" in r},
+        "bytes_per_jet": validation.get("bounded", {}).get("bytes_per_jet", float("nan")),
     }
     within = {name: r["within_tolerance"] for name, r in stats.items() if "within_tolerance" in r}
     return metrics | ({"within_tolerance": within, "tolerance": {n: stats[n]["tolerance"] for n in within}} if within else {})
