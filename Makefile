@@ -24,7 +24,7 @@ DRAFT ?=
 SWEEP_ARGS := $(SWEEP) --results $(RESULTS) --wait $(if $(LATENT),--latent $(LATENT)) $(if $(EPOCHS),--epochs $(EPOCHS)) \
 	$(if $(EXECUTOR),--executor $(EXECUTOR)) $(if $(SITE),--site $(SITE)) $(if $(PARTITION),--partition $(PARTITION))
 
-.PHONY: help venv sweep status aggregate report rerun-best inspect data test bench chaos lint format clean clean-results slurm-up slurm-down
+.PHONY: help venv sweep status aggregate report rerun-best inspect data test bench bench-compress chaos lint format clean clean-results slurm-up slurm-down
 
 help: ## list the targets and the variables they take
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -66,8 +66,11 @@ data: $(STAMP) ## generate the default QCD sample and the Z' 350/600 GeV signal 
 test: $(STAMP) ## run the test suite (PYTEST_ARGS= passes options to pytest)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-bench: $(STAMP) ## benchmarks (throughput vs DataLoader, FLOP rates, timing, memory) -> docs/benchmarks.md
+bench: $(STAMP) ## benchmarks (throughput vs DataLoader, FLOP rates, timing, memory, compression vs SZ3) -> docs/benchmarks.md
 	$(BIN)/python benchmarks/bench.py --out docs/benchmarks.md
+
+bench-compress: $(STAMP) ## only the compression benchmarks (bytes/jet vs SZ3/ZFP/fpzip, throughput, memory) -> docs/benchmarks.md
+	$(BIN)/python benchmarks/bench.py --out docs/benchmarks.md --only compression
 
 chaos: $(STAMP) ## kill a 12-trial sweep 15 times at random (EXECUTOR=local|slurm) -> counts in docs/reliability.md
 	$(BIN)/python benchmarks/chaos.py --executor $(or $(EXECUTOR),local) --out docs/reliability.md

@@ -12,7 +12,10 @@
 5. orchestration: `hpcsweep status` on a sweep of 1000 trial files, and, when a SLURM
    cluster answers (make slurm-up), 16 short trials as job arrays: wall time against
    the sum of the trials' own times divided by the cores, with and without packing;
-6. review: `hpcsweep aggregate` on 1000 trial files (first, again, after one new best).
+6. review: `hpcsweep aggregate` on 1000 trial files (first, again, after one new best);
+7. compression (benchmarks/compression.py): bytes per jet of the learned error-bounded compressor against SZ3, ZFP,
+   fpzip and truncation at 1 % and 0.1 %, and compress/decompress throughput and memory on 1M and 4M jets.
+   `--only compression` reruns this section alone and replaces it in --out.
 """
 
 from __future__ import annotations
@@ -339,6 +342,28 @@ def thesis_shapes(latent: int) -> list[tuple[int, ...]]:
     return [shape for a, b in zip(widths, widths[1:], strict=False) for shape in ((b, a), (b,))]
 
 
+COMPRESSION_TITLE = "## Compressing jets: the learned error-bounded compressor against the peers"
+
+
+def compression_lines() -> list[str]:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from compression import section
+
+    return section()
+
+
+def replace_section(path: Path, title: str, lines: list[str]) -> None:
+    """Put `lines` under `title` in the Markdown file at `path`, in place of what was there (up to the next section)."""
+    old = path.read_text().splitlines() if path.exists() else []
+    if title in old:
+        start = old.index(title) + 1
+        end = next((i for i in range(start, len(old)) if old[i].startswith("## ") or old[i].startswith("Total benchmark time")), len(old))
+        new = old[:start] + ["", *lines] + old[end:]
+    else:
+        new = old + ["", title, "", *lines]
+    path.write_text("\n".join(new) + "\n")
+
+
 def machine() -> str:
     cpu = next(
         (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
@@ -351,9 +376,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
     parser.add_argument("--jets", type=int, default=200_000, help="synthetic jets for the training benchmark")
+    parser.add_argument("--only", choices=["compression"], help="run one section and replace it in --out")
     args = parser.parse_args()
     torch.set_num_threads(allocated_cores())
     began = time.perf_counter()
+    if args.only:
+        replace_section(args.out, COMPRESSION_TITLE, [*compression_lines(), ""])
+        print(f"written: {args.out} ({time.perf_counter() - began:.0f} s)")
+        return
     peak = matmul_rate()
     print(f"matmul: {peak:.1f} GFLOP/s", flush=True)
     sections = [
@@ -391,6 +421,10 @@ def main() -> None:
         "each z and redrawn only when that trial's file changes.",
         "",
         *review_table(),
+        "",
+        COMPRESSION_TITLE,
+        "",
+        *compression_lines(),
         "",
         f"Total benchmark time: {time.perf_counter() - began:.0f} s.",
         "",

@@ -17,7 +17,7 @@ import uproot
 
 from hpcsweep.cli import main
 from hpcsweep.compress.bundle import load_bundle
-from hpcsweep.compress.fit import fit_codec
+from hpcsweep.compress.fit import codec_kinds, fit_codec, fit_independent
 from hpcsweep.data import load_jets, load_varset
 from hpcsweep.store import read_trial, scan
 from hpcsweep.trial import split_indices
@@ -159,7 +159,7 @@ def test_the_learned_compressor_beats_coding_each_variable_alone_and_sz3(qcd_fil
     x = load_jets(qcd_file, varset).matrix().astype(np.float64)
     train, held = split_indices(len(x), 0.3, 0)
     learned = fit_codec(varset, x[train], 0.01, steps=300)
-    alone = fit_codec(varset, x[train], 0.01, predict=False)
+    alone = fit_independent(varset.names, codec_kinds(varset), x[train], 0.01)
     size_learned = len(learned.encode(x[held])) / len(held)
     size_alone = len(alone.encode(x[held])) / len(held)
     assert size_learned < 0.9 * size_alone, (size_learned, size_alone)
@@ -274,3 +274,18 @@ def test_rank_by_bytes_ranks_trials_by_the_ae_as_a_bounded_compressor(own, tmp_p
     first = next(iter(summaries))
     bounded = read_trial(results / "b" / "trials" / f"{first}.h5", weights=False).evaluation["validation"]["bounded"]
     assert all(bounded["residuals"][name]["within_1pct"] == 1.0 for name in ("m", "pt", "eta", "phi")), "every value within 0.5 %"
+
+
+def test_worker_processes_write_the_same_bytes_as_one_process(generated_bundle, qcd_file, tmp_path, monkeypatch):
+    """Large files are coded by one worker process per core; the chunks, and so the file, do not depend on it."""
+    from hpcsweep.compress import apply
+
+    bundle = load_bundle(generated_bundle)
+    apply.compress_file(qcd_file, bundle, 0.01, tmp_path / "one.hpcz", step_size="100 kB", progress=False)
+    monkeypatch.setattr(apply, "PARALLEL_ABOVE", 0)
+    monkeypatch.setattr("hpcsweep.resources.allocated_cores", lambda: 2)
+    summary = apply.compress_file(qcd_file, bundle, 0.01, tmp_path / "two.hpcz", step_size="100 kB", progress=False)
+    assert summary.entries == 600 and (tmp_path / "one.hpcz").read_bytes() == (tmp_path / "two.hpcz").read_bytes()
+    assert len(list(apply.read_compressed(tmp_path / "two.hpcz")[1])) > 2, "several chunks, so both workers coded some"
+    apply.decompress_file(tmp_path / "two.hpcz", bundle, tmp_path / "back.root", progress=False)
+    _assert_same_tree(qcd_file, tmp_path / "back.root", "events", load_varset("generated"), 0.01)

@@ -1,4 +1,5 @@
-"""The pipeline's layering: orchestration (sweep, review, store, CLI) never imports torch at import time."""
+"""The pipeline's layering: orchestration (sweep, review, store, CLI) and the compressor's coding side never import
+torch at import time."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 def test_orchestration_side_does_not_import_torch():
     code = (
         "import sys, hpcsweep.cli, hpcsweep.sweep, hpcsweep.review, hpcsweep.store, hpcsweep.config, hpcsweep.data;"
+        "import hpcsweep.compress.apply, hpcsweep.compress.bundle, hpcsweep.compress.codec;"
         "from hpcsweep.sweep import expand, plan;"
         "heavy = sorted(m for m in ('torch', 'uproot', 'pythia8mc', 'fastjet', 'matplotlib') if m in sys.modules);"
         "print(','.join(heavy))"

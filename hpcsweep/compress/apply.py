@@ -20,8 +20,11 @@ import json
 import os
 import struct
 import time
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -33,7 +36,7 @@ from hpcsweep.files import temp_path
 
 MAGIC = b"HPCSWEEP-JETS\x00\x01"
 HEADER, CHUNK, END = b"H", b"C", b"E"
-STEP = "64 MB"
+STEP = "16 MB"  # of input per chunk: ~160k flat jets of 24 variables, ~0.5 GB of coding arrays
 LEVEL = 3  # zstd level of the lossless parts
 
 
@@ -59,26 +62,35 @@ def compress_file(
 
     from hpcsweep.data.read import InputFile, _find_branch
 
-    codec = bundle.codec(bound)
+    bundle.codec(bound)  # a bound the bundle lacks is refused before anything is read
     varset = bundle.varset
     file = InputFile(Path(source), tree or varset.tree)
     model = {_find_branch(v.name, v.branches, varset.prefixes, file.available, file.path, file.tree): v for v in varset.variables}
     summary, started = Summary(), time.perf_counter()
     with (
         _atomic(output) as out,
+        _Coders(bundle, bound, file.path.stat().st_size > PARALLEL_ABOVE) as coders,
         tqdm(total=file.n_entries, desc=f"compressing {file.path.name}", unit="entry", disable=not progress) as bar,
     ):
         out.write(MAGIC)
         header: dict[str, Any] | None = None
         kind, branches, counters = _layout(file)
+
+        def write(chunk: tuple[Any, dict[str, bytes], int, int]) -> None:
+            future, sections, entries, n_jets = chunk
+            sections["model"] = future.result()
+            summary.model_bytes += len(sections["model"])
+            _write(out, CHUNK, _payload(entries, n_jets, sections))
+            bar.update(entries)
+
         for arrays, start, stop in file.iterate(branches, step_size):
             if header is None:
                 header = _header(file, kind, counters, arrays, model, bundle, bound)
                 _write(out, HEADER, json.dumps(header).encode())
-            payload = _compress_chunk(arrays, model, codec, varset, summary)
-            _write(out, CHUNK, payload)
+            coded, sections, n_jets = _split_chunk(arrays, model, varset, summary)
+            coders.queue((coders.submit(_encode, coded), sections, stop - start, n_jets), write)
             summary.entries += stop - start
-            bar.update(stop - start)
+        coders.drain(write)
         if header is None:
             raise UserError(f"{source}: holds no entries to compress")
         _write(out, END, json.dumps({"entries": summary.entries, "jets": summary.jets}).encode())
@@ -148,7 +160,8 @@ def _leaf_dtype(array) -> str:
         return "object"
 
 
-def _compress_chunk(arrays, model: dict, codec, varset, summary: Summary) -> bytes:
+def _split_chunk(arrays, model: dict, varset, summary: Summary) -> tuple[np.ndarray, dict[str, bytes], int]:
+    """The jets of a chunk to code (physical units, inside the cuts), the chunk's other parts packed, and its jets."""
     import awkward as ak
 
     names = list(model)
@@ -167,7 +180,7 @@ def _compress_chunk(arrays, model: dict, codec, varset, summary: Summary) -> byt
     raw = np.stack(columns, axis=1) if columns else np.zeros((0, 0))
     physical = raw * np.array([model[n].unit_scale for n in names])
     kept = _in_cuts(physical, varset)
-    sections = {"model": codec.encode(physical[kept]), "kept": _zstd(np.packbits(kept).tobytes()), "lossless": _zstd(raw[~kept].tobytes())}
+    sections = {"kept": _zstd(np.packbits(kept).tobytes()), "lossless": _zstd(raw[~kept].tobytes())}
     if counts is not None:
         sections["counts"] = _zstd(counts.astype("<i8").tobytes())
     sections |= {f"missing/{name}": _zstd(np.packbits(mask).tobytes()) for name, mask in missing.items() if mask.any()}
@@ -176,9 +189,25 @@ def _compress_chunk(arrays, model: dict, codec, varset, summary: Summary) -> byt
         sections["other"] = _zstd(_to_buffers(arrays[others]))
     summary.jets += len(raw)
     summary.lossless_jets += int((~kept).sum())
-    summary.model_bytes += len(sections["model"])
-    header = struct.pack("<QQ", len(arrays), len(raw))
-    return header + b"".join(struct.pack("<H", len(k)) + k.encode() + struct.pack("<Q", len(v)) + v for k, v in sections.items())
+    return physical[kept], sections, len(raw)
+
+
+def _payload(entries: int, n_jets: int, sections: dict[str, bytes]) -> bytes:
+    head = struct.pack("<QQ", entries, n_jets)
+    return head + b"".join(struct.pack("<H", len(k)) + k.encode() + struct.pack("<Q", len(v)) + v for k, v in sections.items())
+
+
+def _sections(payload: bytes) -> tuple[int, int, dict[str, bytes]]:
+    entries, n_jets = struct.unpack_from("<QQ", payload)
+    sections, at = {}, 16
+    while at < len(payload):
+        (size,) = struct.unpack_from("<H", payload, at)
+        key = payload[at + 2 : at + 2 + size].decode()
+        (length,) = struct.unpack_from("<Q", payload, at + 2 + size)
+        start = at + 2 + size + 8
+        sections[key] = payload[start : start + length]
+        at = start + length
+    return entries, n_jets, sections
 
 
 def _in_cuts(physical: np.ndarray, varset) -> np.ndarray:
@@ -199,21 +228,41 @@ def _in_cuts(physical: np.ndarray, varset) -> np.ndarray:
 # --- decompress -----------------------------------------------------------------------------------
 def decompress_file(source: Path, bundle: Bundle, output: Path, progress: bool = True) -> Summary:
     """Give back the tree of a compressed file into `output` (.root or .parquet), atomically."""
+    from tqdm import tqdm
+
     header, chunks = read_compressed(source)
     if header["bundle"] != bundle.checksum:
         raise UserError(
             f"{source}: was compressed with another bundle (trial {header['trial']}, {header['bundle'][:19]}...), "
             f"not {bundle.path} (trial {bundle.trial_id}, {bundle.checksum[:19]}...)"
         )
-    codec = bundle.codec(header["bound"])
     summary, started = Summary(), time.perf_counter()
     writer = _writer_for(output, header)
-    with _atomic(output, binary=False) as tmp:
-        from tqdm import tqdm
+    names = bundle.codec(header["bound"]).names
+    parallel = Path(source).stat().st_size > PARALLEL_ABOVE / 8
+    with (
+        _atomic(output, binary=False) as tmp,
+        _Coders(bundle, header["bound"], parallel) as coders,
+        tqdm(desc=f"decompressing {Path(source).name}", unit="chunk", disable=not progress) as bar,
+    ):
 
-        for payload in tqdm(chunks, desc=f"decompressing {Path(source).name}", unit="chunk", disable=not progress):
-            arrays = _decompress_chunk(payload, header, codec, summary)
-            writer.write(tmp, arrays)
+        def write(chunk: tuple[Any, dict[str, bytes], int, int]) -> None:
+            future, sections, entries, n_jets = chunk
+            try:
+                decoded = future.result()
+            except ValueError as err:
+                raise UserError(
+                    f"{source}: cannot decode a chunk: {err} (was it compressed on a machine whose arithmetic differs?)"
+                ) from None
+            writer.write(tmp, _assemble(decoded, sections, header, names, n_jets))
+            summary.entries += entries
+            summary.jets += n_jets
+            bar.update()
+
+        for payload in chunks:
+            entries, n_jets, sections = _sections(payload)
+            coders.queue((coders.submit(_decode, sections["model"]), sections, entries, n_jets), write)
+        coders.drain(write)
         writer.close()
     summary.total_bytes = output.stat().st_size
     summary.seconds = time.perf_counter() - started
@@ -247,49 +296,31 @@ def read_compressed(source: Path) -> tuple[dict[str, Any], Iterator[bytes]]:
     return json.loads(payload), chunks()
 
 
-def _decompress_chunk(payload: bytes, header: dict[str, Any], codec, summary: Summary):
+def _assemble(decoded: np.ndarray, sections: dict[str, bytes], header: dict[str, Any], names: list[str], n_jets: int) -> dict[str, Any]:
+    """The chunk's branches (name -> awkward array), from the decoded model variables and the stored parts."""
     import awkward as ak
 
-    entries, n_jets = struct.unpack_from("<QQ", payload)
-    sections, at = {}, 16
-    while at < len(payload):
-        (size,) = struct.unpack_from("<H", payload, at)
-        key = payload[at + 2 : at + 2 + size].decode()
-        (length,) = struct.unpack_from("<Q", payload, at + 2 + size)
-        start = at + 2 + size + 8
-        sections[key] = payload[start : start + length]
-        at = start + length
-    order = {name: i for i, name in enumerate(codec.names)}  # the codec's columns follow the variable set
+    order = {name: i for i, name in enumerate(names)}  # the codec's columns follow the variable set
     model = sorted((b for b in header["branches"] if "variable" in b), key=lambda b: order[b["variable"]])
     kept = np.unpackbits(np.frombuffer(_unzstd(sections["kept"]), dtype=np.uint8), count=n_jets).astype(bool)
-    try:
-        decoded = codec.decode(sections["model"])
-    except ValueError as err:
-        raise UserError(f"cannot decode a chunk: {err} (was it compressed on a machine whose arithmetic differs?)") from None
-    scale = np.array([b["unit_scale"] for b in model])
     values = np.empty((n_jets, len(model)))
-    values[kept] = decoded / scale
+    values[kept] = decoded / np.array([b["unit_scale"] for b in model])
     values[~kept] = np.frombuffer(_unzstd(sections["lossless"]), dtype=np.float64).reshape(-1, len(model))
     counts = np.frombuffer(_unzstd(sections["counts"]), dtype="<i8") if "counts" in sections else None
     others = _from_buffers(_unzstd(sections["other"])) if "other" in sections else None
     out = {}
     for branch in header["branches"]:
-        if "variable" in branch:
-            column = ak.Array(_cast(values[:, order[branch["variable"]]], branch["dtype"]))
-            if branch["optional"]:
-                missing = sections.get(f"missing/{branch['name']}")
-                missing = (
-                    np.unpackbits(np.frombuffer(_unzstd(missing), np.uint8), count=n_jets).astype(bool)
-                    if missing
-                    else np.zeros(n_jets, bool)
-                )
-                column = ak.mask(column, ~missing)
-            out[branch["name"]] = ak.unflatten(column, counts) if counts is not None else column
-        else:
+        if "variable" not in branch:
             out[branch["name"]] = others[branch["name"]]
-    summary.entries += entries
-    summary.jets += n_jets
-    summary.lossless_jets += int((~kept).sum())
+            continue
+        column = ak.Array(_cast(values[:, order[branch["variable"]]], branch["dtype"]))
+        if branch["optional"]:
+            missing = sections.get(f"missing/{branch['name']}")
+            missing = (
+                np.unpackbits(np.frombuffer(_unzstd(missing), np.uint8), count=n_jets).astype(bool) if missing else np.zeros(n_jets, bool)
+            )
+            column = ak.mask(column, ~missing)
+        out[branch["name"]] = ak.unflatten(column, counts) if counts is not None else column
     return out
 
 
@@ -365,6 +396,88 @@ def _writer_for(output: Path, header: dict[str, Any]):
     if output.suffix == ".parquet":
         return _ParquetWriter(header)
     raise UserError(f"{output}: write .root or .parquet (by the name's suffix)")
+
+
+# --- coding in worker processes ------------------------------------------------------------------
+PARALLEL_ABOVE = 32_000_000  # input bytes (compressed files: an eighth) from which chunks are coded in worker processes
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+_codec = None  # the codec of this process (a worker's, or this one's when coding in process)
+
+
+def _start_worker(path: str, checksum: str, bound: float) -> None:
+    global _codec
+    from hpcsweep.compress.bundle import load_bundle
+
+    bundle = load_bundle(path)
+    if bundle.checksum != checksum:
+        raise RuntimeError(f"{path} changed while it was in use")
+    _codec = bundle.codec(bound)
+
+
+def _encode(x: np.ndarray) -> bytes:
+    return _codec.encode(x)
+
+
+def _decode(data: bytes) -> np.ndarray:
+    return _codec.decode(data)
+
+
+class _Coders:
+    """A bundle's codec run on chunks in worker processes (one per allocated core, each with one BLAS thread: the
+    processes are the parallelism), results taken in file order; in this process for one core or a small file."""
+
+    def __init__(self, bundle: Bundle, bound: float, parallel: bool):
+        from hpcsweep.resources import allocated_cores
+
+        self.bundle, self.bound = bundle, bound
+        self.workers = allocated_cores() if parallel else 1
+        self.pending: deque = deque()
+        self.pool: ProcessPoolExecutor | None = None
+        self.saved: dict[str, str | None] = {}
+
+    def __enter__(self) -> _Coders:
+        global _codec
+        if self.workers == 1:
+            _codec = self.bundle.codec(self.bound)
+            return self
+        self.saved = {name: os.environ.get(name) for name in THREAD_VARIABLES}
+        os.environ.update(dict.fromkeys(THREAD_VARIABLES, "1"))  # read by the workers as they start (this process's BLAS is set up)
+        self.pool = ProcessPoolExecutor(
+            self.workers,
+            mp_context=get_context("spawn"),
+            initializer=_start_worker,
+            initargs=(str(self.bundle.path), self.bundle.checksum, self.bound),
+        )
+        return self
+
+    def submit(self, function, *args) -> Future:
+        if self.pool is not None:
+            return self.pool.submit(function, *args)
+        future: Future = Future()
+        try:
+            future.set_result(function(*args))
+        except Exception as err:  # handed to whoever takes the result, as a worker's would be
+            future.set_exception(err)
+        return future
+
+    def queue(self, item: tuple, done) -> None:
+        """Keep `item` (a future first) pending; hand the oldest to `done` once more are pending than workers run."""
+        self.pending.append(item)
+        while len(self.pending) > self.workers:
+            done(self.pending.popleft())
+
+    def drain(self, done) -> None:
+        while self.pending:
+            done(self.pending.popleft())
+
+    def __exit__(self, *error) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+            for name, value in self.saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
 
 # --- records and helpers --------------------------------------------------------------------------

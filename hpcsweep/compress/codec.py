@@ -40,6 +40,7 @@ CLASSES = 12  # scale classes per predicted variable
 HIDDEN = 16
 MAX_ALPHABET = 4096
 LARGEST_BIN = 2.0**40  # bins (and predictions) beyond this are escapes
+BLOCK = 8192  # jets per block of a predictor's evaluation
 FEATURE_LIMIT = 1e6  # standardised features are clipped here: a wild escaped value cannot overflow a prediction
 
 
@@ -94,15 +95,22 @@ class Predictor:
     scale_edges: np.ndarray  # CLASSES - 1 edges of the predicted log-scale
 
     def __call__(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The predicted bin and scale class of every jet."""
+        """The predicted bin and scale class of every jet, from features laid out (features x jets)."""
         out = np.clip(np.nan_to_num(self._outputs(features)), -LARGEST_BIN, LARGEST_BIN)  # an odd jet predicts nonsense, not a crash
-        return np.round(out[:, 0]).astype(np.int64), np.searchsorted(self.scale_edges, out[:, 1]).astype(np.int64)
+        return np.round(out[0]).astype(np.int64), np.searchsorted(self.scale_edges, out[1]).astype(np.int64)
 
     def _outputs(self, features: np.ndarray) -> np.ndarray:
-        h = features
-        for w, b in zip(self.weights[0:-2:2], self.weights[1:-2:2], strict=True):
-            h = np.maximum(h @ w + b, 0.0)
-        return h @ self.weights[-2] + self.weights[-1]
+        """(2 x jets): bin mean and log-scale. Jets run along rows' contiguous axis, so no slice is copied; blocks of
+        BLOCK jets keep the hidden activations in cache."""
+        out = np.empty((2, features.shape[1]))
+        for start in range(0, features.shape[1], BLOCK):
+            h = features[:, start : start + BLOCK]
+            for w, b in zip(self.weights[0:-2:2], self.weights[1:-2:2], strict=True):
+                h = w.T @ h
+                h += b[:, None]
+                np.maximum(h, 0.0, out=h)
+            out[:, start : start + BLOCK] = self.weights[-2].T @ h + self.weights[-1][:, None]
+        return out
 
 
 @dataclass
@@ -280,26 +288,26 @@ class Decoded:
         self.codec = codec
         self.values = np.zeros((n, len(codec.columns)))
         self.first = 1 + codec.side
-        self.table = np.zeros((n, self.first + 3 * len(codec.columns)))
+        self.table = np.zeros((self.first + 3 * len(codec.columns), n))  # features x jets: a predictor's rows are one block
         if codec.side:
-            self.table[:, 1 : self.first] = (side - codec.centre[1 : self.first]) / codec.spread[1 : self.first]
+            self.table[1 : self.first] = ((side - codec.centre[1 : self.first]) / codec.spread[1 : self.first]).T
 
     def set(self, i: int, values: np.ndarray) -> None:
         """Variable i is decoded: keep its values and fill in its features."""
         codec = self.codec
         self.values[:, i] = values
         coding = codec.columns[i].feature(values)
-        raw = np.stack([coding, np.where(np.isfinite(values), values, 0.0), ((coding == 0) & (values != 1)).astype(np.float64)], axis=1)
+        raw = np.stack([coding, np.where(np.isfinite(values), values, 0.0), ((coding == 0) & (values != 1)).astype(np.float64)])
         where = slice(self.first + 3 * i, self.first + 3 * i + 3)
-        self.table[:, where] = np.clip((raw - codec.centre[where]) / codec.spread[where], -FEATURE_LIMIT, FEATURE_LIMIT)
+        self.table[where] = np.clip((raw - codec.centre[where, None]) / codec.spread[where, None], -FEATURE_LIMIT, FEATURE_LIMIT)
         if codec.energy_of is not None and i == max(codec.energy_of):
             energy = np.log(np.maximum(_energy(self.values, codec.energy_of), 1e-12))
-            self.table[:, 0] = np.clip((energy - codec.centre[0]) / codec.spread[0], -FEATURE_LIMIT, FEATURE_LIMIT)
+            self.table[0] = np.clip((energy - codec.centre[0]) / codec.spread[0], -FEATURE_LIMIT, FEATURE_LIMIT)
 
     def features(self, i: int) -> np.ndarray:
-        """The features that predict variable i (from variables 0..i-1 only)."""
+        """The features (features x jets) that predict variable i, from variables 0..i-1 only."""
         energy = self.codec.energy_of is not None and max(self.codec.energy_of) < i
-        return self.table[:, (0 if energy else 1) : self.first + 3 * i]
+        return self.table[(0 if energy else 1) : self.first + 3 * i]
 
 
 def _energy(decoded: np.ndarray, of: tuple[int, int, int]) -> np.ndarray:

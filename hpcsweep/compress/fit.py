@@ -26,6 +26,20 @@ def columns_for(names: list[str], kinds: list[str], x: np.ndarray, bound: float)
     ]
 
 
+def fit_independent(names: list[str], kinds: list[str], x: np.ndarray, bound: float) -> Codec:
+    """A codec that codes every column on its own (quantisation on the grid + range coding, no predictor)."""
+    x = np.asarray(x, dtype=np.float64)
+    columns = columns_for(names, kinds, x, bound)
+    width = 1 + 3 * len(columns)
+    codec = Codec(columns, bound, np.zeros(width), np.ones(width), None)
+    for i, column in enumerate(columns):
+        predictor, offsets, tables = _alone(*column.bins(x[:, i]))
+        codec.predictors.append(predictor)
+        codec.offsets.append(offsets)
+        codec.tables.append(tables)
+    return codec
+
+
 def fit_ae_codec(names: list[str], kinds: list[str], x: np.ndarray, reconstruction: np.ndarray, bound: float) -> Codec:
     """A codec whose prediction of every continuous variable is an AE's reconstruction of it (`reconstruction`,
     physical units, decoded from latents both ends hold); one residual table per variable, no training.
@@ -62,14 +76,12 @@ def fit_codec(
     steps: int = 600,
     seed: int = 0,
     progress=None,
-    predict: bool = True,
 ) -> Codec:
     """A codec for jets like `x` (jets x variables, physical units) that keeps every value within `bound`.
 
     Each variable is predicted by an MLP only where that takes fewer bits on held-out jets than
     coding it on its own; `side` (jets x features) are features both ends know for every jet.
-    `progress(name)` is called as each variable is done. Without `predict` every variable is coded on its own
-    (independent quantisation + range coding: the yardstick the predictors must beat).
+    `progress(name)` is called as each variable is done.
     """
     x = np.asarray(x, dtype=np.float64)
     columns = columns_for(varset.names, codec_kinds(varset), x, bound)
@@ -82,13 +94,13 @@ def fit_codec(
     decoded = Decoded(codec, len(x), side)
     for i, (column, (k, status)) in enumerate(zip(columns, bins, strict=True)):
         decoded.set(i, np.where(status == FIRST, column.values(k), np.where(status == ZERO, 0.0, x[:, i])))
-    codec.centre, spread = decoded.table.mean(axis=0), decoded.table.std(axis=0)
+    codec.centre, spread = decoded.table.mean(axis=1), decoded.table.std(axis=1)
     codec.spread = np.where(spread > 0, spread, 1.0)
-    decoded.table = (decoded.table - codec.centre) / codec.spread
+    decoded.table = (decoded.table - codec.centre[:, None]) / codec.spread[:, None]
     held = np.random.default_rng(seed).random(len(x)) < HELD_OUT
     for i, (k, status) in enumerate(bins):
         choice = _alone(k, status)
-        if predict and i > 0 and (status == FIRST).sum() > 100:
+        if i > 0 and (status == FIRST).sum() > 100:
             predictor = _train(decoded.features(i), k, status == FIRST, ~held, steps, seed + i)
             mean, cls = predictor(decoded.features(i))
             with_predictor = (predictor, *_tables(k - mean, status, cls, ~held))
@@ -147,11 +159,11 @@ def _train(features: np.ndarray, k: np.ndarray, regular: np.ndarray, fit: np.nda
 
     torch.manual_seed(seed)
     rows = np.flatnonzero(regular & fit)
-    inputs = torch.tensor(features[rows], dtype=torch.float32)
+    inputs = torch.tensor(features[:, rows].T, dtype=torch.float32)
     target = torch.tensor(k[rows], dtype=torch.float32)
     centre, scale = float(target.mean()), float(target.std()) + 1.0
     net = torch.nn.Sequential(
-        torch.nn.Linear(features.shape[1], HIDDEN),
+        torch.nn.Linear(features.shape[0], HIDDEN),
         torch.nn.ReLU(),
         torch.nn.Linear(HIDDEN, HIDDEN),
         torch.nn.ReLU(),
@@ -171,7 +183,7 @@ def _train(features: np.ndarray, k: np.ndarray, regular: np.ndarray, fit: np.nda
     weights = [p.detach().double().numpy().T.copy() if p.ndim == 2 else p.detach().double().numpy().copy() for p in net.parameters()]
     weights[-2] = weights[-2] * np.array([scale, 1.0])
     weights[-1] = weights[-1] * np.array([scale, 1.0]) + np.array([centre, np.log(scale)])
-    log_scale = Predictor(weights, np.array([]))._outputs(features)[:, 1]
+    log_scale = Predictor(weights, np.array([]))._outputs(features)[1]
     edges = np.quantile(log_scale[regular], np.linspace(0, 1, CLASSES + 1)[1:-1])
     return Predictor(weights, edges)
 
