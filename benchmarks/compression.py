@@ -156,6 +156,9 @@ def bytes_table(bundle, export_s: float) -> list[str]:
         rows += [(label, peer, size, None, decoded) for peer, (size, decoded) in peers.items()]
         alone = fit_independent(varset.names, kinds, x_train, bound)
         data = alone.encode(x_val)
+        rows.append(
+            (label, "quantisation + zstd (the coder's floor), each variable alone", _zstd_bins(alone, x_val) / n, None, alone.decode(data))
+        )
         rows.append((label, "quantisation + range coding, each variable alone", len(data) / n, None, alone.decode(data)))
         codec = bundle.codec(bound)
         data = codec.encode(x_val)
@@ -212,8 +215,11 @@ def bytes_table(bundle, export_s: float) -> list[str]:
         print(lines[-1], flush=True)
     learned = {b: s for b, w, s, _, _ in rows if w.startswith("**hpcsweep")}
     ratios = ", ".join(f"{learned[b] / sz3[b]:.2f}x SZ3's bytes at {b}" for b in learned if b in sz3)
+    more = next((s for b, w, s, _, _ in rows if w.startswith("learned predictors fitted on")), None)
     met = "1 %" in sz3 and learned["1 %"] <= 0.5 * sz3["1 %"]
     lines += ["", f"Goal: at most 0.5x SZ3's bytes per jet at 1 %: {'met' if met else '**not met**'} ({ratios})."]
+    if more is not None and "1 %" in sz3:
+        lines[-1] += f" Fitted on the larger sample's jets (the row 'learned predictors fitted on ...'): {more / sz3['1 %']:.2f}x."
     return lines
 
 
@@ -223,6 +229,22 @@ def _more_jets(varset) -> np.ndarray:
     from hpcsweep.data.generate import generate
 
     return load_jets(generate(MORE, data_root() / "generated", progress=False), varset).matrix()
+
+
+def _zstd_bins(codec, x: np.ndarray) -> int:
+    """Bytes of every column's bins (int32, zero/escape marked, escaped values as float64) after zstd -19, column by column."""
+    import zstandard
+
+    from hpcsweep.compress.codec import ESCAPE, FIRST
+
+    total = 0
+    for i, column in enumerate(codec.columns):
+        k, status = column.bins(x[:, i])
+        marked = np.where(status == FIRST, k, np.iinfo(np.int32).min + status.astype(np.int64)).astype(np.int32)
+        total += len(zstandard.ZstdCompressor(level=19).compress(marked.tobytes()))
+        if (status == ESCAPE).any():
+            total += len(zstandard.ZstdCompressor(level=19).compress(x[status == ESCAPE, i].tobytes()))
+    return total
 
 
 def _max_error(original: np.ndarray, decoded: np.ndarray, kind: str) -> float:
@@ -255,13 +277,16 @@ if sys.argv[1] == "compress":
     summary = compress_file(Path(sys.argv[3]), bundle, 0.01, Path(sys.argv[4]), progress=False)
 else:
     summary = decompress_file(Path(sys.argv[3]), bundle, Path(sys.argv[4]), progress=False)
-print(summary.jets, summary.seconds, summary.total_bytes, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print(summary.jets, summary.seconds, summary.total_bytes, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+      resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 """
 
 
 def throughput_table(bundle_path: Path, folder: Path) -> list[str]:
+    from hpcsweep.compress.apply import PARALLEL_ABOVE
     from hpcsweep.compress.bundle import load_bundle
     from hpcsweep.data import load_jets, load_varset
+    from hpcsweep.resources import allocated_cores
 
     jets = load_jets(Path("data/generated/qcd_n10000_s1_v1.root"), load_varset("generated")).matrix()
     codec = load_bundle(bundle_path).codec(0.01)
@@ -275,7 +300,8 @@ def throughput_table(bundle_path: Path, folder: Path) -> list[str]:
     lines = [
         "Flat ROOT files (one entry per jet: the 24 variables as float32/int32 and an event number, LZ4) of the default",
         "sample's jets repeated; `hpcsweep compress` at 1 % and `hpcsweep decompress` back to ROOT, each in a fresh process",
-        "(jets/s over the whole command: reading, coding, writing; peak RSS of that process).",
+        "(jets/s over the whole command: reading, coding in one worker process per core, writing; peak RSS: the command's",
+        "process plus each worker's peak).",
         "",
         "| jets | input (MB) | compressed (MB) | compress (jets/s) | peak RSS (MB) | decompress (jets/s) | peak RSS (MB) |",
         "|---:|---:|---:|---:|---:|---:|---:|",
@@ -289,8 +315,9 @@ def throughput_table(bundle_path: Path, folder: Path) -> list[str]:
             out = subprocess.run(
                 [sys.executable, "-c", CHILD, command, str(bundle_path), str(src), str(dst)], capture_output=True, text=True, check=True
             )
-            n_jets, seconds, _, rss = out.stdout.split()
-            measured.append((int(n_jets) / float(seconds), int(rss) / 1024))
+            n_jets, seconds, _, rss, worker_rss = out.stdout.split()
+            workers = allocated_cores() if src.stat().st_size > PARALLEL_ABOVE / (1 if command == "compress" else 8) else 0
+            measured.append((int(n_jets) / float(seconds), (int(rss) + workers * int(worker_rss)) / 1024))
         rates.append(measured)
         peaks.append((measured[0][1], measured[1][1]))
         lines.append(
@@ -300,15 +327,18 @@ def throughput_table(bundle_path: Path, folder: Path) -> list[str]:
         print(lines[-1], flush=True)
         for path in (source, packed, back):
             path.unlink()
-    slowest = min(min(r[0][0], r[1][0]) for r in rates)
+    met = [f"{size:,} jets" for size, r in zip(SIZES, rates, strict=True) if min(r[0][0], r[1][0]) >= 300_000]
+    missed = [f"{size:,} jets" for size, r in zip(SIZES, rates, strict=True) if min(r[0][0], r[1][0]) < 300_000]
     growth = max(peaks[-1][0] / peaks[0][0], peaks[-1][1] / peaks[0][1])
+    speed = "met" if not missed else "**not met**" if not met else f"met for {', '.join(met)}, **not met** for {', '.join(missed)}"
     lines += [
         "",
-        f"The codec alone, in memory, 1M jets in one chunk: encode {1e6 / encode_s:,.0f} jets/s, decode {1e6 / decode_s:,.0f} jets/s "
-        f"({len(data) / 1e6:.2f} B/jet).",
+        f"The codec alone, in this process (BLAS on every core), 1M jets in one chunk: encode {1e6 / encode_s:,.0f} jets/s, "
+        f"decode {1e6 / decode_s:,.0f} jets/s ({len(data) / 1e6:.2f} B/jet).",
         "",
-        f"Goals: at least 300,000 jets/s each way on 2 cores: {'met' if slowest >= 300_000 else '**not met**'} (slowest {slowest:,.0f} jets/s); "
-        f"peak memory flat in the file size: {'met' if growth < 1.2 else '**not met**'} ({growth:.2f}x for a {SIZES[-1] // SIZES[0]}x larger file).",
+        f"Goals: at least 300,000 jets/s each way on 2 cores: {speed} (the command's time includes starting the worker "
+        f"processes, about a second); peak memory flat in the file size: {'met' if growth < 1.2 else '**not met**'} "
+        f"({growth:.2f}x for a {SIZES[-1] // SIZES[0]}x larger file).",
     ]
     return lines
 

@@ -37,7 +37,7 @@ import numpy as np
 SAFETY = 0.999  # grid steps are shrunk by this, so float32 rounding of a decoded value stays within the bound
 ZERO, ESCAPE, FIRST = 0, 1, 2  # symbols: an exact zero, an escape, then the bins
 CLASSES = 12  # scale classes per predicted variable
-HIDDEN = 16
+HIDDEN = (16, 16)  # widths of a predictor's hidden layers
 MAX_ALPHABET = 4096
 LARGEST_BIN = 2.0**40  # bins (and predictions) beyond this are escapes
 BLOCK = 8192  # jets per block of a predictor's evaluation

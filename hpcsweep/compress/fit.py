@@ -162,13 +162,9 @@ def _train(features: np.ndarray, k: np.ndarray, regular: np.ndarray, fit: np.nda
     inputs = torch.tensor(features[:, rows].T, dtype=torch.float32)
     target = torch.tensor(k[rows], dtype=torch.float32)
     centre, scale = float(target.mean()), float(target.std()) + 1.0
-    net = torch.nn.Sequential(
-        torch.nn.Linear(features.shape[0], HIDDEN),
-        torch.nn.ReLU(),
-        torch.nn.Linear(HIDDEN, HIDDEN),
-        torch.nn.ReLU(),
-        torch.nn.Linear(HIDDEN, 2),
-    )
+    widths = [features.shape[0], *HIDDEN]
+    layers = [layer for a, b in zip(widths, widths[1:], strict=False) for layer in (torch.nn.Linear(a, b), torch.nn.ReLU())]
+    net = torch.nn.Sequential(*layers, torch.nn.Linear(widths[-1], 2))
     optimiser = torch.optim.Adam(net.parameters(), lr=3e-3)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=3e-3, total_steps=steps)
     generator = torch.Generator().manual_seed(seed)
