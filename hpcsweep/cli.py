@@ -139,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="bounds to fit a compressor for: '1%%' (relative for scale variables, absolute 0.01 for angles "
                              "and signed ones); repeat for several (default 1%% and 0.1%%)")  # fmt: skip
     export.add_argument("--steps", type=int, default=600, metavar="N", help="training steps of each variable's predictor (default 600)")
+    export.add_argument("--onnx", action="store_true", help="also write BUNDLE.encoder.onnx and BUNDLE.decoder.onnx (normalised "
+                                                           "inputs/outputs, dynamic batch axis; needs the extra 'onnx')")  # fmt: skip
     _add_results_option(export)
     export.set_defaults(handler=cmd_export)
 
@@ -160,6 +162,17 @@ def build_parser() -> argparse.ArgumentParser:
     decompress.add_argument("--model", required=True, metavar="BUNDLE.h5", help="the bundle it was compressed with")
     decompress.add_argument("-o", "--output", required=True, metavar="RECO.root", help="the file to write (.root or .parquet)")
     decompress.set_defaults(handler=cmd_decompress)
+
+    score = commands.add_parser("score", help="write each jet's anomaly score (the AE's reconstruction error) beside a file's branches",
+                                description="The bundle's AE applied to a ROOT or Parquet file (flat or jagged), chunk by chunk: "
+                                            "the output is the input's tree with one more branch, anomaly_score, each jet's "
+                                            "mean squared reconstruction error in the trial's reference space (NaN outside "
+                                            "the variable set's cuts). Larger: less like the jets the AE learned.")  # fmt: skip
+    score.add_argument("input", help="a ROOT or Parquet file")
+    score.add_argument("--model", required=True, metavar="BUNDLE.h5", help="a bundle made by 'hpcsweep export'")
+    score.add_argument("--tree", help="tree or RNTuple to read (default: the variable set's, or the only one)")
+    score.add_argument("-o", "--output", required=True, metavar="OUT.root", help="the file to write (.root or .parquet)")
+    score.set_defaults(handler=cmd_score)
 
     data = commands.add_parser("data", help="generate and inspect jet data")
     data_commands = data.add_subparsers(title="data commands", metavar="COMMAND")
@@ -497,7 +510,7 @@ def cmd_rerun_best(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from hpcsweep.config import DataConfig
+    from hpcsweep.config import DataConfig, EvaluationConfig
     from hpcsweep.data import prepare
     from hpcsweep.data.read import data_version, open_cache
     from hpcsweep.store import read_summary
@@ -508,6 +521,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise UserError(f"{path}: no such trial file (they live in results/<sweep>/trials/)")
     config = read_summary(path)["config"]
     data = DataConfig.model_validate(config["data"])
+    signals = None  # re-evaluating the validation split also re-evaluates the default signals (anomaly figures of merit)
     other = args.source or (args.signal if args.signal and not _is_number(args.signal) else None)
     if other:  # another file, read with the trial's variable set
         folder = prepare(DataConfig.model_validate({**data.model_dump(), "source": other}, context={"base": Path.cwd()}))
@@ -524,6 +538,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         folder = prepare(data)
         label, split = args.label or "validation", True
+        signals = {name: str(prepare(signal)) for name, signal in EvaluationConfig().signal_data(data).items()}
         trained_on, now = config.get("data_version", ""), data_version(open_cache(folder).meta)
         if trained_on and trained_on != now:
             raise UserError(
@@ -531,7 +546,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 "be rebuilt; evaluate another file with --source FILE"
             )
     try:
-        summary = evaluate_stored(path, label, open_cache(folder), split)
+        summary = evaluate_stored(path, label, open_cache(folder), split, signals=signals)
     except ValueError as err:
         raise UserError(str(err)) from None
     _print_evaluation(label, summary)
@@ -587,7 +602,7 @@ def _bound(text: str) -> float:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from hpcsweep.compress.export import DEFAULT_BOUNDS, best_trial, export_bundle
+    from hpcsweep.compress.export import DEFAULT_BOUNDS, best_trial, export_bundle, export_onnx
     from hpcsweep.store import trial_path
 
     if (args.z is None) == (args.trial is None):
@@ -598,6 +613,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     if not path.is_file():
         raise UserError(f"{path}: no such trial in {results_dir}")
     bounds = tuple(dict.fromkeys(args.max_error or DEFAULT_BOUNDS))
+    if args.onnx:
+        for written in export_onnx(path, Path(args.output).with_suffix("")):
+            print(f"written: {written}")
     digest = export_bundle(path, Path(args.output), bounds, steps=args.steps)
     print(f"trial {trial_id} -> {args.output} ({Path(args.output).stat().st_size / 1e6:.2f} MB, {digest[:19]}...), "
           f"compressors at {', '.join(f'{100 * b:g}%' for b in bounds)}")  # fmt: skip
@@ -625,6 +643,17 @@ def cmd_decompress(args: argparse.Namespace) -> int:
     summary = decompress_file(Path(args.input), load_bundle(args.model), Path(args.output))
     print(f"{summary.jets:,} jets in {summary.entries:,} entries -> {args.output} ({summary.total_bytes / 1e6:.2f} MB), "
           f"{summary.jets / summary.seconds:,.0f} jets/s")  # fmt: skip
+    for note in summary.notes:
+        print(f"note: {note}")
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from hpcsweep.compress.bundle import load_bundle
+    from hpcsweep.compress.score import score_file
+
+    summary = score_file(Path(args.input), load_bundle(args.model), Path(args.output), tree=args.tree)
+    print(f"{summary.jets:,} jets in {summary.entries:,} entries scored -> {args.output}, {summary.jets / summary.seconds:,.0f} jets/s")
     for note in summary.notes:
         print(f"note: {note}")
     return 0

@@ -213,6 +213,17 @@ class EvaluationConfig(_Section):
             )
         return {Path(s).stem if isinstance(s, str) else f"zprime{s:g}": s for s in signals}
 
+    def signal_data(self, data: DataConfig) -> dict[str, DataConfig]:
+        """Label -> the data config of each signal: a file of the user's read like `data`, or a generated Z' sample."""
+        return {
+            label: data.model_copy(
+                update={"source": signal}
+                if isinstance(signal, str)
+                else {"process": "zprime", "zprime_mass": signal, "events": self.signal_events}
+            )
+            for label, signal in self.signal_labels(data).items()
+        }
+
 
 class TrialConfig(_Section):
     """Everything that determines a trial's result, and nothing else.
@@ -396,11 +407,11 @@ class SweepConfig(_Section):
     space: dict[str, Any] = Field(default_factory=dict, description="random/tpe: key -> list of choices or {low, high, log, step}")
     pruner: Literal["none", "median", "hyperband"] = "none"
     search_seed: int = 0
-    rank_by: Literal["reference_mse", "val_loss", "residual_width", "bytes"] = Field(
+    rank_by: Literal["reference_mse", "val_loss", "residual_width", "bytes", "auc"] = Field(
         "reference_mse",
         description="what ranks trials: the MSE in the reference space, the training loss (in each trial's own normalisation), "
-        "the mean residual 68 % half-width of rank_variables, or the bytes per jet of the AE as an error-bounded compressor "
-        "(every value within evaluation.max_error)",
+        "the mean residual 68 % half-width of rank_variables, the bytes per jet of the AE as an error-bounded compressor "
+        "(every value within evaluation.max_error), or 1 - the mean ROC AUC of the reconstruction error over the signals",
     )
     rank_variables: list[str] | None = Field(None, description="residual_width: the variables averaged (default: every continuous one)")
     max_attempts: PositiveInt = Field(

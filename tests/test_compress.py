@@ -26,13 +26,14 @@ from .conftest import QCD
 from .test_own_data import ATLAS4, _write
 
 
-def _export(tmp_path_factory, sweep_text: str, folder: Path, *bounds: str) -> Path:
+def _export(tmp_path_factory, sweep_text: str, folder: Path, *bounds: str, onnx: bool = False) -> Path:
     sweep = folder / "sweep.yaml"
     sweep.write_text(sweep_text)
     results = tmp_path_factory.mktemp("results")
     assert main(["sweep", str(sweep), "--results", str(results), "--no-review"]) == 0
     bundle = folder / "model.h5"
     options = [arg for bound in bounds for arg in ("--max-error", bound)]
+    options += ["--onnx"] if onnx else []
     assert main(["export", "s", "--results", str(results), "--z", "4", "-o", str(bundle), "--steps", "150", *options]) == 0
     return bundle
 
@@ -46,7 +47,7 @@ def generated_bundle(tmp_path_factory, qcd_file) -> Path:
         "model: {hidden: [32, 32], latent: 4}\ntrain: {epochs: 5, batch_size: 256}\n"
         "dispatch: {executor: debug}\nevaluation: {timing_repeats: 1, signals: []}\n"
     )
-    return _export(tmp_path_factory, text, folder, "1%", "0.1%")
+    return _export(tmp_path_factory, text, folder, "1%", "0.1%", onnx=True)
 
 
 @pytest.fixture(scope="module")
@@ -289,3 +290,66 @@ def test_worker_processes_write_the_same_bytes_as_one_process(generated_bundle, 
     assert len(list(apply.read_compressed(tmp_path / "two.hpcz")[1])) > 2, "several chunks, so both workers coded some"
     apply.decompress_file(tmp_path / "two.hpcz", bundle, tmp_path / "back.root", progress=False)
     _assert_same_tree(qcd_file, tmp_path / "back.root", "events", load_varset("generated"), 0.01)
+
+
+def test_the_onnx_encoder_and_decoder_reproduce_torch_on_validation_jets(generated_bundle, qcd_file):
+    """onnxruntime runs the exported halves (normalised jets in, latents out, and back) on real jets: the same
+    numbers as torch to float32 precision, for any number of jets."""
+    ort = pytest.importorskip("onnxruntime")
+    import torch
+
+    from hpcsweep.config import ModelConfig
+    from hpcsweep.data.normalize import Normaliser
+    from hpcsweep.trial.models import build_model
+
+    bundle = load_bundle(generated_bundle)
+    model = build_model(ModelConfig.model_validate(bundle.texts["config"]["model"]), len(bundle.varset.names))
+    model.load_state_dict(
+        {k.removeprefix("weights/"): torch.from_numpy(np.asarray(v)) for k, v in bundle.arrays.items() if k.startswith("weights/")}
+    )
+    model.eval()
+    x = Normaliser.from_dict(bundle.texts["normaliser"]["model"]).transform(load_jets(qcd_file, bundle.varset).matrix())
+    encoder = ort.InferenceSession(str(generated_bundle.with_name("model.encoder.onnx")))
+    decoder = ort.InferenceSession(str(generated_bundle.with_name("model.decoder.onnx")))
+    assert [i.name for i in encoder.get_inputs()] == ["x"] and encoder.get_inputs()[0].shape == ["jets", 24]
+    latent = encoder.run(["latent"], {"x": x})[0]
+    decoded = decoder.run(["x"], {"latent": latent})[0]
+    with torch.no_grad():
+        expected_latent = model.encode(torch.from_numpy(x)).numpy()
+        expected = model.decode(torch.from_numpy(latent)).numpy()
+    assert latent.shape == (len(x), 4) and decoder.run(["x"], {"latent": latent[:3]})[0].shape == (3, 24)
+    assert np.abs(latent - expected_latent).max() < 1e-4 and np.abs(decoded - expected).max() < 1e-4
+
+
+def test_score_writes_each_jets_anomaly_score_beside_the_input_flat_or_jagged(
+    generated_bundle, own, own_bundle, qcd_file, tmp_path, capsys
+):
+    """The score branch follows the jets (jagged with their counter, or flat); every input branch is kept; the
+    scores are the evaluation's per-jet reference-space errors (their mean is the reference MSE); NaN outside cuts."""
+    from hpcsweep.compress.score import SCORE, Scorer
+    from hpcsweep.trial.evaluate import evaluate_dataset
+
+    out = tmp_path / "scored.root"
+    assert main(["score", str(qcd_file), "--model", str(generated_bundle), "-o", str(out)]) == 0
+    source, scored = uproot.open(qcd_file)["events"], uproot.open(out)["events"]
+    assert scored.keys() == [*source.keys(), SCORE] and scored[SCORE].count_branch.name == "njet"
+    before, after = source.arrays(), scored.arrays()
+    for name in before.fields:
+        np.testing.assert_array_equal(ak.flatten(before[name], axis=None), ak.flatten(after[name], axis=None))
+    scores = ak.to_numpy(ak.flatten(after[SCORE]))
+    eta = ak.to_numpy(ak.flatten(before["jet_eta"]))
+    assert np.array_equal(np.isnan(scores), np.abs(eta) >= 4.5), "NaN exactly for the jets outside the cuts"
+    bundle = load_bundle(generated_bundle)
+    scorer = Scorer(bundle)
+    table = load_jets(qcd_file, bundle.varset).matrix()
+    summary, _, _ = evaluate_dataset(scorer.model, scorer.normaliser, scorer.physics, table)
+    assert np.nanmean(scores) == pytest.approx(summary["reference_mse"], rel=1e-4)
+
+    flat = tmp_path / "scored.parquet"
+    assert main(["score", str(own / "jets.parquet"), "--model", str(own_bundle), "-o", str(flat)]) == 0
+    table = ak.from_parquet(flat)
+    assert table.fields == [*ak.from_parquet(own / "jets.parquet").fields, SCORE] and table[SCORE].ndim == 1
+    assert np.isfinite(ak.to_numpy(table[SCORE])).all()
+    assert main(["score", str(qcd_file), "--model", str(own_bundle), "-o", str(tmp_path / "x.root")]) == 2
+    _one_line_error(capsys, "has no branch for variable 'm'")
+    assert not (tmp_path / "x.root").exists()

@@ -119,7 +119,7 @@ def reviewed(tmp_path_factory, qcd_file) -> Path:
     return results
 
 
-FIGURES = {"loss_vs_latent", "grid_summary", "training_curves", "residuals_vs_latent", "timing_vs_latent", "rate_distortion"}
+FIGURES = {"loss_vs_latent", "grid_summary", "training_curves", "residuals_vs_latent", "timing_vs_latent", "rate_distortion", "roc"}
 PER_TRIAL = {"inputs", "residuals", "corner", "dijet"}
 
 
@@ -132,6 +132,7 @@ def test_aggregate_writes_every_table_in_three_formats_and_every_figure_in_two(r
         "baselines_per_latent",
         "compression_per_latent",
         "compressors",
+        "anomaly_per_latent",
         "data_versions",
         "evaluations",
     }
@@ -355,3 +356,27 @@ def test_a_config_key_with_a_slash_gets_its_table_files_inside_the_folder(hostil
     tex = csv.with_suffix(".tex").read_text()
     assert f"\\label{{tab:{csv.stem}}}" in tex and f"\\caption{{Best and median reference MSE by train.{PATH_KEY}}}" in tex
     assert "(68 \\% half-width; jets within 1 \\%)" in (hostile / "tables" / "residuals_per_latent.tex").read_text(), "LaTeX text"
+
+
+def test_rank_by_auc_picks_the_best_detector_per_z_beside_the_mse_ranking(reviewed, tmp_path):
+    """The same trials ranked as anomaly detectors (1 - AUC of the reconstruction error, Z' 350 against the
+    validation jets) instead of by reference MSE: each z's best is its trial of highest AUC."""
+    from hpcsweep.sweep import kept_sweep
+
+    folder = tmp_path / "review"
+    shutil.copytree(reviewed / "review", folder)
+    summaries, _ = scan(folder)
+    frame = pd.DataFrame(
+        {"z": s["config"]["model"]["latent"], "auc": s["metrics"]["anomaly"]["zprime350"]["auc"], "mse": s["metrics"]["reference_mse"]}
+        for s in summaries.values()
+    )
+    assert frame["auc"].between(0, 1).all() and len(frame) == 4
+    aggregate(folder, plot=False, definition=kept_sweep(folder).model_copy(update={"rank_by": "auc"}))
+    best = pd.read_csv(folder / "tables" / "best_per_latent.csv")
+    for z, group in frame.groupby("z"):
+        row = best[best["Latent space dimensions"] == z]
+        assert row["1 - AUC"].item() == pytest.approx(1 - group["auc"].max(), abs=1e-3), "the best detector at each z"
+        assert float(row["Reference MSE"].item()) == pytest.approx(group.loc[group["auc"].idxmax(), "mse"], rel=1e-3)
+    table = pd.read_csv(folder / "tables" / "anomaly_per_latent.csv")
+    assert set(table["signal"]) == {"zprime350"} and len(table) == 4  # best and median at two z
+    assert table["AUC"].between(0, 1).all()

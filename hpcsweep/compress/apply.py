@@ -68,13 +68,13 @@ def compress_file(
     model = {_find_branch(v.name, v.branches, varset.prefixes, file.available, file.path, file.tree): v for v in varset.variables}
     summary, started = Summary(), time.perf_counter()
     with (
-        _atomic(output) as out,
+        atomic(output) as out,
         _Coders(bundle, bound, file.path.stat().st_size > PARALLEL_ABOVE) as coders,
         tqdm(total=file.n_entries, desc=f"compressing {file.path.name}", unit="entry", disable=not progress) as bar,
     ):
         out.write(MAGIC)
         header: dict[str, Any] | None = None
-        kind, branches, counters = _layout(file)
+        kind, branches, counters = layout(file)
 
         def write(chunk: tuple[Any, dict[str, bytes], int, int]) -> None:
             future, sections, entries, n_jets = chunk
@@ -85,7 +85,7 @@ def compress_file(
 
         for arrays, start, stop in file.iterate(branches, step_size):
             if header is None:
-                header = _header(file, kind, counters, arrays, model, bundle, bound)
+                header = header_of(file, kind, counters, arrays, model, bundle, bound)
                 _write(out, HEADER, json.dumps(header).encode())
             coded, sections, n_jets = _split_chunk(arrays, model, varset, summary)
             coders.queue((coders.submit(_encode, coded), sections, stop - start, n_jets), write)
@@ -101,7 +101,7 @@ def compress_file(
     return summary
 
 
-def _layout(file) -> tuple[str, list[str], dict[str, str]]:
+def layout(file) -> tuple[str, list[str], dict[str, str]]:
     """The input's kind ('ROOT TTree', 'ROOT RNTuple', 'Parquet'), the branches to carry, and jagged branch -> counter.
 
     A TTree's counters are left out of the branches: uproot writes them back for their jagged groups.
@@ -117,7 +117,7 @@ def _layout(file) -> tuple[str, list[str], dict[str, str]]:
     return "ROOT TTree", [name for name in tree.keys(recursive=False) if name not in set(counters.values())], counters
 
 
-def _header(file, kind: str, counters: dict[str, str], arrays, model: dict, bundle: Bundle, bound: float) -> dict[str, Any]:
+def header_of(file, kind: str, counters: dict[str, str], arrays, model: dict, bundle: Bundle, bound: float) -> dict[str, Any]:
     branches = []
     for name in arrays.fields:
         array = arrays[name]
@@ -160,12 +160,13 @@ def _leaf_dtype(array) -> str:
         return "object"
 
 
-def _split_chunk(arrays, model: dict, varset, summary: Summary) -> tuple[np.ndarray, dict[str, bytes], int]:
-    """The jets of a chunk to code (physical units, inside the cuts), the chunk's other parts packed, and its jets."""
+def model_columns(arrays, model: dict) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray]]:
+    """A chunk's model branches as (jets x variables) float64 file values, the jets per entry (None: flat), and
+    where optional branches miss a value (coded as NaN)."""
     import awkward as ak
 
     names = list(model)
-    missing: dict[str, np.ndarray] = {}  # optional model branch -> where a value is missing (coded as NaN)
+    missing: dict[str, np.ndarray] = {}
     first = arrays[names[0]]
     counts = ak.to_numpy(ak.num(first)) if first.ndim > 1 else None
     columns = []
@@ -177,9 +178,14 @@ def _split_chunk(arrays, model: dict, varset, summary: Summary) -> tuple[np.ndar
         columns.append(ak.to_numpy(ak.fill_none(flat, np.nan) if _optional(array) else flat).astype(np.float64))
         if _optional(array):
             missing[name] = ak.to_numpy(ak.is_none(flat))
-    raw = np.stack(columns, axis=1) if columns else np.zeros((0, 0))
-    physical = raw * np.array([model[n].unit_scale for n in names])
-    kept = _in_cuts(physical, varset)
+    return (np.stack(columns, axis=1) if columns else np.zeros((0, 0))), counts, missing
+
+
+def _split_chunk(arrays, model: dict, varset, summary: Summary) -> tuple[np.ndarray, dict[str, bytes], int]:
+    """The jets of a chunk to code (physical units, inside the cuts), the chunk's other parts packed, and its jets."""
+    raw, counts, missing = model_columns(arrays, model)
+    physical = raw * np.array([v.unit_scale for v in model.values()])
+    kept = in_cuts(physical, varset)
     sections = {"kept": _zstd(np.packbits(kept).tobytes()), "lossless": _zstd(raw[~kept].tobytes())}
     if counts is not None:
         sections["counts"] = _zstd(counts.astype("<i8").tobytes())
@@ -210,7 +216,7 @@ def _sections(payload: bytes) -> tuple[int, int, dict[str, bytes]]:
     return entries, n_jets, sections
 
 
-def _in_cuts(physical: np.ndarray, varset) -> np.ndarray:
+def in_cuts(physical: np.ndarray, varset) -> np.ndarray:
     """Jets the model was trained on: finite, and passing the variable set's cuts (float32, as when read)."""
     import pandas as pd
 
@@ -237,11 +243,11 @@ def decompress_file(source: Path, bundle: Bundle, output: Path, progress: bool =
             f"not {bundle.path} (trial {bundle.trial_id}, {bundle.checksum[:19]}...)"
         )
     summary, started = Summary(), time.perf_counter()
-    writer = _writer_for(output, header)
+    writer = writer_for(output, header)
     names = bundle.codec(header["bound"]).names
     parallel = Path(source).stat().st_size > PARALLEL_ABOVE / 8
     with (
-        _atomic(output, binary=False) as tmp,
+        atomic(output, binary=False) as tmp,
         _Coders(bundle, header["bound"], parallel) as coders,
         tqdm(desc=f"decompressing {Path(source).name}", unit="chunk", disable=not progress) as bar,
     ):
@@ -390,7 +396,7 @@ class _ParquetWriter:
             self.writer.close()
 
 
-def _writer_for(output: Path, header: dict[str, Any]):
+def writer_for(output: Path, header: dict[str, Any]):
     if output.suffix == ".root":
         return _RootWriter(header)
     if output.suffix == ".parquet":
@@ -481,7 +487,7 @@ class _Coders:
 
 
 # --- records and helpers --------------------------------------------------------------------------
-class _atomic:
+class atomic:
     """Write to a temporary beside `path`, renamed into place only when the block ends without error."""
 
     def __init__(self, path: Path, binary: bool = True):

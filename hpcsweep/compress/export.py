@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 
 from hpcsweep.compress.bundle import bound_label, write_bundle
 from hpcsweep.errors import UserError
+from hpcsweep.files import temp_path
 
 DEFAULT_BOUNDS = (0.01, 0.001)
 
@@ -84,3 +86,51 @@ def export_bundle(
     }
     discrete = {k.removeprefix("discrete/"): v for k, v in record.arrays.items() if k.startswith("discrete/")}
     return write_bundle(output, texts, record.weights, discrete, codecs)
+
+
+def export_onnx(trial_file: Path, stem: Path) -> tuple[Path, Path]:
+    """The trial's encoder and decoder as `<stem>.encoder.onnx` (input `x`: jets x variables in the trial's normalised
+    space -> `latent`) and `<stem>.decoder.onnx` (`latent` -> `x`), with a dynamic batch axis `jets`.
+
+    The normalisation stays a separate step (its parameters are the bundle's `normaliser`, docs/compression.md):
+    the variable set's transforms and the fitted centre/scale are applied before the encoder and inverted after
+    the decoder, and discrete variables rounded to their table, as hpcsweep does.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("onnxscript") is None:
+        raise UserError("--onnx needs the optional extra 'onnx': pip install 'hpcsweep[onnx]' (make installs it)")
+    import torch
+
+    from hpcsweep.trial import load_trained
+
+    record, model, _, _ = load_trained(trial_file)
+    n_inputs, latent = len(record.varset["variables"]), record.config["model"]["latent"]
+
+    class Encoder(torch.nn.Module):
+        def forward(self, x):
+            return model.encode(x)
+
+    class Decoder(torch.nn.Module):
+        def forward(self, z):
+            return model.decode(z)
+
+    paths = (stem.with_name(f"{stem.name}.encoder.onnx"), stem.with_name(f"{stem.name}.decoder.onnx"))
+    halves = ((Encoder(), n_inputs, "x", "latent"), (Decoder(), latent, "latent", "x"))
+    for path, (half, width, name_in, name_out) in zip(paths, halves, strict=True):
+        program = torch.onnx.export(
+            half.eval(),
+            (torch.zeros(2, width),),
+            input_names=[name_in],
+            output_names=[name_out],
+            dynamic_shapes=({0: torch.export.Dim("jets")},),
+            dynamo=True,
+            verbose=False,
+        )
+        tmp = temp_path(path)
+        try:
+            program.save(str(tmp))
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return paths

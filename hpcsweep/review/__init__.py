@@ -26,6 +26,7 @@ from hpcsweep.review import plots
 from hpcsweep.review.report import write_report
 from hpcsweep.review.stability import rerun_groups, stability_table
 from hpcsweep.review.tables import (
+    anomaly_table,
     baselines_table,
     best_and_median,
     comparison_table,
@@ -213,6 +214,12 @@ def _add_tables(review: Review, frame, best, median, evaluations, summaries, ran
             "on the same validation jets; the last column gives each one's bound",
             compressors_table(best, evaluations, varset),
         )
+    if len(best) and any(summaries[t]["metrics"].get("anomaly") for t in best["trial_id"]):
+        tables["anomaly_per_latent"] = (
+            "Anomaly detection: the per-jet reconstruction error (reference space) of each signal's jets against the "
+            "validation jets, for the best and the median network per latent dimension",
+            anomaly_table(best, median, summaries),
+        )
     for stem, (title, table) in tables.items():
         _add_table(review, stem, title, table)
 
@@ -265,6 +272,10 @@ def _add_figures(
         ]  # fmt: skip
     else:
         review.warnings.append("the best trials have no stored evaluation: no residual, timing or rate-distortion figures")
+    curves = {t.latent: records[t.trial_id].arrays for t in best.itertuples() if t.trial_id in records}
+    if any(k.endswith("/roc_signal_efficiency") for arrays in curves.values() for k in arrays):
+        sweep_figures.append(("Figures of the sweep", "Anomaly detection: ROC of the reconstruction error, best trial per latent dimension",
+                              lambda p: plots.roc_curves(curves, p), "roc"))  # fmt: skip
     done = frame[frame["state"] == "done"].drop(columns=["failure"]).to_json()
     stamp = [done, {t: _mtime(review, t) for t in records}, ranking.description, __version__]  # what the sweep figures show
     for section, title, draw, stem in sweep_figures:

@@ -266,6 +266,25 @@ def rate_distortion(best: pd.DataFrame, evaluations: dict[str, dict[str, Any]], 
     return path
 
 
+def roc_curves(curves: dict[int, dict[str, np.ndarray]], path: Path) -> Path:
+    """Background rejection (1/efficiency) versus signal efficiency of the reconstruction error, one panel per
+    signal, one curve per latent dimension (the best trial's)."""
+    labels = sorted({k.split("/")[0] for arrays in curves.values() for k in arrays if k.endswith("/roc_signal_efficiency")})
+    with _figure(path, **_panels(len(labels), columns=min(len(labels), 3), size=5.0)) as (_, axes):
+        for ax, label in zip(axes.flat, labels, strict=False):
+            for latent, arrays in sorted(curves.items()):
+                if f"{label}/roc_signal_efficiency" not in arrays:
+                    continue
+                signal, background = arrays[f"{label}/roc_signal_efficiency"], arrays[f"{label}/roc_background_efficiency"]
+                keep = background > 0
+                ax.plot(signal[keep], 1 / background[keep], label=f"z={int(latent)}")
+            ax.plot([0, 1], [1, 1], ":", color="grey", label="no separation")
+            ax.set(yscale="log", xlabel="Signal efficiency", ylabel="Background rejection (1/efficiency)", title=label, xlim=(0, 1))
+            ax.legend(fontsize="x-small")
+        _hide_unused(axes, len(labels))
+    return path
+
+
 def inputs_vs_decoded(arrays: dict[str, np.ndarray], varset: VarSet, path: Path, title: str) -> Path:
     """Input and decoded distributions of every variable, with a decoded/input ratio panel (Figs. 2.15/2.16)."""
     from matplotlib.ticker import NullFormatter

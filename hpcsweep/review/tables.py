@@ -122,7 +122,7 @@ def thesis_table(picks: pd.DataFrame, axes: list[str] | None = None, ranking: Ra
         table[axis] = picks[axis].map(lambda v: "" if v is None or (isinstance(v, float) and pd.isna(v)) else str(v))
     table["Validation loss (own normalisation)"] = picks["val_mse"].map(_sci)
     table["Reference MSE"] = picks["reference_mse"].map(_sci)
-    if ranking.rank_by in ("residual_width", "bytes"):
+    if ranking.rank_by in ("residual_width", "bytes", "auc"):
         table[ranking.label] = picks["rank"].map(lambda v: "" if pd.isna(v) else f"{v:.4g}")
     table["Epoch of best"] = picks["best_epoch"].astype(int)
     table["Training time"] = picks["train_time_s"].map(lambda s: str(timedelta(seconds=round(s))))
@@ -380,3 +380,29 @@ def evaluations_table(summaries: dict[str, dict[str, Any]], trial_ids: list[str]
                 }
             )
     return pd.DataFrame(rows)
+
+
+def anomaly_table(best: pd.DataFrame, median: pd.DataFrame, summaries: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """Per z, signal and pick (best, median trial): how well the per-jet reconstruction error tells the signal's jets
+    from the validation (background) jets: ROC AUC and background rejection at 50 % and 10 % signal efficiency."""
+    rows = []
+    for (_, top), (_, middle) in zip(best.iterrows(), median.iterrows(), strict=True):
+        for pick, trial in (("best", top), ("median", middle)):
+            metrics = summaries[trial["trial_id"]]["metrics"]
+            for label, result in (metrics.get("anomaly") or {}).items():
+                rows.append(
+                    {
+                        "Latent space dimensions": int(trial["latent"]),
+                        "trial": f"{pick} ({trial['trial_id']})",
+                        "signal": label,
+                        "reference MSE": _sci(metrics.get("reference_mse")),
+                        "AUC": f"{result['auc']:.3f}",
+                        "rejection at 50 %": _rejection(result.get("rejection_at_50"), result["n_background"]),
+                        "rejection at 10 %": _rejection(result.get("rejection_at_10"), result["n_background"]),
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def _rejection(value: float | None, n_background: int) -> str:
+    return f"> {n_background:,}" if value is None else f"{value:.3g}"

@@ -276,13 +276,7 @@ def _specs(sweep: SweepConfig, todo: list[PlannedTrial], results_dir: Path, sour
     specs = []
     for item in todo:
         data = item.config.data
-        signals = {}
-        for label, signal in sweep.evaluation.signal_labels(data).items():
-            if isinstance(signal, str):  # a file of the user's, read like the training data
-                update: dict[str, Any] = {"source": signal}
-            else:  # a generated Z' sample for the dijet-mass check
-                update = {"process": "zprime", "zprime_mass": signal, "events": sweep.evaluation.signal_events}
-            signals[label] = str(datasets.folder(data.model_copy(update=update)))
+        signals = {label: str(datasets.folder(signal)) for label, signal in sweep.evaluation.signal_data(data).items()}
         specs.append(
             TrialSpec(
                 trial_id=item.trial_id,

@@ -36,6 +36,10 @@ class Ranking:
             description = "validation loss in each trial's own normalisation"
         elif sweep.rank_by == "residual_width":
             description = "mean residual 68 % half-width of " + ", ".join(variables)
+        elif sweep.rank_by == "auc":
+            description = (
+                "1 - ROC AUC of the per-jet reconstruction error (reference space), signal against validation jets, mean over the signals"
+            )
         elif sweep.rank_by == "bytes":
             description = (
                 f"bytes per jet of the AE as an error-bounded compressor, every value within {100 * sweep.evaluation.max_error:g} %"
@@ -56,6 +60,7 @@ class Ranking:
             "reference_mse": "Reference MSE",
             "residual_width": "Mean residual width",
             "bytes": "Bytes/jet",
+            "auc": "1 - AUC",
         }[self.rank_by]
 
     @property
@@ -66,6 +71,7 @@ class Ranking:
             "reference_mse": "reference MSE",
             "residual_width": "mean residual width",
             "bytes": "bytes per jet (bounded)",
+            "auc": "1 - mean signal AUC",
         }[self.rank_by]
 
 
@@ -82,6 +88,9 @@ def rank_value(metrics: dict[str, Any], rank_by: str, variables: list[str]) -> f
         return _number(metrics.get("reference_mse"))
     if rank_by == "bytes":
         return _number(metrics.get("bytes_per_jet"))
+    if rank_by == "auc":
+        aucs = [_number(result.get("auc")) for result in (metrics.get("anomaly") or {}).values()]
+        return 1 - sum(aucs) / len(aucs) if aucs else math.nan
     widths = [_number(metrics.get("residual_width", {}).get(name)) for name in variables]
     return sum(widths) / len(widths) if widths else math.nan
 

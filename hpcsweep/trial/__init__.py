@@ -25,6 +25,7 @@ from hpcsweep.store import TrialRecord, close_attempt, ended_attempts, read_tria
 from hpcsweep.trial.evaluate import (
     WITHIN,
     Physics,
+    anomaly,
     bounded_compression,
     compression,
     evaluate_dataset,
@@ -105,6 +106,7 @@ def run_trial(spec: TrialSpec, threads: int | None = None, log=print, report=Non
         "n_val": len(x_val),
         "n_variables": x.shape[1],
         **validation_metrics(evaluation.get("validation", {})),
+        "anomaly": anomaly_metrics(evaluation),
     }
     results = Path(spec.results_dir)
     if still_ours is not None and not still_ours():
@@ -150,7 +152,7 @@ def evaluate_trial(
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The validation split with baselines, compression (also as an error-bounded compressor at `bound`) and timing;
     then each signal sample (label -> cache)."""
-    summary, hists, _ = evaluate_dataset(model, normaliser, physics, x_val)
+    summary, hists, decoded_val = evaluate_dataset(model, normaliser, physics, x_val)
     arrays = {f"validation/{k}": v for k, v in hists.items()}
     latent_size = model.latent
     train_norm, val_norm = normaliser.transform(x_train), normaliser.transform(x_val)
@@ -181,11 +183,14 @@ def evaluate_trial(
     summary["compression"]["mse_float16_latent"] = float(((from_half - val_tensor) ** 2).mean(dtype=torch.float64))
     summary["timing"] = timing(model, val_tensor, timing_repeats)
     evaluation = {"validation": summary}
+    background = physics.reference_errors(x_val, decoded_val)
     for label, folder in signals.items():
         signal = open_cache(folder)
-        evaluation[label], signal_arrays, _ = evaluate_dataset(model, normaliser, physics, signal.matrix(), signal.event, signal.rank)
+        x_signal = signal.matrix()
+        evaluation[label], signal_arrays, decoded = evaluate_dataset(model, normaliser, physics, x_signal, signal.event, signal.rank)
         evaluation[label]["source"] = signal.meta.get("source", "")
-        arrays.update({f"{label}/{k}": v for k, v in signal_arrays.items()})
+        evaluation[label]["anomaly"], curve = anomaly(background, physics.reference_errors(x_signal, decoded))
+        arrays.update({f"{label}/{k}": v for k, v in (signal_arrays | curve).items()})
     return evaluation, arrays
 
 
@@ -202,6 +207,11 @@ def validation_metrics(validation: dict[str, Any]) -> dict[str, Any]:
     }
     within = {name: r["within_tolerance"] for name, r in stats.items() if "within_tolerance" in r}
     return metrics | ({"within_tolerance": within, "tolerance": {n: stats[n]["tolerance"] for n in within}} if within else {})
+
+
+def anomaly_metrics(evaluation: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Signal label -> AUC and rejections of the reconstruction error against the validation (background) jets."""
+    return {label: result["anomaly"] for label, result in evaluation.items() if result.get("anomaly")}
 
 
 def _reference_record(physics: Physics) -> dict[str, Any]:
@@ -232,7 +242,9 @@ def load_trained(path: Path) -> tuple[TrialRecord, Autoencoder, Normaliser, Phys
     return record, model, Normaliser.from_dict(record.normaliser), physics
 
 
-def evaluate_stored(path: Path, label: str, table: JetTable, split: bool, timing_repeats: int = 20) -> dict[str, Any]:
+def evaluate_stored(
+    path: Path, label: str, table: JetTable, split: bool, timing_repeats: int = 20, signals: dict[str, str] | None = None
+) -> dict[str, Any]:
     """(Re)evaluate a stored trial and write the result into its file under `label`.
 
     With `split`, `table` is the trial's own dataset: its validation split is
@@ -250,10 +262,12 @@ def evaluate_stored(path: Path, label: str, table: JetTable, split: bool, timing
         if physics.reference is None:
             physics.reference = make_reference("auto", load_varset(record.varset), x[train_rows])
             record.reference = _reference_record(physics)
-        evaluated, arrays = evaluate_trial(model, normaliser, physics, x[train_rows], x[val_rows], timing_repeats, {})
-        summary = evaluated["validation"]
+        evaluated, arrays = evaluate_trial(model, normaliser, physics, x[train_rows], x[val_rows], timing_repeats, signals or {})
+        summary = evaluated.pop("validation")
         record.metrics.update(validation_metrics(summary))
-        arrays = {f"{label}/{k.split('/', 1)[1]}": v for k, v in arrays.items()}
+        record.evaluation.update(evaluated)
+        record.metrics["anomaly"] = anomaly_metrics(evaluated)
+        arrays = {(f"{label}/{k.split('/', 1)[1]}" if k.startswith("validation/") else k): v for k, v in arrays.items()}
     else:
         summary, hists, _ = evaluate_dataset(model, normaliser, physics, x, table.event, table.rank)
         arrays = {f"{label}/{k}": v for k, v in hists.items()}

@@ -96,10 +96,14 @@ class Physics:
 
     def reference_mse(self, original: np.ndarray, decoded: np.ndarray) -> float:
         """MSE of decoded against original physical values in the reference space (NaN without one)."""
+        return float(np.mean(self.reference_errors(original, decoded))) if self.reference is not None else float("nan")
+
+    def reference_errors(self, original: np.ndarray, decoded: np.ndarray) -> np.ndarray:
+        """Per jet: the mean squared error over the variables in the reference space, the anomaly score (NaN without one)."""
         if self.reference is None:
-            return float("nan")
+            return np.full(len(original), np.nan)
         difference = self.reference.transform(decoded).astype(np.float64) - self.reference.transform(original)
-        return float(np.mean(difference**2))
+        return np.mean(difference**2, axis=1)
 
     def restore(self, decoded: np.ndarray) -> np.ndarray:
         """Round discrete variables to the nearest training value, clip non-negative ones at 0."""
@@ -271,6 +275,29 @@ def bounded_compression(
         "residual_bytes_per_jet": len(coded) / n,
         "residuals": residuals(x_val, decoded, physics),
     }
+
+
+def anomaly(background: np.ndarray, signal: np.ndarray) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """How well a per-jet score (larger: less like the background) separates `signal` from `background` jets:
+    ROC AUC (the chance that a signal jet scores above a background jet, ties counting half), and the
+    background rejection 1/FPR at 50 % and 10 % signal efficiency (None when no background jet passes:
+    more than the background's size); with the ROC curve at 101 thresholds."""
+    background, signal = np.sort(background[np.isfinite(background)]), signal[np.isfinite(signal)]
+    if not len(background) or not len(signal):
+        return {}, {}
+    below = np.searchsorted(background, signal, side="left")
+    at_or_below = np.searchsorted(background, signal, side="right")
+    out: dict[str, Any] = {"auc": float(np.mean(below + 0.5 * (at_or_below - below)) / len(background)), "n_background": len(background)}
+    for efficiency in (0.5, 0.1):
+        threshold = np.quantile(signal, 1 - efficiency)
+        false_positive = float(np.mean(background > threshold))
+        out[f"rejection_at_{round(100 * efficiency)}"] = 1 / false_positive if false_positive else None
+    thresholds = np.quantile(np.concatenate([background, signal]), np.linspace(0, 1, 101))
+    curve = {
+        "roc_signal_efficiency": np.array([np.mean(signal > t) for t in thresholds], dtype=np.float32),
+        "roc_background_efficiency": np.array([np.mean(background > t) for t in thresholds], dtype=np.float32),
+    }
+    return out, curve
 
 
 def histograms(original: np.ndarray, decoded: np.ndarray, bins: int = HISTOGRAM_BINS) -> dict[str, np.ndarray]:

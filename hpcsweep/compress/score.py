@@ -1,0 +1,108 @@
+"""Anomaly scores: a bundle's AE applied to a jet file, each jet's reconstruction error written beside its branches.
+
+The score is the one the evaluation's anomaly figures of merit use: the jet's mean squared error over the
+variables in the trial's reference space, after decoding as hpcsweep does (discrete variables rounded to their
+table, positive ones clipped at 0). Jets outside the variable set's cuts, or with a value that is not finite,
+score NaN. The output is the input's tree (or table) with one more branch, `anomaly_score`, flat or jagged as
+the jets are; it is written chunk by chunk (memory flat in the file size) and atomically.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hpcsweep.compress.apply import STEP, Summary, atomic, header_of, in_cuts, layout, model_columns, writer_for
+from hpcsweep.compress.bundle import Bundle
+
+SCORE = "anomaly_score"
+
+
+def score_file(
+    source: Path, bundle: Bundle, output: Path, tree: str | None = None, step_size: str = STEP, progress: bool = True
+) -> Summary:
+    """Write `source`'s branches and each jet's anomaly score to `output` (.root or .parquet)."""
+    import awkward as ak
+    from tqdm import tqdm
+
+    from hpcsweep.data.read import InputFile, _find_branch
+
+    score = Scorer(bundle)
+    varset = bundle.varset
+    file = InputFile(Path(source), tree or varset.tree)
+    model = {_find_branch(v.name, v.branches, varset.prefixes, file.available, file.path, file.tree): v for v in varset.variables}
+    kind, branches, counters = layout(file)
+    summary, started, writer = Summary(), time.perf_counter(), None
+    with (
+        atomic(output, binary=False) as tmp,
+        tqdm(total=file.n_entries, desc=f"scoring {file.path.name}", unit="entry", disable=not progress) as bar,
+    ):
+        for arrays, start, stop in file.iterate(branches, step_size):
+            if writer is None:
+                header = header_of(file, kind, counters, arrays, model, bundle, 0.0)
+                jets = next(b for b in header["branches"] if "variable" in b)
+                header["branches"].append(
+                    {
+                        "name": SCORE,
+                        "dtype": "float32",
+                        "jagged": jets["jagged"],
+                        "counter": jets["counter"] or f"n{jets['name']}",
+                        "optional": False,
+                    }
+                )
+                jets["counter"] = jets["counter"] or f"n{jets['name']}"
+                writer = writer_for(output, header)
+            raw, counts, _ = model_columns(arrays, model)
+            physical = raw * np.array([v.unit_scale for v in model.values()])
+            kept = in_cuts(physical, varset)
+            scores = np.full(len(raw), np.nan, dtype=np.float32)
+            scores[kept] = score(physical[kept])
+            column = ak.unflatten(scores, counts) if counts is not None else ak.Array(scores)
+            writer.write(tmp, {name: arrays[name] for name in arrays.fields} | {SCORE: column})
+            summary.entries += stop - start
+            summary.jets += len(raw)
+            summary.lossless_jets += int((~kept).sum())
+            bar.update(stop - start)
+        if writer is not None:
+            writer.close()
+    summary.seconds = time.perf_counter() - started
+    summary.total_bytes = output.stat().st_size
+    if summary.lossless_jets:
+        summary.notes.append(f"{summary.lossless_jets:,} jets outside the variable set's cuts (or not finite) score NaN")
+    return summary
+
+
+class Scorer:
+    """The bundle's AE, its normaliser and reference space: physical jets -> per-jet reconstruction error."""
+
+    def __init__(self, bundle: Bundle):
+        import torch
+
+        from hpcsweep.config import ModelConfig
+        from hpcsweep.data.normalize import Normaliser
+        from hpcsweep.trial.evaluate import Physics
+        from hpcsweep.trial.models import build_model
+
+        varset, texts = bundle.varset, bundle.texts
+        self.model = build_model(ModelConfig.model_validate(texts["config"]["model"]), len(varset.names))
+        weights = {
+            k.removeprefix("weights/"): torch.from_numpy(np.asarray(v)) for k, v in bundle.arrays.items() if k.startswith("weights/")
+        }
+        self.model.load_state_dict(weights)
+        self.model.eval()
+        self.normaliser = Normaliser.from_dict(texts["normaliser"]["model"])
+        reference = texts["normaliser"]["reference"].get("normaliser")
+        discrete = {k.removeprefix("discrete/"): v for k, v in bundle.arrays.items() if k.startswith("discrete/")}
+        self.physics = Physics.of(varset, discrete, Normaliser.from_dict(reference) if reference else None)
+
+    def __call__(self, physical: np.ndarray) -> np.ndarray:
+        import torch
+
+        from hpcsweep.trial.evaluate import reconstruct
+
+        x = physical.astype(np.float32)
+        with torch.no_grad():
+            decoded = reconstruct(self.model, torch.from_numpy(self.normaliser.transform(x))).numpy()
+        return self.physics.reference_errors(x, self.physics.restore(self.normaliser.inverse_transform(decoded)))
