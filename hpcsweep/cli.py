@@ -510,10 +510,10 @@ def cmd_rerun_best(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from hpcsweep.config import DataConfig, EvaluationConfig
+    from hpcsweep.config import DataConfig
     from hpcsweep.data import prepare
     from hpcsweep.data.read import data_version, open_cache
-    from hpcsweep.store import read_summary
+    from hpcsweep.store import read_summary, read_trial
     from hpcsweep.trial import evaluate_stored
 
     path = Path(args.trial)
@@ -521,7 +521,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise UserError(f"{path}: no such trial file (they live in results/<sweep>/trials/)")
     config = read_summary(path)["config"]
     data = DataConfig.model_validate(config["data"])
-    signals = None  # re-evaluating the validation split also re-evaluates the default signals (anomaly figures of merit)
+    signals = None  # re-evaluating the validation split also re-evaluates the trial's signal samples
     other = args.source or (args.signal if args.signal and not _is_number(args.signal) else None)
     if other:  # another file, read with the trial's variable set
         folder = prepare(DataConfig.model_validate({**data.model_dump(), "source": other}, context={"base": Path.cwd()}))
@@ -538,7 +538,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         folder = prepare(data)
         label, split = args.label or "validation", True
-        signals = {name: str(prepare(signal)) for name, signal in EvaluationConfig().signal_data(data).items()}
+        signals = {  # the samples it was evaluated on before, read again from their files: anomaly figures of merit
+            name: str(prepare(DataConfig.model_validate({**data.model_dump(), "source": result["source"]}, context={"base": Path.cwd()})))
+            for name, result in read_trial(path, weights=False).evaluation.items()
+            if name != "validation" and Path(result.get("source") or "/nonexistent").is_file()
+        }
         trained_on, now = config.get("data_version", ""), data_version(open_cache(folder).meta)
         if trained_on and trained_on != now:
             raise UserError(

@@ -8,7 +8,7 @@ import pytest
 from hpcsweep.cli import main
 from hpcsweep.data import cache_jets, load_varset
 from hpcsweep.data.normalize import make_normaliser
-from hpcsweep.store import read_trial, trial_path
+from hpcsweep.store import read_trial, trial_path, write_trial
 from hpcsweep.trial import run_trial
 from hpcsweep.trial.evaluate import Physics, compression, residual_arrays, residual_table, residual_values, truncation_baselines
 
@@ -152,5 +152,11 @@ def test_evaluate_command_tests_a_stored_model_on_a_signal_it_never_saw(evaluate
     record = read_trial(evaluated_trial)
     assert record.evaluation["signal"]["n_jets"] > 1000
     assert "zprime350" in record.evaluation, "earlier evaluations are kept"
+    record.metrics.pop("anomaly", None)
+    record.evaluation["zprime350"].pop("anomaly", None)
+    write_trial(evaluated_trial, record)  # as a trial file written before anomaly figures of merit
     assert main(["evaluate", str(evaluated_trial)]) == 0
-    assert read_trial(evaluated_trial).evaluation["validation"]["mse"] == pytest.approx(record.metrics["best_val_mse"], rel=1e-5)
+    again = read_trial(evaluated_trial)
+    assert again.evaluation["validation"]["mse"] == pytest.approx(record.metrics["best_val_mse"], rel=1e-5)
+    assert set(again.metrics["anomaly"]) == {"zprime350", "signal"}, "the samples it was evaluated on, read again from their files"
+    assert 0.5 < again.metrics["anomaly"]["zprime350"]["auc"] < 1, "Z' jets reconstruct worse than QCD jets"
