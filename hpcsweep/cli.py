@@ -15,6 +15,7 @@ from hpcsweep.data.generate import PROCESSES
 from hpcsweep.errors import UserError
 
 SWEEP_HELP = "a sweep file, or the name of one in sweeps/ (e.g. 'default')"
+WRITE_HELP = "the file to write (.root or .parquet)"
 RESULTS_HELP = "a sweep name (folder under --results), a results folder, or a sweep file"
 
 
@@ -148,19 +149,15 @@ def build_parser() -> argparse.ArgumentParser:
                                    description="Reads a ROOT (TTree or RNTuple, flat or jagged) or Parquet file in chunks; the "
                                                "bundle's variables are coded within the bound, jets outside its cuts and every "
                                                "other branch losslessly. The bundle's checksum is recorded.")  # fmt: skip
-    compress.add_argument("input", help="a ROOT or Parquet file")
-    compress.add_argument("--model", required=True, metavar="BUNDLE.h5", help="a bundle made by 'hpcsweep export'")
+    _add_bundle_io(compress, "a ROOT or Parquet file", "a bundle made by 'hpcsweep export'", "OUT.hpcz", "the compressed file to write")
     compress.add_argument("--max-error", type=_bound, default=0.01, metavar="BOUND", help="'1%%' (default) or '0.1%%': one of the bundle's")
     compress.add_argument("--tree", help="tree or RNTuple to read (default: the variable set's, or the only one)")
-    compress.add_argument("-o", "--output", required=True, metavar="OUT.hpcz", help="the compressed file to write")
     compress.set_defaults(handler=cmd_compress)
 
     decompress = commands.add_parser("decompress", help="give back a compressed file's tree as ROOT or Parquet",
                                      description="The input's tree, branch names, types and jaggedness (a jagged group's "
                                                  "counter is written as int32); needs the bundle it was compressed with.")  # fmt: skip
-    decompress.add_argument("input", help="a file made by 'hpcsweep compress'")
-    decompress.add_argument("--model", required=True, metavar="BUNDLE.h5", help="the bundle it was compressed with")
-    decompress.add_argument("-o", "--output", required=True, metavar="RECO.root", help="the file to write (.root or .parquet)")
+    _add_bundle_io(decompress, "a file made by 'hpcsweep compress'", "the bundle it was compressed with", "RECO.root", WRITE_HELP)
     decompress.set_defaults(handler=cmd_decompress)
 
     score = commands.add_parser("score", help="write each jet's anomaly score (the AE's reconstruction error) beside a file's branches",
@@ -168,10 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
                                             "the output is the input's tree with one more branch, anomaly_score, each jet's "
                                             "mean squared reconstruction error in the trial's reference space (NaN outside "
                                             "the variable set's cuts). Larger: less like the jets the AE learned.")  # fmt: skip
-    score.add_argument("input", help="a ROOT or Parquet file")
-    score.add_argument("--model", required=True, metavar="BUNDLE.h5", help="a bundle made by 'hpcsweep export'")
+    _add_bundle_io(score, "a ROOT or Parquet file", "a bundle made by 'hpcsweep export'", "OUT.root", WRITE_HELP)
     score.add_argument("--tree", help="tree or RNTuple to read (default: the variable set's, or the only one)")
-    score.add_argument("-o", "--output", required=True, metavar="OUT.root", help="the file to write (.root or .parquet)")
     score.set_defaults(handler=cmd_score)
 
     data = commands.add_parser("data", help="generate and inspect jet data")
@@ -213,6 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
     varsets.set_defaults(handler=cmd_varsets)
     data.set_defaults(handler=lambda _: data.print_help() or 2)
     return parser
+
+
+def _add_bundle_io(parser: argparse.ArgumentParser, input_help: str, model_help: str, output: str, output_help: str) -> None:
+    """The input file, the bundle (--model) and the output (-o) of compress, decompress and score."""
+    parser.add_argument("input", help=input_help)
+    parser.add_argument("--model", required=True, metavar="BUNDLE.h5", help=model_help)
+    parser.add_argument("-o", "--output", required=True, metavar=output, help=output_help)
 
 
 def _add_definition_options(parser: argparse.ArgumentParser) -> None:
