@@ -78,24 +78,17 @@ class Scorer:
     """The bundle's AE, its normaliser and reference space: physical jets -> per-jet reconstruction error."""
 
     def __init__(self, bundle: Bundle):
-        import torch
+        from hpcsweep.trial import assemble_trained
 
-        from hpcsweep.config import ModelConfig
-        from hpcsweep.data.normalize import Normaliser
-        from hpcsweep.trial.evaluate import Physics
-        from hpcsweep.trial.models import build_model
-
-        varset, texts = bundle.varset, bundle.texts
-        self.model = build_model(ModelConfig.model_validate(texts["config"]["model"]), len(varset.names))
-        weights = {
-            k.removeprefix("weights/"): torch.from_numpy(np.asarray(v)) for k, v in bundle.arrays.items() if k.startswith("weights/")
-        }
-        self.model.load_state_dict(weights)
-        self.model.eval()
-        self.normaliser = Normaliser.from_dict(texts["normaliser"]["model"])
-        reference = texts["normaliser"]["reference"].get("normaliser")
-        discrete = {k.removeprefix("discrete/"): v for k, v in bundle.arrays.items() if k.startswith("discrete/")}
-        self.physics = Physics.of(varset, discrete, Normaliser.from_dict(reference) if reference else None)
+        texts, arrays = bundle.texts, bundle.arrays
+        self.model, self.normaliser, self.physics = assemble_trained(
+            bundle.varset,
+            texts["config"]["model"],
+            {k.removeprefix("weights/"): v for k, v in arrays.items() if k.startswith("weights/")},
+            texts["normaliser"]["model"],
+            texts["normaliser"]["reference"],
+            {k.removeprefix("discrete/"): v for k, v in arrays.items() if k.startswith("discrete/")},
+        )
 
     def __call__(self, physical: np.ndarray) -> np.ndarray:
         import torch

@@ -19,7 +19,7 @@ from hpcsweep import __version__
 from hpcsweep.config import ModelConfig, TrialSpec
 from hpcsweep.data.normalize import Normaliser, make_normaliser, make_reference
 from hpcsweep.data.read import JetTable, open_cache
-from hpcsweep.data.varset import load_varset
+from hpcsweep.data.varset import VarSet, load_varset
 from hpcsweep.resources import allocated_cores
 from hpcsweep.store import TrialRecord, close_attempt, ended_attempts, read_trial, trial_path, write_trial
 from hpcsweep.trial.evaluate import (
@@ -40,7 +40,7 @@ from hpcsweep.trial.evaluate import (
 from hpcsweep.trial.models import Autoencoder, build_model
 from hpcsweep.trial.train import TrialInterrupted, select_device, train
 
-__all__ = ["run_trial", "evaluate_stored", "load_trained", "split_indices", "TrialInterrupted"]
+__all__ = ["run_trial", "evaluate_stored", "load_trained", "assemble_trained", "split_indices", "TrialInterrupted"]
 
 
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -229,17 +229,28 @@ def load_trained(path: Path) -> tuple[TrialRecord, Autoencoder, Normaliser, Phys
         raise ValueError(f"{path}: trial {record.state} without weights")
     varset = load_varset(record.varset or record.config["data"]["varset"])
     record.varset = varset.mapping()  # an older file gains the resolved set when it is written again
-    model = build_model(ModelConfig.model_validate(record.config["model"]), len(varset.names))
-    model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in record.weights.items()})
-    model.eval()
-    stored = record.reference.get("normaliser")
-    physics = Physics.of(
-        varset,
-        {k.removeprefix("discrete/"): v for k, v in record.arrays.items() if k.startswith("discrete/")},
-        Normaliser.from_dict(stored) if stored else None,
-        record.reference.get("tolerance"),
+    discrete = {k.removeprefix("discrete/"): v for k, v in record.arrays.items() if k.startswith("discrete/")}
+    model, normaliser, physics = assemble_trained(
+        varset, record.config["model"], record.weights, record.normaliser, record.reference, discrete
     )
-    return record, model, Normaliser.from_dict(record.normaliser), physics
+    return record, model, normaliser, physics
+
+
+def assemble_trained(
+    varset: VarSet,
+    model_config: dict[str, Any],
+    weights: dict[str, np.ndarray],
+    normaliser: dict[str, Any],
+    reference: dict[str, Any],
+    discrete: dict[str, np.ndarray],
+) -> tuple[Autoencoder, Normaliser, Physics]:
+    """A trained model (eval mode), its normaliser and physics from their stored parts (a trial file's, a bundle's)."""
+    model = build_model(ModelConfig.model_validate(model_config), len(varset.names))
+    model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in weights.items()})
+    model.eval()
+    stored = reference.get("normaliser")
+    physics = Physics.of(varset, discrete, Normaliser.from_dict(stored) if stored else None, reference.get("tolerance"))
+    return model, Normaliser.from_dict(normaliser), physics
 
 
 def evaluate_stored(
