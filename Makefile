@@ -24,7 +24,7 @@ DRAFT ?=
 SWEEP_ARGS := $(SWEEP) --results $(RESULTS) --wait $(if $(LATENT),--latent $(LATENT)) $(if $(EPOCHS),--epochs $(EPOCHS)) \
 	$(if $(EXECUTOR),--executor $(EXECUTOR)) $(if $(SITE),--site $(SITE)) $(if $(PARTITION),--partition $(PARTITION))
 
-.PHONY: help venv sweep status aggregate report rerun-best inspect data test bench bench-compress chaos lint format clean clean-results slurm-up slurm-down
+.PHONY: help venv sweep status aggregate report rerun-best inspect data test test-fast bench bench-compress chaos lint format clean clean-results slurm-up slurm-down
 
 help: ## list the targets and the variables they take
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -66,6 +66,9 @@ data: $(STAMP) ## generate the default QCD sample and the Z' 350/600 GeV signal 
 test: $(STAMP) ## run the test suite (PYTEST_ARGS= passes options to pytest)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+test-fast: $(STAMP) ## the tests without real sweeps, SLURM or Chromium (under 90 s): the loop while editing
+	$(BIN)/pytest -m "not slow and not slurm" $(PYTEST_ARGS)
+
 bench: $(STAMP) ## benchmarks (throughput vs DataLoader, FLOP rates, timing, memory, compression vs SZ3) -> docs/benchmarks.md
 	$(BIN)/python benchmarks/bench.py --out docs/benchmarks.md
 
@@ -75,9 +78,10 @@ bench-compress: $(STAMP) ## only the compression benchmarks (bytes/jet vs SZ3/ZF
 chaos: $(STAMP) ## kill a 12-trial sweep 15 times at random (EXECUTOR=local|slurm) -> counts in docs/reliability.md
 	$(BIN)/python benchmarks/chaos.py --executor $(or $(EXECUTOR),local) --out docs/reliability.md
 
-lint: $(STAMP) ## ruff: lint and formatting check
+lint: $(STAMP) ## ruff (lint and formatting) and mypy (types of hpcsweep/)
 	$(BIN)/ruff check hpcsweep tests benchmarks
 	$(BIN)/ruff format --check hpcsweep tests benchmarks
+	$(BIN)/mypy
 
 format: $(STAMP) ## ruff: apply formatting and safe fixes
 	$(BIN)/ruff check --fix hpcsweep tests benchmarks

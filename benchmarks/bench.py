@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hpcsweep.allocation import allocated_cores
 from hpcsweep.config import ModelConfig, TrainConfig
-from hpcsweep.resources import allocated_cores
 from hpcsweep.trial.evaluate import EVAL_BATCH, timing
 from hpcsweep.trial.models import build_model
 from hpcsweep.trial.train import train

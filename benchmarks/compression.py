@@ -91,18 +91,18 @@ def _ensure_default_sweep() -> None:
 
 
 def _validation(trial_file: Path):
-    """(physics, varset, x_train, x_val) of a trial: its own split of its own data."""
+    """(measure, varset, x_train, x_val) of a trial: its own split of its own data."""
     from hpcsweep.config import DataConfig
     from hpcsweep.data import prepare
     from hpcsweep.data.read import open_cache
     from hpcsweep.data.varset import load_varset
     from hpcsweep.trial import load_trained, split_indices
 
-    record, _, _, physics = load_trained(trial_file)
+    record, _, _, measure = load_trained(trial_file)
     data = DataConfig.model_validate(record.config["data"])
     x = open_cache(prepare(data, progress=False)).matrix(slice(0, data.max_jets))
     train, val = split_indices(len(x), data.val_fraction, data.split_seed)
-    return physics, load_varset(record.varset), x[train], x[val]
+    return measure, load_varset(record.varset), x[train], x[val]
 
 
 def bytes_table(bundle, export_s: float) -> list[str]:
@@ -118,7 +118,7 @@ def bytes_table(bundle, export_s: float) -> list[str]:
 
     torch.set_num_threads(2)
     trials = {z: trial_path(RESULTS, best_trial(RESULTS, z)) for z in LATENTS}
-    physics, varset, x_train, x_val = _validation(trials[LATENTS[-1]])
+    measure, varset, x_train, x_val = _validation(trials[LATENTS[-1]])
     aes = {z: load_trained(path)[1:3] for z, path in trials.items()}
     n = len(x_val)
     kinds = codec_kinds(varset)
@@ -137,7 +137,7 @@ def bytes_table(bundle, export_s: float) -> list[str]:
                 latent = latent.half().float() if lat_step is None else torch.round(latent / lat_step) * lat_step
                 decoded = in_batches(model, latent, "decode").numpy()
             latents.append(latent.numpy())
-            outputs.append(physics.restore(normaliser.inverse_transform(decoded)))
+            outputs.append(measure.restore(normaliser.inverse_transform(decoded)))
         return latents, outputs
 
     def with_side(label: str, what: str, codec, side_val: np.ndarray, latent_bytes: int) -> None:
@@ -201,7 +201,7 @@ def bytes_table(bundle, export_s: float) -> list[str]:
     continuous = [v.name for v in varset.variables if not v.discrete]
     sz3 = {}
     for bound_label, what, size, model_bytes, decoded in rows:
-        stats = residuals(x_val, np.asarray(decoded, dtype=np.float32), physics)
+        stats = residuals(x_val, np.asarray(decoded, dtype=np.float32), measure)
         within = [stats[name]["within_1pct"] for name in continuous]
         worst = max(_max_error(x_val[:, i], np.asarray(decoded)[:, i], kinds[i]) for i in range(len(kinds)) if kinds[i] != "discrete")
         per_file = f"{size + model_bytes / n:.2f}" if model_bytes else ""
@@ -283,10 +283,10 @@ print(summary.jets, summary.seconds, summary.total_bytes, resource.getrusage(res
 
 
 def throughput_table(bundle_path: Path, folder: Path) -> list[str]:
+    from hpcsweep.allocation import allocated_cores
     from hpcsweep.compress.apply import PARALLEL_ABOVE
     from hpcsweep.compress.bundle import load_bundle
     from hpcsweep.data import load_jets, load_varset
-    from hpcsweep.resources import allocated_cores
 
     jets = load_jets(Path("data/generated/qcd_n10000_s1_v1.root"), load_varset("generated")).matrix()
     codec = load_bundle(bundle_path).codec(0.01)

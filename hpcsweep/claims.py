@@ -24,19 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from hpcsweep.allocation import local_job, this_job
 from hpcsweep.files import pid_alive
 
 JobAlive = Callable[[str], "bool | None"]  # a scheduler's answer for a job name: alive, gone, or None (cannot tell)
-
-
-def this_job() -> str:
-    """The scheduler's name for the running job: SLURM array task or job, else local:<host>:<pid>."""
-    env = os.environ
-    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
-        return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
-    if env.get("SLURM_JOB_ID"):
-        return env["SLURM_JOB_ID"]
-    return f"local:{socket.gethostname()}:{os.getpid()}"
 
 
 @dataclass(frozen=True)
@@ -186,13 +177,10 @@ def holder_alive(holder: Holder, stale_after: float, job_alive: JobAlive | None 
     """
     if holder.host == socket.gethostname() and not pid_alive(holder.pid):
         return False
-    if (
-        not holder.job.startswith("local:")
-        and holder.job == this_job()
-        and (holder.host, holder.pid) != (socket.gethostname(), os.getpid())
-    ):
+    scheduled = local_job(holder.job) is None
+    if scheduled and holder.job == this_job() and (holder.host, holder.pid) != (socket.gethostname(), os.getpid()):
         return False
-    if job_alive is not None and not holder.job.startswith("local:") and job_alive(holder.job) is False:
+    if scheduled and job_alive is not None and job_alive(holder.job) is False:
         return False
     return time.time() - holder.heartbeat < stale_after
 

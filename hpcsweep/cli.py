@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import errno
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 
 from hpcsweep import __version__
-from hpcsweep.data.generate import PROCESSES
-from hpcsweep.errors import UserError
+from hpcsweep.config import Process
+from hpcsweep.errors import PATH_FAULTS, UserError, path_fault
+from hpcsweep.states import TrialState
 
 SWEEP_HELP = "a sweep file, or the name of one in sweeps/ (e.g. 'default')"
 WRITE_HELP = "the file to write (.root or .parquet)"
@@ -38,22 +38,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("hpcsweep: interrupted", file=sys.stderr)
         return 130
-
-
-PATH_FAULTS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR, errno.EEXIST)
-
-
-def path_fault(err: OSError) -> str:
-    """One line for a file that cannot be written or made (full disk, read-only or unwritable folder, a file in the way)."""
-    where = f"{err.filename}: " if err.filename else ""
-    hint = {
-        errno.ENOSPC: "free some space (or choose another --results) and run again: finished trials are kept",
-        errno.EDQUOT: "the disk quota is used up; free some space and run again: finished trials are kept",
-        errno.EROFS: "choose another --results",
-        errno.EACCES: "check its permissions, or choose another --results",
-        errno.EPERM: "check its permissions, or choose another --results",
-    }.get(err.errno, "a file stands where a folder is needed (or the reverse); choose another --results, or move it away")
-    return f"{where}{err.strerror or err}; {hint}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -174,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate = data_commands.add_parser("generate", help="simulate jets with Pythia 8 + FastJet into a ROOT file",
                                         description="pp at 13 TeV, anti-kt R=0.4 jets with pt > 20 GeV, 24 variables per jet. "
                                                     "Cached: the same sample is generated once.")  # fmt: skip
-    generate.add_argument("--process", choices=PROCESSES, default="qcd", help="QCD dijets (background) or Z' -> q qbar (signal)")
+    generate.add_argument("--process", choices=get_args(Process), default="qcd", help="QCD dijets (background) or Z' -> q qbar (signal)")
     generate.add_argument("--mass", type=float, default=350.0, metavar="GEV", help="Z' mass (default 350)")
     generate.add_argument("--events", type=int, default=10000, metavar="N", help="events to simulate (default 10000)")
     generate.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
@@ -232,15 +216,29 @@ def _add_results_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results", default="results", metavar="DIR", help="results root (default: results)")
 
 
+#: Options that set a key of the sweep's `dispatch` section: option -> (key, type, metavar); help from the key's description.
+DISPATCH_OPTIONS: dict[str, tuple[str, type, str | None]] = {
+    "--executor": ("executor", str, None),
+    "--site": ("site", str, "SITE"),
+    "--partition": ("partition", str, "NAME"),
+    "--time": ("time", str, "LIMIT"),
+    "--pack": ("pack", int, "K"),
+    "--workers": ("workers", int, "N"),
+    "--threads": ("threads_per_trial", int, "N"),
+}
+
+
 def _add_dispatch_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--executor", choices=["local", "debug", "slurm"], help="where trials run (default: the sweep file's, else local)")
-    parser.add_argument("--site", help="slurm: slurm_templates/<SITE>.yaml (default: the sweep file's, else local)")
-    parser.add_argument("--partition", help="slurm: a partition of the site, e.g. cpu or gpu")
-    parser.add_argument("--time", metavar="LIMIT", help="slurm: time limit per array task, e.g. 02:00:00 or 2-00:00:00")
-    parser.add_argument("--pack", type=int, metavar="K", help="slurm: trials run one after another in each array task")
+    from hpcsweep.config import DispatchConfig
+    from hpcsweep.sweep import backend_names
+
+    for option, (key, kind, metavar) in DISPATCH_OPTIONS.items():
+        field = DispatchConfig.model_fields[key]
+        choices = backend_names() if key == "executor" else None
+        otherwise = f", else {field.default}" if field.default is not None else ""
+        parser.add_argument(option, type=kind, metavar=metavar, choices=choices, dest=key,
+                            help=f"{field.description or key}; default: the sweep file's{otherwise}")  # fmt: skip
     parser.add_argument("--wait", action="store_true", help="slurm: follow the jobs until they end (default: return once submitted)")
-    parser.add_argument("--workers", type=int, metavar="N", help="trials running at once (default: cores / threads)")
-    parser.add_argument("--threads", type=int, metavar="N", help="torch threads per trial (default 1)")
     parser.add_argument(
         "--wait-for-lease", action="store_true", help="another driver runs this results folder: wait for it (default: stop)"
     )
@@ -248,16 +246,9 @@ def _add_dispatch_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _dispatch_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    options = {
-        "executor": args.executor,
-        "workers": args.workers,
-        "threads_per_trial": args.threads,
-        "site": args.site,
-        "partition": args.partition,
-        "time": args.time,
-        "pack": args.pack,
-    }
-    return {k: v for k, v in options.items() if v is not None}
+    """The dispatch keys set on the command line."""
+    keys = [key for key, _, _ in DISPATCH_OPTIONS.values()]
+    return {key: getattr(args, key) for key in keys if getattr(args, key, None) is not None}
 
 
 def resolve_sweep_file(name: str) -> Path:
@@ -287,25 +278,20 @@ def _overridden_sweep(args: argparse.Namespace, path: Path):
         definition = definition.with_overrides(epochs=args.epochs, sets=sets)
     if args.allow_large:
         definition = definition.model_copy(update={"max_trials": None})
-    dispatch = _dispatch_overrides(args) if hasattr(args, "executor") else {}
+    dispatch = _dispatch_overrides(args)
     return definition, definition.with_overrides(latent=args.latent, dispatch=dispatch) if args.latent or dispatch else definition
 
 
-def _driver_options(args: argparse.Namespace, sweep) -> dict[str, Any]:
-    """How the driver waits: for SLURM jobs (--wait; local jobs always), for another driver's lease; --retry-failed."""
-    return {
-        "wait": args.wait or sweep.dispatch.executor != "slurm",
-        "wait_for_lease": args.wait_for_lease,
-        "retry_failed": args.retry_failed,
-    }
+def _driver_options(args: argparse.Namespace) -> dict[str, Any]:
+    """How the driver waits: for jobs that outlive it (--wait; others always), for another driver's lease; --retry-failed."""
+    return {"wait": args.wait, "wait_for_lease": args.wait_for_lease, "retry_failed": args.retry_failed}
 
 
-def _check_cluster(sweep) -> None:
-    if sweep.dispatch.executor == "slurm":
-        from hpcsweep.sweep.slurm import cluster_answers
+def _followed(args: argparse.Namespace, sweep) -> bool:
+    """Whether the driver followed its jobs to the end (not when they outlive it and --wait was not given)."""
+    from hpcsweep.sweep import backend
 
-        if not cluster_answers():
-            raise UserError("no SLURM controller answers here (scontrol ping); start the local one with 'make slurm-up'")
+    return args.wait or not backend(sweep.dispatch.executor).outlives_driver
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -316,14 +302,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     results_dir = Path(args.results) / sweep.name
     if args.dry_run:
         return _dry_run(sweep, results_dir, path)
-    _check_cluster(sweep)
-    states = run_sweep(sweep, results_dir, source=path, definition=definition, **_driver_options(args, sweep))
-    if sweep.dispatch.executor == "slurm" and not args.wait:
+    states = run_sweep(sweep, results_dir, source=path, definition=definition, **_driver_options(args))
+    if not _followed(args, sweep):
         return 0
     if not args.no_review:
         _show_tables(results_dir, sorted({trial.model.latent for trial in expand(sweep)}))
-    if states["failed"] or states["exhausted"]:
-        print(f"{states['failed'] + states['exhausted']} trials failed; see 'hpcsweep status {args.sweep}'; a rerun retries them "
+    if states[TrialState.FAILED] or states[TrialState.EXHAUSTED]:
+        print(f"{states[TrialState.FAILED] + states[TrialState.EXHAUSTED]} trials failed; see 'hpcsweep status {args.sweep}'; a rerun retries them "
               f"(those that failed {sweep.max_attempts} times only with --retry-failed)", file=sys.stderr)  # fmt: skip
         return 1
     return 0
@@ -358,24 +343,26 @@ def cmd_status(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress_bar import ProgressBar
 
-    from hpcsweep.sweep.state import STATES, plan
+    from hpcsweep.sweep import plan
 
     path = _sweep_definition(args.sweep, Path(args.results))
     _, sweep = _overridden_sweep(args, path)
     planned = plan(sweep, Path(args.results) / sweep.name, str(path))
     counts = Counter((p.config.model.latent, p.state) for p in planned.trials)
-    rows = [[z, *(counts[(z, s)] for s in STATES)] for z in sorted({p.config.model.latent for p in planned.trials})]
-    total = planned.states()
-    rows.append(["all", *(total[s] for s in STATES)])
-    finished = total["done"] + total["diverged"] + total["pruned"]
+    rows = [[z, *(counts[(z, s)] for s in TrialState)] for z in sorted({p.config.model.latent for p in planned.trials})]
+    total = planned.counts()
+    rows.append(["all", *(total[s] for s in TrialState)])
+    finished = sum(n for state, n in total.items() if state.is_finished())
     goal = sweep.budget if sweep.search != "grid" else len(planned.trials)
-    _print_rows(f"{sweep.name}: {len(planned.trials)} trials, {finished} of {goal} finished ({sweep.search} search)", ["z", *STATES], rows)
+    _print_rows(
+        f"{sweep.name}: {len(planned.trials)} trials, {finished} of {goal} finished ({sweep.search} search)", ["z", *TrialState], rows
+    )
     Console().print(ProgressBar(total=goal, completed=min(finished, goal), width=60))
-    for state in ("running", "queued"):
+    for state in (s for s in TrialState if s.in_flight()):
         details = Counter(p.detail or "?" for p in planned.trials if p.state == state)
         if details:
             print(f"{state}: " + ", ".join(f"{detail} ({n})" for detail, n in details.most_common(8)))
-    retried = [p for p in planned.trials if p.state in ("failed", "lost", "exhausted")]
+    retried = [p for p in planned.trials if p.state in (TrialState.FAILED, TrialState.LOST, TrialState.EXHAUSTED)]
     if retried:
         rows = [[p.trial_id, p.config.model.latent, p.state, f"{p.failures}/{sweep.max_attempts}", p.detail or "?"] for p in retried[:20]]
         more = f" (the first 20 of {len(retried)})" if len(retried) > 20 else ""
@@ -463,51 +450,26 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def _definition_states(sweep, results_dir: Path) -> dict[str, int]:
     """The sweep definition's trials counted by state (pending: no trial file yet)."""
-    from hpcsweep.sweep.state import STATES, plan
+    from hpcsweep.sweep import plan
 
-    counts = plan(sweep, results_dir).states()
-    return {state: counts[state] for state in STATES if counts[state]}
+    counts = plan(sweep, results_dir).counts()
+    return {str(state): counts[state] for state in TrialState if counts[state]}
 
 
 def cmd_rerun_best(args: argparse.Namespace) -> int:
-    from hpcsweep.config import validate_sweep
-    from hpcsweep.files import write_atomically
-    from hpcsweep.review import select
-    from hpcsweep.review.stability import rerun_best_sweep
-    from hpcsweep.review.tables import trials_frame
-    from hpcsweep.store import copy_trial, scan, trial_path
-    from hpcsweep.sweep import check_definition, kept_sweep, run_sweep
+    from hpcsweep.review.rerun import plan_rerun
+    from hpcsweep.sweep import backend, run_sweep
 
-    if args.top < 1 or args.seeds < 1:
-        raise UserError("--top and --seeds take a positive number")
-    parent_dir = _results_dir(args.sweep, args.results)
-    summaries, _ = scan(parent_dir)
-    selection = select(parent_dir, summaries)
-    frame = trials_frame(selection.summaries, selection.ranking)
-    done = frame[(frame["state"] == "done") & frame["rank"].notna()]
-    if not len(done):
-        raise UserError(f"{parent_dir}: no finished trial to rerun; run 'hpcsweep sweep {args.sweep}' first")
-    best = [t for _, group in done.groupby("latent") for t in group["trial_id"][: args.top]]  # the frame is sorted by rank
-    picks = [summaries[t]["config"] for t in best]
-    parent = kept_sweep(parent_dir)
-    raw = rerun_best_sweep(parent.model_dump(mode="json") if parent else {"name": parent_dir.name}, picks, args.top, args.seeds)
-    child_dir = Path(args.results) / raw["name"]
-    sweep_file = child_dir / "sweep.yaml"
-    definition = validate_sweep(raw, source=str(sweep_file))
-    check_definition(child_dir, definition)
-    sweep = definition.with_overrides(dispatch=_dispatch_overrides(args))
-    _check_cluster(sweep)
-    child_dir.mkdir(parents=True, exist_ok=True)
-    write_atomically(sweep_file, f"# made by: hpcsweep rerun-best {args.sweep} --top {args.top} --seeds {args.seeds}\n"
-                     + yaml.safe_dump(raw, sort_keys=False))  # fmt: skip
-    for trial_id in best:
-        copy_trial(trial_path(parent_dir, trial_id), child_dir)  # the original seed's run, not retrained
-    print(f"{len(picks)} configs x {args.seeds} new seeds -> sweep {raw['name']!r} ({sweep_file})")
-    run_sweep(sweep, child_dir, source=sweep_file, definition=definition, **_driver_options(args, sweep))
-    if sweep.dispatch.executor == "slurm" and not args.wait:
-        print(f"when it is done: hpcsweep aggregate {raw['name']}")
+    rerun = plan_rerun(_results_dir(args.sweep, args.results), Path(args.results), args.top, args.seeds)
+    sweep = rerun.definition.with_overrides(dispatch=_dispatch_overrides(args))
+    backend(sweep.dispatch.executor).check(sweep.dispatch)  # before the child's folder is made
+    rerun.write(f"hpcsweep rerun-best {args.sweep} --top {args.top} --seeds {args.seeds}")
+    print(f"{len(rerun.originals)} configs x {args.seeds} new seeds -> sweep {rerun.name!r} ({rerun.sweep_file})")
+    run_sweep(sweep, rerun.results_dir, source=rerun.sweep_file, definition=rerun.definition, **_driver_options(args))
+    if not _followed(args, sweep):
+        print(f"when it is done: hpcsweep aggregate {rerun.name}")
         return 0
-    _show_tables(child_dir, detail=False)
+    _show_tables(rerun.results_dir, detail=False)
     return 0
 
 

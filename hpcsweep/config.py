@@ -29,11 +29,16 @@ from pydantic import (
     model_validator,
 )
 
-from hpcsweep.data.generate import PROCESSES
-from hpcsweep.data.normalize import NORMALISATIONS, REFERENCES
 from hpcsweep.data.varset import resolve_varset
 from hpcsweep.errors import UserError, closest, one_line
 from hpcsweep.paths import locate
+
+#: The choices of the typed keys; the data stage reads its lists from here (typing.get_args).
+Process = Literal["qcd", "zprime"]
+Normalisation = Literal["standard", "minmax", "custom", "custom+standard", "custom+minmax"]
+Reference = Literal["auto", "custom", "standard", "custom+standard"]
+SearchKind = Literal["grid", "random", "tpe"]
+RankBy = Literal["reference_mse", "val_loss", "residual_width", "bytes", "auc"]
 
 #: Short names a physicist types for the usual grid axes.
 GRID_ALIASES = {
@@ -68,7 +73,7 @@ class DataConfig(_Section):
     source: str | list[str] = Field(
         "generated", description="'generated' (Pythia 8 + FastJet), or ROOT/Parquet files: a path, a glob, or a list of them"
     )
-    process: Literal[PROCESSES] | None = "qcd"  # type: ignore[valid-type]
+    process: Process | None = "qcd"
     zprime_mass: PositiveFloat | None = 350.0
     events: PositiveInt | None = 10000
     generator_seed: int | None = Field(1, ge=0)
@@ -78,7 +83,7 @@ class DataConfig(_Section):
     max_jets: PositiveInt | None = None
     val_fraction: float = Field(0.2, gt=0, lt=1)
     split_seed: int = 0
-    normalisation: Literal[NORMALISATIONS] = "custom+standard"  # type: ignore[valid-type]
+    normalisation: Normalisation = "custom+standard"
 
     @model_validator(mode="before")
     @classmethod
@@ -176,7 +181,7 @@ class EvaluationConfig(_Section):
     )
     signal_events: PositiveInt = 2000
     timing_repeats: PositiveInt = 20
-    reference: Literal[REFERENCES] = Field(  # type: ignore[valid-type]
+    reference: Reference = Field(
         "auto",
         description="the space every trial's MSE is also measured in; auto: custom+standard if the set has transforms, else standard",
     )
@@ -272,14 +277,14 @@ class TrialSpec(_Section):
 class DispatchConfig(_Section):
     """How trials are run; not part of a trial's identity."""
 
-    executor: Literal["local", "debug", "slurm"] = "local"
-    workers: PositiveInt | None = Field(None, description="local: trials at once (default: cores // threads)")
-    threads_per_trial: PositiveInt = 1
+    executor: str = Field("local", description="where trials run: a registered backend (local, debug, slurm)")
+    workers: PositiveInt | None = Field(None, description="trials (local) or search workers at once (none set: cores // threads)")
+    threads_per_trial: PositiveInt = Field(1, description="torch threads per trial")
     timeout_min: PositiveInt = Field(24 * 60, description="local: time limit of a job")
     checkpoint_every: PositiveInt = Field(10, description="epochs between checkpoints (also written on SIGTERM/SIGUSR1/SIGUSR2)")
     site: str = Field("local", description="slurm: slurm_templates/<site>.yaml")
-    partition: str | None = Field(None, description="slurm: a partition of the site (default: the site's default)")
-    time: str | None = Field(None, description="slurm: time limit per array task, e.g. 02:00:00 (default: the partition's)")
+    partition: str | None = Field(None, description="slurm: a partition of the site (none set: the site's default)")
+    time: str | None = Field(None, description="slurm: time limit per array task, e.g. 02:00:00 (none set: the partition's)")
     cpus_per_task: PositiveInt | None = None
     mem_gb: PositiveFloat | None = None
     gpus: int | None = Field(None, ge=0)
@@ -292,6 +297,15 @@ class DispatchConfig(_Section):
     def _slurm_time(cls, value: str | None) -> str | None:
         if value is not None:
             slurm_minutes(value)
+        return value
+
+    @field_validator("executor")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        from hpcsweep.sweep.backends import backend_names  # the registry sits above the configuration
+
+        if value not in backend_names():
+            raise ValueError(f"unknown executor {value!r}; valid choices: {', '.join(backend_names())}")
         return value
 
 
@@ -402,12 +416,12 @@ class SweepConfig(_Section):
     )
     dispatch: DispatchConfig = Field(default_factory=DispatchConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
-    search: Literal["grid", "random", "tpe"] = "grid"
+    search: SearchKind = "grid"
     budget: PositiveInt | None = Field(None, description="random/tpe: trials to finish (done or pruned)")
     space: dict[str, Any] = Field(default_factory=dict, description="random/tpe: key -> list of choices or {low, high, log, step}")
     pruner: Literal["none", "median", "hyperband"] = "none"
     search_seed: int = 0
-    rank_by: Literal["reference_mse", "val_loss", "residual_width", "bytes", "auc"] = Field(
+    rank_by: RankBy = Field(
         "reference_mse",
         description="what ranks trials: the MSE in the reference space, the training loss (in each trial's own normalisation), "
         "the mean residual 68 % half-width of rank_variables, the bytes per jet of the AE as an error-bounded compressor "

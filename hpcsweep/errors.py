@@ -6,6 +6,7 @@ else that escapes is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import errno
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -68,3 +69,19 @@ def _model_at(root: type[BaseModel], loc: list[str]) -> type[BaseModel]:
         if nested is not None:
             model = nested
     return model
+
+
+PATH_FAULTS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR, errno.EEXIST)
+
+
+def path_fault(err: OSError) -> str:
+    """One line for a file that cannot be written or made (full disk, read-only or unwritable folder, a file in the way)."""
+    where = f"{err.filename}: " if err.filename else ""
+    hint = {
+        errno.ENOSPC: "free some space (or choose another --results) and run again: finished trials are kept",
+        errno.EDQUOT: "the disk quota is used up; free some space and run again: finished trials are kept",
+        errno.EROFS: "choose another --results",
+        errno.EACCES: "check its permissions, or choose another --results",
+        errno.EPERM: "check its permissions, or choose another --results",
+    }.get(err.errno, "a file stands where a folder is needed (or the reverse); choose another --results, or move it away")
+    return f"{where}{err.strerror or err}; {hint}"

@@ -15,6 +15,8 @@ import os
 import shutil
 import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 OTHER_HOST_AGE_S = 86_400  # a temporary of another host's writer older than this is abandoned
@@ -25,17 +27,26 @@ def temp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}~{socket.gethostname()}~{os.getpid()}.tmp")
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """A temporary file in the same folder, then renamed: a reader sees the old text or the new, never half.
+@contextmanager
+def atomic(path: Path) -> Iterator[Path]:
+    """The temporary to write `path` as; renamed into place when the block ends without error.
 
-    A failed write (a full disk) leaves the old file as it was and no temporary behind.
+    A failed write (an exception, a full disk) leaves the old file as it was and no temporary behind.
     """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(path)
     try:
-        tmp.write_text(text)
+        yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """A reader sees the old text or the new, never half (see `atomic`)."""
+    with atomic(path) as tmp:
+        tmp.write_text(text)
 
 
 def sweep_temporaries(folder: Path) -> list[Path]:

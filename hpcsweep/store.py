@@ -40,14 +40,13 @@ import numpy as np
 os.environ.setdefault("HDF5_USE_FILE_LOCKING", "BEST_EFFORT")
 import h5py  # noqa: E402  (after the locking mode is set)
 
-from hpcsweep.claims import this_job  # noqa: E402
-from hpcsweep.files import temp_path, write_atomically  # noqa: E402
+from hpcsweep.allocation import job_partition, this_job  # noqa: E402
+from hpcsweep.files import atomic, write_atomically  # noqa: E402
+from hpcsweep.states import TrialState  # noqa: E402
 
 SCHEMA_VERSION = 3  # 3: a checksum; 2: the small fields in one "summary" attribute; 1 (one attribute each) is still read
 JSON_ATTRIBUTES = ("summary", "normaliser", "evaluation", "varset", "reference")
 GROUPS = ("history", "weights", "arrays")
-FINISHED_STATES = ("done", "diverged", "pruned")
-STATES = FINISHED_STATES + ("failed",)
 SUMMARY_KEYS = ("trial_id", "sweep", "state", "error", "failure", "config", "metrics", "provenance", "evaluations")
 
 
@@ -104,25 +103,19 @@ def write_trial(path: Path, record: TrialRecord) -> None:
 
     A failed write (a full disk) leaves the previous file as it was and no temporary behind.
     """
-    if record.state not in STATES:
-        raise ValueError(f"unknown trial state {record.state!r}")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if record.state not in [state for state in TrialState if state.is_stored()]:
+        raise ValueError(f"a trial file cannot hold state {record.state!r}")
     texts = {"summary": json.dumps({key: getattr(record, key) for key in SUMMARY_KEYS}, sort_keys=True)}  # one read for a scan
     texts |= {key: json.dumps(getattr(record, key)) for key in JSON_ATTRIBUTES[1:]}
     arrays = {f"{group}/{name}": np.asarray(array) for group in GROUPS for name, array in getattr(record, group).items()}
-    tmp = temp_path(path)
-    try:
-        with h5py.File(tmp, "w") as handle:
-            handle.attrs["schema_version"] = SCHEMA_VERSION
-            handle.attrs.update(texts)
-            handle.attrs["checksum"] = checksum(texts, arrays)
-            for group in GROUPS:
-                handle.create_group(group)
-            for name, array in arrays.items():
-                handle.create_dataset(name, data=array)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic(path) as tmp, h5py.File(tmp, "w") as handle:
+        handle.attrs["schema_version"] = SCHEMA_VERSION
+        handle.attrs.update(texts)
+        handle.attrs["checksum"] = checksum(texts, arrays)
+        for group in GROUPS:
+            handle.create_group(group)
+        for name, array in arrays.items():
+            handle.create_dataset(name, data=array)
 
 
 def checksum(texts: dict[str, str], arrays: dict[str, np.ndarray]) -> str:
@@ -188,13 +181,8 @@ def copy_trial(path: Path, results_dir: Path) -> Path:
     """Copy a trial file into another sweep's folder (atomically; an existing copy is kept)."""
     target = trial_path(results_dir, path.stem)
     if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = temp_path(target)
-        try:
+        with atomic(target) as tmp:
             shutil.copyfile(path, tmp)
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
     return target
 
 
@@ -274,8 +262,8 @@ def attempts_path(results_dir: Path, trial_id: str) -> Path:
 def open_attempt(results_dir: Path, trial_id: str, config: dict[str, Any]) -> None:
     """Log that this process starts (or resumes) a trial, with the trial's config."""
     entry = {"event": "start", "job": this_job(), "host": socket.gethostname(), "pid": os.getpid(), "time": time.time(), "config": config}
-    if os.environ.get("SLURM_JOB_PARTITION"):
-        entry["partition"] = os.environ["SLURM_JOB_PARTITION"]
+    if job_partition():
+        entry["partition"] = job_partition()
     _append_line(attempts_path(results_dir, trial_id), entry)
 
 

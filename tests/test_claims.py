@@ -94,6 +94,7 @@ def _race(folder: str, results) -> None:
     claim.release()
 
 
+@pytest.mark.slow
 def test_of_many_processes_taking_over_a_stale_claim_at_once_exactly_one_wins(tmp_path):
     _plant(tmp_path, "trial", 0, socket.gethostname(), _dead_pid())
     context = multiprocessing.get_context("spawn")

@@ -73,7 +73,7 @@ def test_epochs_and_set_overrides_fix_keys_and_remove_their_axes():
         ("name: x\ngrid: {lrr: [0.1]}\n", ["unknown axis 'lrr'", "valid choices:", "train.lr"]),
         ("name: x\nmodel: {activation: gelu}\n", ["model.activation", "'tanh', 'leaky_relu' or 'relu'", "'gelu'"]),
         ("name: x\ndata: {varset: atlas72}\n", ["data.varset", "unknown variable set 'atlas72'", "atlas27", "generated"]),
-        ("name: x\ngrid: {z: [30]}\n", ["model.latent = 30 is larger than the 24 inputs", "valid choices: 1..24"]),
+        ("name: x\ngrid: {z: [30]}\n", ["model.latent = 30, more than the 24 inputs", "valid choices: 1..24"]),
         ("name: x\ngrid: {lr: [0.1, -1]}\n", ["grid point train.lr", "greater than 0"]),
         ("name: x\ntrain: [1, 2\n", ["not valid YAML"]),
         ("name: x\nmodel: {kind: transformer}\n", ["model.kind", "'ae', 'sparse' or 'vae'", "'transformer'"]),

@@ -22,7 +22,7 @@ def test_orchestration_side_does_not_import_torch():
 def test_threads_follow_the_allocation(monkeypatch):
     import os
 
-    from hpcsweep.resources import allocated_cores
+    from hpcsweep.allocation import allocated_cores
 
     cores = len(os.sched_getaffinity(0))
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
@@ -31,3 +31,74 @@ def test_threads_follow_the_allocation(monkeypatch):
     assert allocated_cores() == cores, "never more threads than the cores this process may use"
     monkeypatch.delenv("SLURM_CPUS_PER_TASK")
     assert allocated_cores() == cores
+
+
+#: The layers of the house, lowest first (docs/pipeline.md): a module imports only from its own layer or below.
+LAYERS = ("base", "config", "data", "coding", "store", "trial", "sweep", "review", "compress", "cli")
+BASE = ("states", "files", "allocation", "claims", "errors", "paths", "provenance")
+CODING = ("hpcsweep.compress.codec", "hpcsweep.compress.fit", "hpcsweep.compress.peers")
+#: The one import against the grain: the configuration asks the backend registry for the executor names (at validation).
+ALLOWED_UP = {("hpcsweep.config", "hpcsweep.sweep.backends")}
+
+
+def _layer(module: str) -> str | None:
+    parts = module.split(".")
+    if parts[0] != "hpcsweep" or len(parts) == 1:
+        return None
+    if module.startswith("hpcsweep.data.varset"):
+        return "config"  # pydantic and YAML only: what the configuration validates variable sets with
+    if any(module.startswith(coding) for coding in CODING):
+        return "coding"
+    if parts[1] in BASE:
+        return "base"
+    return "cli" if parts[1] in ("cli", "__main__") else parts[1]
+
+
+def _imports(path):
+    import ast
+
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            yield node.module, node.lineno
+        elif isinstance(node, ast.Import):
+            yield from ((alias.name, node.lineno) for alias in node.names)
+
+
+def test_imports_go_one_way_down_the_layers():
+    """Every import, at the top of a module or inside a function: data flows one way, and a lower stage never reaches up."""
+    from pathlib import Path
+
+    import hpcsweep
+
+    root = Path(hpcsweep.__file__).parent
+    against = []
+    for path in sorted(root.rglob("*.py")):
+        module = ".".join(("hpcsweep", *path.relative_to(root).with_suffix("").parts)).removesuffix(".__init__")
+        source = _layer(module)
+        for target, line in _imports(path):
+            layer = _layer(target)
+            if source and layer and LAYERS.index(layer) > LAYERS.index(source) and (module, target) not in ALLOWED_UP:
+                against.append(f"{module}:{line} ({source}) imports {target} ({layer})")
+    assert not against, "\n".join(against)
+    assert {_layer(m) for m in ("hpcsweep.sweep.run", "hpcsweep.review.tables", "hpcsweep.states")} == {"sweep", "review", "base"}
+
+
+def test_package_inits_only_reexport():
+    """A reader opening a package sees its public surface: imports and __all__ (data: a lazy table), no code."""
+    import ast
+    from pathlib import Path
+
+    import hpcsweep
+
+    for init in Path(hpcsweep.__file__).parent.glob("*/__init__.py"):
+        body = [n for n in ast.parse(init.read_text()).body if not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))]
+        code = [n for n in body if not isinstance(n, ast.Import | ast.ImportFrom | ast.Assign | ast.AnnAssign)]
+        lazy = [n for n in code if isinstance(n, ast.FunctionDef) and n.name == "__getattr__"]
+        assert code == lazy, f"{init}: {[type(n).__name__ for n in code]}"
+
+
+def test_the_configuration_loads_no_numpy():
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys, hpcsweep.config; print('numpy' in sys.modules)"], capture_output=True, text=True
+    )
+    assert done.stdout.strip() == "False"

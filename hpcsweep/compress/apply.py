@@ -23,6 +23,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -30,9 +31,9 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from hpcsweep import files
 from hpcsweep.compress.bundle import Bundle
 from hpcsweep.errors import UserError
-from hpcsweep.files import temp_path
 
 MAGIC = b"HPCSWEEP-JETS\x00\x01"
 HEADER, CHUNK, END = b"H", b"C", b"E"
@@ -60,12 +61,12 @@ def compress_file(
     """Compress `source` (ROOT TTree/RNTuple or Parquet, flat or jagged) into `output`, atomically."""
     from tqdm import tqdm
 
-    from hpcsweep.data.read import InputFile, _find_branch
+    from hpcsweep.data.read import InputFile, find_branch
 
     bundle.codec(bound)  # a bound the bundle lacks is refused before anything is read
     varset = bundle.varset
     file = InputFile(Path(source), tree or varset.tree)
-    model = {_find_branch(v.name, v.branches, varset.prefixes, file.available, file.path, file.tree): v for v in varset.variables}
+    model = {find_branch(v.name, v.branches, varset.prefixes, file.available, file.path, file.tree): v for v in varset.variables}
     summary, started = Summary(), time.perf_counter()
     with (
         atomic(output) as out,
@@ -220,13 +221,13 @@ def in_cuts(physical: np.ndarray, varset) -> np.ndarray:
     """Jets the model was trained on: finite, and passing the variable set's cuts (float32, as when read)."""
     import pandas as pd
 
-    from hpcsweep.data.read import _evaluate
+    from hpcsweep.data.read import evaluate_cut
 
     values = physical.astype(np.float32)
     keep = np.isfinite(values).all(axis=1)
     frame = pd.DataFrame(values, columns=varset.names, copy=False)
     for cut in varset.cuts:
-        passed = _evaluate(frame, cut.expression, varset.name)
+        passed = evaluate_cut(frame, cut.expression, varset.name)
         keep &= passed if cut.action == "keep" else ~passed
     return keep
 
@@ -433,7 +434,7 @@ class _Coders:
     processes are the parallelism), results taken in file order; in this process for one core or a small file."""
 
     def __init__(self, bundle: Bundle, bound: float, parallel: bool):
-        from hpcsweep.resources import allocated_cores
+        from hpcsweep.allocation import allocated_cores
 
         self.bundle, self.bound = bundle, bound
         self.workers = allocated_cores() if parallel else 1
@@ -487,24 +488,15 @@ class _Coders:
 
 
 # --- records and helpers --------------------------------------------------------------------------
-class atomic:
-    """Write to a temporary beside `path`, renamed into place only when the block ends without error."""
-
-    def __init__(self, path: Path, binary: bool = True):
-        self.path, self.binary = Path(path), binary
-        self.tmp = temp_path(self.path)
-
-    def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.handle = open(self.tmp, "wb") if self.binary else None
-        return self.handle if self.binary else self.tmp
-
-    def __exit__(self, kind, error, trace) -> None:
-        if self.handle is not None:
-            self.handle.close()
-        if kind is None:
-            os.replace(self.tmp, self.path)
-        self.tmp.unlink(missing_ok=True)
+@contextmanager
+def atomic(path: Path, binary: bool = True) -> Iterator[Any]:
+    """An open binary file (or, `binary` False, the temporary's path) that becomes `path` when the block ends without error."""
+    with files.atomic(path) as tmp:
+        if not binary:
+            yield tmp
+            return
+        with open(tmp, "wb") as handle:
+            yield handle
 
 
 def _write(out: BinaryIO, kind: bytes, payload: bytes) -> None:

@@ -10,7 +10,6 @@ compressed file records it, and is decompressed only with the same bundle.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import numpy as np
 from hpcsweep.compress.codec import Codec
 from hpcsweep.data.varset import VarSet, load_varset
 from hpcsweep.errors import UserError
-from hpcsweep.files import temp_path
+from hpcsweep.files import atomic
 from hpcsweep.store import checksum
 
 KIND = "hpcsweep bundle"
@@ -78,16 +77,10 @@ def write_bundle(
     arrays |= {f"discrete/{k}": np.asarray(v) for k, v in discrete.items()}
     arrays |= {f"codec/{i}/{name}": np.asarray(a) for i, (_, named) in enumerate(states) for name, a in named.items()}
     digest = checksum(encoded, arrays)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(path)
-    try:
-        with h5py.File(tmp, "w") as handle:
-            handle.attrs.update({"kind": KIND, "schema": SCHEMA, "checksum": digest} | encoded)
-            for name, array in arrays.items():
-                handle.create_dataset(name, data=array)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic(path) as tmp, h5py.File(tmp, "w") as handle:
+        handle.attrs.update({"kind": KIND, "schema": SCHEMA, "checksum": digest} | encoded)
+        for name, array in arrays.items():
+            handle.create_dataset(name, data=array)
     return digest
 
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from hpcsweep.compress.bundle import bound_label, write_bundle
 from hpcsweep.errors import UserError
-from hpcsweep.files import temp_path
+from hpcsweep.files import atomic
+from hpcsweep.states import TrialState
 
 DEFAULT_BOUNDS = (0.01, 0.001)
 
@@ -22,7 +22,7 @@ def best_trial(results_dir: Path, latent: int) -> str:
 
     selection = select(results_dir, scan(results_dir)[0])
     frame = trials_frame(selection.summaries, selection.ranking)
-    done = frame[(frame["state"] == "done") & frame["rank"].notna()]
+    done = frame[(frame["state"] == TrialState.DONE) & frame["rank"].notna()]
     if not len(done):
         raise UserError(f"{results_dir}: no finished trial to export; run 'hpcsweep sweep {results_dir.name}' first")
     at = done[done["latent"] == latent]
@@ -127,10 +127,6 @@ def export_onnx(trial_file: Path, stem: Path) -> tuple[Path, Path]:
             dynamo=True,
             verbose=False,
         )
-        tmp = temp_path(path)
-        try:
+        with atomic(path) as tmp:
             program.save(str(tmp))
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
     return paths

@@ -27,12 +27,12 @@ def score_file(
     import awkward as ak
     from tqdm import tqdm
 
-    from hpcsweep.data.read import InputFile, _find_branch
+    from hpcsweep.data.read import InputFile, find_branch
 
     score = Scorer(bundle)
     varset = bundle.varset
     file = InputFile(Path(source), tree or varset.tree)
-    model = {_find_branch(v.name, v.branches, varset.prefixes, file.available, file.path, file.tree): v for v in varset.variables}
+    model = {find_branch(v.name, v.branches, varset.prefixes, file.available, file.path, file.tree): v for v in varset.variables}
     kind, branches, counters = layout(file)
     summary, started, writer = Summary(), time.perf_counter(), None
     with (
@@ -81,7 +81,7 @@ class Scorer:
         from hpcsweep.trial import assemble_trained
 
         texts, arrays = bundle.texts, bundle.arrays
-        self.model, self.normaliser, self.physics = assemble_trained(
+        self.model, self.normaliser, self.measure = assemble_trained(
             bundle.varset,
             texts["config"]["model"],
             {k.removeprefix("weights/"): v for k, v in arrays.items() if k.startswith("weights/")},
@@ -98,4 +98,4 @@ class Scorer:
         x = physical.astype(np.float32)
         with torch.no_grad():
             decoded = reconstruct(self.model, torch.from_numpy(self.normaliser.transform(x))).numpy()
-        return self.physics.reference_errors(x, self.physics.restore(self.normaliser.inverse_transform(decoded)))
+        return self.measure.reference_errors(x, self.measure.restore(self.normaliser.inverse_transform(decoded)))

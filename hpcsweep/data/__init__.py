@@ -7,14 +7,12 @@ configuration, which reads variable-set names) stays light.
 from __future__ import annotations
 
 import importlib
-import os
-from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from hpcsweep.config import DataConfig
 
 _EXPORTS = {
+    "data_root": "dataset",
+    "prepare": "dataset",
+    "prepared": "dataset",
+    "source_files": "dataset",
     "Sample": "generate",
     "generate": "generate",
     "JetTable": "read",
@@ -30,64 +28,10 @@ _EXPORTS = {
     "peak_and_width": "physics",
 }
 
-__all__ = sorted(_EXPORTS) + ["data_root", "prepare", "prepared", "source_files"]
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str):
     if name in _EXPORTS:
         return getattr(importlib.import_module(f"hpcsweep.data.{_EXPORTS[name]}"), name)
     raise AttributeError(f"module 'hpcsweep.data' has no attribute {name!r}")
-
-
-def data_root() -> Path:
-    """Where generated samples and caches live: $HPCSWEEP_DATA, else ./data."""
-    return Path(os.environ.get("HPCSWEEP_DATA", "data")).resolve()
-
-
-def _sample(config: DataConfig):
-    from hpcsweep.data.generate import Sample
-
-    return Sample(config.process, config.events, config.generator_seed, config.zprime_mass)
-
-
-def source_files(config: DataConfig, progress: bool = True) -> str | list[str]:
-    """The files a data config reads, generating the sample first if it is a generated one."""
-    if not config.generated:
-        return config.source
-    from hpcsweep.data.generate import generate
-
-    return str(generate(_sample(config), data_root() / "generated", progress=progress))
-
-
-def prepare(config: DataConfig, progress: bool = True) -> Path:
-    """Make sure the cleaned, cached table of `config` exists (generate, read, check, cache); return its folder."""
-    from hpcsweep.data.read import cache_jets
-    from hpcsweep.data.varset import load_varset
-
-    return cache_jets(
-        source_files(config, progress),
-        load_varset(config.varset),
-        data_root() / "cache",
-        tree=config.tree,
-        leading_only=config.leading_only,
-        progress=progress,
-    )
-
-
-def prepared(config: DataConfig) -> Path | None:
-    """The cached table of `config` if its files were read as they are now; None otherwise (nothing is read or generated)."""
-    from hpcsweep.data.read import cached
-    from hpcsweep.data.varset import load_varset
-    from hpcsweep.errors import UserError
-
-    if config.generated:
-        sample_file = data_root() / "generated" / _sample(config).filename
-        if not sample_file.exists():
-            return None
-        files: str | list[str] = str(sample_file)
-    else:
-        files = config.source
-    try:
-        return cached(files, load_varset(config.varset), data_root() / "cache", tree=config.tree, leading_only=config.leading_only)
-    except UserError:  # a file is missing: nothing can be said about its content
-        return None

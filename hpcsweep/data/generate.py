@@ -25,13 +25,15 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 
+from hpcsweep.allocation import allocated_cores
 from hpcsweep.claims import Claim
+from hpcsweep.config import Process
 from hpcsweep.errors import UserError
-from hpcsweep.files import sweep_temporaries, temp_path
-from hpcsweep.resources import allocated_cores
+from hpcsweep.files import atomic, sweep_temporaries
 
 GENERATOR_VERSION = 1
 CHUNK_EVENTS = 500
@@ -41,7 +43,7 @@ JET_PT_MIN = 20.0
 PARTICLE_ETA_MAX = 5.0
 TRACKER_ETA_MAX = 2.5
 GHOST_AREA = 0.01
-PROCESSES = ("qcd", "zprime")
+PROCESSES = get_args(Process)
 
 #: Per-jet branches (`jet_<name>` in the file), in the order they are written.
 JET_FLOATS = (
@@ -106,13 +108,9 @@ def generate(sample: Sample, out_dir: Path, workers: int | None = None, progress
 def _generate(sample: Sample, path: Path, workers: int | None, progress: bool) -> None:
     chunks = _chunks(sample)
     workers = max(1, min(workers or allocated_cores(), len(chunks)))
-    tmp = temp_path(path)
     start = time.perf_counter()
-    try:
+    with atomic(path) as tmp:
         n_jets = _write(sample, chunks, tmp, workers, progress)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     elapsed = time.perf_counter() - start
     if progress:
         print(

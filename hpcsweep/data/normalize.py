@@ -9,14 +9,15 @@ new data exactly as it was trained.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Protocol, get_args
 
 import numpy as np
 
+from hpcsweep.config import Normalisation
 from hpcsweep.data.varset import Transform, VarSet
 from hpcsweep.errors import UserError
 
-NORMALISATIONS = ("standard", "minmax", "custom", "custom+standard", "custom+minmax")
+NORMALISATIONS = get_args(Normalisation)
 
 
 class Step(Protocol):
@@ -185,7 +186,6 @@ def make_normaliser(mode: str, varset: VarSet, clip: bool = False) -> Normaliser
 
 
 #: Spaces in which every trial of a sweep is compared, whatever its own normalisation.
-REFERENCES = ("auto", "custom", "standard", "custom+standard")
 
 
 def reference_mode(reference: str, varset: VarSet) -> str:

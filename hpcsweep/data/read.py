@@ -49,7 +49,6 @@ DISCRETE_LIMIT = 1000  # a discrete variable with more distinct values is refuse
 #: variance, the MSE), and nothing physical reaches 1e18 in any unit; such values are sentinels (FLT_MAX = 3.4e38).
 LARGEST_VALUE = 1e18
 MIN_JETS = 2  # a cache with fewer jets after cleaning is refused: nothing to train and validate on
-FORMATS = ("ROOT", "Parquet")
 
 
 @dataclass
@@ -334,7 +333,7 @@ class _Reader:
         self.label = self.files[0].path.name + (f" and {len(self.files) - 1} more files" if len(self.files) > 1 else "")
         self.n_entries = sum(f.n_entries for f in self.files)
         self.branches = [
-            {v.name: _find_branch(v.name, v.branches, varset.prefixes, f.available, f.path, f.tree) for v in varset.variables}
+            {v.name: find_branch(v.name, v.branches, varset.prefixes, f.available, f.path, f.tree) for v in varset.variables}
             for f in self.files
         ]
         self.event_branches = [next((b for b in varset.event_branches if b in f.available), None) for f in self.files]
@@ -446,7 +445,7 @@ class _Reader:
             next(steps).removed += int((keep & (rank != 0)).sum())
             keep &= rank == 0
         for cut in self.varset.cuts:
-            passed = _evaluate(frame, cut.expression, self.varset.name)
+            passed = evaluate_cut(frame, cut.expression, self.varset.name)
             passed = passed if cut.action == "keep" else ~passed
             next(steps).removed += int((keep & ~passed).sum())
             keep &= passed
@@ -548,7 +547,8 @@ def _in_units(values: np.ndarray, scale: float) -> np.ndarray:
     return (values.astype(np.float64) * scale).astype(np.float32)
 
 
-def _evaluate(frame, expression: str, varset_name: str) -> np.ndarray:
+def evaluate_cut(frame, expression: str, varset_name: str) -> np.ndarray:
+    """Which rows of `frame` pass a cut's expression (pandas eval); a bad expression is a UserError naming the set."""
     try:
         result = frame.eval(expression, engine="python")
     except Exception as err:
@@ -587,7 +587,8 @@ def _pick_tree(handle, path: Path, wanted: str | None) -> str:
     raise UserError(f"{path}: holds no TTree or RNTuple" + (f"; it holds {found}" if found else ""))
 
 
-def _find_branch(name: str, candidates: tuple[str, ...], prefixes: tuple[str, ...], available: list[str], path: Path, tree: str) -> str:
+def find_branch(name: str, candidates: tuple[str, ...], prefixes: tuple[str, ...], available: list[str], path: Path, tree: str) -> str:
+    """The branch a variable reads (its candidates under each prefix); missing: a UserError listing the nearest branches."""
     tried = [prefix + branch for branch in candidates for prefix in prefixes]
     for branch in tried:
         if branch in available:

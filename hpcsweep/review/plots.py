@@ -7,7 +7,6 @@ masses. Nothing here loads a network.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from hpcsweep.data.varset import VarSet
-from hpcsweep.files import temp_path
+from hpcsweep.files import atomic
+from hpcsweep.states import TrialState
 from hpcsweep.sweep.rank import Ranking
 
 #: How common jet variables are written on axes.
@@ -62,12 +62,8 @@ def _figure(path: Path, empty: bool = False, tight: bool = True, **subplots: Any
 
 def _save(fig: Any, path: Path, **options: Any) -> None:
     """Save under a temporary name, then rename: a full disk leaves the previous figure, not half of one."""
-    tmp = temp_path(path)
-    try:
+    with atomic(path) as tmp:
         fig.savefig(tmp, format=path.suffix[1:], **options)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _margins(fig: Any, title: bool = True) -> dict[str, float]:
@@ -141,7 +137,7 @@ def loss_vs_latent(best: pd.DataFrame, median: pd.DataFrame, path: Path, ranking
 def grid_summary(frame: pd.DataFrame, best: pd.DataFrame, path: Path, ranking: Ranking | None = None) -> Path:
     """Per latent dimension: the yardstick versus lr, one series per (bs, wd), the best trial starred (thesis Fig. 2.13)."""
     ranking = ranking or Ranking()
-    done = frame[(frame["state"] == "done") & frame["rank"].notna()]
+    done = frame[(frame["state"] == TrialState.DONE) & frame["rank"].notna()]
     latents = sorted(done["latent"].astype(int).unique())
     with _figure(path, **_panels(len(latents), columns=min(3, len(latents)), size=6.0)) as (fig, axes):
         for ax, z in zip(axes.flat, latents, strict=False):

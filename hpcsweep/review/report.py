@@ -19,6 +19,7 @@ import pandas as pd
 
 from hpcsweep import __version__
 from hpcsweep.files import write_atomically
+from hpcsweep.states import TrialState
 
 if TYPE_CHECKING:
     from hpcsweep.review import Review
@@ -82,9 +83,9 @@ def write_report(review: Review, definition: str, states: dict[str, int]) -> Pat
 def _states(states: dict[str, int]) -> str:
     rows = "".join(f"<tr><td>{html.escape(s)}</td><td>{n}</td></tr>" for s, n in states.items())
     missing = {
-        "pending": "never started: no trial file yet",
-        "lost": "started, but their job ended without a trial file (killed, or the file was removed)",
-        "failed": "failed: their files say why",
+        TrialState.PENDING: "never started: no trial file yet",
+        TrialState.LOST: "started, but their job ended without a trial file (killed, or the file was removed)",
+        TrialState.FAILED: "failed: their files say why",
     }
     notes = "".join(f"<li>{states[s]} {s}: {why}</li>" for s, why in missing.items() if states.get(s))
     again = f"<p>Missing from the tables:</p><ul>{notes}</ul><p>Running the sweep again runs these.</p>" if notes else ""

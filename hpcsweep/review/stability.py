@@ -16,6 +16,7 @@ import pandas as pd
 
 from hpcsweep.config import dotted
 from hpcsweep.review.tables import config_value, varied_axes
+from hpcsweep.states import TrialState
 from hpcsweep.sweep.rank import Ranking
 
 OUTLIER_FACTOR = 1.5  # a run whose val loss is above 1.5x its config's median is flagged
@@ -37,7 +38,7 @@ def rerun_groups(summaries: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
     """Trial ids per config (seed aside), for configs run with more than one seed."""
     groups: dict[str, list[str]] = {}
     for trial_id, summary in summaries.items():
-        if summary.get("state") in ("done", "diverged"):
+        if summary.get("state") in (TrialState.DONE, TrialState.DIVERGED):
             groups.setdefault(config_without_seed(summary["config"]), []).append(trial_id)
     return {key: sorted(ids) for key, ids in groups.items() if len(ids) > 1}
 
@@ -51,7 +52,7 @@ def stability_table(summaries: dict[str, dict[str, Any]], ranking: Ranking | Non
     for ids in groups.values():
         runs = [summaries[i] for i in ids]
         config = runs[0]["config"]
-        losses = np.array([ranking.value(r["metrics"]) if r["state"] == "done" else np.nan for r in runs], dtype=float)
+        losses = np.array([ranking.value(r["metrics"]) if r["state"] == TrialState.DONE else np.nan for r in runs], dtype=float)
         seeds = [r["config"]["train"]["seed"] for r in runs]
         flagged = outliers(losses)
         finite = losses[np.isfinite(losses)]

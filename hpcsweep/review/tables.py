@@ -15,6 +15,7 @@ import pandas as pd
 from hpcsweep.config import dotted
 from hpcsweep.data.varset import VarSet, varset_label
 from hpcsweep.files import write_atomically
+from hpcsweep.states import TrialState
 from hpcsweep.sweep.rank import Ranking
 
 #: Trial-table columns taken from each trial's stored config, metrics and provenance.
@@ -38,7 +39,8 @@ _FIELDS = {
 _TABLE_AXES = {"model.latent", "train.batch_size", "train.lr", "train.weight_decay", "train.seed"}
 
 
-def _dig(summary: dict[str, Any], path: tuple[str, ...]) -> Any:
+def _nested(summary: dict[str, Any], path: tuple[str, ...]) -> Any:
+    """summary[path[0]][path[1]]...; None where a key is missing."""
     value: Any = summary
     for key in path:
         value = value.get(key) if isinstance(value, dict) else None
@@ -67,7 +69,7 @@ def trials_frame(summaries: dict[str, dict[str, Any]], ranking: Ranking | None =
     rows = []
     for trial_id, summary in summaries.items():
         row: dict[str, Any] = {"trial_id": trial_id, "state": summary["state"], "failure": summary.get("failure", "")}
-        row |= {column: _dig(summary, path) for column, path in _FIELDS.items()}
+        row |= {column: _nested(summary, path) for column, path in _FIELDS.items()}
         row["varset"] = varset_label(row["varset"]) if row["varset"] is not None else None
         row["rank"] = ranking.value(summary.get("metrics") or {})
         row |= {axis: config_value(summary.get("config", {}), axis) for axis in axes}
@@ -79,7 +81,7 @@ def trials_frame(summaries: dict[str, dict[str, Any]], ranking: Ranking | None =
 def config_value(config: dict[str, Any], axis: str) -> Any:
     """The value of a dotted key (e.g. 'data.normalisation') of a stored config, as a table shows it; split at its
     first dot only, as `dotted` joins them (a key of a trial file may hold dots)."""
-    return _axis_value(_dig(config, tuple(axis.split(".", 1))))
+    return _axis_value(_nested(config, tuple(axis.split(".", 1))))
 
 
 def _axis_value(value: Any) -> Any:
@@ -95,7 +97,7 @@ def best_and_median(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     The median trial is a real trial: for an even count, the worse of the two middle ones.
     Ties are broken by trial id, so the choice is reproducible.
     """
-    done = frame[(frame["state"] == "done") & frame["rank"].notna()].sort_values(["latent", "rank", "trial_id"])
+    done = frame[(frame["state"] == TrialState.DONE) & frame["rank"].notna()].sort_values(["latent", "rank", "trial_id"])
     groups = [group for _, group in done.groupby("latent", sort=True)]
     best = pd.DataFrame([g.iloc[0] for g in groups], columns=done.columns)
     median = pd.DataFrame([g.iloc[len(g) // 2] for g in groups], columns=done.columns)
@@ -133,7 +135,7 @@ def thesis_table(picks: pd.DataFrame, axes: list[str] | None = None, ranking: Ra
 
 def comparison_table(frame: pd.DataFrame, axis: str) -> pd.DataFrame:
     """Best and median rank value per value of `axis` (rows) and latent dimension (columns), done trials only."""
-    done = frame[(frame["state"] == "done") & frame["rank"].notna()]
+    done = frame[(frame["state"] == TrialState.DONE) & frame["rank"].notna()]
     rows = []
     for value, group in done.groupby(axis, sort=True):
         row: dict[str, Any] = {axis: value}

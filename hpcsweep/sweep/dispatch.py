@@ -22,13 +22,14 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from submitit.helpers import Checkpointable
 
 from hpcsweep.claims import Claim
-from hpcsweep.config import DispatchConfig, TrialSpec
+from hpcsweep.config import TrialSpec
+from hpcsweep.states import TrialState
 from hpcsweep.store import (
-    FINISHED_STATES,
     TrialRecord,
     claims_dir,
     close_attempt,
@@ -38,6 +39,10 @@ from hpcsweep.store import (
     verify_trial,
     write_trial,
 )
+from hpcsweep.sweep.backends import JobTeller
+
+if TYPE_CHECKING:
+    from hpcsweep.trial.train import Report
 
 TRIAL_STALE_S = 300.0  # a trial's claim without a heartbeat for this long is taken over (the heartbeat beats every 30 s)
 CHECKPOINTED = {signal.SIGUSR2: "time limit", signal.SIGTERM: "preempted"}  # submitit warns of the limit with USR2
@@ -50,24 +55,22 @@ class TrialBatch(Checkpointable):
         return run_batch(specs, threads)
 
 
-def run_batch(specs: list[TrialSpec], threads: int) -> list[str]:
+def run_batch(specs: list[TrialSpec], threads: int) -> list[TrialState | None]:
     """Run the batch's unfinished trials; a failing trial is recorded and the next one starts."""
     return [run_one(spec, threads) for spec in specs]  # a requeued batch skips what ended
 
 
-def run_one(spec: TrialSpec, threads: int, report=None) -> str:
-    """Claim one trial and run it unless it is finished or claimed by a live worker; return its state ('claimed' if left).
+def run_one(spec: TrialSpec, threads: int, report: Report | None = None) -> TrialState | None:
+    """Claim one trial and run it unless it is finished or claimed by a live worker; return its state (None: left to another).
 
     The attempt is logged, a stop signal handed over, a failure recorded.
     """
-    from hpcsweep.sweep.slurm import job_alive
-
     results = Path(spec.results_dir)
-    claim = Claim(claims_dir(results), spec.trial_id, TRIAL_STALE_S, job_alive)
+    claim = Claim(claims_dir(results), spec.trial_id, TRIAL_STALE_S, JobTeller().alive)
     holder = claim.acquire()
     if holder is not None:
         print(f"trial {spec.trial_id}: left to {holder.describe()}, which runs it", file=sys.stderr)
-        return "claimed"
+        return None
     try:
         if finished := finished_state(spec):
             return finished
@@ -78,7 +81,7 @@ def run_one(spec: TrialSpec, threads: int, report=None) -> str:
         claim.release()
 
 
-def _attempt(spec: TrialSpec, threads: int, report, still_ours: Callable[[], bool]) -> str:
+def _attempt(spec: TrialSpec, threads: int, report: Report | None, still_ours: Callable[[], bool]) -> TrialState | None:
     from hpcsweep.trial import TrialInterrupted, run_trial  # torch is imported in the worker only
 
     open_attempt(Path(spec.results_dir), spec.trial_id, spec.config.model_dump(mode="json"))
@@ -90,7 +93,7 @@ def _attempt(spec: TrialSpec, threads: int, report, still_ours: Callable[[], boo
         raise
     except Exception as error:  # recorded in the store as 'failed'; a rerun retries it (within the retry budget)
         record_failure(spec, error, still_ours)
-        return "failed"
+        return TrialState.FAILED
 
 
 def checkpoint_reason(signum: int) -> str:
@@ -98,14 +101,14 @@ def checkpoint_reason(signum: int) -> str:
     return CHECKPOINTED.get(signum, f"signal {signal.Signals(signum).name}")
 
 
-def finished_state(spec: TrialSpec) -> str:
-    """The state of the trial's file if it is finished and whole (its checksum holds), else ''."""
+def finished_state(spec: TrialSpec) -> TrialState | None:
+    """The state of the trial's file if it is finished and whole (its checksum holds), else None."""
     path = trial_path(Path(spec.results_dir), spec.trial_id)
     try:
-        state = verify_trial(path)["state"] if path.exists() else ""
+        state = TrialState(verify_trial(path)["state"]) if path.exists() else None
     except (OSError, KeyError, ValueError):
-        return ""
-    return state if state in FINISHED_STATES else ""
+        return None
+    return state if state is not None and state.is_finished() else None
 
 
 def _hand_over(spec: TrialSpec, signum: int, still_ours: Callable[[], bool]) -> None:
@@ -156,7 +159,7 @@ def record_failure(spec: TrialSpec, error: BaseException, still_ours: Callable[[
             TrialRecord(
                 trial_id=spec.trial_id,
                 sweep=spec.sweep,
-                state="failed",
+                state=TrialState.FAILED,
                 config=spec.config.model_dump(mode="json"),
                 provenance={**spec.provenance, "attempts": ended_attempts(results, spec.trial_id, f"failed: {kind}")},
                 error="".join(traceback.format_exception(error)),
@@ -169,28 +172,3 @@ def record_failure(spec: TrialSpec, error: BaseException, still_ours: Callable[[
         close_attempt(results, spec.trial_id, f"failed: {kind}")
     except OSError:
         print(f"trial {spec.trial_id}: the end of its attempt could not be logged; a later run retries it", file=sys.stderr)
-
-
-def pack(specs: list[TrialSpec], n_batches: int | None = None, per_batch: int | None = None) -> list[list[TrialSpec]]:
-    """Deal trials round-robin into `n_batches` (local: one per worker), or cut them `per_batch` at a time (SLURM)."""
-    if per_batch:
-        return [specs[i : i + per_batch] for i in range(0, len(specs), per_batch)]
-    n_batches = max(1, min(n_batches or 1, len(specs)))
-    return [specs[i::n_batches] for i in range(n_batches) if specs[i::n_batches]]
-
-
-def submit(function, arguments: list[tuple], dispatch: DispatchConfig, log_dir: Path) -> list:
-    """One job (local) or array task (SLURM) per argument tuple; the debug executor runs them on `.result()`."""
-    import submitit
-
-    columns = [list(column) for column in zip(*arguments, strict=True)]
-    if dispatch.executor == "slurm":
-        from hpcsweep.sweep.slurm import submit_arrays
-
-        return submit_arrays(function, columns, dispatch, log_dir)
-    if dispatch.executor == "debug":
-        executor = submitit.DebugExecutor(folder=log_dir)
-    else:
-        executor = submitit.LocalExecutor(folder=log_dir)
-        executor.update_parameters(timeout_min=dispatch.timeout_min)
-    return executor.map_array(function, *columns)

@@ -1,4 +1,4 @@
-"""Expansion of a sweep into trials with stable identities."""
+"""Expansion of a sweep into trials with stable identities, each checked against its variable set (loaded once)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import math
 from collections.abc import Callable
 
-from hpcsweep.config import DataConfig, SweepConfig, TrialConfig, trial_from_point
+from hpcsweep.config import DataConfig, Range, SweepConfig, TrialConfig, trial_from_point
 from hpcsweep.data.varset import VarSet, load_varset
 from hpcsweep.errors import UserError
 
@@ -44,14 +44,26 @@ def grid_size(sweep: SweepConfig) -> int:
     return len(sweep.points or [{}]) * math.prod(len(values) for values in sweep.grid.values())
 
 
+def search_base(sweep: SweepConfig, source: str = "sweep", version: Callable[[DataConfig], str] | None = None) -> TrialConfig:
+    """The trial a search's sampled points start from (with its data version); its space checked against the variable set."""
+    (base,) = expand(sweep.model_copy(update={"space": {}, "search": "grid"}), source, version)
+    spec = sweep.space.get("model.latent")
+    if spec is not None:
+        largest = spec.high if isinstance(spec, Range) else max(spec)
+        check_latent(largest, load_varset(base.data.varset), f"{source}: space model.latent reaches {largest:g}")
+    return base
+
+
+def check_latent(latent: float, varset: VarSet, what: str) -> None:
+    """A latent size larger than the variable set's inputs is an error before anything runs."""
+    n_inputs = len(varset.variables)
+    if latent > n_inputs:
+        raise UserError(f"{what}, more than the {n_inputs} inputs of variable set {varset.name!r}; valid choices: 1..{n_inputs}")
+
+
 def _check_against_varset(trial: TrialConfig, sweep: SweepConfig, varset: VarSet, source: str) -> None:
     """A latent size, ranking variable or tolerance that the variable set cannot have is an error before anything runs."""
-    n_inputs = len(varset.variables)
-    if trial.model.latent > n_inputs:
-        raise UserError(
-            f"{source}: model.latent = {trial.model.latent} is larger than the {n_inputs} inputs of "
-            f"variable set {varset.name!r}; valid choices: 1..{n_inputs}"
-        )
+    check_latent(trial.model.latent, varset, f"{source}: model.latent = {trial.model.latent}")
     named = {"rank_variables": sweep.rank_variables or []}
     if isinstance(sweep.evaluation.tolerance, dict):
         named["evaluation.tolerance"] = list(sweep.evaluation.tolerance)

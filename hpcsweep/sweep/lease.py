@@ -20,6 +20,7 @@ from hpcsweep.claims import Claim, sweep_claims
 from hpcsweep.errors import UserError
 from hpcsweep.files import sweep_temporaries
 from hpcsweep.store import claims_dir, trials_dir
+from hpcsweep.sweep.backends import JobTeller, job_alive
 from hpcsweep.sweep.dispatch import TRIAL_STALE_S
 
 DRIVER_STALE_S = 600.0  # a driver on another host without a heartbeat for this long is gone
@@ -32,8 +33,6 @@ def driver_lease(results_dir: Path, wait: bool = False, log=print) -> Iterator[N
     A folder made only to hold the lease is removed again when nothing else was written
     into it (a sweep refused for its data leaves no results folder).
     """
-    from hpcsweep.sweep.slurm import job_alive
-
     results_dir = Path(results_dir)
     if results_dir.exists() and not results_dir.is_dir():
         raise UserError(f"{results_dir} is a file, not a results folder; give another --results, or move the file away")
@@ -59,11 +58,9 @@ def driver_lease(results_dir: Path, wait: bool = False, log=print) -> Iterator[N
 
 def tidy(results_dir: Path, log=print) -> None:
     """Remove the temporaries and claims that writers and workers now gone left in the folder (the lease held)."""
-    from hpcsweep.sweep.slurm import job_checker
-
     results_dir = Path(results_dir)
     removed = [path for folder in (results_dir, trials_dir(results_dir), results_dir / "checkpoints") for path in sweep_temporaries(folder)]
-    claims = sweep_claims(claims_dir(results_dir), TRIAL_STALE_S, job_checker()) if claims_dir(results_dir).is_dir() else []
+    claims = sweep_claims(claims_dir(results_dir), TRIAL_STALE_S, JobTeller().alive) if claims_dir(results_dir).is_dir() else []
     if removed or claims:
         log(f"tidied {results_dir}: {len(removed)} temporary files and {len(claims)} claims of writers and workers that are gone")
 

@@ -19,15 +19,15 @@ from typing import Any
 
 from submitit.helpers import Checkpointable
 
-from hpcsweep.claims import this_job
+from hpcsweep.allocation import this_job
 from hpcsweep.config import Range, SweepConfig, TrialSpec, trial_from_point
-from hpcsweep.data.varset import load_varset
-from hpcsweep.errors import UserError
+from hpcsweep.states import TrialState
 from hpcsweep.store import read_summary, trial_path
+from hpcsweep.sweep.backends import JobTeller
 from hpcsweep.sweep.rank import rank_value, rank_variables
 
-#: Store states told to Optuna as COMPLETE (with the value), PRUNED or FAIL.
-_TOLD = {"done": "COMPLETE", "pruned": "PRUNED", "diverged": "FAIL", "failed": "FAIL"}
+#: A finished trial's state as Optuna is told it: COMPLETE (with the value), PRUNED or FAIL.
+OPTUNA_STATE = {TrialState.DONE: "COMPLETE", TrialState.PRUNED: "PRUNED", TrialState.DIVERGED: "FAIL", TrialState.FAILED: "FAIL"}
 
 
 def study_for(sweep: SweepConfig, results_dir: Path, worker: int = 0):
@@ -58,24 +58,11 @@ def study_for(sweep: SweepConfig, results_dir: Path, worker: int = 0):
     )
 
 
-def check_space(sweep: SweepConfig, source: str) -> None:
-    """A latent size the data cannot have is an error before anything runs."""
-    spec = sweep.space.get("model.latent")
-    if spec is None:
-        return
-    largest = spec.high if isinstance(spec, Range) else max(spec)
-    n_inputs = len(load_varset(sweep.data.varset).variables)
-    if largest > n_inputs:
-        raise UserError(
-            f"{source}: space model.latent reaches {largest:g}, more than the {n_inputs} inputs of variable set {sweep.data.varset!r}"
-        )
-
-
-def finished(study) -> int:
+def finished_count(study) -> int:
     """Trials that count against the budget: done or pruned."""
-    from optuna.trial import TrialState
+    from optuna.trial import TrialState as OptunaState
 
-    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+    return len(study.get_trials(deepcopy=False, states=(OptunaState.COMPLETE, OptunaState.PRUNED)))
 
 
 def release_stale(study, alive, me: str | None = None) -> int:
@@ -83,13 +70,13 @@ def release_stale(study, alive, me: str | None = None) -> int:
 
     The enqueued point has the same identity, so whoever asks for it next resumes its checkpoint.
     """
-    from optuna.trial import TrialState
+    from optuna.trial import TrialState as OptunaState
 
     released = 0
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    for trial in study.get_trials(deepcopy=False, states=(OptunaState.RUNNING,)):
         job = trial.user_attrs.get("job")
         if job is not None and (job == me or alive(job, trial.user_attrs.get("pid")) is False):
-            study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+            study.tell(trial.number, state=OptunaState.FAIL, skip_if_finished=True)
             study.enqueue_trial(trial.params, skip_if_exists=False)
             released += 1
     return released
@@ -113,10 +100,9 @@ class SearchWorker(Checkpointable):
     def __call__(self, sweep_json: str, template: TrialSpec, threads: int, worker: int) -> int:
         import os
 
-        from optuna.trial import TrialState
+        from optuna.trial import TrialState as OptunaState
 
         from hpcsweep.sweep.dispatch import run_one
-        from hpcsweep.sweep.state import InFlight
 
         sweep = SweepConfig.model_validate_json(sweep_json)
         variables = rank_variables(sweep)
@@ -124,12 +110,12 @@ class SearchWorker(Checkpointable):
         study = study_for(sweep, results_dir, worker)
         me = this_job()
         ran = 0
-        release_stale(study, InFlight(results_dir).alive, me)  # a requeued task: its own trial goes back in the queue
+        release_stale(study, JobTeller().alive, me)  # a requeued task: its own trial goes back in the queue
         while True:
-            release_stale(study, InFlight(results_dir).alive)
-            waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-            running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-            if not waiting and finished(study) + len(running) >= sweep.budget:
+            release_stale(study, JobTeller().alive)
+            waiting = study.get_trials(deepcopy=False, states=(OptunaState.WAITING,))
+            running = study.get_trials(deepcopy=False, states=(OptunaState.RUNNING,))
+            if not waiting and finished_count(study) + len(running) >= sweep.budget:
                 return ran
             trial = study.ask()
             trial.set_user_attr("job", me)
@@ -139,12 +125,12 @@ class SearchWorker(Checkpointable):
             trial.set_user_attr("trial_id", config.identity())
             spec = template.model_copy(update={"trial_id": config.identity(), "config": config})
             state = run_one(spec, threads, report=_pruning(trial))
-            if state == "claimed":  # another worker runs this very point: it tells its own trial
-                study.tell(trial.number, None, state=TrialState.FAIL, skip_if_finished=True)
+            if state is None:  # another worker runs this very point: it tells its own trial
+                study.tell(trial.number, None, state=OptunaState.FAIL, skip_if_finished=True)
                 continue
             value = rank_value(read_summary(trial_path(results_dir, spec.trial_id))["metrics"], sweep.rank_by, variables)
-            told = _TOLD[state] if state != "done" or math.isfinite(value) else "FAIL"  # Optuna takes no NaN objective
-            study.tell(trial.number, value if told == "COMPLETE" else None, state=TrialState[told], skip_if_finished=True)
+            told = OPTUNA_STATE[state] if state != TrialState.DONE or math.isfinite(value) else "FAIL"  # Optuna takes no NaN objective
+            study.tell(trial.number, value if told == "COMPLETE" else None, state=OptunaState[told], skip_if_finished=True)
             ran += 1
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
 
 from hpcsweep.config import DispatchConfig, load_site, slurm_minutes
@@ -58,24 +57,6 @@ def live_jobs() -> dict[str, str] | None:
         if len(parts) == 2:
             jobs[parts[0]] = parts[1]
     return jobs
-
-
-def job_alive(job: str) -> bool | None:
-    """Whether SLURM still runs or queues a job ('123_4' for an array task); None when squeue cannot tell."""
-    return job_checker()(job)
-
-
-def job_checker() -> Callable[[str], bool | None]:
-    """A `job_alive` for many checks in one pass (the claims of a whole sweep): squeue is asked once, on first use."""
-    asked: dict[str, dict[str, str] | None] = {}
-
-    def alive(job: str) -> bool | None:
-        if "live" not in asked:
-            asked["live"] = live_jobs()
-        live = asked["live"]
-        return None if live is None else job in live
-
-    return alive
 
 
 def job_outcomes(job_ids: list[str]) -> dict[str, str]:
@@ -138,10 +119,12 @@ def submit_arrays(function, columns: list[list], dispatch: DispatchConfig, log_d
     size, requeues = parameters.pop("max_array"), parameters.pop("max_requeue")
     executor = submitit.SlurmExecutor(folder=log_dir, max_num_timeout=requeues)
     executor.update_parameters(**parameters)
-    jobs = []
-    for start in range(0, len(columns[0]), size):
-        jobs += executor.map_array(function, *(column[start : start + size] for column in columns))
-    return jobs
+    return [job for part in array_slices(len(columns[0]), size) for job in executor.map_array(function, *(c[part] for c in columns))]
+
+
+def array_slices(n_tasks: int, size: int) -> list[slice]:
+    """`n_tasks` array tasks cut into job arrays of at most `size` tasks, in order."""
+    return [slice(start, min(start + size, n_tasks)) for start in range(0, n_tasks, size)]
 
 
 def _sbatch_options(lines: list[str]) -> dict[str, str | bool]:

@@ -58,9 +58,9 @@ def pca_reconstruction(x_train: np.ndarray, x: np.ndarray, latent: int) -> np.nd
 
 
 @dataclass
-class Physics:
-    """How to read decoded columns as physics: discrete values, signs, residual kinds, four-momentum,
-    the sweep's reference space (where every trial's MSE is comparable) and residual tolerances."""
+class JetMeasure:
+    """How decoded jets are read and measured against the originals: discrete values, signs, residual kinds,
+    four-momentum, the sweep's reference space (where every trial's MSE is comparable) and residual tolerances."""
 
     names: list[str]
     allowed: dict[str, np.ndarray]  # discrete variable -> the values present in the training input
@@ -73,7 +73,7 @@ class Physics:
     @classmethod
     def of(
         cls, varset: VarSet, allowed: dict[str, np.ndarray], reference: Normaliser | None = None, tolerance: dict[str, float] | None = None
-    ) -> Physics:
+    ) -> JetMeasure:
         return cls(
             names=varset.names,
             allowed=allowed,
@@ -87,7 +87,7 @@ class Physics:
     @classmethod
     def from_training(
         cls, varset: VarSet, x_train_physical: np.ndarray, reference: str | None = None, tolerance: dict[str, float] | None = None
-    ) -> Physics:
+    ) -> JetMeasure:
         """Discrete variables may take the values seen in the training input (as the thesis did); the reference
         space (a mode such as 'auto') is fitted on the same training jets."""
         allowed = {v.name: np.unique(x_train_physical[:, i]) for i, v in enumerate(varset.variables) if v.discrete}
@@ -123,7 +123,7 @@ def _nearest(allowed: np.ndarray, values: np.ndarray) -> np.ndarray:
     return np.where(pick_left, allowed[left], allowed[right])
 
 
-def residuals(original: np.ndarray, decoded: np.ndarray, physics: Physics) -> dict[str, dict[str, float]]:
+def residuals(original: np.ndarray, decoded: np.ndarray, measure: JetMeasure) -> dict[str, dict[str, float]]:
     """Per variable: mean, std, median, 0.5/99.5 % quantiles, robust width (half the 16-84 % range, the 68 %
     half-width), the fraction of jets within 1 % (`WITHIN`) and, when set, within the variable's tolerance.
 
@@ -131,15 +131,15 @@ def residuals(original: np.ndarray, decoded: np.ndarray, physics: Physics) -> di
     (jets with original 0 are left out and counted), absolute ones elsewhere, and
     phi's difference wrapped into [-pi, pi).
     """
-    return residual_stats(residual_table(original, decoded, physics), physics)
+    return residual_stats(residual_table(original, decoded, measure), measure)
 
 
-def residual_stats(table: np.ndarray, physics: Physics) -> dict[str, dict[str, float]]:
+def residual_stats(table: np.ndarray, measure: JetMeasure) -> dict[str, dict[str, float]]:
     """`residuals` of a `residual_table` (NaN: a relative residual left out)."""
     stats: dict[str, dict[str, float]] = {}
-    for i, name in enumerate(physics.names):
+    for i, name in enumerate(measure.names):
         residual = table[:, i][~np.isnan(table[:, i])]
-        stats[name] = {"kind": physics.residual_kind[name], "n": len(residual)}
+        stats[name] = {"kind": measure.residual_kind[name], "n": len(residual)}
         if len(residual):
             q = np.percentile(residual, [0.5, 16, 50, 84, 99.5])
             size = np.abs(residual)
@@ -152,8 +152,8 @@ def residual_stats(table: np.ndarray, physics: Physics) -> dict[str, dict[str, f
                 "width": float((q[3] - q[1]) / 2),
                 "within_1pct": float(np.mean(size <= WITHIN)),
             }
-            if name in physics.tolerance:
-                stats[name] |= {"tolerance": physics.tolerance[name], "within_tolerance": float(np.mean(size <= physics.tolerance[name]))}
+            if name in measure.tolerance:
+                stats[name] |= {"tolerance": measure.tolerance[name], "within_tolerance": float(np.mean(size <= measure.tolerance[name]))}
     return stats
 
 
@@ -167,11 +167,11 @@ def residual_values(original: np.ndarray, decoded: np.ndarray, kind: str) -> tup
     return decoded - original, len(original)
 
 
-def residual_table(original: np.ndarray, decoded: np.ndarray, physics: Physics) -> np.ndarray:
+def residual_table(original: np.ndarray, decoded: np.ndarray, measure: JetMeasure) -> np.ndarray:
     """Per-jet residuals (jets x variables) as `residuals` defines them; NaN where a relative one is undefined."""
     table = np.full(original.shape, np.nan)
-    for i, name in enumerate(physics.names):
-        kind = physics.residual_kind[name]
+    for i, name in enumerate(measure.names):
+        kind = measure.residual_kind[name]
         keep = original[:, i] != 0 if kind == "relative" else np.ones(len(original), bool)
         table[keep, i] = residual_values(original[keep, i], decoded[keep, i], kind)[0]
     return table
@@ -203,7 +203,7 @@ def residual_arrays(table: np.ndarray, bins: int = HISTOGRAM_BINS) -> dict[str, 
     }
 
 
-def truncation_baselines(x_physical: np.ndarray, normaliser: Normaliser, physics: Physics) -> list[dict[str, Any]]:
+def truncation_baselines(x_physical: np.ndarray, normaliser: Normaliser, measure: JetMeasure) -> list[dict[str, Any]]:
     """Rounding float32 mantissas to k bits (sign and exponent kept): bytes per jet, MSE and residual widths.
 
     The lossy alternative without any network, for the rate-distortion figure.
@@ -215,7 +215,7 @@ def truncation_baselines(x_physical: np.ndarray, normaliser: Normaliser, physics
         drop = 23 - bits
         raw = x.view(np.uint32).astype(np.uint64)
         rounded = ((raw + (1 << (drop - 1))) & ~np.uint64((1 << drop) - 1)).astype(np.uint32).view(np.float32)
-        stats = residuals(x, rounded, physics)
+        stats = residuals(x, rounded, measure)
         out.append(
             {
                 "mantissa_bits": bits,
@@ -227,21 +227,21 @@ def truncation_baselines(x_physical: np.ndarray, normaliser: Normaliser, physics
     return out
 
 
-def peer_baselines(x_physical: np.ndarray, physics: Physics, bound: float = WITHIN) -> dict[str, dict[str, Any]]:
+def peer_baselines(x_physical: np.ndarray, measure: JetMeasure, bound: float = WITHIN) -> dict[str, dict[str, Any]]:
     """SZ3, ZFP, fpzip and mantissa rounding + zstd with every value within `bound` (hpcsweep.compress.peers):
     bytes per jet and residuals, beside the AE's; empty without the optional extra `compare`."""
     from hpcsweep.compress.peers import compress_with_peers
 
-    kinds = [physics.residual_kind[name] for name in physics.names]
-    discrete = [name in physics.allowed for name in physics.names]
+    kinds = [measure.residual_kind[name] for name in measure.names]
+    discrete = [name in measure.allowed for name in measure.names]
     return {
-        peer: {"bytes_per_jet": size, "bound": bound, "residuals": residuals(x_physical, decoded, physics)}
+        peer: {"bytes_per_jet": size, "bound": bound, "residuals": residuals(x_physical, decoded, measure)}
         for peer, (size, decoded) in compress_with_peers(x_physical, kinds, discrete, bound).items()
     }
 
 
 def bounded_compression(
-    model: torch.nn.Module, normaliser: Normaliser, physics: Physics, x_train: np.ndarray, x_val: np.ndarray, bound: float = WITHIN
+    model: torch.nn.Module, normaliser: Normaliser, measure: JetMeasure, x_train: np.ndarray, x_val: np.ndarray, bound: float = WITHIN
 ) -> dict[str, Any]:
     """The AE as the predictor of an error-bounded compressor (hpcsweep.compress): float16 latents (+ zstd), then
     every value's residual from the decoded AE output quantised to `bound` and range-coded with tables learned on
@@ -251,18 +251,18 @@ def bounded_compression(
     from hpcsweep.compress.fit import fit_ae_codec
 
     kinds = [
-        "discrete" if n in physics.allowed else "relative" if physics.residual_kind[n] == "relative" else "absolute" for n in physics.names
+        "discrete" if n in measure.allowed else "relative" if measure.residual_kind[n] == "relative" else "absolute" for n in measure.names
     ]
 
     def through_ae(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         device = next(model.parameters()).device
         latent = in_batches(model, torch.from_numpy(normaliser.transform(x)).to(device), "encode").half()
         decoded = in_batches(model, latent.float(), "decode").cpu().numpy()
-        return latent.cpu().numpy(), physics.restore(normaliser.inverse_transform(decoded))
+        return latent.cpu().numpy(), measure.restore(normaliser.inverse_transform(decoded))
 
     _, train_output = through_ae(x_train)
     latent, val_output = through_ae(x_val)
-    codec = fit_ae_codec(physics.names, kinds, x_train, train_output, bound)
+    codec = fit_ae_codec(measure.names, kinds, x_train, train_output, bound)
     side = codec.side_features(val_output)
     coded = codec.encode(x_val, side)
     decoded = codec.decode(coded, side).astype(np.float32)
@@ -273,7 +273,7 @@ def bounded_compression(
         "bytes_per_jet": (latent_bytes + len(coded)) / n,
         "latent_bytes_per_jet": latent_bytes / n,
         "residual_bytes_per_jet": len(coded) / n,
-        "residuals": residuals(x_val, decoded, physics),
+        "residuals": residuals(x_val, decoded, measure),
     }
 
 
@@ -316,14 +316,14 @@ def histograms(original: np.ndarray, decoded: np.ndarray, bins: int = HISTOGRAM_
 
 
 def dijet_closure(
-    original: np.ndarray, decoded: np.ndarray, event: np.ndarray, rank: np.ndarray, physics: Physics
+    original: np.ndarray, decoded: np.ndarray, event: np.ndarray, rank: np.ndarray, measure: JetMeasure
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """Dijet-mass peak position and width before and after compression, and their change in percent."""
-    names = physics.names
+    names = measure.names
 
     def masses(x: np.ndarray) -> np.ndarray:
-        columns = {name: x[:, names.index(name)] for name in physics.four_momentum.values()}
-        return dijet_mass(columns, event, rank, physics.four_momentum)
+        columns = {name: x[:, names.index(name)] for name in measure.four_momentum.values()}
+        return dijet_mass(columns, event, rank, measure.four_momentum)
 
     before, after = masses(original), masses(decoded)
     (peak0, width0), (peak1, width1) = peak_and_width(before), peak_and_width(after)
@@ -373,11 +373,11 @@ def compression(x_physical: np.ndarray, latent: np.ndarray, model_bytes: int) ->
     return out
 
 
-def model_bytes(model: torch.nn.Module, normaliser: Normaliser, physics: Physics) -> int:
+def model_bytes(model: torch.nn.Module, normaliser: Normaliser, measure: JetMeasure) -> int:
     """What must be stored beside the latents to decode them: decoder weights, normaliser, discrete tables."""
     buffer = io.BytesIO()
     torch.save(model.decoder.state_dict(), buffer)
-    tables = sum(values.astype(np.float32).nbytes for values in physics.allowed.values())
+    tables = sum(values.astype(np.float32).nbytes for values in measure.allowed.values())
     return buffer.getbuffer().nbytes + len(json.dumps(normaliser.to_dict()).encode()) + tables
 
 
@@ -403,7 +403,7 @@ def _median_seconds(model: torch.nn.Module, x: torch.Tensor, part: str, repeats:
 def evaluate_dataset(
     model: torch.nn.Module,
     normaliser: Normaliser,
-    physics: Physics,
+    measure: JetMeasure,
     x_physical: np.ndarray,
     event: np.ndarray | None = None,
     rank: np.ndarray | None = None,
@@ -412,17 +412,17 @@ def evaluate_dataset(
     device = next(model.parameters()).device
     x_norm = torch.from_numpy(normaliser.transform(x_physical)).to(device)
     decoded_norm = reconstruct(model, x_norm)
-    decoded = physics.restore(normaliser.inverse_transform(decoded_norm.cpu().numpy()))
-    table = residual_table(x_physical, decoded, physics)  # once: for the statistics and the histograms/correlations
+    decoded = measure.restore(normaliser.inverse_transform(decoded_norm.cpu().numpy()))
+    table = residual_table(x_physical, decoded, measure)  # once: for the statistics and the histograms/correlations
     summary: dict[str, Any] = {
         "n_jets": len(x_physical),
         "mse": float(((decoded_norm - x_norm) ** 2).mean(dtype=torch.float64)),
         "mse_after_restore": float(np.mean((normaliser.transform(decoded) - x_norm.cpu().numpy()) ** 2, dtype=np.float64)),
-        "reference_mse": physics.reference_mse(x_physical, decoded),
-        "residuals": residual_stats(table, physics),
+        "reference_mse": measure.reference_mse(x_physical, decoded),
+        "residuals": residual_stats(table, measure),
     }
     arrays = histograms(x_physical, decoded) | residual_arrays(table)
-    if event is not None and physics.four_momentum and np.count_nonzero(np.asarray(rank) == 1) >= MIN_PEAK_EVENTS:
-        summary["dijet"], dijet_arrays = dijet_closure(x_physical, decoded, event, rank, physics)  # events with two jets only
+    if event is not None and measure.four_momentum and np.count_nonzero(np.asarray(rank) == 1) >= MIN_PEAK_EVENTS:
+        summary["dijet"], dijet_arrays = dijet_closure(x_physical, decoded, event, rank, measure)  # events with two jets only
         arrays.update(dijet_arrays)
     return summary, arrays, decoded

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
 import pickle
 import signal
 import threading
@@ -31,7 +30,8 @@ import torch
 from torch import nn
 
 from hpcsweep.config import TrainConfig
-from hpcsweep.files import temp_path
+from hpcsweep.files import atomic
+from hpcsweep.states import TrialState
 from hpcsweep.trial.evaluate import reconstruction_mse
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
@@ -45,9 +45,12 @@ class TrialInterrupted(Exception):
         self.signum = signum
 
 
+Report = Callable[[int, float], bool]  # told (epoch, val loss) every epoch; True stops the trial as pruned (Optuna)
+
+
 @dataclass
 class TrainResult:
-    state: str  # "done", "diverged" or "pruned"
+    state: TrialState  # done, diverged or pruned
     best_val_mse: float
     best_epoch: int  # 1-based; 0 if no epoch finished
     epochs_run: int
@@ -102,7 +105,7 @@ def train(
     checkpoint: Path | None = None,
     checkpoint_every: int = 10,
     log: Callable[[str], None] = print,
-    report: Callable[[int, float], bool] | None = None,
+    report: Report | None = None,
 ) -> TrainResult:
     """Train `model` to reconstruct its input; resume from `checkpoint` if it exists.
 
@@ -116,7 +119,7 @@ def train(
     # the fused kernel updates all parameters in one pass: +43 % jets/s at batch 256 on CPU (docs/benchmarks.md)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=True)
     schedule = learning_rate_schedule(optimiser, config, len(starts))
-    result = TrainResult("done", math.inf, 0, 0, 0.0, {"train_loss": [], "val_loss": [], "lr": []})
+    result = TrainResult(TrialState.DONE, math.inf, 0, 0, 0.0, {"train_loss": [], "val_loss": [], "lr": []})
     snapshot = _load(checkpoint, log) if checkpoint is not None else None
     if snapshot is not None:
         _restore(snapshot, model, optimiser, schedule, generator, result)
@@ -135,7 +138,7 @@ def train(
             result.epochs_run = epoch
             result.train_time_s += time.perf_counter() - began
             if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
-                result.state = "diverged"
+                result.state = TrialState.DIVERGED
                 log(f"epoch {epoch}: the loss is not finite; the trial diverged")
                 break
             if val_loss < result.best_val_mse:
@@ -146,7 +149,7 @@ def train(
                     f"epoch {epoch}/{config.epochs}: train {train_loss:.4g}  val {val_loss:.4g}  best {result.best_val_mse:.4g} (epoch {result.best_epoch})"
                 )
             if report is not None and report(epoch, val_loss):
-                result.state = "pruned"
+                result.state = TrialState.PRUNED
                 log(f"epoch {epoch}: pruned (val {val_loss:.4g})")
                 break
             if config.patience and epoch - result.best_epoch >= config.patience:
@@ -256,12 +259,7 @@ def _load(path: Path, log: Callable[[str], None]) -> dict[str, Any] | None:
 
 def _save(path: Path, snapshot: dict[str, Any]) -> None:
     """Write a checkpoint atomically: a reader (or a restart) never sees half of one; a full disk leaves the last one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     torch.save(snapshot, buffer)  # to memory first: a full disk is then an OSError (ENOSPC), not a RuntimeError of torch's writer
-    tmp = temp_path(path)
-    try:
+    with atomic(path) as tmp:
         tmp.write_bytes(buffer.getbuffer())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

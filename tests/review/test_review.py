@@ -123,6 +123,7 @@ FIGURES = {"loss_vs_latent", "grid_summary", "training_curves", "residuals_vs_la
 PER_TRIAL = {"inputs", "residuals", "corner", "dijet"}
 
 
+@pytest.mark.slow
 def test_aggregate_writes_every_table_in_three_formats_and_every_figure_in_two(reviewed):
     folder = reviewed / "review"
     stems = {
@@ -162,6 +163,7 @@ def test_aggregate_writes_every_table_in_three_formats_and_every_figure_in_two(r
     )
 
 
+@pytest.mark.slow
 def test_the_report_holds_every_table_figure_state_and_trial_link(reviewed):
     folder = reviewed / "review"
     page = (folder / "report" / "index.html").read_text()
@@ -176,6 +178,7 @@ def test_the_report_holds_every_table_figure_state_and_trial_link(reviewed):
     assert "http://" not in page and "https://" not in page, "nothing is fetched from the internet"
 
 
+@pytest.mark.slow
 def test_rerun_best_reuses_the_originals_and_reports_stability(reviewed, capsys):
     assert main(["rerun-best", "review", "--top", "1", "--seeds", "2", "--results", str(reviewed)]) == 0
     child = reviewed / "review-top1-seeds2"
@@ -203,6 +206,7 @@ def _copy_sweep(reviewed: Path, tmp_path: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_a_missing_trial_file_is_shown_pending_in_a_partial_report(reviewed, tmp_path, capsys):
     folder = _copy_sweep(reviewed, tmp_path)
     removed = sorted((folder / "trials").glob("*.h5"))
@@ -215,6 +219,7 @@ def test_a_missing_trial_file_is_shown_pending_in_a_partial_report(reviewed, tmp
     assert "<li>1 pending: never started" in page and "<li>1 lost: started, but" in page
 
 
+@pytest.mark.slow
 def test_a_sweep_without_finished_trials_gets_a_report_that_says_so(reviewed, tmp_path, capsys):
     folder = _copy_sweep(reviewed, tmp_path)
     for path in (folder / "trials").glob("*.h5"):
@@ -227,6 +232,7 @@ def test_a_sweep_without_finished_trials_gets_a_report_that_says_so(reviewed, tm
     assert "no finished trial yet" in page and "<img" not in page and "<td>error</td>" in page
 
 
+@pytest.mark.slow
 def test_trial_files_not_of_the_definition_are_left_out_and_counted(reviewed, tmp_path):
     folder = _copy_sweep(reviewed, tmp_path)
     stranger = read_trial(sorted((folder / "trials").glob("*.h5"))[0])  # say, a smoke test with --epochs 3 into this folder
@@ -240,9 +246,10 @@ def test_trial_files_not_of_the_definition_are_left_out_and_counted(reviewed, tm
     assert versions["Trial files"].tolist() == ["5"] and versions["In the tables"].tolist() == ["yes"]
 
 
+@pytest.mark.slow
 def test_reading_a_report_needs_no_weights(reviewed, monkeypatch):
     """Aggregation reads summaries and the best trials without their networks."""
-    import hpcsweep.review as review
+    import hpcsweep.review.aggregator as review
 
     seen = []
     monkeypatch.setattr(review, "read_trial", lambda path, weights=True: seen.append(weights) or read_trial(path, weights))
@@ -250,6 +257,7 @@ def test_reading_a_report_needs_no_weights(reviewed, monkeypatch):
     assert seen and not any(seen)
 
 
+@pytest.mark.slow
 def test_the_report_opens_in_headless_chromium_with_every_image_loaded(reviewed):
     """Debian's chromium through selenium; the full-page screenshot is kept in test-artifacts/ (or $HPCSWEEP_ARTIFACTS)."""
     webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[dev]')")
@@ -280,6 +288,7 @@ def test_the_report_opens_in_headless_chromium_with_every_image_loaded(reviewed)
         browser.quit()
 
 
+@pytest.mark.slow
 def test_reviewing_never_imports_torch(reviewed):
     import subprocess
     import sys
@@ -289,6 +298,7 @@ def test_reviewing_never_imports_torch(reviewed):
     assert done.stdout.strip().endswith("False"), done.stdout
 
 
+@pytest.mark.slow
 def test_figures_are_redrawn_only_when_their_trials_change(reviewed, tmp_path):
     folder = _copy_sweep(reviewed, tmp_path)  # with its figures and what they were drawn from
     figures = folder / "figures"
@@ -336,6 +346,7 @@ def hostile(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_values_of_trial_files_are_escaped_everywhere_in_the_report(hostile):
     page = (hostile / "report" / "index.html").read_text()
     for raw in HOSTILE.values():
@@ -348,6 +359,7 @@ def test_values_of_trial_files_are_escaped_everywhere_in_the_report(hostile):
         assert re.fullmatch(r"#[a-z0-9-]+|\.\./(tables|figures|trials)/[A-Za-z0-9_.-]+", link), link
 
 
+@pytest.mark.slow
 def test_a_config_key_with_a_slash_gets_its_table_files_inside_the_folder(hostile):
     (csv,) = (hostile / "tables").glob("by_train_lr*.csv")
     assert re.fullmatch(r"by_train_lr-__-__-x-[0-9a-f]{8}\.csv", csv.name), csv.name
@@ -358,6 +370,7 @@ def test_a_config_key_with_a_slash_gets_its_table_files_inside_the_folder(hostil
     assert "(68 \\% half-width; jets within 1 \\%)" in (hostile / "tables" / "residuals_per_latent.tex").read_text(), "LaTeX text"
 
 
+@pytest.mark.slow
 def test_rank_by_auc_picks_the_best_detector_per_z_beside_the_mse_ranking(reviewed, tmp_path):
     """The same trials ranked as anomaly detectors (1 - AUC of the reconstruction error, Z' 350 against the
     validation jets) instead of by reference MSE: each z's best is its trial of highest AUC."""

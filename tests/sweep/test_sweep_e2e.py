@@ -14,6 +14,8 @@ from hpcsweep.store import read_summary, scan, trial_path
 from hpcsweep.sweep import plan
 from hpcsweep.sweep.dispatch import record_failure
 
+pytestmark = pytest.mark.slow  # real sweeps, end to end
+
 TINY = """\
 name: tiny
 data: {events: 600, generator_seed: 7, val_fraction: 0.25}

@@ -10,9 +10,8 @@ from hpcsweep.data import cache_jets, load_varset
 from hpcsweep.data.normalize import make_normaliser
 from hpcsweep.store import read_trial, trial_path, write_trial
 from hpcsweep.trial import run_trial
-from hpcsweep.trial.evaluate import Physics, compression, residual_arrays, residual_table, residual_values, truncation_baselines
-
-from .conftest import trial_spec
+from hpcsweep.trial.evaluate import JetMeasure, compression, residual_arrays, residual_table, residual_values, truncation_baselines
+from tests.conftest import trial_spec
 
 
 def test_discrete_variables_come_back_as_training_values_and_signs_are_kept():
@@ -21,13 +20,13 @@ def test_discrete_variables_come_back_as_training_values_and_signs_are_kept():
     train = np.zeros((4, len(names)), dtype=np.float32)
     train[:, names.index("N90Constituents")] = [1, 3, 4, 9]
     train[:, names.index("ActiveArea")] = [0.4, 0.45, 0.5, 0.55]
-    physics = Physics.from_training(varset, train)
+    measure = JetMeasure.from_training(varset, train)
     decoded = np.zeros((3, len(names)), dtype=np.float32)
     decoded[:, names.index("N90Constituents")] = [1.4, 6.6, 12.0]
     decoded[:, names.index("ActiveArea")] = [0.43, 0.61, 0.3]
     decoded[:, names.index("pt")] = [-3.0, 50.0, 20.0]
     decoded[:, names.index("eta")] = [-1.0, 0.0, 1.0]
-    restored = physics.restore(decoded)
+    restored = measure.restore(decoded)
     assert restored[:, names.index("N90Constituents")].tolist() == [1, 9, 9]
     assert restored[:, names.index("ActiveArea")] == pytest.approx([0.45, 0.55, 0.4])
     assert restored[:, names.index("pt")].tolist() == [0.0, 50.0, 20.0], "non-negative variables stay non-negative"
@@ -64,7 +63,7 @@ def test_residual_correlations_histograms_and_sample():
     decoded[:, 0] *= 1 + 0.01 * shared  # pt and E residuals move together, eta's is independent
     decoded[:, 3] *= 1 + 0.02 * shared
     decoded[:, 1] += 0.05 * rng.normal(size=5000)
-    table = residual_table(original, decoded, Physics.of(varset, {}))
+    table = residual_table(original, decoded, JetMeasure.of(varset, {}))
     assert np.isnan(table[:10, 0]).all() and np.isfinite(table[10:]).all()
     arrays = residual_arrays(table)
     r = arrays["residual_correlation"]
@@ -78,7 +77,7 @@ def test_truncation_baselines_trade_bytes_for_resolution():
     varset = load_varset("fourvec")
     x = np.column_stack([rng.uniform(20, 500, 4000), rng.uniform(-4, 4, 4000), rng.uniform(-3, 3, 4000), rng.uniform(30, 900, 4000)])
     normaliser = make_normaliser("standard", varset).fit(x)
-    baselines = truncation_baselines(x.astype(np.float32), normaliser, Physics.of(varset, {}))
+    baselines = truncation_baselines(x.astype(np.float32), normaliser, JetMeasure.of(varset, {}))
     bits = [b["mantissa_bits"] for b in baselines]
     assert [b["bytes_per_jet"] for b in baselines] == [4 * (9 + k) / 8 for k in bits]
     widths = [b["width"]["pt"] for b in baselines]
@@ -94,15 +93,15 @@ def test_error_bounded_peers_keep_every_value_within_the_bound_in_fewer_bytes(qc
     varset = load_varset("generated")
     x = load_jets(qcd_file, varset).matrix()
     x[:5, varset.names.index("m")] = 0.0  # massless jets: a relative bound cannot hold through log(0), the mask keeps them
-    physics = Physics.of(varset, {v.name: np.unique(x[:, i]) for i, v in enumerate(varset.variables) if v.discrete})
-    kinds = [physics.residual_kind[name] for name in physics.names]
-    peers = compress_with_peers(x, kinds, [name in physics.allowed for name in physics.names], bound=0.01)
+    measure = JetMeasure.of(varset, {v.name: np.unique(x[:, i]) for i, v in enumerate(varset.variables) if v.discrete})
+    kinds = [measure.residual_kind[name] for name in measure.names]
+    peers = compress_with_peers(x, kinds, [name in measure.allowed for name in measure.names], bound=0.01)
     assert set(peers) == set(PEERS), "the optional extra 'compare' is installed with dev"
     for peer, (bytes_per_jet, decoded) in peers.items():
-        residual = np.abs(residual_table(x, decoded, physics))
+        residual = np.abs(residual_table(x, decoded, measure))
         assert np.nanmax(residual) <= 0.01, f"{peer}: every value within 1 % (relative) or 0.01 (absolute)"
-        for name in physics.allowed:
-            i = physics.names.index(name)
+        for name in measure.allowed:
+            i = measure.names.index(name)
             np.testing.assert_array_equal(decoded[:, i], x[:, i], err_msg=f"{peer}: discrete {name} is lossless")
         assert np.all(decoded[:5, varset.names.index("m")] == 0.0)
         assert bytes_per_jet < 2 * x.shape[1], f"{peer}: fewer bytes than float16 ({bytes_per_jet:.1f} B/jet)"

@@ -7,8 +7,7 @@ import pytest
 
 from hpcsweep.data import load_jets, load_varset
 from hpcsweep.errors import UserError
-
-from .conftest import write_tree
+from tests.conftest import write_tree
 
 ATLAS_PREFIX = "HLT_xAOD__JetContainer_TrigHLTJetDSSelectorCollectionAuxDyn."
 GOOD = {  # a clean central jet, energies in MeV as in the ATLAS files

@@ -13,14 +13,14 @@ import uproot
 from hpcsweep.data import dijet_mass, load_jets, load_varset, peak_and_width
 from hpcsweep.data.generate import JET_FLOATS, JET_INTS, Sample, generate
 from hpcsweep.errors import UserError
-
-from .conftest import QCD
+from tests.conftest import QCD
 
 
 def _arrays(path):
     return uproot.open(path)["events"].arrays(library="ak")
 
 
+@pytest.mark.slow
 def test_same_seed_gives_the_same_file_whatever_the_worker_count(tmp_path):
     sample = Sample("qcd", 60, seed=11, chunk_events=20)
     one = _arrays(generate(sample, tmp_path / "one", workers=1, progress=False))

@@ -20,8 +20,7 @@ from hpcsweep.config import load_sweep
 from hpcsweep.store import TrialRecord, read_attempts, read_summary, read_trial, scan, trial_path, trials_dir, write_trial
 from hpcsweep.sweep.state import plan
 from hpcsweep.trial import run_trial
-
-from .conftest import QCD, assert_trained_once, race_drivers, trial_spec
+from tests.conftest import QCD, assert_trained_once, race_drivers, trial_spec
 
 
 def _sweep(tmp_path, epochs: int = 250):
@@ -35,6 +34,7 @@ def _sweep(tmp_path, epochs: int = 250):
     return path
 
 
+@pytest.mark.slow
 def test_a_sweep_killed_with_sigkill_resumes_with_nothing_lost_or_done_twice(qcd_file, tmp_path):
     sweep_file, results = _sweep(tmp_path), tmp_path / "results"
     driver = subprocess.Popen(
@@ -99,6 +99,7 @@ def _write_many(folder: str, writer: int) -> None:
             )
 
 
+@pytest.mark.slow
 def test_eight_concurrent_writers_leave_a_readable_store(tmp_path):
     context = multiprocessing.get_context("spawn")
     writers = [context.Process(target=_write_many, args=(str(tmp_path), w)) for w in range(8)]
@@ -114,6 +115,7 @@ def test_eight_concurrent_writers_leave_a_readable_store(tmp_path):
     assert not [p for p in trials_dir(tmp_path).iterdir() if p.suffix != ".h5"], "no temporary file is left"
 
 
+@pytest.mark.slow
 def test_a_change_that_would_not_compare_is_refused_with_the_exact_difference(qcd_file, tmp_path, capsys):
     sweep_file = _sweep(tmp_path, epochs=2)
     assert main(["sweep", str(sweep_file), "--results", str(tmp_path), "--executor", "debug"]) == 0
@@ -153,10 +155,11 @@ def _leftovers(folder: Path) -> list[Path]:
     return [*folder.rglob("*.tmp"), *folder.rglob("*.claim")]
 
 
+@pytest.mark.slow
 def test_a_kill_between_the_trial_file_and_its_done_line_does_not_train_it_again(qcd_file, tmp_path):
     sweep_file, results = _tiny(tmp_path), tmp_path / "results"
     script = (
-        "import os, signal, sys\nimport hpcsweep.trial as trial\n"
+        "import os, signal, sys\nimport hpcsweep.trial.run as trial\n"
         "trial.close_attempt = lambda *a: os.kill(os.getpid(), signal.SIGKILL)  # killed right after the file is in place\n"
         "from hpcsweep.cli import main\nmain(sys.argv[1:])\n"
     )
@@ -217,7 +220,7 @@ def test_a_trial_that_always_fails_is_given_up_after_max_attempts_and_status_say
     def broken(*args, **kwargs):
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
 
-    monkeypatch.setattr("hpcsweep.trial.train", broken)  # a fault the trial cannot get past (debug executor: in this process)
+    monkeypatch.setattr("hpcsweep.trial.run.train", broken)  # a fault the trial cannot get past (debug executor: in this process)
     sweep_file, results = _tiny(tmp_path, "doomed", extra="max_attempts: 2\n"), tmp_path / "results"
     command = ["sweep", str(sweep_file), "--results", str(results), "--no-review"]
     assert main(command) == 1 and main(command) == 1
@@ -291,6 +294,7 @@ def test_a_full_disk_keeps_the_files_there_leaves_no_temporaries_and_the_trial_r
     assert not unreadable and [s["state"] for s in summaries.values()] == ["done", "done"]
 
 
+@pytest.mark.slow
 def test_a_full_disk_during_aggregate_is_one_line_exit_2_and_leaves_no_half_file(qcd_file, small_disk, tmp_path, capsys):
     sweep_file = _tiny(tmp_path, "tables")
     assert main(["sweep", str(sweep_file), "--results", str(small_disk), "--no-review"]) == 0
@@ -309,6 +313,7 @@ def test_a_full_disk_during_aggregate_is_one_line_exit_2_and_leaves_no_half_file
     assert main(["aggregate", "tables", "--results", str(small_disk)]) == 0
 
 
+@pytest.mark.slow
 def test_two_drivers_started_at_once_train_every_trial_exactly_once(qcd_file, tmp_path):
     sweep_file, results = _tiny(tmp_path, "twice", grid="{lr: [1.0e-2, 2.0e-2, 3.0e-2, 4.0e-2]}", executor="local"), tmp_path / "results"
     race_drivers([sys.executable, "-m", "hpcsweep", "sweep", str(sweep_file), "--results", str(results), "--no-review"], timeout=600)

@@ -21,9 +21,8 @@ from hpcsweep.compress.fit import codec_kinds, fit_codec, fit_independent
 from hpcsweep.data import load_jets, load_varset
 from hpcsweep.store import read_trial, scan
 from hpcsweep.trial import split_indices
-
-from .conftest import QCD
-from .test_own_data import ATLAS4, _write
+from tests.conftest import QCD
+from tests.data.test_own_data import ATLAS4, _write
 
 
 def _export(tmp_path_factory, sweep_text: str, folder: Path, *bounds: str, onnx: bool = False) -> Path:
@@ -133,6 +132,7 @@ def _assert_same_tree(source: Path, back: Path, tree: str, varset, bound: float)
             _assert_within(flat_a, flat_b, "absolute" if kinds[name] == "phi" else kinds[name], bound, field)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bound", ["1%", "0.1%"])
 def test_a_generated_jagged_file_comes_back_with_its_tree_and_every_value_within_the_bound(generated_bundle, qcd_file, tmp_path, bound):
     back = _round_trip(qcd_file, generated_bundle, tmp_path, ".root", bound)
@@ -153,6 +153,7 @@ def test_a_flat_file_of_ones_own_comes_back_with_its_branches(own, own_bundle, t
         assert uproot.open(back)["jets"]["track_pt"].count_branch is not None, "a jagged branch keeps a counter"
 
 
+@pytest.mark.slow
 def test_the_learned_compressor_beats_coding_each_variable_alone_and_sz3(qcd_file):
     """On held-out jets of the 24-variable sample, at 1 %: fewer bytes than independent quantisation + range coding
     (the codec with no predictor) and than SZ3 at the same bound on every value."""
@@ -204,6 +205,7 @@ def _one_line_error(capsys, expected: str) -> None:
     assert len(errors) == 1 and expected in errors[0] and "Traceback" not in err, err
 
 
+@pytest.mark.slow
 def test_damaged_truncated_or_foreign_input_is_one_line_exit_2_and_nothing_written(
     own, own_bundle, generated_bundle, qcd_file, tmp_path, capsys
 ):
@@ -241,6 +243,7 @@ def test_damaged_truncated_or_foreign_input_is_one_line_exit_2_and_nothing_writt
     _one_line_error(capsys, "give one of --z")
 
 
+@pytest.mark.slow
 def test_a_bundle_loads_without_the_sweep_folder_and_says_what_it_holds(generated_bundle, tmp_path):
     moved = tmp_path / "elsewhere.h5"
     moved.write_bytes(generated_bundle.read_bytes())
@@ -252,6 +255,7 @@ def test_a_bundle_loads_without_the_sweep_folder_and_says_what_it_holds(generate
     assert any(k.startswith("weights/") for k in bundle.arrays) and any(k.startswith("discrete/") for k in bundle.arrays)
 
 
+@pytest.mark.slow
 def test_rank_by_bytes_ranks_trials_by_the_ae_as_a_bounded_compressor(own, tmp_path, capsys):
     sweep = own / "bytes.yaml"
     sweep.write_text(
@@ -277,6 +281,7 @@ def test_rank_by_bytes_ranks_trials_by_the_ae_as_a_bounded_compressor(own, tmp_p
     assert all(bounded["residuals"][name]["within_1pct"] == 1.0 for name in ("m", "pt", "eta", "phi")), "every value within 0.5 %"
 
 
+@pytest.mark.slow
 def test_worker_processes_write_the_same_bytes_as_one_process(generated_bundle, qcd_file, tmp_path, monkeypatch):
     """Large files are coded by one worker process per core; the chunks, and so the file, do not depend on it."""
     from hpcsweep.compress import apply
@@ -284,7 +289,7 @@ def test_worker_processes_write_the_same_bytes_as_one_process(generated_bundle, 
     bundle = load_bundle(generated_bundle)
     apply.compress_file(qcd_file, bundle, 0.01, tmp_path / "one.hpcz", step_size="100 kB", progress=False)
     monkeypatch.setattr(apply, "PARALLEL_ABOVE", 0)
-    monkeypatch.setattr("hpcsweep.resources.allocated_cores", lambda: 2)
+    monkeypatch.setattr("hpcsweep.allocation.allocated_cores", lambda: 2)
     summary = apply.compress_file(qcd_file, bundle, 0.01, tmp_path / "two.hpcz", step_size="100 kB", progress=False)
     assert summary.entries == 600 and (tmp_path / "one.hpcz").read_bytes() == (tmp_path / "two.hpcz").read_bytes()
     assert len(list(apply.read_compressed(tmp_path / "two.hpcz")[1])) > 2, "several chunks, so both workers coded some"
@@ -292,6 +297,7 @@ def test_worker_processes_write_the_same_bytes_as_one_process(generated_bundle, 
     _assert_same_tree(qcd_file, tmp_path / "back.root", "events", load_varset("generated"), 0.01)
 
 
+@pytest.mark.slow
 def test_the_onnx_encoder_and_decoder_reproduce_torch_on_validation_jets(generated_bundle, qcd_file):
     """onnxruntime runs the exported halves (normalised jets in, latents out, and back) on real jets: the same
     numbers as torch to float32 precision, for any number of jets."""
@@ -321,6 +327,7 @@ def test_the_onnx_encoder_and_decoder_reproduce_torch_on_validation_jets(generat
     assert np.abs(latent - expected_latent).max() < 1e-4 and np.abs(decoded - expected).max() < 1e-4
 
 
+@pytest.mark.slow
 def test_score_writes_each_jets_anomaly_score_beside_the_input_flat_or_jagged(
     generated_bundle, own, own_bundle, qcd_file, tmp_path, capsys
 ):
@@ -342,7 +349,7 @@ def test_score_writes_each_jets_anomaly_score_beside_the_input_flat_or_jagged(
     bundle = load_bundle(generated_bundle)
     scorer = Scorer(bundle)
     table = load_jets(qcd_file, bundle.varset).matrix()
-    summary, _, _ = evaluate_dataset(scorer.model, scorer.normaliser, scorer.physics, table)
+    summary, _, _ = evaluate_dataset(scorer.model, scorer.normaliser, scorer.measure, table)
     assert np.nanmean(scores) == pytest.approx(summary["reference_mse"], rel=1e-4)
 
     flat = tmp_path / "scored.parquet"

@@ -16,11 +16,10 @@ from hpcsweep.store import jobs_path, read_attempts, read_trial, scan, trial_pat
 from hpcsweep.sweep import run_sweep
 from hpcsweep.sweep.state import plan
 from hpcsweep.trial import run_trial
+from tests.conftest import QCD, assert_trained_once, race_drivers
 
-from .conftest import QCD, assert_trained_once, race_drivers
-
-pytestmark = pytest.mark.slurm
-SITE = str(Path(__file__).parent.parent / "slurm_templates" / "local.yaml")
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+SITE = str(Path(__file__).parents[2] / "slurm_templates" / "local.yaml")
 
 
 def _sweep_file(

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.chaos import run_chaos
+from tests.conftest import QCD
 
-from .conftest import QCD
+pytestmark = pytest.mark.slow  # real sweeps, end to end
 
 
 @pytest.mark.slow

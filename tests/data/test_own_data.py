@@ -127,6 +127,7 @@ def swept(own, tmp_path_factory) -> dict[str, Path]:
     return results
 
 
+@pytest.mark.slow
 def test_a_tiny_sweep_on_each_format_tables_residual_widths_and_fractions(swept):
     for name, folder in swept.items():
         residuals = pd.read_csv(folder / "tables" / "residuals_per_latent.csv", dtype=str)
@@ -143,6 +144,7 @@ def test_a_tiny_sweep_on_each_format_tables_residual_widths_and_fractions(swept)
         assert data["Files"].tolist() == [name] and "declared positive: 2 (m 2)" in data["Removed by cleaning"][0]
 
 
+@pytest.mark.slow
 def test_a_file_trial_records_what_was_read_not_generator_settings(swept, own):
     folder = swept["jets.root"]
     summary = next(iter(scan(folder)[0].values()))
@@ -156,6 +158,7 @@ def test_a_file_trial_records_what_was_read_not_generator_settings(swept, own):
     assert 0 < record.metrics["within_1pct"]["pt"] <= 1 and record.metrics["tolerance"]["pt"] == 0.02
 
 
+@pytest.mark.slow
 def test_inspect_drafts_a_variable_set_that_runs_after_one_edit(own, tmp_path, capsys):
     draft = tmp_path / "drafted.yaml"
     assert main(["data", "inspect", str(own / "jets.root"), "--draft-varset", str(draft)]) == 0
@@ -181,6 +184,7 @@ def _mtimes(folder: Path) -> dict[str, int]:
     return {p.name: os.stat(p).st_mtime_ns for p in (folder / "trials").glob("*.h5")}
 
 
+@pytest.mark.slow
 def test_a_finished_sweep_grows_by_a_latent_dimension_and_a_seed_running_only_the_new_trials(own, tmp_path, capsys):
     sweep = own / "growing.yaml"
     sweep.write_text(_sweep_text(own / "jets.root").replace("name: mine", "name: growing"))
@@ -201,6 +205,7 @@ def test_a_finished_sweep_grows_by_a_latent_dimension_and_a_seed_running_only_th
     assert "growing: 8 trials, 8 of 8 finished" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_a_replaced_data_file_trains_anew_and_the_tables_keep_the_versions_apart(own, jets, tmp_path, capsys):
     data = _write(tmp_path / "jets.root", jets, "rntuple")
     (tmp_path / "atlas4.yaml").write_text(ATLAS4)
@@ -225,6 +230,7 @@ def test_a_replaced_data_file_trains_anew_and_the_tables_keep_the_versions_apart
     assert len(trials) == 2 and trials["data_version"].nunique() == 1
 
 
+@pytest.mark.slow
 def test_tables_follow_the_reference_space_when_the_grid_varies_normalisation(own, tmp_path, capsys):
     sweep = tmp_path / "norms.yaml"
     text = _sweep_text(own / "jets.root", grid="  data.normalisation: [minmax, custom+standard]\n  lr: [1.0e-2, 3.0e-2]\n")
@@ -299,6 +305,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(own, jets, tmp_path, c
     assert sorted(p.name for p in (Path(os.environ["HPCSWEEP_DATA"]) / "cache").iterdir()) == before, "no cache was left"
 
 
+@pytest.mark.slow
 def test_evaluate_a_file_trial_on_a_signal_file_or_refuse_a_generated_one(swept, own, capsys):
     folder = swept["jets.root"]
     trial = sorted((folder / "trials").glob("*.h5"))[0]

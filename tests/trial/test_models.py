@@ -10,8 +10,7 @@ from hpcsweep.config import ModelConfig
 from hpcsweep.store import read_trial, trial_path
 from hpcsweep.trial import run_trial
 from hpcsweep.trial.models import Autoencoder, SparseAutoencoder, VariationalAutoencoder, build_model
-
-from .conftest import trial_spec
+from tests.conftest import trial_spec
 
 
 def test_thesis_architectures_are_mirrored():

@@ -16,8 +16,7 @@ from hpcsweep.config import TrainConfig, TrialSpec
 from hpcsweep.store import read_trial, trial_path
 from hpcsweep.trial import checkpoint_path, run_trial
 from hpcsweep.trial.train import learning_rate_schedule
-
-from .conftest import trial_spec
+from tests.conftest import trial_spec
 
 
 def _rates(config: TrainConfig, steps_per_epoch: int) -> tuple[list[float], list[float]]:
@@ -97,6 +96,7 @@ def _start_and_stop(spec: TrialSpec, tmp_path, signum: int) -> subprocess.Popen:
     return child
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_a_stopped_trial_resumes_to_the_same_result(qcd_file, tmp_path, signum):
     reference = _spec(qcd_file, tmp_path / "reference")

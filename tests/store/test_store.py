@@ -58,7 +58,7 @@ def test_a_failed_write_leaves_the_previous_file_whole(tmp_path):
 
 
 def test_unknown_state_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="unknown trial state"):
+    with pytest.raises(ValueError, match="cannot hold state"):
         write_trial(trial_path(tmp_path, "x"), _record(state="great"))
 
 

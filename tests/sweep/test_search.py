@@ -12,10 +12,11 @@ from hpcsweep.cli import main
 from hpcsweep.config import load_sweep
 from hpcsweep.store import scan
 from hpcsweep.sweep.search import study_for
+from tests.conftest import QCD
 
-from .conftest import QCD
+pytestmark = pytest.mark.slow  # real sweeps, end to end
 
-SITE = str(Path(__file__).parent.parent / "slurm_templates" / "local.yaml")
+SITE = str(Path(__file__).parents[2] / "slurm_templates" / "local.yaml")
 
 
 def _search(tmp_path: Path, search: str = "tpe", budget: int = 6, pruner: str = "median") -> Path:

@@ -1,0 +1,388 @@
+"""The aggregator: a sweep's trial files -> its review (tables, figures, warnings), and the notebook view of its results."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hpcsweep import __version__
+from hpcsweep.config import SweepConfig
+from hpcsweep.data.varset import VarSet, load_varset
+from hpcsweep.files import write_atomically
+from hpcsweep.review import plots
+from hpcsweep.review.stability import rerun_groups, stability_table
+from hpcsweep.review.tables import (
+    anomaly_table,
+    baselines_table,
+    best_and_median,
+    comparison_table,
+    compression_table,
+    compressors_table,
+    data_versions_table,
+    evaluations_table,
+    markdown,
+    residuals_table,
+    thesis_table,
+    trials_frame,
+    varied_axes,
+    write_table,
+)
+from hpcsweep.states import TrialState
+from hpcsweep.store import TrialRecord, read_trial, rebuild_index, scan, trial_path
+from hpcsweep.sweep import Datasets, kept_sweep, plan
+from hpcsweep.sweep.datasets import data_versions
+from hpcsweep.sweep.rank import Ranking, loss_space_warning
+
+
+class SweepResults:
+    """A finished or running sweep's results folder, for notebooks and the CLI."""
+
+    def __init__(self, results_dir: Path):
+        self.results_dir = Path(results_dir)
+
+    @classmethod
+    def open(cls, where: str | Path) -> SweepResults:
+        """A results folder, or a sweep name under ./results."""
+        path = Path(where)
+        return cls(path if path.is_dir() else Path("results") / str(where))
+
+    def trials(self) -> pd.DataFrame:
+        """One row per trial of the sweep's definition, with its `rank` (smaller is better)."""
+        selection = select(self.results_dir, scan(self.results_dir)[0])
+        return trials_frame(selection.summaries, selection.ranking)
+
+    def table(self) -> dict[str, pd.DataFrame]:
+        """Best and median trial per latent dimension, in the thesis' table layout (ranked by the sweep's yardstick)."""
+        selection = select(self.results_dir, scan(self.results_dir)[0])
+        best, median = best_and_median(trials_frame(selection.summaries, selection.ranking))
+        axes = varied_axes(selection.summaries)
+        return {"best": thesis_table(best, axes, selection.ranking), "median": thesis_table(median, axes, selection.ranking)}
+
+
+@dataclass
+class Selection:
+    """The trials a sweep's tables count (those of its current definition), how they are ranked, and what was left out."""
+
+    summaries: dict[str, dict[str, Any]]
+    ranking: Ranking
+    definition: SweepConfig | None
+    notes: list[str] = field(default_factory=list)
+
+
+def select(results_dir: Path, summaries: dict[str, dict[str, Any]], definition: SweepConfig | None = None) -> Selection:
+    """The trial files of `definition` (default: the one the folder keeps) among `summaries`.
+
+    Files of earlier grids, of overrides or of another data version stay in the folder and out
+    of the tables, counted in a note. A folder that keeps no definition counts every file.
+    """
+    definition = definition or kept_sweep(results_dir)
+    if definition is None:
+        return Selection(summaries, Ranking(), None, ["no sweep definition is kept with these results: every trial file is counted"])
+    planned = plan(definition, results_dir, datasets=Datasets(results_dir, prepare=False, progress=False))
+    members = {p.trial_id for p in planned.trials}
+    notes = [n for n in (planned.describe_others(), loss_space_warning(definition)) if n]
+    notes += [f"data not read ({problem}): trials counted with the version last recorded" for problem in planned.data_problems]
+    return Selection({t: s for t, s in summaries.items() if t in members}, Ranking.of(definition), definition, notes)
+
+
+@dataclass
+class Figure:
+    section: str
+    title: str
+    path: Path  # without suffix: <path>.png and <path>.pdf exist
+
+
+@dataclass
+class Review:
+    """What `aggregate` made of a sweep: its trials, tables (stem -> title, table), figures and what is missing."""
+
+    results_dir: Path
+    frame: pd.DataFrame
+    tables: dict[str, tuple[str, pd.DataFrame]] = field(default_factory=dict)
+    table_files: dict[str, Path] = field(default_factory=dict)  # stem -> <folder>/<name> of its .md, .csv, .tex
+    figures: list[Figure] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+    paths: dict[str, Path] = field(default_factory=dict)
+
+
+def aggregate(results_dir: Path, plot: bool = True, detail: bool = True, definition: SweepConfig | None = None) -> Review:
+    """Write a sweep's tables and figures; `detail` adds the per-trial figures of the best trial per z.
+
+    The tables count the trials of `definition` (default: the sweep as its folder keeps it), ranked
+    by its `rank_by`. Only summaries (the sweep index) and the chosen trials' evaluations and histories
+    are read. Whatever cannot be built (no finished trial, old trial files) becomes a warning.
+    """
+    results_dir = Path(results_dir)
+    everything, unreadable = rebuild_index(results_dir)
+    selection = select(results_dir, everything, definition)
+    summaries, ranking = selection.summaries, selection.ranking
+    review = Review(results_dir, trials_frame({}), unreadable=unreadable)
+    review.warnings += [f"unreadable trial file (left out): {problem}" for problem in unreadable] + selection.notes
+    review.frame = frame = trials_frame(summaries, ranking)
+    review.paths["trials.csv"] = results_dir / "trials.csv"
+    results_dir.mkdir(parents=True, exist_ok=True)
+    write_atomically(review.paths["trials.csv"], frame.to_csv(index=False))
+    best, median = best_and_median(frame)
+    unranked = int(((frame["state"] == TrialState.DONE) & frame["rank"].isna()).sum())
+    if unranked:
+        review.warnings.append(f"{unranked} finished trials have no {ranking.noun} (written by an older hpcsweep): "
+                               "left out of the rankings; 'hpcsweep evaluate TRIAL' adds it")  # fmt: skip
+    if not len(best):
+        counts = Counter(frame["state"])
+        review.warnings.append("no finished trial yet" + (": " + ", ".join(f"{n} {s}" for s, n in counts.items()) if counts else ""))
+    records = _best_records(best, results_dir, review.warnings)
+    evaluations = {trial_id: record.evaluation for trial_id, record in records.items()}
+    varset = _varset_of(best, summaries, records)
+    _add_tables(review, frame, best, median, evaluations, summaries, ranking, varset)
+    _add_data_tables(review, frame, best, median, everything, summaries, selection.definition)
+    if plot and len(best):
+        _add_figures(review, frame, best, median, records, detail, ranking, varset)
+    _add_stability(review, summaries, plot, ranking)
+    for figure in review.figures:
+        for suffix in (".png", ".pdf"):
+            review.paths[f"figures/{figure.path.name}{suffix}"] = figure.path.with_suffix(suffix)
+    summary = results_dir / "summary.md"
+    write_atomically(
+        summary,
+        f"# Sweep {results_dir.name}\n\n"
+        + "".join(f"## {title}\n\n{markdown(table)}\n\n" for title, table in review.tables.values())
+        + "".join(f"- warning: {w}\n" for w in review.warnings),
+    )
+    review.paths["summary.md"] = summary
+    return review
+
+
+def _varset_of(best: pd.DataFrame, summaries: dict[str, dict[str, Any]], records: dict[str, TrialRecord]) -> VarSet | None:
+    """The variable set of the best trials (the one stored with them; older files: by its name)."""
+    for trial_id in best["trial_id"]:
+        record = records.get(trial_id)
+        return load_varset(record.varset if record is not None and record.varset else summaries[trial_id]["config"]["data"]["varset"])
+    return None
+
+
+def _best_records(best: pd.DataFrame, results_dir: Path, warnings: list[str]) -> dict[str, TrialRecord]:
+    """The best trials' records without weights (evaluation, history, histograms)."""
+    records = {}
+    for trial_id in best["trial_id"]:
+        try:
+            records[trial_id] = read_trial(trial_path(results_dir, trial_id), weights=False)
+        except (OSError, KeyError, ValueError) as err:
+            warnings.append(f"trial file of {trial_id} cannot be read ({err}); its evaluation is missing")
+    return records
+
+
+def _add_tables(review: Review, frame, best, median, evaluations, summaries, ranking: Ranking, varset: VarSet | None) -> None:
+    axes = varied_axes(summaries)
+    ranked = f"ranked by {ranking.description}"
+    tables = {
+        "best_per_latent": (f"Best performing networks per latent dimension, {ranked}", thesis_table(best, axes, ranking)),
+        "median_per_latent": (f"Median performing networks per latent dimension, {ranked}", thesis_table(median, axes, ranking)),
+    }
+    if len(best) and varset is not None:
+        tables["residuals_per_latent"] = (
+            "Residuals of the best and the median network per latent dimension (68 % half-width; jets within 1 %)",
+            residuals_table(best, median, summaries, varset),
+        )
+    for axis in axes:
+        tables[f"by_{axis.replace('.', '_')}"] = (f"Best and median {ranking.noun} by {axis}", comparison_table(frame, axis))
+    if len(best):
+        tables["baselines_per_latent"] = ("Best AE against PCA and float16 truncation", baselines_table(best, evaluations))
+        tables["compression_per_latent"] = (
+            "Compression of the best AE per latent dimension (bytes per jet)",
+            compression_table(best, evaluations),
+        )
+    if len(best) and varset is not None:
+        tables["compressors"] = (
+            "Bytes per jet against residual width: the best AE per z, alone and as the predictor of an error-bounded "
+            "compressor, beside the error-bounded compressors physicists have (SZ3, ZFP, fpzip, mantissa rounding + zstd), "
+            "on the same validation jets; the last column gives each one's bound",
+            compressors_table(best, evaluations, varset),
+        )
+    if len(best) and any(summaries[t]["metrics"].get("anomaly") for t in best["trial_id"]):
+        tables["anomaly_per_latent"] = (
+            "Anomaly detection: the per-jet reconstruction error (reference space) of each signal's jets against the "
+            "validation jets, for the best and the median network per latent dimension",
+            anomaly_table(best, median, summaries),
+        )
+    for stem, (title, table) in tables.items():
+        _add_table(review, stem, title, table)
+
+
+def _add_data_tables(review: Review, frame: pd.DataFrame, best, median, everything, summaries, definition) -> None:
+    """Which data the trials read (files, tree, checksums, cuts and counts), and evaluations beyond the validation
+    split: those of the best and median trials, and any added to other trials by `hpcsweep evaluate`."""
+    versions = data_versions(review.results_dir)
+    if versions:
+        current = set(frame["data_version"].dropna())
+        table = data_versions_table(versions, trials_frame(everything), current)
+        _add_table(review, "data_versions", "Data read by the trials of this folder (a version is the checksum of the jets as read)", table)
+    own = set(definition.evaluation.signal_labels(definition.data)) if definition else set()
+    picked = list(dict.fromkeys([*best["trial_id"], *median["trial_id"]]))
+    picked += [t for t, s in summaries.items() if t not in picked and set(s.get("evaluations", {})) - own]
+    if any(summaries[t].get("evaluations") for t in picked):
+        title = "Evaluations besides the validation split (signals, other files) of the best and median trials, and any added later"
+        _add_table(review, "evaluations", title, evaluations_table(summaries, picked))
+
+
+def _add_table(review: Review, stem: str, title: str, table: pd.DataFrame) -> None:
+    """Write a table of this sweep (tables/<stem>.{md,csv,tex}, the stem made a safe file name) and list it for the report."""
+    review.tables[stem] = (title, table)
+    paths = write_table(table, review.results_dir / "tables", stem, title)
+    review.table_files[stem] = paths[0].with_suffix("")
+    for path in paths:
+        review.paths[f"tables/{path.name}"] = path
+
+
+def _add_figures(
+    review: Review, frame, best, median, records: dict[str, TrialRecord], detail: bool, ranking: Ranking, varset: VarSet
+) -> None:
+    folder = review.results_dir / "figures"
+    evaluations = {trial_id: record.evaluation for trial_id, record in records.items()}
+    label = ranking.noun
+    sweep_figures = [
+        ("Figures of the sweep", f"{ranking.label} versus latent dimension", lambda p: plots.loss_vs_latent(best, median, p, ranking), "loss_vs_latent"),
+        ("Figures of the sweep", f"Grid search: {label} versus learning rate", lambda p: plots.grid_summary(frame, best, p, ranking), "grid_summary"),
+        ("Figures of the sweep", "Training and validation loss of the best trial per latent dimension",
+         lambda p: plots.training_curves({f"z={int(t.latent)}": records[t.trial_id].history for t in best.itertuples() if t.trial_id in records}, p),
+         "training_curves"),
+    ]  # fmt: skip
+    if all("residuals" in e.get("validation", {}) for e in evaluations.values()) and evaluations:
+        sweep_figures += [
+            ("Figures of the sweep", "Residual median and 68 % half-width versus latent dimension",
+             lambda p: plots.residuals_vs_latent(best, evaluations, varset, p), "residuals_vs_latent"),
+            ("Figures of the sweep", "Encode and decode time per jet", lambda p: plots.timing_vs_latent(best, evaluations, p), "timing_vs_latent"),
+            ("Figures of the sweep", "Rate and distortion: bytes per jet versus residual width",
+             lambda p: plots.rate_distortion(best, evaluations, varset, p), "rate_distortion"),
+        ]  # fmt: skip
+    else:
+        review.warnings.append("the best trials have no stored evaluation: no residual, timing or rate-distortion figures")
+    curves = {t.latent: records[t.trial_id].arrays for t in best.itertuples() if t.trial_id in records}
+    if any(k.endswith("/roc_signal_efficiency") for arrays in curves.values() for k in arrays):
+        sweep_figures.append(("Figures of the sweep", "Anomaly detection: ROC of the reconstruction error, best trial per latent dimension",
+                              lambda p: plots.roc_curves(curves, p), "roc"))  # fmt: skip
+    done = frame[frame["state"] == "done"].drop(columns=["failure"]).to_json()
+    stamp = [done, {t: _mtime(review, t) for t in records}, ranking.description, __version__]  # what the sweep figures show
+    for section, title, draw, stem in sweep_figures:
+        _draw(review, Figure(section, title, folder / stem), draw, stamp)
+    if detail:
+        for trial in best.itertuples():
+            if trial.trial_id in records:
+                _trial_figures(review, records[trial.trial_id], int(trial.latent), folder)
+
+
+def _mtime(review: Review, trial_id: str) -> int:
+    return trial_path(review.results_dir, trial_id).stat().st_mtime_ns
+
+
+def _draw(review: Review, figure: Figure, draw, stamp: Any) -> None:
+    """Draw `figure` unless it was drawn from the same data (`stamp`) before (figures/.drawn.json).
+
+    Re-aggregating a sweep whose files did not change draws nothing; a new best trial at
+    one z redraws the sweep figures and that z's per-trial figures only.
+    """
+    stamps_path = figure.path.parent / ".drawn.json"
+    stamps = _read_json(stamps_path)
+    key = hashlib.sha256(json.dumps(stamp, sort_keys=True, default=str).encode()).hexdigest()
+    if stamps.get(figure.path.name) != key or not all(figure.path.with_suffix(s).exists() for s in (".png", ".pdf")):
+        draw(figure.path)
+        stamps[figure.path.name] = key
+        write_atomically(stamps_path, json.dumps(stamps, indent=1))
+    review.figures.append(figure)
+
+
+def _trial_figures(review: Review, record: TrialRecord, latent: int, folder: Path) -> None:
+    """Inputs versus decoded, residuals, their correlations and the dijet mass of one trial (redrawn when its file changes)."""
+    varset: VarSet = load_varset(record.varset or record.config["data"]["varset"])
+    section = f"Best trial at z = {latent} ({record.trial_id})"
+    title = f"z = {latent}, trial {record.trial_id}"
+    validation = {k.split("/", 1)[1]: v for k, v in record.arrays.items() if k.startswith("validation/")}
+    drawn: list[tuple[str, str, Any]] = []
+    if "hist_edges" in validation:
+        drawn.append(
+            ("Input and decoded distributions (validation jets)", "inputs", lambda p: plots.inputs_vs_decoded(validation, varset, p, title))
+        )
+    if "residual_counts" in validation:
+        drawn += [
+            ("Residual distributions", "residuals", lambda p: plots.residual_histograms(validation, varset, p, title)),
+            ("Residual correlations", "corner", lambda p: plots.residual_corner(validation, varset, p, title)),
+        ]
+    else:
+        review.warnings.append(
+            f"trial {record.trial_id} (z={latent}) has no residual histograms or correlations (written by an older hpcsweep); "
+            f"'hpcsweep evaluate {review.results_dir / 'trials' / record.trial_id}.h5' adds them"
+        )
+    signals = {label: summary["dijet"] for label, summary in record.evaluation.items() if isinstance(summary, dict) and "dijet" in summary}
+    if signals:
+        arrays = {label: {name: record.arrays[f"{label}/{name}"] for name in ("dijet_original", "dijet_decoded")} for label in signals}
+        drawn.append(
+            ("Dijet mass of the two leading jets, input and decoded", "dijet", lambda p: plots.dijet_mass(arrays, signals, p, title))
+        )
+    stamp = [record.trial_id, _mtime(review, record.trial_id), __version__]
+    for caption, stem, draw in drawn:
+        _draw(review, Figure(section, caption, folder / f"{stem}_z{latent}"), draw, stamp)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _add_stability(review: Review, summaries: dict[str, dict[str, Any]], plot: bool, ranking: Ranking) -> None:
+    """The stability table and the reruns' validation curves, when configs were run with several seeds."""
+    for child in sorted(review.results_dir.parent.glob(f"{review.results_dir.name}-top*-seeds*/tables/stability.csv")):
+        name = child.parent.parent.name  # rerun-best's child sweeps of this one: their tables, as made when they ran
+        if not re.fullmatch(rf"{re.escape(review.results_dir.name)}-top\d+-seeds\d+", name):
+            continue
+        review.tables[f"stability_{name}"] = (
+            f"Seed stability of the best configs (sweep {name})",
+            pd.read_csv(child, dtype=str).fillna(""),
+        )
+        review.table_files[f"stability_{name}"] = child.with_suffix("")
+    groups = rerun_groups(summaries)
+    if not groups:
+        return
+    _add_table(review, "stability", f"Seed stability: {ranking.noun} of each config over its runs", stability_table(summaries, ranking))
+    if plot:
+        figure = Figure(
+            "Seed stability",
+            "Validation loss of each run of the best rerun config per latent dimension",
+            review.results_dir / "figures" / "stability_curves",
+        )
+        stamp = [sorted((i, _mtime(review, i)) for ids in groups.values() for i in ids), __version__]
+        _draw(review, figure, lambda p: plots.rerun_curves(_rerun_histories(review.results_dir, summaries, groups, ranking), p), stamp)
+
+
+def _rerun_histories(
+    results_dir: Path, summaries: dict[str, dict[str, Any]], groups: dict[str, list[str]], ranking: Ranking
+) -> dict[str, dict[str, Any]]:
+    """Config label -> 'seed N' -> training history of the best rerun config of each z, for the stability figure."""
+
+    def config(trial_id: str) -> dict[str, Any]:
+        return summaries[trial_id]["config"]
+
+    def median_loss(ids: list[str]) -> float:
+        return float(np.nanmedian([ranking.value(summaries[i]["metrics"]) for i in ids]))
+
+    best_per_z: dict[int, list[str]] = {}  # one panel per latent dimension: its config with the lowest median loss
+    for ids in groups.values():
+        z = config(ids[0])["model"]["latent"]
+        if z not in best_per_z or median_loss(ids) < median_loss(best_per_z[z]):
+            best_per_z[z] = ids
+    curves = {}
+    for _, ids in sorted(best_per_z.items()):
+        train = config(ids[0])["train"]
+        label = f"z={config(ids[0])['model']['latent']}, bs {train['batch_size']}, lr {train['lr']:g}, wd {train['weight_decay']:g}"
+        runs = sorted(ids, key=lambda i: config(i)["train"]["seed"])
+        curves[label] = {f"seed {config(i)['train']['seed']}": read_trial(trial_path(results_dir, i), weights=False).history for i in runs}
+    return curves

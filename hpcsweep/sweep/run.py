@@ -1,0 +1,200 @@
+"""A sweep run, in one straight line: resolve -> plan -> hand the plan to a backend -> follow (no torch here).
+
+`run_sweep` checks the definition against the folder's (`definition`), takes
+the folder's lease, prepares each dataset once (its version, the checksum of
+its jets as read, is part of every trial's identity), expands the grid once
+into a `Plan` (which trial is doing what: the store, the attempts logs and the
+scheduler say), and hands the plan's `todo` (failed, lost and pending trials;
+never one that is running or queued) to the sweep's backend. It follows the
+jobs until the store holds a file for each or no job lives; a backend whose
+jobs outlive the driver (SLURM) may instead return once they are submitted.
+A search (random, TPE) hands the backend workers that ask Optuna for trials.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from hpcsweep.config import SweepConfig, TrialConfig, TrialSpec
+from hpcsweep.provenance import git_commit
+from hpcsweep.states import TrialState
+from hpcsweep.store import record_submission, reset_attempts, trial_path
+from hpcsweep.sweep.backends import Backend, Job, JobTeller, backend, wait_for
+from hpcsweep.sweep.datasets import Datasets
+from hpcsweep.sweep.definition import check_definition, keep_definition
+from hpcsweep.sweep.dispatch import TrialBatch
+from hpcsweep.sweep.grid import search_base
+from hpcsweep.sweep.lease import driver_lease, tidy
+from hpcsweep.sweep.rank import loss_space_warning
+from hpcsweep.sweep.state import Plan, plan
+
+
+def run_sweep(
+    sweep: SweepConfig,
+    results_dir: Path,
+    source: Path | None = None,
+    definition: SweepConfig | None = None,
+    wait: bool = True,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    wait_for_lease: bool = False,
+    retry_failed: bool = False,
+) -> Counter:
+    """Dispatch every trial of `sweep` that is not finished or in flight; returns the count of states.
+
+    `definition` is the sweep as its file defines it (before command-line
+    overrides); its comparable part must match the one that made `results_dir`.
+    One driver at a time holds the folder (`lease`); `retry_failed` gives trials
+    that used up their retry budget a fresh one. `wait` False lets a backend whose
+    jobs outlive the driver return once they are submitted.
+    """
+    check_definition(results_dir, sweep)
+    if warning := loss_space_warning(sweep):
+        log(f"warning: {warning}")
+    runner = backend(sweep.dispatch.executor)
+    runner.check(sweep.dispatch)  # wrong settings stop here, before any work
+    with driver_lease(results_dir, wait_for_lease, log):
+        tidy(results_dir, log)
+        datasets = Datasets(results_dir, prepare=True, progress=progress, log=log)
+        driver = _Driver(
+            sweep, results_dir, source, definition or sweep, datasets, runner, wait or not runner.outlives_driver, progress, log
+        )
+        return driver.search() if sweep.search != "grid" else driver.grid(retry_failed)
+
+
+@dataclass
+class _Driver:
+    """What one run of a sweep holds while it plans, dispatches and follows."""
+
+    sweep: SweepConfig
+    results_dir: Path
+    source: Path | None
+    definition: SweepConfig
+    datasets: Datasets
+    backend: Backend
+    follows: bool
+    progress: bool
+    log: Callable[[str], None]
+
+    @property
+    def label(self) -> str:
+        return str(self.source or self.sweep.name)
+
+    def grid(self, retry_failed: bool) -> Counter:
+        planned = plan(self.sweep, self.results_dir, self.label, self.datasets)  # data first: a bad source stops here
+        if retry_failed:
+            planned = self._reset_budgets(planned)
+        self._describe(planned)
+        if not planned.todo:
+            if any(p.name != "claims" for p in self.results_dir.iterdir()):  # it now counts this definition (e.g. the full grid)
+                self._keep()
+            return planned.counts()
+        specs = [self._spec(p.trial_id, p.config) for p in planned.todo]
+        self._keep()
+        batches = self.backend.batches(specs, self.sweep.dispatch)
+        threads = self.sweep.dispatch.threads_per_trial
+        self.log(f"dispatching {len(specs)} trials as {len(batches)} {self.backend.name} {self.backend.job_word}, "
+                 f"{threads} thread(s) per trial")  # fmt: skip
+        jobs = self._submit(TrialBatch(), [(batch, threads) for batch in batches], [[s.trial_id for s in b] for b in batches])
+        if self.follows:
+            self._follow_files(jobs, specs)
+        return planned.refreshed().counts()
+
+    def search(self) -> Counter:
+        """Workers that ask Optuna for trials until the budget is spent (see `hpcsweep.sweep.search`)."""
+        from hpcsweep.sweep.search import SearchWorker, finished_count, release_stale, study_for
+
+        sweep = self.sweep
+        base = search_base(sweep, self.label, self.datasets.version)
+        study = study_for(sweep, self.results_dir)
+        released = release_stale(study, JobTeller().alive)
+        done = finished_count(study)
+        self.log(f"search {sweep.search!r} of sweep {sweep.name!r}: {done}/{sweep.budget} trials finished"
+                 + (f", {released} trials of vanished workers put back" if released else "") + f" -> {self.results_dir}")  # fmt: skip
+        if done < sweep.budget:
+            template = self._spec(base.identity(), base)
+            self._keep()
+            workers = self.backend.workers(sweep.dispatch, sweep.budget - done)
+            threads = sweep.dispatch.threads_per_trial
+            self.log(f"starting {workers} {self.backend.name} search workers, {threads} thread(s) each")
+            jobs = self._submit(
+                SearchWorker(), [(sweep.model_dump_json(), template, threads, i) for i in range(workers)], [[] for _ in range(workers)]
+            )
+            if self.follows:
+                wait_for(self.backend, jobs, lambda: finished_count(study), sweep.budget, self.progress, self.log)
+        return plan(sweep, self.results_dir, self.label, self.datasets).counts()
+
+    def _describe(self, planned: Plan) -> None:
+        for problem in planned.unreadable:
+            self.log(f"warning: unreadable trial file, it will be rerun: {problem}")
+        n = planned.counts()
+        finished = sum(count for state, count in n.items() if state.is_finished())
+        self.log(
+            f"sweep {self.sweep.name!r}: {len(planned.trials)} trials; {finished} finished, "
+            f"{n[TrialState.RUNNING] + n[TrialState.QUEUED]} in flight, {n[TrialState.FAILED] + n[TrialState.LOST]} failed or lost "
+            f"to retry, {n[TrialState.PENDING]} new -> {self.results_dir}"
+        )
+        if n[TrialState.EXHAUSTED]:
+            self.log(f"{n[TrialState.EXHAUSTED]} trials failed {self.sweep.max_attempts} times and are not retried; "
+                     "see 'hpcsweep status', and run with --retry-failed to try them again")  # fmt: skip
+        if planned.others:
+            self.log(planned.describe_others())
+
+    def _reset_budgets(self, planned: Plan) -> Plan:
+        """--retry-failed: failed and exhausted trials start their retry budget afresh."""
+        again = [p.trial_id for p in planned.trials if p.state in (TrialState.FAILED, TrialState.EXHAUSTED)]
+        for trial_id in again:
+            reset_attempts(self.results_dir, trial_id)
+        if not again:
+            return planned
+        self.log(f"--retry-failed: {len(again)} failed trials get {self.sweep.max_attempts} attempts again")
+        return planned.refreshed()
+
+    def _keep(self) -> None:
+        """The definition this run counts, and the data versions it trains on, kept in the folder."""
+        keep_definition(self.results_dir, self.definition, self.source)
+        self.datasets.record()
+
+    def _spec(self, trial_id: str, config: TrialConfig) -> TrialSpec:
+        """A trial bound to its prepared dataset, and to the signal samples it is evaluated on."""
+        sweep = self.sweep
+        signals = {label: str(self.datasets.folder(signal)) for label, signal in sweep.evaluation.signal_data(config.data).items()}
+        return TrialSpec(
+            trial_id=trial_id,
+            sweep=sweep.name,
+            config=config,
+            dataset=str(self.datasets.folder(config.data)),
+            results_dir=str(self.results_dir.resolve()),
+            provenance={"git_commit": git_commit(), "sweep_file": str(Path(self.source).resolve()) if self.source else ""},
+            evaluation=sweep.evaluation,
+            signals=signals,
+            checkpoint_every=sweep.dispatch.checkpoint_every,
+        )
+
+    def _submit(self, function: Callable, arguments: list[tuple], carried: list[list[str]]) -> list[Job]:
+        """Submit one job per argument tuple and log which trials each carries; say where to follow them if not followed."""
+        jobs = self.backend.submit(function, arguments, self.sweep.dispatch, self.results_dir / "logs")
+        names = [self.backend.job_name(job) for job in jobs]
+        record_submission(self.results_dir, self.backend.name, dict(zip(names, carried, strict=True)))
+        if not self.follows:
+            self.log(f"submitted {len(jobs)} {self.backend.job_word} ({', '.join(sorted({n.split('_')[0] for n in names}))}); "
+                     f"follow with 'hpcsweep status {self.sweep.name}', or run again with --wait")  # fmt: skip
+        return jobs
+
+    def _follow_files(self, jobs: list[Job], specs: list[TrialSpec]) -> None:
+        """Follow until every dispatched trial has written its file (since now) or no job lives."""
+        import time
+
+        started = time.time()
+        paths = [trial_path(self.results_dir, s.trial_id) for s in specs]
+
+        def written() -> int:
+            return sum(1 for p in paths if p.exists() and p.stat().st_mtime >= started)
+
+        wait_for(self.backend, jobs, written, len(specs), self.progress, self.log)
+        if written() < len(specs):
+            self.log(f"{len(specs) - written()} trials left no result (job killed or cancelled?); logs in {self.results_dir / 'logs'}; "
+                     "running the sweep again retries them")  # fmt: skip
