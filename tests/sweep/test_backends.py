@@ -143,34 +143,34 @@ def test_a_failed_trial_is_retried_until_its_budget_is_spent(fake, tmp_path):
     assert _run(sweep, results, retry_failed=True)[TrialState.DONE] == 4 and ran == [failing], "--retry-failed runs it again"
 
 
-def test_a_trial_whose_job_vanished_is_lost_and_run_again(fake, tmp_path):
+def _vanishing(fake, results: Path):
+    """A sweep run once with the job of its second trial dying under it; the sweep, that trial and its attempt."""
     script, ran = fake
     sweep = _sweep("fake")
-    results = tmp_path / "fake"
     victim = plan(sweep, results).trials[1].trial_id
     script[victim] = "vanish"
     counts = _run(sweep, results)
     assert counts[TrialState.LOST] == 1 and counts[TrialState.DONE] == 3
     (attempt,) = read_attempts(results, victim)
-    assert attempt["job"].startswith("fake:") and "end" not in attempt, "the attempt never ended: its job is gone"
-    assert JobTeller().alive(attempt["job"]) is False
     del script[victim]
     ran.clear()
-    assert _run(sweep, results)[TrialState.DONE] == 4 and ran == [victim]
+    return sweep, victim, attempt
+
+
+def test_a_trial_whose_job_vanished_is_lost_and_run_again(fake, tmp_path):
+    results = tmp_path / "fake"
+    sweep, victim, attempt = _vanishing(fake, results)
+    assert attempt["job"].startswith("fake:") and "end" not in attempt, "the attempt never ended: its job is gone"
+    assert JobTeller().alive(attempt["job"]) is False
+    assert _run(sweep, results)[TrialState.DONE] == 4 and fake[1] == [victim]
     assert [a.get("outcome") for a in read_attempts(results, victim)] == ["vanished", "done"]
 
 
 def test_a_trial_carried_by_a_live_job_is_left_to_it(fake, tmp_path):
-    script, ran = fake
-    sweep = _sweep("fake")
     results = tmp_path / "fake"
-    victim = plan(sweep, results).trials[2].trial_id
-    script[victim] = "vanish"
-    _run(sweep, results)
-    (attempt,) = read_attempts(results, victim)
+    sweep, victim, attempt = _vanishing(fake, results)
     FakeBackend.live.add(attempt["job"])  # the scheduler says it still runs (e.g. it only lost contact)
-    ran.clear()
-    assert _run(sweep, results)[TrialState.RUNNING] == 1 and ran == []
+    assert _run(sweep, results)[TrialState.RUNNING] == 1 and fake[1] == []
 
 
 def test_the_executor_choices_come_from_the_registry(fake):
