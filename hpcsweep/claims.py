@@ -20,11 +20,12 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from hpcsweep.allocation import local_job, this_job
+from hpcsweep.errors import Log
 from hpcsweep.files import pid_alive
 
 JobAlive = Callable[[str], "bool | None"]  # a scheduler's answer for a job name: alive, gone, or None (cannot tell)
@@ -88,7 +89,7 @@ class Claim:
             self._start_heartbeat()
             return None
 
-    def waiting(self, log: Callable[[str], None] = print, poll_s: float = 2.0) -> Claim:
+    def waiting(self, log: Log = print, poll_s: float = 2.0) -> Claim:
         """Acquire, waiting (and saying once for whom) while another live process holds the claim."""
         said = False
         while (holder := self.acquire()) is not None:
@@ -114,7 +115,7 @@ class Claim:
     def __enter__(self) -> Claim:
         return self
 
-    def __exit__(self, *_) -> None:
+    def __exit__(self, *_: object) -> None:
         self.release()
 
     def _path(self, generation: int) -> Path:
@@ -149,7 +150,7 @@ class Claim:
                 return False
         return holder_alive(holder, self.stale_after, self.job_alive)
 
-    def _remove(self, generations) -> None:
+    def _remove(self, generations: Iterable[int]) -> None:
         existing = set(self._generations())
         for generation in generations:
             if generation in existing:
@@ -157,6 +158,7 @@ class Claim:
 
     def _start_heartbeat(self) -> None:
         self._stop.clear()
+        assert self.generation is not None  # set by `acquire` just before
         path, every = self._path(self.generation), max(0.05, self.stale_after / 10)
 
         def beat() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 import yaml
 
@@ -13,6 +13,10 @@ from hpcsweep import __version__
 from hpcsweep.config import Process
 from hpcsweep.errors import PATH_FAULTS, UserError, path_fault
 from hpcsweep.states import TrialState
+
+if TYPE_CHECKING:
+    from hpcsweep.config import SweepConfig
+    from hpcsweep.review import Review
 
 SWEEP_HELP = "a sweep file, or the name of one in sweeps/ (e.g. 'default')"
 WRITE_HELP = "the file to write (.root or .parquet)"
@@ -190,7 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
                                        description="The variable sets shipped with hpcsweep. A sweep's data.varset also takes the "
                                                    "path of a YAML file of one's own, or a mapping inline (docs/data.md).")  # fmt: skip
     varsets.set_defaults(handler=cmd_varsets)
-    data.set_defaults(handler=lambda _: data.print_help() or 2)
+
+    def data_help(_: argparse.Namespace) -> int:
+        data.print_help()
+        return 2
+
+    data.set_defaults(handler=data_help)
     return parser
 
 
@@ -263,7 +272,7 @@ def resolve_sweep_file(name: str) -> Path:
     raise UserError(f"{name}: no such sweep file" + (f"; sweeps/ has: {', '.join(found)}" if found else ""))
 
 
-def _overridden_sweep(args: argparse.Namespace, path: Path):
+def _overridden_sweep(args: argparse.Namespace, path: Path) -> tuple[SweepConfig, SweepConfig]:
     """The definition the results folder keeps (the sweep file with --epochs and --set), and what runs (also --latent and dispatch)."""
     from hpcsweep.config import load_sweep
 
@@ -287,7 +296,7 @@ def _driver_options(args: argparse.Namespace) -> dict[str, Any]:
     return {"wait": args.wait, "wait_for_lease": args.wait_for_lease, "retry_failed": args.retry_failed}
 
 
-def _followed(args: argparse.Namespace, sweep) -> bool:
+def _followed(args: argparse.Namespace, sweep: SweepConfig) -> bool:
     """Whether the driver followed its jobs to the end (not when they outlive it and --wait was not given)."""
     from hpcsweep.sweep import backend
 
@@ -314,7 +323,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dry_run(sweep, results_dir: Path, path: Path) -> int:
+def _dry_run(sweep: SweepConfig, results_dir: Path, path: Path) -> int:
     """The trials of a sweep with every varied axis and their states; nothing is run, generated or written."""
     from hpcsweep.review.tables import config_value, varied_axes
     from hpcsweep.sweep import check_definition, plan
@@ -323,7 +332,7 @@ def _dry_run(sweep, results_dir: Path, path: Path) -> int:
     planned = plan(sweep, results_dir, str(path))
     configs = {p.trial_id: {"config": p.config.model_dump(mode="json")} for p in planned.trials}
     axes = varied_axes(configs) + (["train.seed"] if len({p.config.train.seed for p in planned.trials}) > 1 else [])
-    rows = []
+    rows: list[list[Any]] = []
     for p in planned.trials:
         train = p.config.train
         values = [config_value(configs[p.trial_id]["config"], axis) for axis in axes]
@@ -349,11 +358,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     _, sweep = _overridden_sweep(args, path)
     planned = plan(sweep, Path(args.results) / sweep.name, str(path))
     counts = Counter((p.config.model.latent, p.state) for p in planned.trials)
-    rows = [[z, *(counts[(z, s)] for s in TrialState)] for z in sorted({p.config.model.latent for p in planned.trials})]
+    rows: list[list[Any]] = [[z, *(counts[(z, s)] for s in TrialState)] for z in sorted({p.config.model.latent for p in planned.trials})]
     total = planned.counts()
     rows.append(["all", *(total[s] for s in TrialState)])
     finished = sum(n for state, n in total.items() if state.is_finished())
     goal = sweep.budget if sweep.search != "grid" else len(planned.trials)
+    assert goal is not None  # a search without a budget is refused by the configuration
     _print_rows(
         f"{sweep.name}: {len(planned.trials)} trials, {finished} of {goal} finished ({sweep.search} search)", ["z", *TrialState], rows
     )
@@ -406,7 +416,7 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _show_tables(results_dir: Path, latents: list[int] | None = None, detail: bool = True):
+def _show_tables(results_dir: Path, latents: list[int] | None = None, detail: bool = True) -> Review:
     """Aggregate, print the best/median (residuals, stability) tables and the warnings; return the review."""
     from hpcsweep.review import aggregate
 
@@ -448,7 +458,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _definition_states(sweep, results_dir: Path) -> dict[str, int]:
+def _definition_states(sweep: SweepConfig, results_dir: Path) -> dict[str, int]:
     """The sweep definition's trials counted by state (pending: no trial file yet)."""
     from hpcsweep.sweep import plan
 

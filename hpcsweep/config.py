@@ -22,6 +22,7 @@ from pydantic import (
     NonNegativeFloat,
     PositiveFloat,
     PositiveInt,
+    SerializerFunctionWrapHandler,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -93,6 +94,15 @@ class DataConfig(_Section):
             raw = {**raw, **dict.fromkeys(GENERATOR_KEYS)}
         return raw
 
+    @model_validator(mode="after")
+    def _generated_data_has_its_settings(self) -> DataConfig:
+        """A generated sample is named by all four generator keys: none may be null."""
+        missing = [key for key in GENERATOR_KEYS if self.generated and getattr(self, key) is None]
+        if missing:
+            default = type(self).model_fields[missing[0]].default
+            raise ValueError(f"{missing[0]} is null, but generated data need it (remove the key for the default, {default!r})")
+        return self
+
     @field_validator("source")
     @classmethod
     def _located_files(cls, value: str | list[str], info: ValidationInfo) -> str | list[str]:
@@ -115,7 +125,7 @@ class DataConfig(_Section):
             raise ValueError(str(err)) from None
 
     @model_serializer(mode="wrap")
-    def _without_unused_generator_keys(self, handler) -> dict[str, Any]:
+    def _without_unused_generator_keys(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         dumped = handler(self)
         if self.source != "generated":
             for key in GENERATOR_KEYS:
@@ -318,8 +328,9 @@ def slurm_minutes(value: str) -> int:
     if not match:
         raise ValueError(f"{value!r} is not a SLURM time; valid forms: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS")
     days, a, b, c = (int(g) if g is not None else None for g in match.group("d", "a", "b", "c"))
+    assert a is not None  # the pattern's one group that is not optional
     if days is None:
-        seconds = a * 60 + (b or 0) if c is None else a * 3600 + b * 60 + c
+        seconds = a * 60 + (b or 0) if c is None else a * 3600 + (b or 0) * 60 + c
     else:
         seconds = days * 86400 + a * 3600 + (b or 0) * 60 + (c or 0)
     return max(1, -(-seconds // 60))

@@ -1,4 +1,5 @@
-"""The one exception type that means "the user asked for something we cannot do".
+"""What reaches the user: the one exception type that means "the user asked for something we cannot do", its
+one-line messages (validation errors, files that cannot be written), and `Log`, where a stage writes progress lines.
 
 The CLI prints its message as a single line and exits with status 2; anything
 else that escapes is a bug and keeps its traceback.
@@ -7,10 +8,13 @@ else that escapes is a bug and keeps its traceback.
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from pydantic import BaseModel, ValidationError
+
+Log = Callable[[str], None]  # where a stage writes its progress lines (`print` by default)
 
 
 class UserError(Exception):
@@ -77,11 +81,12 @@ PATH_FAULTS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPER
 def path_fault(err: OSError) -> str:
     """One line for a file that cannot be written or made (full disk, read-only or unwritable folder, a file in the way)."""
     where = f"{err.filename}: " if err.filename else ""
-    hint = {
+    hints: dict[int | None, str] = {
         errno.ENOSPC: "free some space (or choose another --results) and run again: finished trials are kept",
         errno.EDQUOT: "the disk quota is used up; free some space and run again: finished trials are kept",
         errno.EROFS: "choose another --results",
         errno.EACCES: "check its permissions, or choose another --results",
         errno.EPERM: "check its permissions, or choose another --results",
-    }.get(err.errno, "a file stands where a folder is needed (or the reverse); choose another --results, or move it away")
+    }
+    hint = hints.get(err.errno, "a file stands where a folder is needed (or the reverse); choose another --results, or move it away")
     return f"{where}{err.strerror or err}; {hint}"

@@ -51,7 +51,7 @@ def write_atomically(path: Path, text: str) -> None:
 
 def sweep_temporaries(folder: Path) -> list[Path]:
     """Remove the temporaries (files or folders) of writers that are gone; return what was removed."""
-    removed = []
+    removed: list[Path] = []
     if not Path(folder).is_dir():
         return removed
     for path in Path(folder).glob(".*~*~*.tmp"):

@@ -147,7 +147,7 @@ def read_trial(path: Path, weights: bool = True) -> TrialRecord:
     """
     summary = read_summary(path)
     texts, arrays = _contents(path, GROUPS if weights else ("history", "arrays"))
-    groups = {group: {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith(f"{group}/")} for group in GROUPS}
+    groups: dict[str, Any] = {group: {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith(f"{group}/")} for group in GROUPS}
     extra = {key: json.loads(texts[key]) for key in JSON_ATTRIBUTES[1:] if key in texts}
     summary.pop("evaluations", None)  # derived from the evaluation
     return TrialRecord(**summary, **groups, **extra)
@@ -275,6 +275,16 @@ def close_attempt(results_dir: Path, trial_id: str, outcome: str) -> None:
 def ended_attempts(results_dir: Path, trial_id: str, outcome: str) -> list[dict[str, Any]]:
     """Every attempt so far, this process's ended with `outcome`, as the trial file keeps them (nothing is logged)."""
     return _attempts(_read_lines(attempts_path(results_dir, trial_id)) + [_end_event(outcome)])
+
+
+def write_ended(results_dir: Path, record: TrialRecord, outcome: str) -> None:
+    """Write a trial's file with its attempts in its provenance, this process's ended with `outcome`.
+
+    The caller logs the attempt's end (`close_attempt`) only after this: a kill in between leaves a finished file
+    and an open attempt, which is read as finished, never as a trial to train again.
+    """
+    record.provenance = {**record.provenance, "attempts": ended_attempts(results_dir, record.trial_id, outcome)}
+    write_trial(trial_path(results_dir, record.trial_id), record)
 
 
 def reset_attempts(results_dir: Path, trial_id: str) -> None:

@@ -87,6 +87,8 @@ def test_epochs_and_set_overrides_fix_keys_and_remove_their_axes():
         ("name: x\nsearch: random\nbudget: 3\nspace: {lr: {low: 1, high: 0.1}}\n", ["space", "'lr': low (1) must be below high (0.1)"]),
         ("name: x\nsearch: random\nbudget: 3\nspace: {data.events: [10, 20]}\n", ["a search cannot vary data.events"]),
         ("name: x\nspace: {lr: [0.1]}\n", ["space: is for search: random or tpe"]),
+        ("name: x\ndata: {events: null}\n", ["data: events is null, but generated data need it", "the default, 10000"]),
+        ("name: x\ndispatch: {executor: slrum}\n", ["dispatch.executor", "unknown executor 'slrum'", "valid choices: local, debug, slurm"]),
     ],
 )
 def test_mistakes_are_one_line_errors_naming_file_key_and_choices(tmp_path, text, expected):

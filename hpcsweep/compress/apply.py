@@ -21,19 +21,28 @@ import os
 import struct
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
 from hpcsweep import files
 from hpcsweep.compress.bundle import Bundle
 from hpcsweep.errors import UserError
+
+if TYPE_CHECKING:
+    import awkward as ak
+    import pyarrow.parquet as pq
+    import uproot
+
+    from hpcsweep.compress.codec import Codec
+    from hpcsweep.data.read import InputFile
+    from hpcsweep.data.varset import Variable, VarSet
 
 MAGIC = b"HPCSWEEP-JETS\x00\x01"
 HEADER, CHUNK, END = b"H", b"C", b"E"
@@ -102,7 +111,7 @@ def compress_file(
     return summary
 
 
-def layout(file) -> tuple[str, list[str], dict[str, str]]:
+def layout(file: InputFile) -> tuple[str, list[str], dict[str, str]]:
     """The input's kind ('ROOT TTree', 'ROOT RNTuple', 'Parquet'), the branches to carry, and jagged branch -> counter.
 
     A TTree's counters are left out of the branches: uproot writes them back for their jagged groups.
@@ -118,7 +127,9 @@ def layout(file) -> tuple[str, list[str], dict[str, str]]:
     return "ROOT TTree", [name for name in tree.keys(recursive=False) if name not in set(counters.values())], counters
 
 
-def header_of(file, kind: str, counters: dict[str, str], arrays, model: dict, bundle: Bundle, bound: float) -> dict[str, Any]:
+def header_of(
+    file: InputFile, kind: str, counters: dict[str, str], arrays: ak.Array, model: dict[str, Variable], bundle: Bundle, bound: float
+) -> dict[str, Any]:
     branches = []
     for name in arrays.fields:
         array = arrays[name]
@@ -146,12 +157,12 @@ def header_of(file, kind: str, counters: dict[str, str], arrays, model: dict, bu
     }
 
 
-def _optional(array) -> bool:
+def _optional(array: ak.Array) -> bool:
     """Whether values may be missing (Parquet columns written by pandas are)."""
     return "?" in str(array.type.content)
 
 
-def _leaf_dtype(array) -> str:
+def _leaf_dtype(array: ak.Array) -> str:
     import awkward as ak
 
     flat = ak.flatten(array, axis=None) if array.ndim > 1 else array
@@ -161,7 +172,7 @@ def _leaf_dtype(array) -> str:
         return "object"
 
 
-def model_columns(arrays, model: dict) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray]]:
+def model_columns(arrays: ak.Array, model: dict[str, Variable]) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray]]:
     """A chunk's model branches as (jets x variables) float64 file values, the jets per entry (None: flat), and
     where optional branches miss a value (coded as NaN)."""
     import awkward as ak
@@ -182,7 +193,9 @@ def model_columns(arrays, model: dict) -> tuple[np.ndarray, np.ndarray | None, d
     return (np.stack(columns, axis=1) if columns else np.zeros((0, 0))), counts, missing
 
 
-def _split_chunk(arrays, model: dict, varset, summary: Summary) -> tuple[np.ndarray, dict[str, bytes], int]:
+def _split_chunk(
+    arrays: ak.Array, model: dict[str, Variable], varset: VarSet, summary: Summary
+) -> tuple[np.ndarray, dict[str, bytes], int]:
     """The jets of a chunk to code (physical units, inside the cuts), the chunk's other parts packed, and its jets."""
     raw, counts, missing = model_columns(arrays, model)
     physical = raw * np.array([v.unit_scale for v in model.values()])
@@ -217,14 +230,14 @@ def _sections(payload: bytes) -> tuple[int, int, dict[str, bytes]]:
     return entries, n_jets, sections
 
 
-def in_cuts(physical: np.ndarray, varset) -> np.ndarray:
+def in_cuts(physical: np.ndarray, varset: VarSet) -> np.ndarray:
     """Jets the model was trained on: finite, and passing the variable set's cuts (float32, as when read)."""
     import pandas as pd
 
     from hpcsweep.data.read import evaluate_cut
 
     values = physical.astype(np.float32)
-    keep = np.isfinite(values).all(axis=1)
+    keep = np.all(np.isfinite(values), axis=1)
     frame = pd.DataFrame(values, columns=varset.names, copy=False)
     for cut in varset.cuts:
         passed = evaluate_cut(frame, cut.expression, varset.name)
@@ -318,13 +331,14 @@ def _assemble(decoded: np.ndarray, sections: dict[str, bytes], header: dict[str,
     out = {}
     for branch in header["branches"]:
         if "variable" not in branch:
+            assert others is not None  # the branches outside the model are the chunk's "other" part
             out[branch["name"]] = others[branch["name"]]
             continue
         column = ak.Array(_cast(values[:, order[branch["variable"]]], branch["dtype"]))
         if branch["optional"]:
-            missing = sections.get(f"missing/{branch['name']}")
+            stored = sections.get(f"missing/{branch['name']}")
             missing = (
-                np.unpackbits(np.frombuffer(_unzstd(missing), np.uint8), count=n_jets).astype(bool) if missing else np.zeros(n_jets, bool)
+                np.unpackbits(np.frombuffer(_unzstd(stored), np.uint8), count=n_jets).astype(bool) if stored else np.zeros(n_jets, bool)
             )
             column = ak.mask(column, ~missing)
         out[branch["name"]] = ak.unflatten(column, counts) if counts is not None else column
@@ -339,10 +353,10 @@ def _cast(values: np.ndarray, dtype: str) -> np.ndarray:
 class _RootWriter:
     """Writes chunks into one TTree, jagged branches grouped by their counter as in the input."""
 
-    def __init__(self, header: dict[str, Any]):
+    def __init__(self, header: dict[str, Any]) -> None:
         self.header = header
         self.tree = header["tree"] if header["format"] != "Parquet" else "jets"
-        self.file = None
+        self.file: uproot.WritableDirectory | None = None
         groups: dict[str, list[str]] = {}
         for branch in header["branches"]:
             if branch["jagged"]:
@@ -380,8 +394,8 @@ class _RootWriter:
 
 
 class _ParquetWriter:
-    def __init__(self, header: dict[str, Any]):
-        self.writer = None
+    def __init__(self, header: dict[str, Any]) -> None:
+        self.writer: pq.ParquetWriter | None = None
 
     def write(self, path: Path, arrays: dict[str, Any]) -> None:
         import awkward as ak
@@ -397,7 +411,7 @@ class _ParquetWriter:
             self.writer.close()
 
 
-def writer_for(output: Path, header: dict[str, Any]):
+def writer_for(output: Path, header: dict[str, Any]) -> _RootWriter | _ParquetWriter:
     if output.suffix == ".root":
         return _RootWriter(header)
     if output.suffix == ".parquet":
@@ -408,7 +422,8 @@ def writer_for(output: Path, header: dict[str, Any]):
 # --- coding in worker processes ------------------------------------------------------------------
 PARALLEL_ABOVE = 32_000_000  # input bytes (compressed files: an eighth) from which chunks are coded in worker processes
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-_codec = None  # the codec of this process (a worker's, or this one's when coding in process)
+Pending = tuple[Future, dict[str, bytes], int, int]  # a chunk being coded: its future, its other parts, entries and jets
+_codec: Codec | None = None  # the codec of this process (a worker's, or this one's when coding in process)
 
 
 def _start_worker(path: str, checksum: str, bound: float) -> None:
@@ -422,10 +437,12 @@ def _start_worker(path: str, checksum: str, bound: float) -> None:
 
 
 def _encode(x: np.ndarray) -> bytes:
+    assert _codec is not None  # set as the worker starts, or as `_Coders` enters
     return _codec.encode(x)
 
 
 def _decode(data: bytes) -> np.ndarray:
+    assert _codec is not None  # set as the worker starts, or as `_Coders` enters
     return _codec.decode(data)
 
 
@@ -433,12 +450,12 @@ class _Coders:
     """A bundle's codec run on chunks in worker processes (one per allocated core, each with one BLAS thread: the
     processes are the parallelism), results taken in file order; in this process for one core or a small file."""
 
-    def __init__(self, bundle: Bundle, bound: float, parallel: bool):
+    def __init__(self, bundle: Bundle, bound: float, parallel: bool) -> None:
         from hpcsweep.allocation import allocated_cores
 
         self.bundle, self.bound = bundle, bound
         self.workers = allocated_cores() if parallel else 1
-        self.pending: deque = deque()
+        self.pending: deque[Pending] = deque()
         self.pool: ProcessPoolExecutor | None = None
         self.saved: dict[str, str | None] = {}
 
@@ -457,7 +474,7 @@ class _Coders:
         )
         return self
 
-    def submit(self, function, *args) -> Future:
+    def submit(self, function: Callable[..., Any], *args: Any) -> Future:
         if self.pool is not None:
             return self.pool.submit(function, *args)
         future: Future = Future()
@@ -467,17 +484,17 @@ class _Coders:
             future.set_exception(err)
         return future
 
-    def queue(self, item: tuple, done) -> None:
+    def queue(self, item: Pending, done: Callable[[Pending], None]) -> None:
         """Keep `item` (a future first) pending; hand the oldest to `done` once more are pending than workers run."""
         self.pending.append(item)
         while len(self.pending) > self.workers:
             done(self.pending.popleft())
 
-    def drain(self, done) -> None:
+    def drain(self, done: Callable[[Pending], None]) -> None:
         while self.pending:
             done(self.pending.popleft())
 
-    def __exit__(self, *error) -> None:
+    def __exit__(self, *error: object) -> None:
         if self.pool is not None:
             self.pool.shutdown(cancel_futures=True)
             for name, value in self.saved.items():
@@ -518,7 +535,7 @@ def _read(handle: BinaryIO, source: Path) -> tuple[bytes, bytes]:
     return kind, payload
 
 
-def _to_buffers(array) -> bytes:
+def _to_buffers(array: ak.Array) -> bytes:
     import awkward as ak
 
     form, length, container = ak.to_buffers(ak.to_packed(array))
@@ -527,7 +544,7 @@ def _to_buffers(array) -> bytes:
     return struct.pack("<Q", len(head)) + head + b"".join(blobs.values())
 
 
-def _from_buffers(data: bytes):
+def _from_buffers(data: bytes) -> ak.Array:
     import awkward as ak
 
     (size,) = struct.unpack_from("<Q", data)

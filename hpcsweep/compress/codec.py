@@ -30,9 +30,12 @@ from __future__ import annotations
 import hashlib
 import struct
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import constriction
 
 SAFETY = 0.999  # grid steps are shrunk by this, so float32 rounding of a decoded value stays within the bound
 ZERO, ESCAPE, FIRST = 0, 1, 2  # symbols: an exact zero, an escape, then the bins
@@ -59,6 +62,7 @@ class Column:
         status = np.full(len(values), FIRST, dtype=np.int8)
         with np.errstate(invalid="ignore", divide="ignore"):
             if self.kind == "discrete":
+                assert self.table is not None, "a discrete column has its table of values"
                 k = np.clip(np.searchsorted(self.table, values), 0, len(self.table) - 1)
                 status[self.table[k] != values] = ESCAPE
             elif self.kind == "relative":
@@ -75,6 +79,7 @@ class Column:
     def values(self, k: np.ndarray) -> np.ndarray:
         """Decoded values of bins `k`."""
         if self.kind == "discrete":
+            assert self.table is not None, "a discrete column has its table of values"
             return self.table[k]
         if self.kind == "relative":
             return np.exp(k * self.step)
@@ -209,13 +214,13 @@ class Codec:
             return np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
         return predictor(decoded.features(i))
 
-    def _code(self, encoder, symbol: np.ndarray, cls: np.ndarray, i: int) -> None:
+    def _code(self, encoder: constriction.stream.queue.RangeEncoder, symbol: np.ndarray, cls: np.ndarray, i: int) -> None:
         for c, model in enumerate(self._models(i)):
             chosen = symbol[cls == c]
             if len(chosen):
                 encoder.encode(chosen, model)
 
-    def _decode_symbols(self, decoder, cls: np.ndarray, i: int, n: int) -> np.ndarray:
+    def _decode_symbols(self, decoder: constriction.stream.queue.RangeDecoder, cls: np.ndarray, i: int, n: int) -> np.ndarray:
         symbol = np.empty(n, dtype=np.int64)
         for c, model in enumerate(self._models(i)):
             where = cls == c
@@ -315,7 +320,9 @@ def _energy(decoded: np.ndarray, of: tuple[int, int, int]) -> np.ndarray:
     import vector
 
     pt, eta, mass = (np.nan_to_num(decoded[:, j], nan=0.0, posinf=0.0, neginf=0.0) for j in of)
-    return vector.array({"pt": pt, "eta": np.clip(eta, -20, 20), "phi": np.zeros_like(pt), "mass": mass}).energy
+    # `vector` annotates its arrays as VectorNumpy, which declares no `energy`; this one is a momentum array, which has it.
+    momenta = vector.array({"pt": pt, "eta": np.clip(eta, -20, 20), "phi": np.zeros_like(pt), "mass": mass})
+    return momenta.energy  # type: ignore[attr-defined]
 
 
 def _digest(bins: list[np.ndarray], escapes: list[np.ndarray]) -> bytes:

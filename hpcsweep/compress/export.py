@@ -108,11 +108,11 @@ def export_onnx(trial_file: Path, stem: Path) -> tuple[Path, Path]:
     n_inputs, latent = len(record.varset["variables"]), record.config["model"]["latent"]
 
     class Encoder(torch.nn.Module):
-        def forward(self, x):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
             return model.encode(x)
 
     class Decoder(torch.nn.Module):
-        def forward(self, z):
+        def forward(self, z: torch.Tensor) -> torch.Tensor:
             return model.decode(z)
 
     paths = (stem.with_name(f"{stem.name}.encoder.onnx"), stem.with_name(f"{stem.name}.decoder.onnx"))
@@ -127,6 +127,7 @@ def export_onnx(trial_file: Path, stem: Path) -> tuple[Path, Path]:
             dynamo=True,
             verbose=False,
         )
+        assert program is not None  # the dynamo exporter always returns its program
         with atomic(path) as tmp:
             program.save(str(tmp))
     return paths

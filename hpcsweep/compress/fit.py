@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from hpcsweep.compress.codec import CLASSES, ESCAPE, FIRST, HIDDEN, MAX_ALPHABET, SAFETY, ZERO, Codec, Column, Decoded, Predictor
 from hpcsweep.data.varset import VarSet
+
+if TYPE_CHECKING:
+    import torch
+
+Choice = tuple[Predictor | None, np.ndarray, np.ndarray]  # how a variable is coded: its predictor (if any), offsets and tables
 
 HELD_OUT = 0.2  # share of the training jets that decides, per variable, predicted or coded on its own
 SMOOTHING = 0.5  # added to every symbol's count, so an unseen bin stays codable
@@ -75,7 +83,7 @@ def fit_codec(
     side: np.ndarray | None = None,
     steps: int = 600,
     seed: int = 0,
-    progress=None,
+    progress: Callable[[str], None] | None = None,
 ) -> Codec:
     """A codec for jets like `x` (jets x variables, physical units) that keeps every value within `bound`.
 
@@ -86,7 +94,8 @@ def fit_codec(
     x = np.asarray(x, dtype=np.float64)
     columns = columns_for(varset.names, codec_kinds(varset), x, bound)
     four = varset.four_momentum
-    energy_of = tuple(varset.names.index(four[c]) for c in ("pt", "eta", "mass")) if {"pt", "eta", "mass"} <= set(four) else None
+    index = varset.names.index
+    energy_of = (index(four["pt"]), index(four["eta"]), index(four["mass"])) if {"pt", "eta", "mass"} <= set(four) else None
     bins = [column.bins(x[:, i]) for i, column in enumerate(columns)]
     n_side = 0 if side is None else side.shape[1]
     width = 1 + n_side + 3 * len(columns)
@@ -99,7 +108,7 @@ def fit_codec(
     decoded.table = (decoded.table - codec.centre[:, None]) / codec.spread[:, None]
     held = np.random.default_rng(seed).random(len(x)) < HELD_OUT
     for i, (k, status) in enumerate(bins):
-        choice = _alone(k, status)
+        choice: Choice = _alone(k, status)
         if i > 0 and (status == FIRST).sum() > 100:
             predictor = _train(decoded.features(i), k, status == FIRST, ~held, steps, seed + i)
             mean, cls = predictor(decoded.features(i))
@@ -118,7 +127,9 @@ def _alone(k: np.ndarray, status: np.ndarray) -> tuple[None, np.ndarray, np.ndar
     return (None, *_tables(k, status, np.zeros_like(k), np.ones(len(k), dtype=bool), classes=1))
 
 
-def _tables(residual: np.ndarray, status: np.ndarray, cls: np.ndarray, rows: np.ndarray, classes: int = CLASSES):
+def _tables(
+    residual: np.ndarray, status: np.ndarray, cls: np.ndarray, rows: np.ndarray, classes: int = CLASSES
+) -> tuple[np.ndarray, np.ndarray]:
     """Per class: the residual of symbol FIRST and the probabilities of every symbol, from the jets in `rows`."""
     regular = rows & (status == FIRST)
     offsets = np.zeros(classes, dtype=np.int64)
@@ -142,7 +153,7 @@ def _tables(residual: np.ndarray, status: np.ndarray, cls: np.ndarray, rows: np.
     return offsets, probabilities / probabilities.sum(axis=1, keepdims=True)
 
 
-def _bits(choice, residual: np.ndarray, status: np.ndarray, cls: np.ndarray, rows: np.ndarray) -> float:
+def _bits(choice: Choice, residual: np.ndarray, status: np.ndarray, cls: np.ndarray, rows: np.ndarray) -> float:
     """Bits the held-out `rows` take under one choice's tables (escapes counted at 64 bits more)."""
     _, offsets, probabilities = choice
     alphabet = probabilities.shape[1]
@@ -184,7 +195,7 @@ def _train(features: np.ndarray, k: np.ndarray, regular: np.ndarray, fit: np.nda
     return Predictor(weights, edges)
 
 
-def _logistic_nll(y, mean, log_scale):
+def _logistic_nll(y: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
     """-log P(bin y) under a logistic of `mean` and scale exp(log_scale), discretised to unit bins."""
     import torch
 

@@ -87,7 +87,9 @@ def _zfp(values: np.ndarray, bound: float) -> tuple[int, np.ndarray]:
     return len(packed), zfpy.decompress_numpy(packed)
 
 
-def _fewest_bits(values: np.ndarray, bound: float, encode: Callable[[np.ndarray, int], tuple[bytes, np.ndarray]], bits: range):
+def _fewest_bits(
+    values: np.ndarray, bound: float, encode: Callable[[np.ndarray, int], tuple[bytes, np.ndarray]], bits: range
+) -> tuple[int, np.ndarray]:
     """The first precision in `bits` whose decoded values all stay within `bound` (the last one otherwise)."""
     for precision in bits:
         packed, back = encode(values, precision)

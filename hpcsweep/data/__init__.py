@@ -7,6 +7,7 @@ configuration, which reads variable-set names) stays light.
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 _EXPORTS = {
     "data_root": "dataset",
@@ -31,7 +32,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(importlib.import_module(f"hpcsweep.data.{_EXPORTS[name]}"), name)
     raise AttributeError(f"module 'hpcsweep.data' has no attribute {name!r}")

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from hpcsweep.config import DataConfig
+    from hpcsweep.data.generate import Sample
 
 
 def data_root() -> Path:
@@ -15,10 +16,12 @@ def data_root() -> Path:
     return Path(os.environ.get("HPCSWEEP_DATA", "data")).resolve()
 
 
-def _sample(config: DataConfig):
+def _sample(config: DataConfig) -> Sample:
     from hpcsweep.data.generate import Sample
 
-    return Sample(config.process, config.events, config.generator_seed, config.zprime_mass)
+    process, events, seed, mass = config.process, config.events, config.generator_seed, config.zprime_mass
+    assert process is not None and events is not None and seed is not None and mass is not None  # DataConfig: generated data has them
+    return Sample(process, events, seed, mass)
 
 
 def source_files(config: DataConfig, progress: bool = True) -> str | list[str]:

@@ -25,7 +25,8 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import get_args
+from types import ModuleType
+from typing import TYPE_CHECKING, get_args
 
 import numpy as np
 
@@ -34,6 +35,9 @@ from hpcsweep.claims import Claim
 from hpcsweep.config import Process
 from hpcsweep.errors import UserError
 from hpcsweep.files import atomic, sweep_temporaries
+
+if TYPE_CHECKING:
+    import pythia8mc
 
 GENERATOR_VERSION = 1
 CHUNK_EVENTS = 500
@@ -188,7 +192,7 @@ def simulate_chunk(settings: list[str], seed: int, first_event: int, n_events: i
     return arrays
 
 
-def _charges(pythia, pdg_ids: np.ndarray) -> np.ndarray:
+def _charges(pythia: pythia8mc.Pythia, pdg_ids: np.ndarray) -> np.ndarray:
     unique, inverse = np.unique(pdg_ids, return_inverse=True)
     return np.array([pythia.particleData.charge(int(i)) for i in unique])[inverse]
 
@@ -242,9 +246,13 @@ def _cluster(p: dict[str, np.ndarray], counts: np.ndarray) -> tuple[dict[str, li
     return jets, {"jet": np.asarray(member_jet, dtype=np.int64), "particle": np.asarray(member_particle, dtype=np.int64)}
 
 
-def _silence_fastjet_banner(fastjet) -> None:
+_banner_silenced = False  # this process has clustered once with stdout closed
+
+
+def _silence_fastjet_banner(fastjet: ModuleType) -> None:
     """FastJet prints its banner to stdout on first use; cluster nothing once with stdout closed."""
-    if getattr(_silence_fastjet_banner, "done", False):
+    global _banner_silenced
+    if _banner_silenced:
         return
     saved = os.dup(1)
     try:
@@ -254,7 +262,7 @@ def _silence_fastjet_banner(fastjet) -> None:
     finally:
         os.dup2(saved, 1)
         os.close(saved)
-    _silence_fastjet_banner.done = True
+    _banner_silenced = True
 
 
 def _species(p: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -23,12 +23,16 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import yaml
 
 from hpcsweep.data.read import DEFAULT_STEP, DISCRETE_LIMIT, POSITIVE_CUT_LIMIT, TABLE_CLASSES, InputFile, file_format
 from hpcsweep.errors import UserError
+
+if TYPE_CHECKING:
+    import awkward as ak
 
 #: Branch names of a flat per-jet file that number events rather than describe jets.
 EVENT_NAMES = ("eventNumber", "EventNumber", "event_number", "event", "evt", "eventID", "EventID")
@@ -156,7 +160,7 @@ def _root_kind(path: Path, tree: str) -> str:
     return "RNTuple" if uproot.open(path)[tree].classname == "ROOT::RNTuple" else "TTree"
 
 
-def _numbers(values) -> np.ndarray | None:
+def _numbers(values: ak.Array) -> np.ndarray | None:
     """All values of a branch as one flat array of its own type (missing ones as NaN), or None if they are not numbers."""
     import awkward as ak
 

@@ -110,12 +110,15 @@ class Affine:
         self.scale = np.where(spread > 0, spread, 1.0)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        assert self.centre is not None and self.scale is not None, "fitted or loaded first"
         return (x - self.centre) / self.scale
 
     def inverse(self, y: np.ndarray) -> np.ndarray:
+        assert self.centre is not None and self.scale is not None, "fitted or loaded first"
         return y.astype(np.float64) * self.scale + self.centre
 
     def params(self) -> dict[str, Any]:
+        assert self.centre is not None and self.scale is not None, "fitted or loaded first"
         return {"centre": self.centre.tolist(), "scale": self.scale.tolist()}
 
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from hpcsweep.errors import UserError
+
+if TYPE_CHECKING:
+    import vector
 
 MIN_PEAK_EVENTS = 20  # fewer dijet masses locate no peak
 
@@ -20,10 +25,11 @@ def dijet_mass(columns: dict[str, np.ndarray], event: np.ndarray, rank: np.ndarr
     events, i_lead, i_second = np.intersect1d(event[leading], event[second], assume_unique=True, return_indices=True)
     lead, sub = leading[i_lead], second[i_second]
 
-    def jets(rows: np.ndarray):
+    def jets(rows: np.ndarray) -> vector.VectorNumpy:
         return vector.array({coord: np.asarray(columns[name], dtype=np.float64)[rows] for coord, name in four_momentum.items()})
 
-    return np.asarray((jets(lead) + jets(sub)).mass)
+    # `vector` annotates its arrays as VectorNumpy, which declares no `+`; these are momentum arrays, which add.
+    return np.asarray((jets(lead) + jets(sub)).mass)  # type: ignore[operator]
 
 
 def peak_and_width(values: np.ndarray) -> tuple[float, float]:

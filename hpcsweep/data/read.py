@@ -29,10 +29,11 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -40,6 +41,11 @@ from hpcsweep.data.varset import VarSet
 from hpcsweep.errors import UserError, closest
 from hpcsweep.files import sweep_temporaries, temp_path
 from hpcsweep.paths import expand_sources
+
+if TYPE_CHECKING:
+    import awkward as ak
+    import pandas as pd
+    import uproot
 
 CACHE_VERSION = 2  # 2: several files, Parquet and RNTuple, dense event numbers, content checksum, property checks
 DEFAULT_STEP = "16 MB"  # ~100k jets per chunk: peak memory flat in the file size (docs/benchmarks.md)
@@ -285,7 +291,7 @@ class InputFile:
             self.n_entries = table.num_entries
             self.available = [b.name for b in table.itervalues(recursive=True)]
 
-    def iterate(self, branches: list[str], step_size: int | str) -> Iterator[tuple[object, int, int]]:
+    def iterate(self, branches: list[str], step_size: int | str) -> Iterator[tuple[ak.Array, int, int]]:
         """(awkward record array, first entry, entry after the last) per chunk."""
         if self.format == "Parquet":
             yield from self._parquet_chunks(branches, step_size)
@@ -297,7 +303,7 @@ class InputFile:
         ):
             yield arrays, report.tree_entry_start, report.tree_entry_stop
 
-    def _parquet_chunks(self, branches: list[str], step_size: int | str) -> Iterator[tuple[object, int, int]]:
+    def _parquet_chunks(self, branches: list[str], step_size: int | str) -> Iterator[tuple[ak.Array, int, int]]:
         """Record batches of about `step_size` bytes (row count estimated from the file's value counts)."""
         import awkward as ak
         import pyarrow as pa
@@ -367,7 +373,7 @@ class _Reader:
             "cache_version": CACHE_VERSION,
         }
 
-    def chunks(self, on_progress=lambda n: None) -> Iterator[dict[str, np.ndarray]]:
+    def chunks(self, on_progress: Callable[[int], None] = lambda n: None) -> Iterator[dict[str, np.ndarray]]:
         """Yield dicts of per-jet numpy columns (plus __event__, __rank__) after cuts, file after file.
 
         Events are numbered across files. In a flat per-jet file with an event branch, the
@@ -401,12 +407,12 @@ class _Reader:
             offset = numbered if event_branch else offset + file.n_entries
 
     def _flatten(
-        self, arrays, branches: dict[str, str], event_branch: str | None, entry_start: int
+        self, arrays: ak.Array, branches: dict[str, str], event_branch: str | None, entry_start: int
     ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray | None]:
         """Per-jet columns in physical units, event index, and rank (None: to be computed per event)."""
         import awkward as ak
 
-        def values(branch: str):
+        def values(branch: str) -> ak.Array:
             array = arrays[branch]
             return ak.fill_none(array, np.nan, axis=None) if _has_options(array) else array
 
@@ -535,7 +541,7 @@ def _count(report: CutReport, removed: np.ndarray, by_variable: dict[str, np.nda
             report.by_variable[name] = report.by_variable.get(name, 0) + int(mask.sum())
 
 
-def _has_options(array) -> bool:
+def _has_options(array: ak.Array) -> bool:
     """Whether an awkward array may hold missing values (Parquet columns from pandas do)."""
     return "?" in str(array.type) or "option" in str(array.type)
 
@@ -547,7 +553,7 @@ def _in_units(values: np.ndarray, scale: float) -> np.ndarray:
     return (values.astype(np.float64) * scale).astype(np.float32)
 
 
-def evaluate_cut(frame, expression: str, varset_name: str) -> np.ndarray:
+def evaluate_cut(frame: pd.DataFrame, expression: str, varset_name: str) -> np.ndarray:
     """Which rows of `frame` pass a cut's expression (pandas eval); a bad expression is a UserError naming the set."""
     try:
         result = frame.eval(expression, engine="python")
@@ -573,7 +579,7 @@ def _rank_within_events(event: np.ndarray, order_by: np.ndarray | None) -> np.nd
 TABLE_CLASSES = ("TTree", "ROOT::RNTuple")
 
 
-def _pick_tree(handle, path: Path, wanted: str | None) -> str:
+def _pick_tree(handle: uproot.ReadOnlyDirectory, path: Path, wanted: str | None) -> str:
     trees = sorted({key.split(";")[0] for key, cls in handle.classnames(recursive=True).items() if cls in TABLE_CLASSES})
     if wanted:
         if wanted not in trees:

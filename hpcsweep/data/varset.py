@@ -230,7 +230,7 @@ def _extend(parent: dict[str, Any], child: dict[str, Any], source: str) -> dict[
 
 def _name_variables(message: str, raw: dict[str, Any]) -> str:
     """'variables.2.postive' -> "variable 'm': postive" in an error message."""
-    variables = raw.get("variables") if isinstance(raw.get("variables"), list) else []
+    variables: list[Any] = raw["variables"] if isinstance(raw.get("variables"), list) else []
 
     def named(match: re.Match) -> str:
         index = int(match.group(1))

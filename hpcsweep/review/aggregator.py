@@ -6,6 +6,7 @@ import hashlib
 import json
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,10 +143,11 @@ def aggregate(results_dir: Path, plot: bool = True, detail: bool = True, definit
     records = _best_records(best, results_dir, review.warnings)
     evaluations = {trial_id: record.evaluation for trial_id, record in records.items()}
     varset = _varset_of(best, summaries, records)
-    _add_tables(review, frame, best, median, evaluations, summaries, ranking, varset)
-    _add_data_tables(review, frame, best, median, everything, summaries, selection.definition)
-    if plot and len(best):
-        _add_figures(review, frame, best, median, records, detail, ranking, varset)
+    ranked = _Ranked(frame, best, median, summaries, ranking)
+    _add_tables(review, ranked, evaluations, varset)
+    _add_data_tables(review, ranked, everything, selection.definition)
+    if plot and len(best) and varset is not None:
+        _add_figures(review, ranked, records, detail, varset)
     _add_stability(review, summaries, plot, ranking)
     for figure in review.figures:
         for suffix in (".png", ".pdf"):
@@ -180,12 +182,24 @@ def _best_records(best: pd.DataFrame, results_dir: Path, warnings: list[str]) ->
     return records
 
 
-def _add_tables(review: Review, frame, best, median, evaluations, summaries, ranking: Ranking, varset: VarSet | None) -> None:
+@dataclass(frozen=True)
+class _Ranked:
+    """The trials a review counts, ranked: their frame, the best and median trial per z, their summaries and the ranking."""
+
+    frame: pd.DataFrame
+    best: pd.DataFrame
+    median: pd.DataFrame
+    summaries: dict[str, dict[str, Any]]
+    ranking: Ranking
+
+
+def _add_tables(review: Review, ranked: _Ranked, evaluations: dict[str, dict[str, Any]], varset: VarSet | None) -> None:
+    frame, best, median, summaries, ranking = ranked.frame, ranked.best, ranked.median, ranked.summaries, ranked.ranking
     axes = varied_axes(summaries)
-    ranked = f"ranked by {ranking.description}"
+    by = f"ranked by {ranking.description}"
     tables = {
-        "best_per_latent": (f"Best performing networks per latent dimension, {ranked}", thesis_table(best, axes, ranking)),
-        "median_per_latent": (f"Median performing networks per latent dimension, {ranked}", thesis_table(median, axes, ranking)),
+        "best_per_latent": (f"Best performing networks per latent dimension, {by}", thesis_table(best, axes, ranking)),
+        "median_per_latent": (f"Median performing networks per latent dimension, {by}", thesis_table(median, axes, ranking)),
     }
     if len(best) and varset is not None:
         tables["residuals_per_latent"] = (
@@ -217,9 +231,10 @@ def _add_tables(review: Review, frame, best, median, evaluations, summaries, ran
         _add_table(review, stem, title, table)
 
 
-def _add_data_tables(review: Review, frame: pd.DataFrame, best, median, everything, summaries, definition) -> None:
+def _add_data_tables(review: Review, ranked: _Ranked, everything: dict[str, dict[str, Any]], definition: SweepConfig | None) -> None:
     """Which data the trials read (files, tree, checksums, cuts and counts), and evaluations beyond the validation
     split: those of the best and median trials, and any added to other trials by `hpcsweep evaluate`."""
+    frame, best, median, summaries = ranked.frame, ranked.best, ranked.median, ranked.summaries
     versions = data_versions(review.results_dir)
     if versions:
         current = set(frame["data_version"].dropna())
@@ -242,9 +257,8 @@ def _add_table(review: Review, stem: str, title: str, table: pd.DataFrame) -> No
         review.paths[f"tables/{path.name}"] = path
 
 
-def _add_figures(
-    review: Review, frame, best, median, records: dict[str, TrialRecord], detail: bool, ranking: Ranking, varset: VarSet
-) -> None:
+def _add_figures(review: Review, ranked: _Ranked, records: dict[str, TrialRecord], detail: bool, varset: VarSet) -> None:
+    frame, best, median, ranking = ranked.frame, ranked.best, ranked.median, ranked.ranking
     folder = review.results_dir / "figures"
     evaluations = {trial_id: record.evaluation for trial_id, record in records.items()}
     label = ranking.noun
@@ -269,7 +283,7 @@ def _add_figures(
     if any(k.endswith("/roc_signal_efficiency") for arrays in curves.values() for k in arrays):
         sweep_figures.append(("Figures of the sweep", "Anomaly detection: ROC of the reconstruction error, best trial per latent dimension",
                               lambda p: plots.roc_curves(curves, p), "roc"))  # fmt: skip
-    done = frame[frame["state"] == "done"].drop(columns=["failure"]).to_json()
+    done = frame[frame["state"] == TrialState.DONE].drop(columns=["failure"]).to_json()
     stamp = [done, {t: _mtime(review, t) for t in records}, ranking.description, __version__]  # what the sweep figures show
     for section, title, draw, stem in sweep_figures:
         _draw(review, Figure(section, title, folder / stem), draw, stamp)
@@ -283,7 +297,7 @@ def _mtime(review: Review, trial_id: str) -> int:
     return trial_path(review.results_dir, trial_id).stat().st_mtime_ns
 
 
-def _draw(review: Review, figure: Figure, draw, stamp: Any) -> None:
+def _draw(review: Review, figure: Figure, draw: Callable[[Path], object], stamp: Any) -> None:
     """Draw `figure` unless it was drawn from the same data (`stamp`) before (figures/.drawn.json).
 
     Re-aggregating a sweep whose files did not change draws nothing; a new best trial at

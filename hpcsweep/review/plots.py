@@ -221,8 +221,8 @@ def rate_distortion(best: pd.DataFrame, evaluations: dict[str, dict[str, Any]], 
     """Bytes per jet versus residual width of pt and m: AE and PCA per z (float16 latents), the AE as an error-bounded
     compressor, float truncation, and the error-bounded compressors (SZ3, ZFP, fpzip, mantissa + zstd) when the
     evaluation holds them."""
-    shown = [varset.four_momentum.get("pt"), varset.four_momentum.get("mass")]
-    shown = [name for name in shown if name] or varset.names[:2]
+    momentum = [varset.four_momentum.get("pt"), varset.four_momentum.get("mass")]
+    shown = [name for name in momentum if name] or varset.names[:2]
     with _figure(path, **_panels(len(shown), columns=len(shown), size=6.0)) as (_, axes):
         for ax, name in zip(axes.flat, shown, strict=False):
             scale = _percent(next(v.residual for v in varset.variables if v.name == name))
@@ -374,7 +374,8 @@ def dijet_mass(arrays: dict[str, dict[str, np.ndarray]], closures: dict[str, dic
     with _figure(path, **_panels(len(labels), columns=max(1, len(labels)), size=7.0)) as (fig, axes):
         for ax, label in zip(axes.flat, labels, strict=False):
             before, after, closure = arrays[label]["dijet_original"], arrays[label]["dijet_decoded"], closures[label]
-            edges = np.linspace(*np.percentile(before, [1, 99]), 60)
+            low, high = np.percentile(before, [1, 99])
+            edges = np.linspace(low, high, 60)
             ax.hist(before, edges, histtype="step", color="k", lw=1.5,
                     label=f"input: peak {closure['peak_original']:.1f} GeV, width {closure['width_original']:.1f} GeV")  # fmt: skip
             ax.hist(after, edges, histtype="step", color="tab:red", lw=1.5,

@@ -108,7 +108,7 @@ def _html_table(table: pd.DataFrame) -> str:
     return f"<table><tr>{header}</tr>{rows}</table>"
 
 
-def _text(value) -> str:
+def _text(value: object) -> str:
     """A cell's value as escaped text; missing (None, NaN) as nothing."""
     return "" if value is None or (isinstance(value, float) and pd.isna(value)) else html.escape(str(value))
 
@@ -173,7 +173,7 @@ def _trials(frame: pd.DataFrame) -> str:
     return f"<details open><summary>{len(frame)} trial files</summary><table><tr>{header}</tr>{rows}</table></details>"
 
 
-def _number(value, spec: str) -> str:
+def _number(value: float | None, spec: str) -> str:
     if value is None or pd.isna(value):
         return ""
     return format(int(value) if spec == "d" else float(value), spec)

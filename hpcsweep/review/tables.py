@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from hpcsweep.config import dotted
-from hpcsweep.data.varset import VarSet, varset_label
+from hpcsweep.data.varset import Variable, VarSet, varset_label
 from hpcsweep.files import write_atomically
 from hpcsweep.states import TrialState
 from hpcsweep.sweep.rank import Ranking
@@ -172,7 +172,7 @@ def residuals_table(best: pd.DataFrame, median: pd.DataFrame, summaries: dict[st
     return pd.DataFrame(rows).fillna("")
 
 
-def _residual_kind(variable) -> str:
+def _residual_kind(variable: Variable) -> str:
     if variable.residual == "relative":
         return "(out - in) / in [%]"
     return ("out - in, wrapped" if variable.residual == "phi" else "out - in") + (f" [{variable.unit}]" if variable.unit else "")
@@ -289,7 +289,8 @@ def compressors_table(best: pd.DataFrame, evaluations: dict[str, dict[str, Any]]
         return {"compressor": what, "bytes/jet": f"{bytes_per_jet:.2f}", **widths,
                 "values within 1 %": f"{100 * sum(within) / len(within):.1f} %" if within else "", "bound on every value": bound}  # fmt: skip
 
-    rows, peers = [], {}
+    rows: list[dict[str, Any]] = []
+    peers: dict[str, Any] = {}  # baselines (float16, error-bounded compressors) of the first best trial that has them
     for _, trial in best.iterrows():
         validation = evaluations.get(trial["trial_id"], {}).get("validation", {})
         if "residuals" in validation and "compression" in validation:

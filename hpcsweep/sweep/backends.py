@@ -20,14 +20,15 @@ from typing import Any, ClassVar, Protocol
 
 from hpcsweep.allocation import allocated_cores, local_job, local_job_name
 from hpcsweep.config import DispatchConfig, TrialSpec
-from hpcsweep.errors import UserError
+from hpcsweep.errors import Log, UserError
 from hpcsweep.files import pid_alive
 
 
 class Job(Protocol):
     """What the sweep needs of a submitted job (a submitit `Job`)."""
 
-    job_id: str
+    @property
+    def job_id(self) -> str: ...
 
     def done(self) -> bool: ...
 
@@ -57,7 +58,7 @@ class Backend(ABC):
         return dispatch.workers or max(1, allocated_cores() // dispatch.threads_per_trial)
 
     @abstractmethod
-    def submit(self, function: Callable[..., Any], arguments: list[tuple], dispatch: DispatchConfig, log_dir: Path) -> list[Job]:
+    def submit(self, function: Callable[..., Any], arguments: list[tuple], dispatch: DispatchConfig, log_dir: Path) -> Sequence[Job]:
         """One job per argument tuple, each calling `function(*arguments[i])`."""
 
     def job_name(self, job: Job) -> str:
@@ -102,7 +103,7 @@ class LocalBackend(Backend):
 
     name = "local"
 
-    def submit(self, function, arguments, dispatch, log_dir):
+    def submit(self, function: Callable[..., Any], arguments: list[tuple], dispatch: DispatchConfig, log_dir: Path) -> Sequence[Job]:
         import submitit
 
         executor = submitit.LocalExecutor(folder=log_dir)
@@ -115,12 +116,12 @@ class DebugBackend(LocalBackend):
 
     name = "debug"
 
-    def submit(self, function, arguments, dispatch, log_dir):
+    def submit(self, function: Callable[..., Any], arguments: list[tuple], dispatch: DispatchConfig, log_dir: Path) -> Sequence[Job]:
         import submitit
 
         return submitit.DebugExecutor(folder=log_dir).map_array(function, *_columns(arguments))
 
-    def follow(self, jobs):
+    def follow(self, jobs: Sequence[Job]) -> None:
         for job in jobs:
             job.result()
 
@@ -133,29 +134,29 @@ class SlurmBackend(Backend):
     poll_s = 2.0  # one squeue call per poll
     job_word = "array tasks"
 
-    def check(self, dispatch):
+    def check(self, dispatch: DispatchConfig) -> None:
         from hpcsweep.sweep.slurm import cluster_answers, slurm_parameters
 
         if not cluster_answers():
             raise UserError("no SLURM controller answers here (scontrol ping); start the local one with 'make slurm-up'")
         slurm_parameters(dispatch)  # a wrong site, partition or array size stops here
 
-    def batches(self, specs, dispatch):
+    def batches(self, specs: list[TrialSpec], dispatch: DispatchConfig) -> list[list[TrialSpec]]:
         """`dispatch.pack` trials one after another in each array task."""
         return [specs[i : i + dispatch.pack] for i in range(0, len(specs), dispatch.pack)]
 
-    def workers(self, dispatch, wanted):
+    def workers(self, dispatch: DispatchConfig, wanted: int) -> int:
         return dispatch.workers or min(wanted, 8)
 
-    def submit(self, function, arguments, dispatch, log_dir):
+    def submit(self, function: Callable[..., Any], arguments: list[tuple], dispatch: DispatchConfig, log_dir: Path) -> Sequence[Job]:
         from hpcsweep.sweep.slurm import submit_arrays
 
         return submit_arrays(function, _columns(arguments), dispatch, log_dir)
 
-    def job_name(self, job):
+    def job_name(self, job: Job) -> str:
         return job.job_id
 
-    def any_alive(self, jobs):
+    def any_alive(self, jobs: Sequence[Job]) -> bool:
         """squeue's answer (a cancelled job is seen gone; submitit without accounting would wait on it forever)."""
         from hpcsweep.sweep.slurm import live_jobs
 
@@ -163,18 +164,22 @@ class SlurmBackend(Backend):
         return live is None or any(job.job_id in live for job in jobs)
 
     @staticmethod
-    def owns(job):
+    def owns(job: str) -> bool:
         """SLURM's names: a job id, or <array job id>_<task index>."""
         return re.fullmatch(r"\d+(_\d+)?", job) is not None
 
-    def alive(self, job, pid=None):
+    def __init__(self) -> None:
+        self._asked = False
+        self._live: dict[str, str] | None = None
+
+    def alive(self, job: str, pid: int | None = None) -> bool | None:
         from hpcsweep.sweep.slurm import live_jobs
 
-        if not hasattr(self, "_live"):  # squeue is asked once per backend object (one state survey)
-            self._live = live_jobs()
+        if not self._asked:  # squeue is asked once per backend object (one state survey)
+            self._live, self._asked = live_jobs(), True
         return None if self._live is None else job in self._live
 
-    def outcome(self, job):
+    def outcome(self, job: str) -> str:
         from hpcsweep.sweep.slurm import job_outcomes
 
         return job_outcomes([job]).get(job, "")  # sacct -X names array tasks as squeue does: <array>_<index>
@@ -236,7 +241,7 @@ def deal(items: list, n_batches: int) -> list[list]:
     return [items[i::n_batches] for i in range(n_batches) if items[i::n_batches]]
 
 
-def wait_for(backend: Backend, jobs: Sequence[Job], count: Callable[[], int], total: int, progress: bool, log=print) -> None:
+def wait_for(backend: Backend, jobs: Sequence[Job], count: Callable[[], int], total: int, progress: bool, log: Log = print) -> None:
     """Follow jobs until `count()` reaches `total` or none lives, with a progress bar; never waits on a job's result."""
     from tqdm import tqdm
 

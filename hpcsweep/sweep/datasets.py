@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hpcsweep.config import DATASET_KEYS, DataConfig
-from hpcsweep.errors import UserError
+from hpcsweep.errors import Log, UserError
 from hpcsweep.store import write_atomically
 
 
@@ -33,7 +33,7 @@ class Datasets:
     count as pending).
     """
 
-    def __init__(self, results_dir: Path, prepare: bool, progress: bool = True, log=print):
+    def __init__(self, results_dir: Path, prepare: bool, progress: bool = True, log: Log = print) -> None:
         self.results_dir = Path(results_dir)
         self.must_prepare = prepare
         self.progress = progress

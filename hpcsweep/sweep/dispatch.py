@@ -33,11 +33,10 @@ from hpcsweep.store import (
     TrialRecord,
     claims_dir,
     close_attempt,
-    ended_attempts,
     open_attempt,
     trial_path,
     verify_trial,
-    write_trial,
+    write_ended,
 )
 from hpcsweep.sweep.backends import JobTeller
 
@@ -45,13 +44,13 @@ if TYPE_CHECKING:
     from hpcsweep.trial.train import Report
 
 TRIAL_STALE_S = 300.0  # a trial's claim without a heartbeat for this long is taken over (the heartbeat beats every 30 s)
-CHECKPOINTED = {signal.SIGUSR2: "time limit", signal.SIGTERM: "preempted"}  # submitit warns of the limit with USR2
+CHECKPOINTED: dict[int, str] = {signal.SIGUSR2: "time limit", signal.SIGTERM: "preempted"}  # submitit warns of the limit with USR2
 
 
 class TrialBatch(Checkpointable):
     """Trials run one after another inside one job; requeued as a whole (see the module's doc)."""
 
-    def __call__(self, specs: list[TrialSpec], threads: int) -> list[str]:
+    def __call__(self, specs: list[TrialSpec], threads: int) -> list[TrialState | None]:
         return run_batch(specs, threads)
 
 
@@ -154,18 +153,12 @@ def record_failure(spec: TrialSpec, error: BaseException, still_ours: Callable[[
     if not still_ours():
         return
     try:
-        write_trial(
-            trial_path(results, spec.trial_id),
-            TrialRecord(
-                trial_id=spec.trial_id,
-                sweep=spec.sweep,
-                state=TrialState.FAILED,
-                config=spec.config.model_dump(mode="json"),
-                provenance={**spec.provenance, "attempts": ended_attempts(results, spec.trial_id, f"failed: {kind}")},
-                error="".join(traceback.format_exception(error)),
-                failure=kind,
-            ),
+        trace = "".join(traceback.format_exception(error))
+        config = spec.config.model_dump(mode="json")
+        failed = TrialRecord(
+            spec.trial_id, spec.sweep, TrialState.FAILED, config, provenance=dict(spec.provenance), error=trace, failure=kind
         )
+        write_ended(results, failed, f"failed: {kind}")
     except OSError as write_error:
         print(f"trial {spec.trial_id}: {kind}; its failure could not be written either ({write_error})", file=sys.stderr)
     try:

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from hpcsweep.claims import Claim, sweep_claims
-from hpcsweep.errors import UserError
+from hpcsweep.errors import Log, UserError
 from hpcsweep.files import sweep_temporaries
 from hpcsweep.store import claims_dir, trials_dir
 from hpcsweep.sweep.backends import JobTeller, job_alive
@@ -27,7 +27,7 @@ DRIVER_STALE_S = 600.0  # a driver on another host without a heartbeat for this 
 
 
 @contextmanager
-def driver_lease(results_dir: Path, wait: bool = False, log=print) -> Iterator[None]:
+def driver_lease(results_dir: Path, wait: bool = False, log: Log = print) -> Iterator[None]:
     """Hold the results folder's lease while the block runs (see the module's doc).
 
     A folder made only to hold the lease is removed again when nothing else was written
@@ -56,7 +56,7 @@ def driver_lease(results_dir: Path, wait: bool = False, log=print) -> Iterator[N
             _remove_if_empty([claims_dir(results_dir), *created])
 
 
-def tidy(results_dir: Path, log=print) -> None:
+def tidy(results_dir: Path, log: Log = print) -> None:
     """Remove the temporaries and claims that writers and workers now gone left in the folder (the lease held)."""
     results_dir = Path(results_dir)
     removed = [path for folder in (results_dir, trials_dir(results_dir), results_dir / "checkpoints") for path in sweep_temporaries(folder)]

@@ -8,25 +8,25 @@ scheduler say), and hands the plan's `todo` (failed, lost and pending trials;
 never one that is running or queued) to the sweep's backend. It follows the
 jobs until the store holds a file for each or no job lives; a backend whose
 jobs outlive the driver (SLURM) may instead return once they are submitted.
-A search (random, TPE) hands the backend workers that ask Optuna for trials.
+A search (random, TPE) hands the backend workers that ask Optuna for trials (`hpcsweep.sweep.search.run_search`).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from hpcsweep.config import SweepConfig, TrialConfig, TrialSpec
+from hpcsweep.errors import Log
 from hpcsweep.provenance import git_commit
 from hpcsweep.states import TrialState
 from hpcsweep.store import record_submission, reset_attempts, trial_path
-from hpcsweep.sweep.backends import Backend, Job, JobTeller, backend, wait_for
+from hpcsweep.sweep.backends import Backend, Job, backend, wait_for
 from hpcsweep.sweep.datasets import Datasets
 from hpcsweep.sweep.definition import check_definition, keep_definition
 from hpcsweep.sweep.dispatch import TrialBatch
-from hpcsweep.sweep.grid import search_base
 from hpcsweep.sweep.lease import driver_lease, tidy
 from hpcsweep.sweep.rank import loss_space_warning
 from hpcsweep.sweep.state import Plan, plan
@@ -39,7 +39,7 @@ def run_sweep(
     definition: SweepConfig | None = None,
     wait: bool = True,
     progress: bool = True,
-    log: Callable[[str], None] = print,
+    log: Log = print,
     wait_for_lease: bool = False,
     retry_failed: bool = False,
 ) -> Counter:
@@ -59,14 +59,18 @@ def run_sweep(
     with driver_lease(results_dir, wait_for_lease, log):
         tidy(results_dir, log)
         datasets = Datasets(results_dir, prepare=True, progress=progress, log=log)
-        driver = _Driver(
+        driver = Driver(
             sweep, results_dir, source, definition or sweep, datasets, runner, wait or not runner.outlives_driver, progress, log
         )
-        return driver.search() if sweep.search != "grid" else driver.grid(retry_failed)
+        if sweep.search != "grid":
+            from hpcsweep.sweep.search import run_search  # Optuna is imported only for searches
+
+            return run_search(driver)
+        return driver.grid(retry_failed)
 
 
 @dataclass
-class _Driver:
+class Driver:
     """What one run of a sweep holds while it plans, dispatches and follows."""
 
     sweep: SweepConfig
@@ -77,7 +81,7 @@ class _Driver:
     backend: Backend
     follows: bool
     progress: bool
-    log: Callable[[str], None]
+    log: Log
 
     @property
     def label(self) -> str:
@@ -90,42 +94,18 @@ class _Driver:
         self._describe(planned)
         if not planned.todo:
             if any(p.name != "claims" for p in self.results_dir.iterdir()):  # it now counts this definition (e.g. the full grid)
-                self._keep()
+                self.keep()
             return planned.counts()
-        specs = [self._spec(p.trial_id, p.config) for p in planned.todo]
-        self._keep()
+        specs = [self.spec(p.trial_id, p.config) for p in planned.todo]
+        self.keep()
         batches = self.backend.batches(specs, self.sweep.dispatch)
         threads = self.sweep.dispatch.threads_per_trial
         self.log(f"dispatching {len(specs)} trials as {len(batches)} {self.backend.name} {self.backend.job_word}, "
                  f"{threads} thread(s) per trial")  # fmt: skip
-        jobs = self._submit(TrialBatch(), [(batch, threads) for batch in batches], [[s.trial_id for s in b] for b in batches])
+        jobs = self.submit(TrialBatch(), [(batch, threads) for batch in batches], [[s.trial_id for s in b] for b in batches])
         if self.follows:
             self._follow_files(jobs, specs)
         return planned.refreshed().counts()
-
-    def search(self) -> Counter:
-        """Workers that ask Optuna for trials until the budget is spent (see `hpcsweep.sweep.search`)."""
-        from hpcsweep.sweep.search import SearchWorker, finished_count, release_stale, study_for
-
-        sweep = self.sweep
-        base = search_base(sweep, self.label, self.datasets.version)
-        study = study_for(sweep, self.results_dir)
-        released = release_stale(study, JobTeller().alive)
-        done = finished_count(study)
-        self.log(f"search {sweep.search!r} of sweep {sweep.name!r}: {done}/{sweep.budget} trials finished"
-                 + (f", {released} trials of vanished workers put back" if released else "") + f" -> {self.results_dir}")  # fmt: skip
-        if done < sweep.budget:
-            template = self._spec(base.identity(), base)
-            self._keep()
-            workers = self.backend.workers(sweep.dispatch, sweep.budget - done)
-            threads = sweep.dispatch.threads_per_trial
-            self.log(f"starting {workers} {self.backend.name} search workers, {threads} thread(s) each")
-            jobs = self._submit(
-                SearchWorker(), [(sweep.model_dump_json(), template, threads, i) for i in range(workers)], [[] for _ in range(workers)]
-            )
-            if self.follows:
-                wait_for(self.backend, jobs, lambda: finished_count(study), sweep.budget, self.progress, self.log)
-        return plan(sweep, self.results_dir, self.label, self.datasets).counts()
 
     def _describe(self, planned: Plan) -> None:
         for problem in planned.unreadable:
@@ -153,12 +133,12 @@ class _Driver:
         self.log(f"--retry-failed: {len(again)} failed trials get {self.sweep.max_attempts} attempts again")
         return planned.refreshed()
 
-    def _keep(self) -> None:
+    def keep(self) -> None:
         """The definition this run counts, and the data versions it trains on, kept in the folder."""
         keep_definition(self.results_dir, self.definition, self.source)
         self.datasets.record()
 
-    def _spec(self, trial_id: str, config: TrialConfig) -> TrialSpec:
+    def spec(self, trial_id: str, config: TrialConfig) -> TrialSpec:
         """A trial bound to its prepared dataset, and to the signal samples it is evaluated on."""
         sweep = self.sweep
         signals = {label: str(self.datasets.folder(signal)) for label, signal in sweep.evaluation.signal_data(config.data).items()}
@@ -174,7 +154,7 @@ class _Driver:
             checkpoint_every=sweep.dispatch.checkpoint_every,
         )
 
-    def _submit(self, function: Callable, arguments: list[tuple], carried: list[list[str]]) -> list[Job]:
+    def submit(self, function: Callable, arguments: list[tuple], carried: list[list[str]]) -> Sequence[Job]:
         """Submit one job per argument tuple and log which trials each carries; say where to follow them if not followed."""
         jobs = self.backend.submit(function, arguments, self.sweep.dispatch, self.results_dir / "logs")
         names = [self.backend.job_name(job) for job in jobs]
@@ -184,7 +164,7 @@ class _Driver:
                      f"follow with 'hpcsweep status {self.sweep.name}', or run again with --wait")  # fmt: skip
         return jobs
 
-    def _follow_files(self, jobs: list[Job], specs: list[TrialSpec]) -> None:
+    def _follow_files(self, jobs: Sequence[Job], specs: list[TrialSpec]) -> None:
         """Follow until every dispatched trial has written its file (since now) or no job lives."""
         import time
 

@@ -1,4 +1,4 @@
-"""Optuna strategies for non-grid sweeps: random and TPE sampling, with pruning.
+"""Optuna searches (non-grid sweeps): random and TPE sampling with pruning, from the driver (`run_search`) to the workers.
 
 The study lives in `results/<sweep>/optuna.journal` (Optuna's JournalFileBackend:
 no database server, safe on shared filesystems, unlike SQLite on NFS). Each
@@ -14,8 +14,10 @@ again; a requeued worker first resumes the trials it was running itself.
 from __future__ import annotations
 
 import math
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from submitit.helpers import Checkpointable
 
@@ -23,14 +25,45 @@ from hpcsweep.allocation import this_job
 from hpcsweep.config import Range, SweepConfig, TrialSpec, trial_from_point
 from hpcsweep.states import TrialState
 from hpcsweep.store import read_summary, trial_path
-from hpcsweep.sweep.backends import JobTeller
+from hpcsweep.sweep.backends import JobTeller, wait_for
+from hpcsweep.sweep.grid import search_base
 from hpcsweep.sweep.rank import rank_value, rank_variables
+from hpcsweep.sweep.state import plan
+
+if TYPE_CHECKING:
+    import optuna
+
+    from hpcsweep.sweep.run import Driver
+    from hpcsweep.trial.train import Report
 
 #: A finished trial's state as Optuna is told it: COMPLETE (with the value), PRUNED or FAIL.
 OPTUNA_STATE = {TrialState.DONE: "COMPLETE", TrialState.PRUNED: "PRUNED", TrialState.DIVERGED: "FAIL", TrialState.FAILED: "FAIL"}
 
 
-def study_for(sweep: SweepConfig, results_dir: Path, worker: int = 0):
+def run_search(driver: Driver) -> Counter:
+    """Workers that ask Optuna for trials until the budget is spent; the states of the search's trials."""
+    sweep = driver.sweep
+    assert sweep.budget is not None  # a search without a budget is refused by the configuration
+    base = search_base(sweep, driver.label, driver.datasets.version)
+    study = study_for(sweep, driver.results_dir)
+    released = release_stale(study, JobTeller().alive)
+    done = finished_count(study)
+    driver.log(f"search {sweep.search!r} of sweep {sweep.name!r}: {done}/{sweep.budget} trials finished"
+               + (f", {released} trials of vanished workers put back" if released else "") + f" -> {driver.results_dir}")  # fmt: skip
+    if done < sweep.budget:
+        template = driver.spec(base.identity(), base)
+        driver.keep()
+        workers = driver.backend.workers(sweep.dispatch, sweep.budget - done)
+        threads = sweep.dispatch.threads_per_trial
+        driver.log(f"starting {workers} {driver.backend.name} search workers, {threads} thread(s) each")
+        arguments = [(sweep.model_dump_json(), template, threads, i) for i in range(workers)]
+        jobs = driver.submit(SearchWorker(), arguments, [[] for _ in range(workers)])
+        if driver.follows:
+            wait_for(driver.backend, jobs, lambda: finished_count(study), sweep.budget, driver.progress, driver.log)
+    return plan(sweep, driver.results_dir, driver.label, driver.datasets).counts()
+
+
+def study_for(sweep: SweepConfig, results_dir: Path, worker: int = 0) -> optuna.Study:
     """The sweep's Optuna study in its results folder, created on first use.
 
     Each worker samples with its own seed (the sweep's + its index): workers with one
@@ -58,14 +91,14 @@ def study_for(sweep: SweepConfig, results_dir: Path, worker: int = 0):
     )
 
 
-def finished_count(study) -> int:
+def finished_count(study: optuna.Study) -> int:
     """Trials that count against the budget: done or pruned."""
     from optuna.trial import TrialState as OptunaState
 
     return len(study.get_trials(deepcopy=False, states=(OptunaState.COMPLETE, OptunaState.PRUNED)))
 
 
-def release_stale(study, alive, me: str | None = None) -> int:
+def release_stale(study: optuna.Study, alive: Callable[[str, int | None], bool | None], me: str | None = None) -> int:
     """Fail RUNNING trials whose worker is gone, or that an earlier attempt of `me` left, and enqueue them again.
 
     The enqueued point has the same identity, so whoever asks for it next resumes its checkpoint.
@@ -82,7 +115,7 @@ def release_stale(study, alive, me: str | None = None) -> int:
     return released
 
 
-def _suggest(trial, space: dict[str, Any]) -> dict[str, Any]:
+def _suggest(trial: optuna.Trial, space: dict[str, Any]) -> dict[str, Any]:
     point = {}
     for path, spec in space.items():
         if not isinstance(spec, Range):
@@ -105,6 +138,7 @@ class SearchWorker(Checkpointable):
         from hpcsweep.sweep.dispatch import run_one
 
         sweep = SweepConfig.model_validate_json(sweep_json)
+        assert sweep.budget is not None  # a search without a budget is refused by the configuration
         variables = rank_variables(sweep)
         results_dir = Path(template.results_dir)
         study = study_for(sweep, results_dir, worker)
@@ -134,7 +168,7 @@ class SearchWorker(Checkpointable):
             ran += 1
 
 
-def _pruning(trial):
+def _pruning(trial: optuna.Trial) -> Report:
     def report(epoch: int, val_loss: float) -> bool:
         trial.report(val_loss, epoch)
         return trial.should_prune()

@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from hpcsweep.config import DispatchConfig, load_site, slurm_minutes
 from hpcsweep.errors import UserError
+
+if TYPE_CHECKING:
+    from hpcsweep.sweep.backends import Job
 
 
 def _run(command: list[str], timeout: float = 20) -> str | None:
@@ -111,7 +116,7 @@ def slurm_parameters(dispatch: DispatchConfig) -> dict:
     return parameters
 
 
-def submit_arrays(function, columns: list[list], dispatch: DispatchConfig, log_dir: Path) -> list:
+def submit_arrays(function: Callable[..., Any], columns: list[list], dispatch: DispatchConfig, log_dir: Path) -> Sequence[Job]:
     """Submit one array task per argument (columns as map_array takes them), in arrays no larger than the cluster allows."""
     import submitit
 

@@ -23,6 +23,7 @@ import torch
 from hpcsweep.data.normalize import Normaliser, make_reference
 from hpcsweep.data.physics import MIN_PEAK_EVENTS, dijet_mass, peak_and_width
 from hpcsweep.data.varset import VarSet
+from hpcsweep.trial.models import Autoencoder
 
 EVAL_BATCH = 4096  # cache-sized chunks: 2.7x faster per jet than one 100k batch on CPU
 HISTOGRAM_BINS = 50
@@ -123,7 +124,7 @@ def _nearest(allowed: np.ndarray, values: np.ndarray) -> np.ndarray:
     return np.where(pick_left, allowed[left], allowed[right])
 
 
-def residuals(original: np.ndarray, decoded: np.ndarray, measure: JetMeasure) -> dict[str, dict[str, float]]:
+def residuals(original: np.ndarray, decoded: np.ndarray, measure: JetMeasure) -> dict[str, dict[str, float | str]]:
     """Per variable: mean, std, median, 0.5/99.5 % quantiles, robust width (half the 16-84 % range, the 68 %
     half-width), the fraction of jets within 1 % (`WITHIN`) and, when set, within the variable's tolerance.
 
@@ -134,9 +135,9 @@ def residuals(original: np.ndarray, decoded: np.ndarray, measure: JetMeasure) ->
     return residual_stats(residual_table(original, decoded, measure), measure)
 
 
-def residual_stats(table: np.ndarray, measure: JetMeasure) -> dict[str, dict[str, float]]:
+def residual_stats(table: np.ndarray, measure: JetMeasure) -> dict[str, dict[str, float | str]]:
     """`residuals` of a `residual_table` (NaN: a relative residual left out)."""
-    stats: dict[str, dict[str, float]] = {}
+    stats: dict[str, dict[str, float | str]] = {}
     for i, name in enumerate(measure.names):
         residual = table[:, i][~np.isnan(table[:, i])]
         stats[name] = {"kind": measure.residual_kind[name], "n": len(residual)}
@@ -373,7 +374,7 @@ def compression(x_physical: np.ndarray, latent: np.ndarray, model_bytes: int) ->
     return out
 
 
-def model_bytes(model: torch.nn.Module, normaliser: Normaliser, measure: JetMeasure) -> int:
+def model_bytes(model: Autoencoder, normaliser: Normaliser, measure: JetMeasure) -> int:
     """What must be stored beside the latents to decode them: decoder weights, normaliser, discrete tables."""
     buffer = io.BytesIO()
     torch.save(model.decoder.state_dict(), buffer)
@@ -422,7 +423,7 @@ def evaluate_dataset(
         "residuals": residual_stats(table, measure),
     }
     arrays = histograms(x_physical, decoded) | residual_arrays(table)
-    if event is not None and measure.four_momentum and np.count_nonzero(np.asarray(rank) == 1) >= MIN_PEAK_EVENTS:
+    if event is not None and rank is not None and measure.four_momentum and np.count_nonzero(np.asarray(rank) == 1) >= MIN_PEAK_EVENTS:
         summary["dijet"], dijet_arrays = dijet_closure(x_physical, decoded, event, rank, measure)  # events with two jets only
         arrays.update(dijet_arrays)
     return summary, arrays, decoded

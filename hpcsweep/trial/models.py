@@ -7,6 +7,8 @@ Every model has `encode(x) -> latent`, `decode(latent) -> x`, `forward(x)`
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -31,7 +33,7 @@ class Autoencoder(nn.Module):
         batchnorm: bool = True,
         dropout: float = 0.0,
         code_width: int | None = None,
-    ):
+    ) -> None:
         super().__init__()
         self.latent = latent
         self.encoder = _mlp([n_inputs, *hidden, code_width or latent], activation, batchnorm, dropout)
@@ -58,8 +60,10 @@ class SparseAutoencoder(Autoencoder):
     'kl': lambda * sum over hidden units of KL(rho || mean sigmoid(activation)).
     """
 
-    def __init__(self, *args, sparsity: str = "l1", weight: float = 1e-3, rho: float = 0.05, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self, n_inputs: int, hidden: list[int], latent: int, *, sparsity: str = "l1", weight: float = 1e-3, rho: float = 0.05, **layers: Any
+    ) -> None:
+        super().__init__(n_inputs, hidden, latent, **layers)  # layers: activation, batchnorm, dropout
         self.sparsity, self.weight, self.rho = sparsity, weight, rho
 
     def objective(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -81,8 +85,8 @@ class SparseAutoencoder(Autoencoder):
 class VariationalAutoencoder(Autoencoder):
     """Gaussian latent; trained with reparametrised samples, evaluated from the latent mean."""
 
-    def __init__(self, n_inputs: int, hidden: list[int], latent: int, *args, beta: float = 1e-3, **kwargs):
-        super().__init__(n_inputs, hidden, latent, *args, code_width=2 * latent, **kwargs)
+    def __init__(self, n_inputs: int, hidden: list[int], latent: int, *, beta: float = 1e-3, **layers: Any) -> None:
+        super().__init__(n_inputs, hidden, latent, code_width=2 * latent, **layers)  # the encoder gives mean and log-variance
         self.beta = beta
 
     def encode(self, x: Tensor) -> Tensor:
@@ -115,7 +119,7 @@ def _mlp(widths: list[int], activation: str, batchnorm: bool, dropout: float) ->
 
 def build_model(config: ModelConfig, n_inputs: int) -> Autoencoder:
     """The model a config describes, for `n_inputs` variables."""
-    common = dict(activation=config.activation, batchnorm=config.batchnorm, dropout=config.dropout)
+    common: dict[str, Any] = dict(activation=config.activation, batchnorm=config.batchnorm, dropout=config.dropout)
     if config.kind == "sparse":
         return SparseAutoencoder(
             n_inputs,
@@ -127,5 +131,6 @@ def build_model(config: ModelConfig, n_inputs: int) -> Autoencoder:
             **common,
         )
     if config.kind == "vae":
+        assert config.beta is not None  # a VAE without beta is refused by the configuration
         return VariationalAutoencoder(n_inputs, list(config.hidden), config.latent, beta=config.beta, **common)
     return Autoencoder(n_inputs, list(config.hidden), config.latent, **common)

@@ -16,9 +16,10 @@ from hpcsweep.config import ModelConfig, TrialSpec
 from hpcsweep.data.normalize import Normaliser, make_normaliser, make_reference
 from hpcsweep.data.read import JetTable, open_cache
 from hpcsweep.data.varset import VarSet, load_varset
+from hpcsweep.errors import Log
 from hpcsweep.provenance import package_versions
 from hpcsweep.states import TrialState
-from hpcsweep.store import TrialRecord, close_attempt, ended_attempts, read_trial, trial_path, write_trial
+from hpcsweep.store import TrialRecord, close_attempt, read_trial, write_ended, write_trial
 from hpcsweep.trial.evaluate import (
     WITHIN,
     JetMeasure,
@@ -52,7 +53,7 @@ def checkpoint_path(spec: TrialSpec) -> Path:
 def run_trial(
     spec: TrialSpec,
     threads: int | None = None,
-    log: Callable[[str], None] = print,
+    log: Log = print,
     report: Report | None = None,
     still_ours: Callable[[], bool] | None = None,
 ) -> TrialState | None:
@@ -114,8 +115,8 @@ def run_trial(
     if still_ours is not None and not still_ours():
         log(f"trial {spec.trial_id}: another worker took it over while it ran; its result is not written")
         return None
-    write_trial(
-        trial_path(spec.results_dir, spec.trial_id),
+    write_ended(
+        results,
         TrialRecord(
             trial_id=spec.trial_id,
             sweep=spec.sweep,
@@ -127,13 +128,11 @@ def run_trial(
             normaliser=normaliser.to_dict(),
             varset=varset.mapping(),
             reference=_reference_record(measure),
-            provenance={
-                **_provenance(spec, table.meta, device),
-                "attempts": ended_attempts(results, spec.trial_id, result.state),
-            },
+            provenance=_provenance(spec, table.meta, device),
             evaluation=evaluation,
             arrays=arrays,
         ),
+        result.state,
     )
     close_attempt(results, spec.trial_id, result.state)
     checkpoint.unlink(missing_ok=True)

@@ -30,9 +30,11 @@ import torch
 from torch import nn
 
 from hpcsweep.config import TrainConfig
+from hpcsweep.errors import Log
 from hpcsweep.files import atomic
 from hpcsweep.states import TrialState
 from hpcsweep.trial.evaluate import reconstruction_mse
+from hpcsweep.trial.models import Autoencoder
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
@@ -84,7 +86,7 @@ def learning_rate_schedule(
     if config.schedule == "constant":
         return torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: 1.0)
     boundaries, rates = [], []
-    total = 0
+    total: float = 0
     for epochs, rate in config.piecewise:
         total = math.inf if epochs is None else total + epochs
         boundaries.append(total)
@@ -98,13 +100,13 @@ def learning_rate_schedule(
 
 
 def train(
-    model: nn.Module,
+    model: Autoencoder,
     x_train: torch.Tensor,
     x_val: torch.Tensor,
     config: TrainConfig,
     checkpoint: Path | None = None,
     checkpoint_every: int = 10,
-    log: Callable[[str], None] = print,
+    log: Log = print,
     report: Report | None = None,
 ) -> TrainResult:
     """Train `model` to reconstruct its input; resume from `checkpoint` if it exists.
@@ -159,11 +161,19 @@ def train(
             if checkpoint is not None and (stop.signal or epoch % checkpoint_every == 0):
                 _save(checkpoint, _snapshot(model, optimiser, schedule, generator, result))
             if stop.signal:
+                assert checkpoint is not None  # signals are caught only when there is a checkpoint to write
                 raise TrialInterrupted(stop.signal, epoch, checkpoint)
     return result
 
 
-def _epoch(model: nn.Module, optimiser, schedule, shuffled: torch.Tensor, starts: list[int], batch_size: int) -> float:
+def _epoch(
+    model: Autoencoder,
+    optimiser: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    shuffled: torch.Tensor,
+    starts: list[int],
+    batch_size: int,
+) -> float:
     """One pass over the shuffled data; the summed reconstruction loss, or NaN at the first non-finite batch."""
     model.train()
     total = torch.zeros((), dtype=torch.float64, device=shuffled.device)
@@ -214,7 +224,13 @@ def _stop_signals(enabled: bool) -> Iterator[_StopFlag]:
             signal.signal(sig, handler)
 
 
-def _snapshot(model, optimiser, schedule, generator, result: TrainResult) -> dict[str, Any]:
+def _snapshot(
+    model: nn.Module,
+    optimiser: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    generator: torch.Generator,
+    result: TrainResult,
+) -> dict[str, Any]:
     snapshot = {
         "model": model.state_dict(),
         "optimiser": optimiser.state_dict(),
@@ -233,7 +249,14 @@ def _snapshot(model, optimiser, schedule, generator, result: TrainResult) -> dic
     return snapshot
 
 
-def _restore(snapshot: dict[str, Any], model, optimiser, schedule, generator, result: TrainResult) -> None:
+def _restore(
+    snapshot: dict[str, Any],
+    model: nn.Module,
+    optimiser: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    generator: torch.Generator,
+    result: TrainResult,
+) -> None:
     model.load_state_dict(snapshot["model"])
     optimiser.load_state_dict(snapshot["optimiser"])
     schedule.load_state_dict(snapshot["schedule"])
@@ -245,7 +268,7 @@ def _restore(snapshot: dict[str, Any], model, optimiser, schedule, generator, re
         setattr(result, key, snapshot[key])
 
 
-def _load(path: Path, log: Callable[[str], None]) -> dict[str, Any] | None:
+def _load(path: Path, log: Log) -> dict[str, Any] | None:
     """The checkpoint's snapshot; None if there is none, or if it is damaged (it is removed: the trial starts over)."""
     if not path.exists():
         return None
