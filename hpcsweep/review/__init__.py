@@ -5,7 +5,8 @@ only once per new or changed file, when the store's scan checks its checksum).
 `summary.md` (every table) and `trials.csv`; `write_report` adds `report/index.html`.
 """
 
-from hpcsweep.review.aggregator import Figure, Review, Selection, SweepResults, aggregate, select
+from hpcsweep.review.aggregator import Figure, Review, Selection, aggregate, select
 from hpcsweep.review.report import write_report
+from hpcsweep.review.results import SweepResults
 
 __all__ = ["Figure", "Review", "Selection", "SweepResults", "aggregate", "select", "write_report"]
