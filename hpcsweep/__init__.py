@@ -6,6 +6,7 @@ The pipeline, one way: data -> trial -> store -> sweep -> review; `cli` sits on 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -14,8 +15,13 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 
-def load_sweep(where: str) -> SweepResults:
-    """Results of a sweep (a name under results/ or a folder), with `.trials()` and `.table()`."""
+def load_sweep(where: str | Path, results: str | Path = "results") -> SweepResults:
+    """A sweep's results for a notebook: `where` is a results folder, or a sweep's name under `results`.
+
+    `.trials()` (one row per trial), `.table()` (best and median per z, numbers) and `.model(trial_id)` (a trained
+    model); a name or folder without trial files raises `hpcsweep.errors.UserError` saying where it looked.
+    See docs/notebook.md.
+    """
     from hpcsweep.review import SweepResults
 
-    return SweepResults.open(where)
+    return SweepResults.open(where, results)

@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument(
         "--no-review", action="store_true", help="run the trials only: no tables or figures ('hpcsweep aggregate' makes them)"
     )
+    _add_wide_option(sweep)
     sweep.set_defaults(handler=cmd_sweep)
 
     status = commands.add_parser("status", help="count a sweep's trials by state and latent dimension",
@@ -73,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("sweep", help=SWEEP_HELP)
     _add_definition_options(status)
     _add_results_option(status)
+    _add_wide_option(status)
     status.set_defaults(handler=cmd_status)
 
     aggregate = commands.add_parser("aggregate", help="write a sweep's tables (Markdown, CSV, LaTeX) and figures (PNG, PDF)",
@@ -82,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     aggregate.add_argument("sweep", help=RESULTS_HELP)
     _add_results_option(aggregate)
     aggregate.add_argument("--no-detail", action="store_true", help="skip the per-trial figures of the best trial per z")
+    _add_wide_option(aggregate)
     aggregate.set_defaults(handler=cmd_aggregate)
 
     report = commands.add_parser("report", help="write results/<sweep>/report/index.html: every table and figure on one page",
@@ -100,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     rerun.add_argument("--seeds", type=int, default=3, metavar="N", help="new seeds per config (default 3)")
     _add_results_option(rerun)
     _add_dispatch_options(rerun)
+    _add_wide_option(rerun)
     rerun.set_defaults(handler=cmd_rerun_best)
 
     evaluate = commands.add_parser("evaluate", help="(re)compute a stored trial's evaluation, on its own data or another sample",
@@ -199,6 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
         data.print_help()
         return 2
 
+    data.description = (
+        "Jets for sweeps: simulate them (generate), see what a ROOT or Parquet file of one's own holds and "
+        "draft a variable set for it (inspect), read it as a sweep would (info), list the built-in sets (varsets)."
+    )
     data.set_defaults(handler=data_help)
     return parser
 
@@ -219,6 +227,10 @@ def _add_definition_options(parser: argparse.ArgumentParser) -> None:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="fix any trial key, e.g. --set lr=1e-3 --set data.events=2000"
     )
     parser.add_argument("--allow-large", action="store_true", help="accept a grid of more than max_trials points (default 10,000)")
+
+
+def _add_wide_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--wide", action="store_true", help="print tables at full width with their full headings, whatever the terminal")
 
 
 def _add_results_option(parser: argparse.ArgumentParser) -> None:
@@ -310,12 +322,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     definition, sweep = _overridden_sweep(args, path)
     results_dir = Path(args.results) / sweep.name
     if args.dry_run:
-        return _dry_run(sweep, results_dir, path)
+        return _dry_run(sweep, results_dir, path, args.wide)
     states = run_sweep(sweep, results_dir, source=path, definition=definition, **_driver_options(args))
     if not _followed(args, sweep):
         return 0
     if not args.no_review:
-        _show_tables(results_dir, sorted({trial.model.latent for trial in expand(sweep)}))
+        _show_tables(results_dir, sorted({trial.model.latent for trial in expand(sweep)}), wide=args.wide)
     if states[TrialState.FAILED] or states[TrialState.EXHAUSTED]:
         print(f"{states[TrialState.FAILED] + states[TrialState.EXHAUSTED]} trials failed; see 'hpcsweep status {args.sweep}'; a rerun retries them "
               f"(those that failed {sweep.max_attempts} times only with --retry-failed)", file=sys.stderr)  # fmt: skip
@@ -323,7 +335,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dry_run(sweep: SweepConfig, results_dir: Path, path: Path) -> int:
+def _dry_run(sweep: SweepConfig, results_dir: Path, path: Path, wide: bool = False) -> int:
     """The trials of a sweep with every varied axis and their states; nothing is run, generated or written."""
     from hpcsweep.review.tables import config_value, varied_axes
     from hpcsweep.sweep import check_definition, plan
@@ -339,7 +351,7 @@ def _dry_run(sweep: SweepConfig, results_dir: Path, path: Path) -> int:
         rows.append([p.trial_id, p.config.model.latent, train.batch_size, train.lr, train.weight_decay, train.epochs, *values, p.state])
     versions = sorted({p.config.data_version or "not read yet" for p in planned.trials})
     title = f"{sweep.name}: {len(planned.trials)} trials (data version {', '.join(versions)})"
-    _print_rows(title, ["trial", "z", "bs", "lr", "wd", "epochs", *axes, "state"], rows)
+    _print_rows(title, ["trial", "z", "bs", "lr", "wd", "epochs", *axes, "state"], rows, wide)
     for line in [planned.describe_others(), *planned.data_problems]:
         if line:
             print(line)
@@ -349,10 +361,8 @@ def _dry_run(sweep: SweepConfig, results_dir: Path, path: Path) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from collections import Counter
 
-    from rich.console import Console
-    from rich.progress_bar import ProgressBar
-
     from hpcsweep.sweep import plan
+    from hpcsweep.terminal import labelled_bar
 
     path = _sweep_definition(args.sweep, Path(args.results))
     _, sweep = _overridden_sweep(args, path)
@@ -365,9 +375,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     goal = sweep.budget if sweep.search != "grid" else len(planned.trials)
     assert goal is not None  # a search without a budget is refused by the configuration
     _print_rows(
-        f"{sweep.name}: {len(planned.trials)} trials, {finished} of {goal} finished ({sweep.search} search)", ["z", *TrialState], rows
+        f"{sweep.name}: {len(planned.trials)} trials, {finished} of {goal} finished ({sweep.search} search)",
+        ["z", *TrialState],
+        rows,
+        args.wide,
     )
-    Console().print(ProgressBar(total=goal, completed=min(finished, goal), width=60))
+    labelled_bar("finished", min(finished, goal), goal)
     for state in (s for s in TrialState if s.in_flight()):
         details = Counter(p.detail or "?" for p in planned.trials if p.state == state)
         if details:
@@ -376,7 +389,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if retried:
         rows = [[p.trial_id, p.config.model.latent, p.state, f"{p.failures}/{sweep.max_attempts}", p.detail or "?"] for p in retried[:20]]
         more = f" (the first 20 of {len(retried)})" if len(retried) > 20 else ""
-        _print_rows(f"failed, lost and given-up trials{more}", ["trial", "z", "state", "attempts", "last reason"], rows)
+        _print_rows(f"failed, lost and given-up trials{more}", ["trial", "z", "state", "attempts", "last reason"], rows, args.wide)
     for line in [planned.describe_others(), *planned.data_problems]:
         if line:
             print(line)
@@ -412,29 +425,34 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
     results_dir = _results_dir(args.sweep, args.results)
     if not (results_dir / "trials").is_dir():
         raise UserError(f"{results_dir}: no trials yet; run 'hpcsweep sweep {args.sweep}' first")
-    _show_tables(results_dir, detail=not args.no_detail)
+    _show_tables(results_dir, detail=not args.no_detail, wide=args.wide)
     return 0
 
 
-def _show_tables(results_dir: Path, latents: list[int] | None = None, detail: bool = True) -> Review:
-    """Aggregate, print the best/median (residuals, stability) tables and the warnings; return the review."""
+def _show_tables(results_dir: Path, latents: list[int] | None = None, detail: bool = True, wide: bool = False) -> Review:
+    """Aggregate (saying so while it draws), print the best/median (residuals, stability) tables and the warnings."""
+    from rich.console import Console
+
     from hpcsweep.review import aggregate
 
-    review = aggregate(results_dir, detail=detail)
+    with Console(stderr=True).status(f"aggregating {results_dir}: tables and figures (PNG, PDF)"):
+        review = aggregate(results_dir, detail=detail)
     shown = ["best_per_latent", "median_per_latent", "stability"]
     residuals = review.tables.get("residuals_per_latent")
     if residuals is not None and residuals[1]["Variable"].nunique() <= 8:  # a few variables: their residuals fit a terminal
         shown.insert(2, "residuals_per_latent")
+    named: set[str] = set()
     for stem in shown:
         if stem not in review.tables:
             continue
         title, table = review.tables[stem]
         if latents is not None:
             table = table[table["Latent space dimensions"].isin(latents)]
-        _print_rows(title, list(table.columns), table.values.tolist())
+        _print_rows(title, list(table.columns), table.values.tolist(), wide, legend=not set(table.columns) <= named)
+        named |= set(table.columns)
     for warning in review.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    print(f"written: {len(review.paths)} files under {results_dir} (summary.md, tables/ with residuals_per_latent, figures/)")
+    print(f"written: {len(review.paths)} files under {results_dir}: summary.md, tables/, figures/")
     return review
 
 
@@ -479,7 +497,7 @@ def cmd_rerun_best(args: argparse.Namespace) -> int:
     if not _followed(args, sweep):
         print(f"when it is done: hpcsweep aggregate {rerun.name}")
         return 0
-    _show_tables(rerun.results_dir, detail=False)
+    _show_tables(rerun.results_dir, detail=False, wide=args.wide)
     return 0
 
 
@@ -707,17 +725,10 @@ def cmd_varsets(_: argparse.Namespace) -> int:
     return 0
 
 
-def _print_rows(title: str, header: list[str], rows: list[list[Any]]) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
+def _print_rows(title: str, header: list[str], rows: list[list[Any]], wide: bool = False, legend: bool = True) -> None:
+    from hpcsweep.terminal import print_table
 
-    table = Table(title=escape(title), title_justify="left")
-    for column in header:
-        table.add_column(escape(str(column)))
-    for row in rows:
-        table.add_row(*(escape(str(cell)) for cell in row))  # an error message "['x']" is text, not markup
-    Console(width=max(120, len(header) * 16)).print(table)
+    print_table(title, header, rows, wide, legend)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ after which the attempts count afresh against the retry budget.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -108,7 +109,8 @@ def write_trial(path: Path, record: TrialRecord) -> None:
     texts = {"summary": json.dumps({key: getattr(record, key) for key in SUMMARY_KEYS}, sort_keys=True)}  # one read for a scan
     texts |= {key: json.dumps(getattr(record, key)) for key in JSON_ATTRIBUTES[1:]}
     arrays = {f"{group}/{name}": np.asarray(array) for group in GROUPS for name, array in getattr(record, group).items()}
-    with atomic(path) as tmp, h5py.File(tmp, "w") as handle:
+    image = io.BytesIO()  # to memory first: a full disk is then an OSError of a plain write, never a crash in HDF5's close
+    with h5py.File(image, "w") as handle:
         handle.attrs["schema_version"] = SCHEMA_VERSION
         handle.attrs.update(texts)
         handle.attrs["checksum"] = checksum(texts, arrays)
@@ -116,6 +118,8 @@ def write_trial(path: Path, record: TrialRecord) -> None:
             handle.create_group(group)
         for name, array in arrays.items():
             handle.create_dataset(name, data=array)
+    with atomic(path) as tmp:
+        tmp.write_bytes(image.getbuffer())
 
 
 def checksum(texts: dict[str, str], arrays: dict[str, np.ndarray]) -> str:
@@ -340,3 +344,35 @@ def record_submission(results_dir: Path, executor: str, tasks: dict[str, list[st
 
 def read_submissions(results_dir: Path) -> list[dict[str, Any]]:
     return _read_lines(jobs_path(results_dir))
+
+
+def progress_path(results_dir: Path, trial_id: str) -> Path:
+    """A running trial's heartbeat: the epoch it reached and its best validation loss so far (removed when it ends)."""
+    return Path(results_dir) / "progress" / f"{trial_id}.json"
+
+
+def write_progress(results_dir: Path, trial_id: str, epoch: int, epochs: int, best_val: float, best_epoch: int) -> None:
+    """Written by the job after every epoch (atomically), read by the driver that follows the sweep, on any host.
+
+    Best effort: a heartbeat that cannot be written (a full disk) is skipped; the trial goes on.
+    """
+    entry = {"epoch": epoch, "epochs": epochs, "best_val": best_val, "best_epoch": best_epoch, "time": time.time()}
+    try:
+        write_atomically(progress_path(results_dir, trial_id), json.dumps(entry))
+    except OSError:
+        return
+
+
+def read_progress(results_dir: Path, trial_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The heartbeats of those trials that have one now."""
+    found = {}
+    for trial_id in trial_ids:
+        try:
+            found[trial_id] = json.loads(progress_path(results_dir, trial_id).read_text())
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def clear_progress(results_dir: Path, trial_id: str) -> None:
+    progress_path(results_dir, trial_id).unlink(missing_ok=True)

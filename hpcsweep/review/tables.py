@@ -108,28 +108,64 @@ def _sci(value: float | None) -> str:
     return "" if value is None or pd.isna(value) else f"{value:.3e}"
 
 
-def thesis_table(picks: pd.DataFrame, axes: list[str] | None = None, ranking: Ranking | None = None) -> pd.DataFrame:
-    """The columns of thesis Tables 2.3/2.4, every other axis the sweep varies, and the numbers that compare
-    across the grid: the MSE in the reference space (and PCA's there), or the ranking's own figure."""
+def numeric_table(picks: pd.DataFrame, axes: list[str] | None = None, ranking: Ranking | None = None) -> pd.DataFrame:
+    """The numbers of the best/median tables, as numbers with snake_case columns (for notebooks; `thesis_table`
+    formats them): z, bs, lr, wd, each other varied axis, the losses, the ranking's own figure, and PCA beside."""
     ranking = ranking or Ranking()
     table = pd.DataFrame(
         {
-            "Latent space dimensions": picks["latent"].astype(int),
-            "Batch size": picks["batch_size"].astype(int),
-            "Learning rate": picks["lr"].map(lambda v: f"{v:.0e}"),
-            "Weight decay": picks["weight_decay"].map(lambda v: "0" if v == 0 else f"{v:.0e}"),
+            "latent": picks["latent"].astype(int),
+            "batch_size": picks["batch_size"].astype(int),
+            "lr": picks["lr"].astype(float),
+            "weight_decay": picks["weight_decay"].astype(float),
         }
     )
     for axis in axes or []:
-        table[axis] = picks[axis].map(lambda v: "" if v is None or (isinstance(v, float) and pd.isna(v)) else str(v))
-    table["Validation loss (own normalisation)"] = picks["val_mse"].map(_sci)
-    table["Reference MSE"] = picks["reference_mse"].map(_sci)
-    if ranking.rank_by in ("residual_width", "bytes", "auc"):
-        table[ranking.label] = picks["rank"].map(lambda v: "" if pd.isna(v) else f"{v:.4g}")
-    table["Epoch of best"] = picks["best_epoch"].astype(int)
-    table["Training time"] = picks["train_time_s"].map(lambda s: str(timedelta(seconds=round(s))))
-    table["PCA reference MSE"] = picks["pca_reference_mse"].map(_sci)
-    table["PCA / AE"] = [_ratio(p, a) for p, a in zip(picks["pca_reference_mse"], picks["reference_mse"], strict=True)]
+        table[snake_case(axis)] = picks[axis]
+    table["val_loss"] = picks["val_mse"].astype(float)
+    table["reference_mse"] = picks["reference_mse"].astype(float)
+    if ranking.rank_by in _OWN_FIGURE:
+        table[ranking.rank_by] = picks["rank"].astype(float)
+    table["best_epoch"] = picks["best_epoch"].astype(int)
+    table["train_time_s"] = picks["train_time_s"].astype(float)
+    table["pca_reference_mse"] = picks["pca_reference_mse"].astype(float)
+    table["pca_over_ae"] = table["pca_reference_mse"] / table["reference_mse"].where(table["reference_mse"] != 0)
+    table["trial_id"] = picks["trial_id"].astype(str)
+    return table.reset_index(drop=True)
+
+
+def snake_case(key: str) -> str:
+    """'data.normalisation' -> 'data_normalisation': a config key as a column name."""
+    return re.sub(r"\W+", "_", key).strip("_").lower()
+
+
+#: Rankings whose figure is not one of the losses: their own column follows the losses.
+_OWN_FIGURE = ("residual_width", "bytes", "auc")
+
+
+def thesis_table(picks: pd.DataFrame, axes: list[str] | None = None, ranking: Ranking | None = None) -> pd.DataFrame:
+    """The columns of thesis Tables 2.3/2.4, every other axis the sweep varies, and the numbers that compare
+    across the grid: the MSE in the reference space (and PCA's there), or the ranking's own figure; as text."""
+    ranking = ranking or Ranking()
+    numbers = numeric_table(picks, axes, ranking)
+    table = pd.DataFrame(
+        {
+            "Latent space dimensions": numbers["latent"],
+            "Batch size": numbers["batch_size"],
+            "Learning rate": numbers["lr"].map(lambda v: f"{v:.0e}"),
+            "Weight decay": numbers["weight_decay"].map(lambda v: "0" if v == 0 else f"{v:.0e}"),
+        }
+    )
+    for axis in axes or []:
+        table[axis] = numbers[snake_case(axis)].map(lambda v: "" if v is None or (isinstance(v, float) and pd.isna(v)) else str(v))
+    table["Validation loss (own normalisation)"] = numbers["val_loss"].map(_sci)
+    table["Reference MSE"] = numbers["reference_mse"].map(_sci)
+    if ranking.rank_by in _OWN_FIGURE:
+        table[ranking.label] = numbers[ranking.rank_by].map(lambda v: "" if pd.isna(v) else f"{v:.4g}")
+    table["Epoch of best"] = numbers["best_epoch"]
+    table["Training time"] = numbers["train_time_s"].map(lambda s: str(timedelta(seconds=round(s))))
+    table["PCA reference MSE"] = numbers["pca_reference_mse"].map(_sci)
+    table["PCA / AE"] = numbers["pca_over_ae"].map(lambda v: "" if pd.isna(v) else f"{v:.2f}")
     return table
 
 

@@ -22,6 +22,7 @@ from hpcsweep.allocation import allocated_cores, local_job, local_job_name
 from hpcsweep.config import DispatchConfig, TrialSpec
 from hpcsweep.errors import Log, UserError
 from hpcsweep.files import pid_alive
+from hpcsweep.terminal import TrialProgress, TrialsView
 
 
 class Job(Protocol):
@@ -241,22 +242,27 @@ def deal(items: list, n_batches: int) -> list[list]:
     return [items[i::n_batches] for i in range(n_batches) if items[i::n_batches]]
 
 
-def wait_for(backend: Backend, jobs: Sequence[Job], count: Callable[[], int], total: int, progress: bool, log: Log = print) -> None:
-    """Follow jobs until `count()` reaches `total` or none lives, with a progress bar; never waits on a job's result."""
-    from tqdm import tqdm
-
-    with tqdm(total=total, unit="trial", desc="trials", disable=not progress) as bar:
+def wait_for(
+    backend: Backend,
+    jobs: Sequence[Job],
+    count: Callable[[], int],
+    total: int,
+    progress: bool,
+    log: Log = print,
+    running: Callable[[], list[TrialProgress]] = list,
+) -> None:
+    """Follow jobs until `count()` reaches `total` or none lives, showing the running trials; never waits on a job's result."""
+    with TrialsView(total, enabled=progress) as view:
         try:
             backend.follow(jobs)
             while count() < total and backend.any_alive(jobs):
-                if count() > bar.n:  # only redraw on news: logs of non-terminals stay short
-                    bar.update(count() - bar.n)
+                view.update(count(), running())
                 time.sleep(backend.poll_s)
         except KeyboardInterrupt:
             backend.stop(jobs)
             log("\ninterrupted: finished trials are kept; run the sweep again to continue")
             raise
-        bar.update(max(0, min(count(), total) - bar.n))
+        view.update(min(count(), total))
 
 
 def _columns(arguments: list[tuple]) -> list[list]:

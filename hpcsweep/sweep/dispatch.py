@@ -32,6 +32,7 @@ from hpcsweep.states import TrialState
 from hpcsweep.store import (
     TrialRecord,
     claims_dir,
+    clear_progress,
     close_attempt,
     open_attempt,
     trial_path,
@@ -163,5 +164,6 @@ def record_failure(spec: TrialSpec, error: BaseException, still_ours: Callable[[
         print(f"trial {spec.trial_id}: {kind}; its failure could not be written either ({write_error})", file=sys.stderr)
     try:
         close_attempt(results, spec.trial_id, f"failed: {kind}")
+        clear_progress(results, spec.trial_id)
     except OSError:
         print(f"trial {spec.trial_id}: the end of its attempt could not be logged; a later run retries it", file=sys.stderr)

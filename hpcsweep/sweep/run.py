@@ -22,7 +22,7 @@ from hpcsweep.config import SweepConfig, TrialConfig, TrialSpec
 from hpcsweep.errors import Log
 from hpcsweep.provenance import git_commit
 from hpcsweep.states import TrialState
-from hpcsweep.store import record_submission, reset_attempts, trial_path
+from hpcsweep.store import read_progress, record_submission, reset_attempts, trial_path
 from hpcsweep.sweep.backends import Backend, Job, backend, wait_for
 from hpcsweep.sweep.datasets import Datasets
 from hpcsweep.sweep.definition import check_definition, keep_definition
@@ -30,6 +30,7 @@ from hpcsweep.sweep.dispatch import TrialBatch
 from hpcsweep.sweep.lease import driver_lease, tidy
 from hpcsweep.sweep.rank import loss_space_warning
 from hpcsweep.sweep.state import Plan, plan
+from hpcsweep.terminal import TrialProgress
 
 
 def run_sweep(
@@ -174,7 +175,18 @@ class Driver:
         def written() -> int:
             return sum(1 for p in paths if p.exists() and p.stat().st_mtime >= started)
 
-        wait_for(self.backend, jobs, written, len(specs), self.progress, self.log)
+        def running() -> list[TrialProgress]:
+            beats = read_progress(self.results_dir, [s.trial_id for s in specs])
+            return [TrialProgress(labels[t], b["epoch"], b["epochs"], b["best_val"], b["best_epoch"]) for t, b in beats.items()]
+
+        labels = {s.trial_id: _label(s) for s in specs}
+        wait_for(self.backend, jobs, written, len(specs), self.progress, self.log, running)
         if written() < len(specs):
             self.log(f"{len(specs) - written()} trials left no result (job killed or cancelled?); logs in {self.results_dir / 'logs'}; "
                      "running the sweep again retries them")  # fmt: skip
+
+
+def _label(spec: TrialSpec) -> str:
+    """How the driver names a running trial: its id and the keys a grid usually varies."""
+    train = spec.config.train
+    return f"{spec.trial_id} z={spec.config.model.latent} bs={train.batch_size} lr={train.lr:.0e} wd={train.weight_decay:g}"

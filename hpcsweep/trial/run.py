@@ -19,7 +19,7 @@ from hpcsweep.data.varset import VarSet, load_varset
 from hpcsweep.errors import Log
 from hpcsweep.provenance import package_versions
 from hpcsweep.states import TrialState
-from hpcsweep.store import TrialRecord, close_attempt, read_trial, write_ended, write_trial
+from hpcsweep.store import TrialRecord, clear_progress, close_attempt, read_trial, write_ended, write_progress, write_trial
 from hpcsweep.trial.evaluate import (
     WITHIN,
     JetMeasure,
@@ -65,7 +65,7 @@ def run_trial(
     logged as ended only once the file is in place, so a kill in between cannot make a
     finished trial run again.
     """
-    config = spec.config
+    config, results = spec.config, Path(spec.results_dir)
     torch.set_num_threads(threads or allocated_cores())
     device = select_device()
     varset = load_varset(config.data.varset)
@@ -88,6 +88,7 @@ def run_trial(
         spec.checkpoint_every,
         log,
         report,
+        lambda *where: write_progress(results, spec.trial_id, *where),
     )
     measure = JetMeasure.from_training(varset, x[train_rows], spec.evaluation.reference, spec.evaluation.tolerances(varset.names))
     evaluation: dict[str, Any] = {}
@@ -111,7 +112,6 @@ def run_trial(
         **validation_metrics(evaluation.get("validation", {})),
         "anomaly": anomaly_metrics(evaluation),
     }
-    results = Path(spec.results_dir)
     if still_ours is not None and not still_ours():
         log(f"trial {spec.trial_id}: another worker took it over while it ran; its result is not written")
         return None
@@ -136,6 +136,7 @@ def run_trial(
     )
     close_attempt(results, spec.trial_id, result.state)
     checkpoint.unlink(missing_ok=True)
+    clear_progress(results, spec.trial_id)
     log(f"trial {spec.trial_id}: {result.state}, best val MSE {result.best_val_mse:.4g} at epoch {result.best_epoch} "
         f"(PCA {metrics['pca_val_mse']:.4g}), {result.train_time_s:.1f} s")  # fmt: skip
     return result.state

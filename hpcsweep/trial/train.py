@@ -47,6 +47,7 @@ class TrialInterrupted(Exception):
         self.signum = signum
 
 
+Heartbeat = Callable[[int, int, float, int], None]  # told (epoch, epochs, best val loss, its epoch) every epoch
 Report = Callable[[int, float], bool]  # told (epoch, val loss) every epoch; True stops the trial as pruned (Optuna)
 
 
@@ -108,11 +109,13 @@ def train(
     checkpoint_every: int = 10,
     log: Log = print,
     report: Report | None = None,
+    heartbeat: Heartbeat | None = None,
 ) -> TrainResult:
     """Train `model` to reconstruct its input; resume from `checkpoint` if it exists.
 
     `report(epoch, val_loss)` is told every epoch's validation loss (an Optuna
     pruner listens there); when it answers True the trial ends as 'pruned'.
+    `heartbeat(epoch, epochs, best_val, best_epoch)` is told where training stands after every epoch.
     """
     generator = torch.Generator().manual_seed(config.seed)
     n = len(x_train)
@@ -150,6 +153,8 @@ def train(
                 log(
                     f"epoch {epoch}/{config.epochs}: train {train_loss:.4g}  val {val_loss:.4g}  best {result.best_val_mse:.4g} (epoch {result.best_epoch})"
                 )
+            if heartbeat is not None:
+                heartbeat(epoch, config.epochs, result.best_val_mse, result.best_epoch)
             if report is not None and report(epoch, val_loss):
                 result.state = TrialState.PRUNED
                 log(f"epoch {epoch}: pruned (val {val_loss:.4g})")

@@ -231,7 +231,7 @@ def test_a_trial_that_always_fails_is_given_up_after_max_attempts_and_status_say
     folder = results / "doomed"
     (path,) = trials_dir(folder).glob("*.h5")
     assert len(read_attempts(folder, path.stem)) == 2
-    assert main(["status", str(sweep_file), "--results", str(results)]) == 0
+    assert main(["status", str(sweep_file), "--results", str(results), "--wide"]) == 0  # the reason on one line
     out = capsys.readouterr().out
     assert "exhausted" in out and "2/2" in out and "error: RuntimeError: CUDA error: an illegal memory access was encountered" in out
     assert main([*command, "--retry-failed"]) == 1
