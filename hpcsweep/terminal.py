@@ -103,11 +103,11 @@ class TrialsView:
     epoch bar and best validation loss (from the trials' heartbeats), redrawn in place on a terminal."""
 
     def __init__(self, total: int, enabled: bool = True, console: Console | None = None) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
-        columns = (TextColumn("{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(), TextColumn("{task.fields[note]}"))
-        self.progress = Progress(*columns, TimeElapsedColumn(), console=console or Console(stderr=True), disable=not enabled)
-        self.overall = self.progress.add_task("trials finished", total=total, note="")
+        columns = (TextColumn("{task.description}"), BarColumn(bar_width=12), MofNCompleteColumn(), TextColumn("{task.fields[note]}"))
+        self.progress = Progress(*columns, console=console or Console(stderr=True), disable=not enabled)
+        self.overall = self.progress.add_task("trials finished", total=total, note="")  # then: trial, epochs, best val loss
         self.rows: dict[str, TaskID] = {}
 
     def __enter__(self) -> TrialsView:
@@ -120,7 +120,7 @@ class TrialsView:
     def update(self, finished: int, running: Sequence[TrialProgress] = ()) -> None:
         self.progress.update(self.overall, completed=finished)
         for trial in running:
-            note = f"epochs, best val {trial.best_val:.4g} (epoch {trial.best_epoch})"
+            note = f"best {trial.best_val:.3g} (ep {trial.best_epoch})"
             if trial.label not in self.rows:
                 self.rows[trial.label] = self.progress.add_task(f"  {trial.label}", total=trial.epochs, note=note)
             self.progress.update(self.rows[trial.label], completed=trial.epoch, total=trial.epochs, note=note)

@@ -51,7 +51,7 @@ def test_the_driver_shows_each_running_trials_epoch_and_best_loss():
     with TrialsView(4, console=console) as view:
         view.update(1, [TrialProgress("abc z=18", 37, 100, 1.6e-3, 35)])
         (row,) = [task for task in view.progress.tasks if "abc z=18" in task.description]
-        assert (row.completed, row.total) == (37, 100) and "best val 0.0016 (epoch 35)" in row.fields["note"]
+        assert (row.completed, row.total) == (37, 100) and "best 0.0016 (ep 35)" in row.fields["note"]
         view.update(2, [])
         assert len(view.progress.tasks) == 1, "a trial that ended leaves the view"
     shown = console.file.getvalue()

@@ -189,4 +189,5 @@ class Driver:
 def _label(spec: TrialSpec) -> str:
     """How the driver names a running trial: its id and the keys a grid usually varies."""
     train = spec.config.train
-    return f"{spec.trial_id} z={spec.config.model.latent} bs={train.batch_size} lr={train.lr:.0e} wd={train.weight_decay:g}"
+    wd = f"{train.weight_decay:.0e}" if train.weight_decay else "0"
+    return f"{spec.trial_id[:8]} z={spec.config.model.latent} bs={train.batch_size} lr={train.lr:.0e} wd={wd}"
