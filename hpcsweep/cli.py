@@ -161,6 +161,19 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--tree", help="tree or RNTuple to read (default: the variable set's, or the only one)")
     score.set_defaults(handler=cmd_score)
 
+    tracking = commands.add_parser("export-tracking", help="write a sweep's trials as TensorBoard or MLflow runs",
+                                   description="One run per trial file (failed ones with their state): per-epoch train_loss, "
+                                               "val_loss and lr, the final metrics, the config as hyperparameters (TensorBoard's "
+                                               "HParams tab, MLflow params). Running it again replaces the last export; needs "
+                                               "the extra 'tracking'.")  # fmt: skip
+    tracking.add_argument("sweep", help=RESULTS_HELP)
+    tracking.add_argument("--to", required=True, choices=("tensorboard", "mlflow"), help="a TensorBoard log dir, or a local MLflow "
+                                                                                       "store (SQLite, no server)")  # fmt: skip
+    tracking.add_argument("-o", "--output", metavar="DIR", help="the folder to write (default: results/<sweep>/tensorboard or "
+                                                                "results/<sweep>/mlruns); replaced whole by each export")  # fmt: skip
+    _add_results_option(tracking)
+    tracking.set_defaults(handler=cmd_export_tracking)
+
     data = commands.add_parser("data", help="generate and inspect jet data")
     data_commands = data.add_subparsers(title="data commands", metavar="COMMAND")
     generate = data_commands.add_parser("generate", help="simulate jets with Pythia 8 + FastJet into a ROOT file",
@@ -652,6 +665,20 @@ def cmd_score(args: argparse.Namespace) -> int:
     print(f"{summary.jets:,} jets in {summary.entries:,} entries scored -> {args.output}, {summary.jets / summary.seconds:,.0f} jets/s")
     for note in summary.notes:
         print(f"note: {note}")
+    return 0
+
+
+def cmd_export_tracking(args: argparse.Namespace) -> int:
+    from hpcsweep.review.tracking import export_tracking
+
+    results_dir = _results_dir(args.sweep, args.results)
+    if not (results_dir / "trials").is_dir():
+        raise UserError(f"{results_dir}: no trials yet; run 'hpcsweep sweep {args.sweep}' first")
+    exported = export_tracking(results_dir, args.to, Path(args.output) if args.output else None)
+    for problem in exported.unreadable:
+        print(f"warning: left out {problem}", file=sys.stderr)
+    states = ", ".join(f"{count} {state}" for state, count in sorted(exported.states.items()))
+    print(f"{sum(exported.states.values())} runs ({states}) -> {exported.folder}; open with: {exported.open_with}")
     return 0
 
 
