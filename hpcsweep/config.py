@@ -240,6 +240,16 @@ class EvaluationConfig(_Section):
         }
 
 
+class ReviewConfig(_Section):
+    """How the review draws a sweep's figures (not part of a trial's identity, nor of what its results folder compares)."""
+
+    label: str | None = Field(
+        None,
+        description="the experiment-style label over every figure, e.g. 'ATLAS Simulation Internal'; default: 'Simulation' "
+        "(and sqrt(s) = 13 TeV) for generated data, none for files; '' for none",
+    )
+
+
 class TrialConfig(_Section):
     """Everything that determines a trial's result, and nothing else.
 
@@ -427,6 +437,7 @@ class SweepConfig(_Section):
     )
     dispatch: DispatchConfig = Field(default_factory=DispatchConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    review: ReviewConfig = Field(default_factory=ReviewConfig)
     search: SearchKind = "grid"
     budget: PositiveInt | None = Field(None, description="random/tpe: trials to finish (done or pruned)")
     space: dict[str, Any] = Field(default_factory=dict, description="random/tpe: key -> list of choices or {low, high, log, step}")

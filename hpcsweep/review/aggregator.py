@@ -121,9 +121,10 @@ def aggregate(results_dir: Path, plot: bool = True, detail: bool = True, definit
     ranked = _Ranked(frame, best, median, summaries, ranking)
     _add_tables(review, ranked, evaluations, varset)
     _add_data_tables(review, ranked, everything, selection.definition)
+    label = _experiment_label(selection.definition, records)
     if plot and len(best) and varset is not None:
-        _add_figures(review, ranked, records, detail, varset)
-    _add_stability(review, summaries, plot, ranking)
+        _add_figures(review, ranked, records, detail, varset, label)
+    _add_stability(review, summaries, plot, ranking, label)
     for figure in review.figures:
         for suffix in (".png", ".pdf"):
             review.paths[f"figures/{figure.path.name}{suffix}"] = figure.path.with_suffix(suffix)
@@ -232,40 +233,55 @@ def _add_table(review: Review, stem: str, title: str, table: pd.DataFrame) -> No
         review.paths[f"tables/{path.name}"] = path
 
 
-def _add_figures(review: Review, ranked: _Ranked, records: dict[str, TrialRecord], detail: bool, varset: VarSet) -> None:
+def _experiment_label(definition: SweepConfig | None, records: dict[str, TrialRecord]) -> plots.ExperimentLabel | None:
+    """The label over the figures: the sweep's `review.label`, else "Simulation" (at 13 TeV) when the best trials read
+    generated data, and none for files. A folder without a kept definition (older hpcsweep) has no review.label: its
+    trials' data decide."""
+    generated = bool(records) and all(r.config.get("data", {}).get("source", "generated") == "generated" for r in records.values())
+    return plots.ExperimentLabel.of(definition.review.label if definition is not None else None, generated)
+
+
+def _add_figures(
+    review: Review, ranked: _Ranked, records: dict[str, TrialRecord], detail: bool, varset: VarSet, label: plots.ExperimentLabel | None
+) -> None:
     frame, best, median, ranking = ranked.frame, ranked.best, ranked.median, ranked.ranking
     folder = review.results_dir / "figures"
     evaluations = {trial_id: record.evaluation for trial_id, record in records.items()}
-    label = ranking.noun
+    noun = ranking.noun
     sweep_figures = [
-        ("Figures of the sweep", f"{ranking.label} versus latent dimension", lambda p: plots.loss_vs_latent(best, median, p, ranking), "loss_vs_latent"),
-        ("Figures of the sweep", f"Grid search: {label} versus learning rate", lambda p: plots.grid_summary(frame, best, p, ranking), "grid_summary"),
+        ("Figures of the sweep", f"{ranking.label} versus latent dimension",
+         lambda p: plots.loss_vs_latent(best, median, p, ranking, label=label), "loss_vs_latent"),
+        ("Figures of the sweep", f"Grid search: {noun} versus learning rate",
+         lambda p: plots.grid_summary(frame, best, p, ranking, label=label), "grid_summary"),
         ("Figures of the sweep", "Training and validation loss of the best trial per latent dimension",
-         lambda p: plots.training_curves({f"z={int(t.latent)}": records[t.trial_id].history for t in best.itertuples() if t.trial_id in records}, p),
+         lambda p: plots.training_curves({f"$z$ = {int(t.latent)}": records[t.trial_id].history for t in best.itertuples()
+                                          if t.trial_id in records}, p, label=label),
          "training_curves"),
     ]  # fmt: skip
     if all("residuals" in e.get("validation", {}) for e in evaluations.values()) and evaluations:
         sweep_figures += [
             ("Figures of the sweep", "Residual median and 68 % half-width versus latent dimension",
-             lambda p: plots.residuals_vs_latent(best, evaluations, varset, p), "residuals_vs_latent"),
-            ("Figures of the sweep", "Encode and decode time per jet", lambda p: plots.timing_vs_latent(best, evaluations, p), "timing_vs_latent"),
+             lambda p: plots.residuals_vs_latent(best, evaluations, varset, p, label=label), "residuals_vs_latent"),
+            ("Figures of the sweep", "Encode and decode time per jet",
+             lambda p: plots.timing_vs_latent(best, evaluations, p, label=label), "timing_vs_latent"),
             ("Figures of the sweep", "Rate and distortion: bytes per jet versus residual width",
-             lambda p: plots.rate_distortion(best, evaluations, varset, p), "rate_distortion"),
+             lambda p: plots.rate_distortion(best, evaluations, varset, p, label=label), "rate_distortion"),
         ]  # fmt: skip
     else:
         review.warnings.append("the best trials have no stored evaluation: no residual, timing or rate-distortion figures")
     curves = {t.latent: records[t.trial_id].arrays for t in best.itertuples() if t.trial_id in records}
     if any(k.endswith("/roc_signal_efficiency") for arrays in curves.values() for k in arrays):
         sweep_figures.append(("Figures of the sweep", "Anomaly detection: ROC of the reconstruction error, best trial per latent dimension",
-                              lambda p: plots.roc_curves(curves, p), "roc"))  # fmt: skip
+                              lambda p: plots.roc_curves(curves, p, label=label), "roc"))  # fmt: skip
     done = frame[frame["state"] == TrialState.DONE].drop(columns=["failure"]).to_json()
-    stamp = [done, {t: _mtime(review, t) for t in records}, ranking.description, __version__]  # what the sweep figures show
+    # what the sweep figures show, and how they are drawn
+    stamp = [done, {t: _mtime(review, t) for t in records}, ranking.description, __version__, plots.STYLE, repr(label)]
     for section, title, draw, stem in sweep_figures:
         _draw(review, Figure(section, title, folder / stem), draw, stamp)
     if detail:
         for trial in best.itertuples():
             if trial.trial_id in records:
-                _trial_figures(review, records[trial.trial_id], int(trial.latent), folder)
+                _trial_figures(review, records[trial.trial_id], int(trial.latent), folder, label)
 
 
 def _mtime(review: Review, trial_id: str) -> int:
@@ -288,34 +304,38 @@ def _draw(review: Review, figure: Figure, draw: Callable[[Path], object], stamp:
     review.figures.append(figure)
 
 
-def _trial_figures(review: Review, record: TrialRecord, latent: int, folder: Path) -> None:
+def _trial_figures(review: Review, record: TrialRecord, latent: int, folder: Path, label: plots.ExperimentLabel | None = None) -> None:
     """Inputs versus decoded, residuals, their correlations and the dijet mass of one trial (redrawn when its file changes)."""
     varset: VarSet = load_varset(record.varset or record.config["data"]["varset"])
     section = f"Best trial at z = {latent} ({record.trial_id})"
-    title = f"z = {latent}, trial {record.trial_id}"
+    title = f"Best AE at $z$ = {latent} (trial {record.trial_id})"
     validation = {k.split("/", 1)[1]: v for k, v in record.arrays.items() if k.startswith("validation/")}
+    discrete = {k.removeprefix("discrete/"): v for k, v in record.arrays.items() if k.startswith("discrete/")}
     drawn: list[tuple[str, str, Any]] = []
     if "hist_edges" in validation:
         drawn.append(
-            ("Input and decoded distributions (validation jets)", "inputs", lambda p: plots.inputs_vs_decoded(validation, varset, p, title))
-        )
+            ("Input and decoded distributions (validation jets)", "inputs",
+             lambda p: plots.inputs_vs_decoded(validation, varset, p, title, discrete=discrete, label=label))
+        )  # fmt: skip
     if "residual_counts" in validation:
         drawn += [
-            ("Residual distributions", "residuals", lambda p: plots.residual_histograms(validation, varset, p, title)),
-            ("Residual correlations", "corner", lambda p: plots.residual_corner(validation, varset, p, title)),
-        ]
+            ("Residual distributions", "residuals",
+             lambda p: plots.residual_histograms(validation, varset, p, title, discrete=discrete, label=label)),
+            ("Residual correlations", "corner", lambda p: plots.residual_corner(validation, varset, p, title, label=label)),
+        ]  # fmt: skip
     else:
         review.warnings.append(
             f"trial {record.trial_id} (z={latent}) has no residual histograms or correlations (written by an older hpcsweep); "
             f"'hpcsweep evaluate {review.results_dir / 'trials' / record.trial_id}.h5' adds them"
         )
-    signals = {label: summary["dijet"] for label, summary in record.evaluation.items() if isinstance(summary, dict) and "dijet" in summary}
+    signals = {name: summary["dijet"] for name, summary in record.evaluation.items() if isinstance(summary, dict) and "dijet" in summary}
     if signals:
-        arrays = {label: {name: record.arrays[f"{label}/{name}"] for name in ("dijet_original", "dijet_decoded")} for label in signals}
+        arrays = {name: {key: record.arrays[f"{name}/{key}"] for key in ("dijet_original", "dijet_decoded")} for name in signals}
         drawn.append(
-            ("Dijet mass of the two leading jets, input and decoded", "dijet", lambda p: plots.dijet_mass(arrays, signals, p, title))
-        )
-    stamp = [record.trial_id, _mtime(review, record.trial_id), __version__]
+            ("Dijet mass of the two leading jets, input and decoded", "dijet",
+             lambda p: plots.dijet_mass(arrays, signals, p, title, label=label))
+        )  # fmt: skip
+    stamp = [record.trial_id, _mtime(review, record.trial_id), __version__, plots.STYLE, repr(label)]
     for caption, stem, draw in drawn:
         _draw(review, Figure(section, caption, folder / f"{stem}_z{latent}"), draw, stamp)
 
@@ -327,7 +347,9 @@ def _read_json(path: Path) -> dict[str, Any]:
         return {}
 
 
-def _add_stability(review: Review, summaries: dict[str, dict[str, Any]], plot: bool, ranking: Ranking) -> None:
+def _add_stability(
+    review: Review, summaries: dict[str, dict[str, Any]], plot: bool, ranking: Ranking, label: plots.ExperimentLabel | None
+) -> None:
     """The stability table and the reruns' validation curves, when configs were run with several seeds."""
     for child in sorted(review.results_dir.parent.glob(f"{review.results_dir.name}-top*-seeds*/tables/stability.csv")):
         name = child.parent.parent.name  # rerun-best's child sweeps of this one: their tables, as made when they ran
@@ -348,8 +370,13 @@ def _add_stability(review: Review, summaries: dict[str, dict[str, Any]], plot: b
             "Validation loss of each run of the best rerun config per latent dimension",
             review.results_dir / "figures" / "stability_curves",
         )
-        stamp = [sorted((i, _mtime(review, i)) for ids in groups.values() for i in ids), __version__]
-        _draw(review, figure, lambda p: plots.rerun_curves(_rerun_histories(review.results_dir, summaries, groups, ranking), p), stamp)
+        stamp = [sorted((i, _mtime(review, i)) for ids in groups.values() for i in ids), __version__, plots.STYLE, repr(label)]
+        _draw(
+            review,
+            figure,
+            lambda p: plots.rerun_curves(_rerun_histories(review.results_dir, summaries, groups, ranking), p, label=label),
+            stamp,
+        )
 
 
 def _rerun_histories(

@@ -179,20 +179,21 @@ def residual_table(original: np.ndarray, decoded: np.ndarray, measure: JetMeasur
 
 
 def residual_arrays(table: np.ndarray, bins: int = HISTOGRAM_BINS) -> dict[str, np.ndarray]:
-    """Residual histograms per variable (0.5-99.5 % range), the residual correlation matrix, and a sample of jets.
+    """Residual histograms per variable (0.5-99.5 % range, with under- and overflow), the residual correlation matrix,
+    and a sample of jets.
 
     The correlation is Pearson's on residuals clipped to their 0.5-99.5 % range, so
     that a few jets with tiny denominators do not decide it.
     """
     n = table.shape[1]
-    edges, counts, clipped = np.empty((n, bins + 1)), np.zeros((n, bins), dtype=np.int64), table.copy()
+    edges, counts, clipped = np.empty((n, bins + 1)), np.zeros((n, bins + 2), dtype=np.int64), table.copy()
     for i in range(n):
         column = table[:, i][np.isfinite(table[:, i])]
         low, high = np.percentile(column, [0.5, 99.5]) if len(column) else (0.0, 0.0)
         if high <= low:
             low, high = low - 0.5, high + 0.5  # all residuals equal (e.g. 0 after rounding): a readable axis
         edges[i] = np.linspace(low, high, bins + 1)
-        counts[i] = np.histogram(column, edges[i])[0]
+        counts[i] = _with_flow(column, edges[i])
         clipped[:, i] = np.clip(table[:, i], low, high)
     with np.errstate(invalid="ignore", divide="ignore"):
         correlation = pd.DataFrame(clipped).corr().to_numpy()  # pairwise: NaN residuals are left out per pair
@@ -202,6 +203,11 @@ def residual_arrays(table: np.ndarray, bins: int = HISTOGRAM_BINS) -> dict[str, 
         "residual_correlation": correlation,
         "residual_sample": table[:RESIDUAL_SAMPLE].astype(np.float32),
     }
+
+
+def _with_flow(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Counts in the bins of `edges`, with the values below and above them as first and last entries: every jet counts."""
+    return np.histogram(values, np.concatenate([[-np.inf], edges, [np.inf]]))[0]
 
 
 def truncation_baselines(x_physical: np.ndarray, normaliser: Normaliser, measure: JetMeasure) -> list[dict[str, Any]]:
@@ -302,17 +308,16 @@ def anomaly(background: np.ndarray, signal: np.ndarray) -> tuple[dict[str, Any],
 
 
 def histograms(original: np.ndarray, decoded: np.ndarray, bins: int = HISTOGRAM_BINS) -> dict[str, np.ndarray]:
-    """Input and output histograms per variable on the input's 0.5-99.5 % range."""
+    """Input and output histograms per variable on the input's 0.5-99.5 % range, with under- and overflow (bins + 2)."""
     edges = np.empty((original.shape[1], bins + 1))
-    counts_in = np.empty((original.shape[1], bins), dtype=np.int64)
+    counts_in = np.empty((original.shape[1], bins + 2), dtype=np.int64)
     counts_out = np.empty_like(counts_in)
     for i in range(original.shape[1]):
         low, high = np.percentile(original[:, i], [0.5, 99.5])
         if high <= low:
             low, high = low - 0.5, high + 0.5
         edges[i] = np.linspace(low, high, bins + 1)
-        counts_in[i] = np.histogram(original[:, i], edges[i])[0]
-        counts_out[i] = np.histogram(decoded[:, i], edges[i])[0]
+        counts_in[i], counts_out[i] = _with_flow(original[:, i], edges[i]), _with_flow(decoded[:, i], edges[i])
     return {"hist_edges": edges, "hist_original": counts_in, "hist_decoded": counts_out}
 
 
