@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_args
@@ -448,8 +449,9 @@ def _show_tables(results_dir: Path, latents: list[int] | None = None, detail: bo
 
     from hpcsweep.review import aggregate
 
-    with Console(stderr=True).status(f"aggregating {results_dir}: tables and figures (PNG, PDF)"):
-        review = aggregate(results_dir, detail=detail)
+    with Console(stderr=True).status(f"aggregating {results_dir}: tables") as status:
+        drawn = itertools.count(1)
+        review = aggregate(results_dir, detail=detail, drawing=lambda title: status.update(f"drawing figure {next(drawn)}: {title}"))
     shown = ["best_per_latent", "median_per_latent", "stability"]
     residuals = review.tables.get("residuals_per_latent")
     if residuals is not None and residuals[1]["Variable"].nunique() <= 8:  # a few variables: their residuals fit a terminal

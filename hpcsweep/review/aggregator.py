@@ -17,6 +17,7 @@ import pandas as pd
 from hpcsweep import __version__
 from hpcsweep.config import SweepConfig
 from hpcsweep.data.varset import VarSet, load_varset
+from hpcsweep.errors import Log
 from hpcsweep.files import write_atomically
 from hpcsweep.review import plots
 from hpcsweep.review.stability import rerun_groups, stability_table
@@ -88,10 +89,14 @@ class Review:
     warnings: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
     paths: dict[str, Path] = field(default_factory=dict)
+    drawing: Log = field(default=lambda _: None, repr=False)  # told the title of each figure it draws
 
 
-def aggregate(results_dir: Path, plot: bool = True, detail: bool = True, definition: SweepConfig | None = None) -> Review:
+def aggregate(
+    results_dir: Path, plot: bool = True, detail: bool = True, definition: SweepConfig | None = None, drawing: Log | None = None
+) -> Review:
     """Write a sweep's tables and figures; `detail` adds the per-trial figures of the best trial per z.
+    `drawing` is told the title of each figure before it is drawn (those drawn before from the same data are not).
 
     The tables count the trials of `definition` (default: the sweep as its folder keeps it), ranked
     by its `rank_by`. Only summaries (the sweep index) and the chosen trials' evaluations and histories
@@ -101,7 +106,7 @@ def aggregate(results_dir: Path, plot: bool = True, detail: bool = True, definit
     everything, unreadable = rebuild_index(results_dir)
     selection = select(results_dir, everything, definition)
     summaries, ranking = selection.summaries, selection.ranking
-    review = Review(results_dir, trials_frame({}), unreadable=unreadable)
+    review = Review(results_dir, trials_frame({}), unreadable=unreadable, drawing=drawing or (lambda _: None))
     review.warnings += [f"unreadable trial file (left out): {problem}" for problem in unreadable] + selection.notes
     review.frame = frame = trials_frame(summaries, ranking)
     review.paths["trials.csv"] = results_dir / "trials.csv"
@@ -298,6 +303,7 @@ def _draw(review: Review, figure: Figure, draw: Callable[[Path], object], stamp:
     stamps = _read_json(stamps_path)
     key = hashlib.sha256(json.dumps(stamp, sort_keys=True, default=str).encode()).hexdigest()
     if stamps.get(figure.path.name) != key or not all(figure.path.with_suffix(s).exists() for s in (".png", ".pdf")):
+        review.drawing(figure.title)
         draw(figure.path)
         stamps[figure.path.name] = key
         write_atomically(stamps_path, json.dumps(stamps, indent=1))

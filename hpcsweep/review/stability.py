@@ -99,5 +99,6 @@ def rerun_best_sweep(parent: dict[str, Any], picks: list[dict[str, Any]], top: i
         "grid": {"train.seed": original + new},
         "dispatch": parent.get("dispatch", {}),
         "evaluation": parent.get("evaluation", {}),
+        "review": parent.get("review", {}),
         **{key: parent[key] for key in ("rank_by", "rank_variables") if parent.get(key) is not None},
     }
