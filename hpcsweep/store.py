@@ -348,7 +348,11 @@ def read_submissions(results_dir: Path) -> list[dict[str, Any]]:
 
 def progress_path(results_dir: Path, trial_id: str) -> Path:
     """A running trial's heartbeat: the epoch it reached and its best validation loss so far (removed when it ends)."""
-    return Path(results_dir) / "progress" / f"{trial_id}.json"
+    return _progress_dir(results_dir) / f"{trial_id}.json"
+
+
+def _progress_dir(results_dir: Path) -> Path:
+    return Path(results_dir) / "progress"
 
 
 def write_progress(results_dir: Path, trial_id: str, epoch: int, epochs: int, best_val: float, best_epoch: int) -> None:
@@ -364,12 +368,16 @@ def write_progress(results_dir: Path, trial_id: str, epoch: int, epochs: int, be
 
 
 def read_progress(results_dir: Path, trial_ids: list[str]) -> dict[str, dict[str, Any]]:
-    """The heartbeats of those trials that have one now."""
+    """The heartbeats of those trials that have one now (one listing of the folder: the driver asks every poll)."""
+    try:
+        beating = {entry.name[: -len(".json")] for entry in os.scandir(_progress_dir(results_dir)) if entry.name.endswith(".json")}
+    except OSError:  # no trial has beaten yet
+        return {}
     found = {}
-    for trial_id in trial_ids:
+    for trial_id in beating.intersection(trial_ids):
         try:
             found[trial_id] = json.loads(progress_path(results_dir, trial_id).read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError):  # it ended (and removed it) meanwhile
             continue
     return found
 
