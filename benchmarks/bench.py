@@ -1,21 +1,21 @@
 """hpcsweep benchmarks: every figure is a ratio of two things measured in this one run.
 
     make bench                     (or: python benchmarks/bench.py --out docs/benchmarks.md)
+    python benchmarks/bench.py --only training orchestration      (rerun sections, replaced in --out)
 
-1. float32 matmul rate of this machine (torch.mm, all threads this process may use);
-2. training throughput of our loop (`hpcsweep.trial.train.train`) against a plain
-   `DataLoader(TensorDataset)` loop, same model, data and threads, at several batch
-   sizes, and the FLOP rate each achieves as a fraction of (1);
-3. encode / decode time per jet for z = 8..20 against the FLOP bound of (1);
-4. peak memory (max RSS of a child process) of reading and caching ROOT files of
-   1M, 2M and 4M synthetic jets, which must not grow with the file;
-5. orchestration: `hpcsweep status` on a sweep of 1000 trial files, and, when a SLURM
-   cluster answers (make slurm-up), 16 short trials as job arrays: wall time against
-   the sum of the trials' own times divided by the cores, with and without packing;
-6. review: `hpcsweep aggregate` on 1000 trial files (first, again, after one new best);
-7. compression (benchmarks/compression.py): bytes per jet of the learned error-bounded compressor against SZ3, ZFP,
-   fpzip and truncation at 1 % and 0.1 %, and compress/decompress throughput and memory on 1M and 4M jets.
-   `--only compression` reruns this section alone and replaces it in --out.
+Sections (SECTIONS below), each against a peer or a bound measured in the same run:
+- training (benchmarks/training.py): our loop against PyTorch Lightning and a DataLoader loop at batch 256,
+  1024 and 4096 as a fraction of this machine's matmul rate; a profiled step; each optimisation on and off;
+- gpu (benchmarks/training.py): K models stacked into batched matmuls against K one after another;
+- timing: encode / decode time per jet for z = 8..20 against the FLOP bound of the matmul rate;
+- memory: peak memory (max RSS of a child process) of reading and caching ROOT files of 1M, 2M and 4M jets;
+- orchestration (benchmarks/orchestration.py): `hpcsweep status` on 1000 trial files; on the local SLURM
+  cluster, N = 16 and 64 short trials through hpcsweep (unpacked, packed) and Hydra + submitit; start-up costs;
+- review: `hpcsweep aggregate` on 1000 trial files (first, again, after one new best);
+- compression (benchmarks/compression.py): bytes per jet of the learned error-bounded compressor against SZ3,
+  ZFP, fpzip and truncation, and compress/decompress throughput and memory on 1M and 4M jets.
+The peers (Lightning, Hydra and its launcher, SZ3, ZFP, fpzip) are the `bench` and `compare` extras; `make bench`
+installs them.
 """
 
 from __future__ import annotations
@@ -28,19 +28,21 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from hpcsweep.allocation import allocated_cores
-from hpcsweep.config import ModelConfig, TrainConfig
+from hpcsweep.config import ModelConfig
 from hpcsweep.trial.evaluate import EVAL_BATCH, timing
 from hpcsweep.trial.models import build_model
-from hpcsweep.trial.train import train
 
-N_VARIABLES = 27
-HIDDEN = [200, 200, 200]
+sys.path.insert(0, str(Path(__file__).parent))  # the sections of this folder: training, orchestration, compression
+
+from sections import replace_section, verdict  # noqa: E402
+from training import HIDDEN, N_VARIABLES, linear_flops  # noqa: E402
 
 
 def matmul_rate(size: int = 2048, repeats: int = 10) -> float:
@@ -53,82 +55,6 @@ def matmul_rate(size: int = 2048, repeats: int = 10) -> float:
         torch.mm(a, b)
         best = min(best, time.perf_counter() - start)
     return 2 * size**3 / best / 1e9
-
-
-def linear_flops(model: torch.nn.Module) -> int:
-    """Multiply-adds x 2 of the Linear layers for one jet (forward)."""
-    return sum(2 * m.in_features * m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear))
-
-
-def our_loop(x: torch.Tensor, x_val: torch.Tensor, batch_size: int, epochs: int) -> float:
-    """Jets per second of hpcsweep's own training loop (constant rate, no checkpoints)."""
-    torch.manual_seed(0)
-    model = build_model(ModelConfig(hidden=HIDDEN, latent=12), N_VARIABLES)
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=1e-3, schedule="constant")
-    result = train(model, x, x_val, config, log=lambda _: None)
-    return len(x) * epochs / result.train_time_s
-
-
-def dataloader_loop(x: torch.Tensor, x_val: torch.Tensor, batch_size: int, epochs: int) -> float:
-    """Jets per second of the textbook loop: DataLoader(TensorDataset), shuffle, same model, default AdamW."""
-    from torch.utils.data import DataLoader, TensorDataset
-
-    torch.manual_seed(0)
-    model = build_model(ModelConfig(hidden=HIDDEN, latent=12), N_VARIABLES)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    loader = DataLoader(TensorDataset(x), batch_size=batch_size, shuffle=True, drop_last=len(x) % batch_size == 1)
-    start = time.perf_counter()
-    for _ in range(epochs):
-        model.train()
-        for (batch,) in loader:
-            loss = torch.nn.functional.mse_loss(model(batch), batch)
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-        model.eval()
-        with torch.no_grad():
-            torch.nn.functional.mse_loss(model(x_val), x_val).item()
-    return len(x) * epochs / (time.perf_counter() - start)
-
-
-def verdict(met: bool) -> str:
-    return "met" if met else "**not met**"
-
-
-def training_table(peak: float, n_jets: int) -> list[str]:
-    x = torch.randn(n_jets, N_VARIABLES)
-    x_val = torch.randn(4096, N_VARIABLES)
-    train_flops = 3 * linear_flops(build_model(ModelConfig(hidden=HIDDEN, latent=12), N_VARIABLES))  # forward + backward
-    lines = [
-        f"Model {N_VARIABLES}-{'-'.join(map(str, HIDDEN))}-12-mirror (LeakyReLU + BatchNorm), {n_jets:,} synthetic jets, "
-        f"{train_flops / 1e6:.2f} MFLOP per jet per training step (Linear layers, forward + backward).",
-        "",
-        "Ours is `hpcsweep.trial.train.train` as shipped (tensor slices of one shuffled copy per epoch, fused AdamW,",
-        "per-batch divergence check, schedule); the DataLoader loop is the textbook one (per-sample `__getitem__` and",
-        "collation, default AdamW). Both validate on 4,096 jets after each epoch.",
-        "",
-        "| batch size | ours (jets/s) | DataLoader (jets/s) | ours / DataLoader | ours: GFLOP/s | fraction of matmul rate |",
-        "|---:|---:|---:|---:|---:|---:|",
-    ]
-    ratios, fraction = [], 0.0
-    for batch_size in (256, 1024, 4096):
-        epochs = 2 if batch_size < 4096 else 3
-        dataloader_loop(x[:8192], x_val, batch_size, 1)  # warm up both paths
-        ours = our_loop(x, x_val, batch_size, epochs)
-        plain = dataloader_loop(x, x_val, batch_size, epochs)
-        rate = ours * train_flops / 1e9
-        ratios.append(ours / plain)
-        fraction = rate / peak
-        lines.append(f"| {batch_size} | {ours:,.0f} | {plain:,.0f} | {ours / plain:.2f} | {rate:.1f} | {fraction:.0%} |")
-        print(lines[-1], flush=True)
-    lines += [
-        "",
-        f"Targets: faster than the DataLoader loop at every batch size: {verdict(min(ratios) > 1)} (lowest ratio {min(ratios):.2f}); "
-        f"at least 60 % of the matmul rate at batch 4096: {verdict(fraction >= 0.6)} ({fraction:.0%}). Between the GEMMs of a "
-        "step lie BatchNorm, LeakyReLU, the loss and the optimiser update, elementwise work that a 2048 x 2048 matmul does not "
-        "have; 4096 x 200 x 200 GEMMs are also smaller than the one that sets the rate.",
-    ]
-    return lines
 
 
 def timing_table(peak: float, n_jets: int) -> list[str]:
@@ -222,62 +148,6 @@ def write_synthetic(path: Path, n_jets: int, chunk_events: int = 100_000) -> Non
             tree.extend({"eventNumber": np.arange(first, first + len(per_event), dtype=np.int64), "jet": jets})
 
 
-STATUS_SWEEP = (
-    "name: big\ngrid: {z: [4, 6, 8, 10, 12], lr: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], wd: [0, 1.0e-5, 1.0e-4, 1.0e-3], seed: [0, 1, 2, 3, 4]}\n"
-)
-SHORT_SWEEP = (
-    "name: short\ndata: {events: 600}\nmodel: {hidden: [64, 64], latent: 4}\ntrain: {epochs: 20, batch_size: 256}\n"
-    "grid: {lr: [1.0e-3, 3.0e-3, 1.0e-2, 3.0e-2], wd: [0, 1.0e-5, 1.0e-4, 1.0e-3]}\nevaluation: {signals: [], timing_repeats: 1}\n"
-)
-
-
-def orchestration_table() -> list[str]:
-    import os
-
-    from hpcsweep.config import load_sweep
-    from hpcsweep.data import prepare
-    from hpcsweep.store import TrialRecord, read_attempts, rebuild_index, scan, trial_path, write_trial
-    from hpcsweep.sweep import expand, run_sweep
-    from hpcsweep.sweep.slurm import cluster_answers
-
-    lines = ["| what | figure |", "|---|---:|"]
-    with tempfile.TemporaryDirectory() as folder:
-        root = Path(folder)
-        (root / "big.yaml").write_text(STATUS_SWEEP)
-        for trial in expand(load_sweep(root / "big.yaml")):
-            record = TrialRecord(
-                trial_id=trial.identity(), sweep="big", state="done", config=trial.model_dump(mode="json"), metrics={"best_val_mse": 0.1}
-            )
-            write_trial(trial_path(root / "results" / "big", trial.identity()), record)
-        status = [sys.executable, "-m", "hpcsweep", "status", str(root / "big.yaml"), "--results", str(root / "results")]
-        for label in ("`hpcsweep status`, 1000 trial files, no index (s)", "the same once the aggregator built the index (s)"):
-            start = time.perf_counter()
-            subprocess.run(status, capture_output=True, check=True)
-            lines.append(f"| {label} | {time.perf_counter() - start:.2f} |")
-            rebuild_index(root / "results" / "big")
-        if not cluster_answers():
-            lines += ["", "No SLURM cluster answered (make slurm-up): the job-array overhead was not measured."]
-            return lines
-        os.environ["HPCSWEEP_DATA"] = str(root / "data")
-        (root / "short.yaml").write_text(SHORT_SWEEP)
-        prepare(load_sweep(root / "short.yaml").data, progress=False)  # generated and cached before anything is timed
-        cores = allocated_cores()
-        for pack in (1, 4):
-            sweep = load_sweep(root / "short.yaml").with_overrides(dispatch={"executor": "slurm", "pack": pack})
-            results = root / f"pack{pack}"
-            start = time.perf_counter()
-            run_sweep(sweep, results, wait=True, progress=False, log=lambda _: None)
-            wall = time.perf_counter() - start
-            summaries, _ = scan(results)
-            busy = sum(a["end"] - a["start"] for t in summaries for a in read_attempts(results, t) if "end" in a)
-            lines.append(
-                f"| 16 short trials, {16 // pack} array tasks of {pack}: wall (s) / sum of trial times per core (s) | "
-                f"{wall:.1f} / {busy / cores:.1f} = **{wall / (busy / cores):.2f}** |"
-            )
-            print(lines[-1], flush=True)
-    return lines
-
-
 REVIEW_SWEEP = (
     "name: one\ndata: {events: 600}\nmodel: {hidden: [64, 64], latent: 4}\ntrain: {epochs: 5, batch_size: 256}\n"
     "evaluation: {signals: [350], signal_events: 400, timing_repeats: 1}\n"
@@ -342,26 +212,80 @@ def thesis_shapes(latent: int) -> list[tuple[int, ...]]:
     return [shape for a, b in zip(widths, widths[1:], strict=False) for shape in ((b, a), (b,))]
 
 
+def training_lines(peak: float, n_jets: int) -> list[str]:
+    import training
+
+    peers, _ = training.peers_table(peak, n_jets)
+    profile, gemm_rate = training.step_profile(training.BATCH_SIZES[-1])
+    return [
+        f"float32 matmul rate in this run (torch.mm 2048 x 2048, best of 10): {peak:.1f} GFLOP/s.",
+        "",
+        *peers,
+        "",
+        "### Where a step's time goes",
+        "",
+        "Self time of each operator in 30 steps of our step (forward, loss, backward, fused AdamW), torch.profiler:",
+        "",
+        *profile,
+        "",
+        f"The GEMMs of the step run at {gemm_rate / peak:.0%} of the matmul rate ({gemm_rate:.0f} GFLOP/s; 4096 x 200 x 200 and thinner",
+        "products against one 2048 x 2048): with every other part removed, the step could not reach more than that. The",
+        "rest is memory-bound elementwise work: BatchNorm, LeakyReLU and their backward passes read and write every activation.",
+        "",
+        "### What each change gained",
+        "",
+        "Our step alone (slices of one tensor, AdamW, schedule, loss sum), one change on and off, interleaved, median of 3 "
+        "(ratio > 1: the change is faster):",
+        "",
+        *training.gains_table(n_jets),
+    ]
+
+
+def gpu_lines() -> list[str]:
+    import training
+
+    return [
+        "How trials would share one GPU. A trial of the thesis' net (27-200-200-200-z, batch 1024-8192) keeps a GPU busy",
+        "for microseconds per layer: launch latency, not arithmetic, bounds it. Two ways to fill the GPU:",
+        "",
+        "- **several trial processes per GPU**: nothing to change in hpcsweep (`dispatch.gpus: 1` and `pack`, or several",
+        "  array tasks per GPU with CUDA MPS); each trial keeps its own CUDA context (~500 MB) and its own launches;",
+        "- **a batched ensemble of K models**: K grid points with the same shapes stacked into batched matmuls (`torch.bmm`,",
+        "  or `torch.func.stack_module_state` + `vmap`), one launch for K models: it pays where launches bound the step.",
+        "",
+        "On this CPU, where arithmetic bounds the step, the ensemble measured here:",
+        "",
+        *training.ensemble_table(),
+        "",
+        "A gain here comes from fewer, larger GEMMs; on a GPU the larger gain is fewer launches, which this CPU cannot show.",
+        "The CUDA path of a trial (device chosen from the allocation, training, evaluation, the trial file) is tested by",
+        "`tests/trial/test_cuda.py`, which runs when a GPU is visible and is skipped with its reason otherwise.",
+    ]
+
+
+def review_lines() -> list[str]:
+    return [
+        "Target: `hpcsweep aggregate` of 1000 trial files under 10 s. Weights are read once per new or changed file, when the",
+        "scan checks its checksum (the sweep index remembers the files it checked), never to draw. Per-trial figures (inputs",
+        "vs decoded, residuals, corner, dijet) are drawn for the best trial of each z and redrawn only when that trial's file changes.",
+        "",
+        *review_table(),
+    ]
+
+
+def orchestration_lines() -> list[str]:
+    import orchestration
+
+    return orchestration.section()
+
+
 COMPRESSION_TITLE = "## Compressing jets: the learned error-bounded compressor against the peers"
 
 
 def compression_lines() -> list[str]:
-    sys.path.insert(0, str(Path(__file__).parent))
     from compression import section
 
     return section()
-
-
-def replace_section(path: Path, title: str, lines: list[str]) -> None:
-    """Put `lines` under `title` in the Markdown file at `path`, in place of what was there (up to the next section)."""
-    old = path.read_text().splitlines() if path.exists() else []
-    if title in old:
-        start = old.index(title) + 1
-        end = next((i for i in range(start, len(old)) if old[i].startswith("## ") or old[i].startswith("Total benchmark time")), len(old))
-        new = old[:start] + ["", *lines] + old[end:]
-    else:
-        new = old + ["", title, "", *lines]
-    path.write_text("\n".join(new) + "\n")
 
 
 def machine() -> str:
@@ -372,64 +296,47 @@ def machine() -> str:
     return f"{cpu}; {allocated_cores()} cores allocated, torch {torch.__version__} with {torch.get_num_threads()} threads; Python {platform.python_version()}"
 
 
+SECTIONS: dict[str, tuple[str, Callable[[float, argparse.Namespace], list[str]]]] = {
+    "training": ("## Training throughput: our loop against Lightning and a DataLoader loop", lambda peak, a: training_lines(peak, a.jets)),
+    "gpu": ("## GPU readiness: sharing one GPU between trials", lambda peak, a: gpu_lines()),
+    "timing": ("## Encode and decode time per jet (thesis Table 2.5)", lambda peak, a: timing_table(peak, 100_000)),
+    "memory": ("## Peak memory of reading and caching a ROOT file", lambda peak, a: memory_table()),
+    "orchestration": ("## Orchestration", lambda peak, a: orchestration_lines()),
+    "review": ("## Reviewing a large sweep", lambda peak, a: review_lines()),
+    "compression": ("## Compressing jets: the learned error-bounded compressor against the peers", lambda peak, a: compression_lines()),
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
-    parser.add_argument("--jets", type=int, default=200_000, help="synthetic jets for the training benchmark")
-    parser.add_argument("--only", choices=["compression"], help="run one section and replace it in --out")
+    parser.add_argument("--jets", type=int, default=100_000, help="synthetic jets for the training benchmark")
+    parser.add_argument("--only", nargs="+", choices=list(SECTIONS), help="run these sections and replace them in --out")
     args = parser.parse_args()
     torch.set_num_threads(allocated_cores())
     began = time.perf_counter()
-    if args.only:
-        replace_section(args.out, COMPRESSION_TITLE, [*compression_lines(), ""])
-        print(f"written: {args.out} ({time.perf_counter() - began:.0f} s)")
-        return
     peak = matmul_rate()
     print(f"matmul: {peak:.1f} GFLOP/s", flush=True)
-    sections = [
+    if args.only:
+        for name in args.only:
+            title, lines = SECTIONS[name]
+            replace_section(args.out, title, [*lines(peak, args), ""])
+        print(f"written: {args.out} ({time.perf_counter() - began:.0f} s)")
+        return
+    parts = [
         "# Benchmarks",
         "",
         "Made by `make bench` (`python benchmarks/bench.py --out docs/benchmarks.md`); every ratio compares two",
-        "things measured in the same run. Speed targets live here, not in tests.",
+        "things measured in the same run. Speed targets live here, not in tests. `--only SECTION ...` reruns sections.",
         "",
         f"Machine: {machine()}.",
         f"float32 matmul rate (torch.mm 2048 x 2048, best of 10): **{peak:.1f} GFLOP/s**.",
-        "",
-        "## Training throughput: our loop against a DataLoader loop",
-        "",
-        *training_table(peak, args.jets),
-        "",
-        "## Encode and decode time per jet (thesis Table 2.5)",
-        "",
-        *timing_table(peak, 100_000),
-        "",
-        "## Peak memory of reading and caching a ROOT file",
-        "",
-        *memory_table(),
-        "",
-        "## Orchestration",
-        "",
-        "Target: `hpcsweep status` under 1 s for 1000 trials. The array overhead is what SLURM scheduling, job start-up",
-        "(Python, torch import) and the driver cost on top of the trials' own time (1.00 = none).",
-        "",
-        *orchestration_table(),
-        "",
-        "## Reviewing a large sweep",
-        "",
-        "Target: `hpcsweep aggregate` of 1000 trial files under 10 s. Weights are read once per new or changed file, when the",
-        "scan checks its checksum (the sweep index remembers the files it checked), never to draw. Per-trial figures (inputs vs decoded, residuals, corner, dijet) are drawn for the best trial of",
-        "each z and redrawn only when that trial's file changes.",
-        "",
-        *review_table(),
-        "",
-        COMPRESSION_TITLE,
-        "",
-        *compression_lines(),
-        "",
-        f"Total benchmark time: {time.perf_counter() - began:.0f} s.",
-        "",
     ]
-    args.out.write_text("\n".join(sections))
+    for title, lines in SECTIONS.values():
+        parts += ["", title, "", *lines(peak, args)]
+        print(f"done: {title}", flush=True)
+    parts += ["", f"Total benchmark time: {time.perf_counter() - began:.0f} s.", ""]
+    args.out.write_text("\n".join(parts))
     print(f"written: {args.out}")
 
 

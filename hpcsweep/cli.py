@@ -6,7 +6,7 @@ import argparse
 import itertools
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin
 
 import yaml
 
@@ -260,6 +260,7 @@ DISPATCH_OPTIONS: dict[str, tuple[str, type, str | None]] = {
     "--pack": ("pack", int, "K"),
     "--workers": ("workers", int, "N"),
     "--threads": ("threads_per_trial", int, "N"),
+    "--compile": ("compile", str, None),
 }
 
 
@@ -269,7 +270,9 @@ def _add_dispatch_options(parser: argparse.ArgumentParser) -> None:
 
     for option, (key, kind, metavar) in DISPATCH_OPTIONS.items():
         field = DispatchConfig.model_fields[key]
-        choices = backend_names() if key == "executor" else None
+        choices = (
+            backend_names() if key == "executor" else list(get_args(field.annotation)) if get_origin(field.annotation) is Literal else None
+        )
         otherwise = f", else {field.default}" if field.default is not None else ""
         parser.add_argument(option, type=kind, metavar=metavar, choices=choices, dest=key,
                             help=f"{field.description or key}; default: the sweep file's{otherwise}")  # fmt: skip

@@ -40,6 +40,7 @@ Normalisation = Literal["standard", "minmax", "custom", "custom+standard", "cust
 Reference = Literal["auto", "custom", "standard", "custom+standard"]
 SearchKind = Literal["grid", "random", "tpe"]
 RankBy = Literal["reference_mse", "val_loss", "residual_width", "bytes", "auc"]
+Compile = Literal["auto", "always", "never"]
 
 #: Short names a physicist types for the usual grid axes.
 GRID_ALIASES = {
@@ -292,6 +293,7 @@ class TrialSpec(_Section):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     signals: dict[str, str] = Field(default_factory=dict, description="label -> cached signal sample (e.g. zprime350)")
     checkpoint_every: PositiveInt = 10
+    compile: Compile = "auto"
 
 
 class DispatchConfig(_Section):
@@ -302,6 +304,9 @@ class DispatchConfig(_Section):
     threads_per_trial: PositiveInt = Field(1, description="torch threads per trial")
     timeout_min: PositiveInt = Field(24 * 60, description="local: time limit of a job")
     checkpoint_every: PositiveInt = Field(10, description="epochs between checkpoints (also written on SIGTERM/SIGUSR1/SIGUSR2)")
+    compile: Compile = Field(
+        "auto", description="torch.compile the training step: auto when the trial is long enough to repay the compile (docs/benchmarks.md)"
+    )
     site: str = Field("local", description="slurm: slurm_templates/<site>.yaml")
     partition: str | None = Field(None, description="slurm: a partition of the site (none set: the site's default)")
     time: str | None = Field(None, description="slurm: time limit per array task, e.g. 02:00:00 (none set: the partition's)")

@@ -153,6 +153,7 @@ class Driver:
             evaluation=sweep.evaluation,
             signals=signals,
             checkpoint_every=sweep.dispatch.checkpoint_every,
+            compile=sweep.dispatch.compile,
         )
 
     def submit(self, function: Callable, arguments: list[tuple], carried: list[list[str]]) -> Sequence[Job]:

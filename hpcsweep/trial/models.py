@@ -7,6 +7,7 @@ Every model has `encode(x) -> latent`, `decode(latent) -> x`, `forward(x)`
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -115,6 +116,39 @@ def _mlp(widths: list[int], activation: str, batchnorm: bool, dropout: float) ->
             layers.append(nn.Dropout(dropout))
     layers.append(nn.Linear(widths[-2], widths[-1]))
     return nn.Sequential(*layers)
+
+
+def fold_batchnorm(model: Autoencoder) -> Autoencoder:
+    """An evaluation-only copy of `model` with each BatchNorm folded into the Linear layer after it.
+
+    At evaluation BatchNorm is the affine map y -> a*y + b, so W(a*y + b) + c = (W diag a) y + (W b + c):
+    one pass over the activations less per hidden layer, the same outputs up to rounding. Dropout, the
+    identity at evaluation, goes too.
+    """
+    folded = copy.deepcopy(model).eval()
+    for name in ("encoder", "decoder"):
+        setattr(folded, name, _fold(getattr(folded, name)))
+    return folded
+
+
+@torch.no_grad()
+def _fold(layers: nn.Sequential) -> nn.Sequential:
+    kept: list[nn.Module] = []
+    scale: Tensor | None = None
+    shift: Tensor | None = None
+    for layer in layers:
+        if isinstance(layer, nn.BatchNorm1d):
+            assert layer.running_var is not None and layer.running_mean is not None  # tracked: the models never turn it off
+            scale = layer.weight / torch.sqrt(layer.running_var + layer.eps)
+            shift = layer.bias - layer.running_mean * scale
+        elif isinstance(layer, nn.Linear) and scale is not None and shift is not None:
+            layer.bias.add_(layer.weight @ shift)
+            layer.weight.mul_(scale)
+            scale = shift = None
+            kept.append(layer)
+        elif not isinstance(layer, nn.Dropout):
+            kept.append(layer)
+    return nn.Sequential(*kept)
 
 
 def build_model(config: ModelConfig, n_inputs: int) -> Autoencoder:

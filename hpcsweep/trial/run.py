@@ -89,6 +89,7 @@ def run_trial(
         log,
         report,
         lambda *where: write_progress(results, spec.trial_id, *where),
+        spec.compile,
     )
     measure = JetMeasure.from_training(varset, x[train_rows], spec.evaluation.reference, spec.evaluation.tolerances(varset.names))
     evaluation: dict[str, Any] = {}

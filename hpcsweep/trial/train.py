@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hpcsweep.config import TrainConfig
+from hpcsweep.config import Compile, TrainConfig
 from hpcsweep.errors import Log
 from hpcsweep.files import atomic
 from hpcsweep.states import TrialState
@@ -37,6 +37,13 @@ from hpcsweep.trial.evaluate import reconstruction_mse
 from hpcsweep.trial.models import Autoencoder
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+
+#: Jets through the training step (epochs x training jets) from which `compile: auto` compiles it. The compile
+#: costs 10-20 s on 2 CPU cores and the compiled step is about 10 % faster (docs/benchmarks.md measures both), so
+#: it pays after a few minutes of training: 20M jet passes take 3-4 minutes at 100,000 jets/s.
+COMPILE_FROM_JETS = 20_000_000
+
+Objective = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
 class TrialInterrupted(Exception):
@@ -110,12 +117,14 @@ def train(
     log: Log = print,
     report: Report | None = None,
     heartbeat: Heartbeat | None = None,
+    compile: Compile = "auto",
 ) -> TrainResult:
     """Train `model` to reconstruct its input; resume from `checkpoint` if it exists.
 
     `report(epoch, val_loss)` is told every epoch's validation loss (an Optuna
     pruner listens there); when it answers True the trial ends as 'pruned'.
     `heartbeat(epoch, epochs, best_val, best_epoch)` is told where training stands after every epoch.
+    `compile`: torch.compile the training step always, never, or (auto) when the trial is long enough.
     """
     generator = torch.Generator().manual_seed(config.seed)
     n = len(x_train)
@@ -131,12 +140,13 @@ def train(
         result.resumed_from = result.epochs_run
         log(f"resuming from the checkpoint of epoch {result.epochs_run}")
     report_every = max(1, config.epochs // 10)
+    objective = training_objective(model, compile, seen * (config.epochs - result.epochs_run), log)
     with _stop_signals(enabled=checkpoint is not None) as stop:
         for epoch in range(result.epochs_run + 1, config.epochs + 1):
             began = time.perf_counter()
             result.history["lr"].append(optimiser.param_groups[0]["lr"])
             shuffled = x_train[torch.randperm(n, generator=generator).to(x_train.device)]
-            train_loss = _epoch(model, optimiser, schedule, shuffled, starts, config.batch_size) / seen
+            train_loss = _epoch(model, objective, optimiser, schedule, shuffled, starts, config.batch_size) / seen
             val_loss = reconstruction_mse(model, x_val) if math.isfinite(train_loss) else math.nan
             result.history["train_loss"].append(train_loss)
             result.history["val_loss"].append(val_loss)
@@ -171,24 +181,61 @@ def train(
     return result
 
 
+def training_objective(model: Autoencoder, compile: Compile, jet_passes: int, log: Log) -> Objective:
+    """`model.objective`, compiled when asked or, on auto, when `jet_passes` repay the compile (COMPILE_FROM_JETS).
+
+    Compiled with static shapes (the last batch of an epoch compiles once more) and eager random
+    numbers (a VAE draws the same samples either way); a compile that fails (no C++ compiler on
+    the node) is logged and the step runs eagerly.
+    """
+    if compile == "never" or (compile == "auto" and jet_passes < COMPILE_FROM_JETS):
+        return model.objective
+    import torch._inductor.config
+
+    torch._inductor.config.fallback_random = True
+    log(f"compiling the training step (compile: {compile}, {jet_passes:,} jet passes to train)")
+    return _Compiled(model, log)
+
+
+class _Compiled:
+    """A compiled objective that falls back to the eager one when the compile fails."""
+
+    def __init__(self, model: Autoencoder, log: Log) -> None:
+        self.eager: Objective = model.objective
+        self.compiled: Objective | None = torch.compile(model.objective, dynamic=False)
+        self.log = log
+
+    def __call__(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.compiled is not None:
+            try:
+                return self.compiled(batch)
+            except torch._dynamo.exc.BackendCompilerFailed as err:
+                self.log(f"torch.compile failed ({type(err).__name__}: {str(err).splitlines()[0]}); training on without it")
+                self.compiled = None
+        return self.eager(batch)
+
+
 def _epoch(
     model: Autoencoder,
+    objective: Objective,
     optimiser: torch.optim.Optimizer,
     schedule: torch.optim.lr_scheduler.LRScheduler,
     shuffled: torch.Tensor,
     starts: list[int],
     batch_size: int,
 ) -> float:
-    """One pass over the shuffled data; the summed reconstruction loss, or NaN at the first non-finite batch."""
+    """One pass over the shuffled data; the summed reconstruction loss (NaN or inf if any batch diverged).
+
+    Finiteness is checked once per epoch, on the sum: a check per batch waits for the device at
+    every step; a diverged batch makes every later loss NaN, so the epoch ends NaN either way.
+    """
     model.train()
     total = torch.zeros((), dtype=torch.float64, device=shuffled.device)
     for start in starts:
         batch = shuffled[start : start + batch_size]
-        objective, mse = model.objective(batch)
-        if not torch.isfinite(objective):
-            return math.nan
+        loss, mse = objective(batch)
         optimiser.zero_grad(set_to_none=True)
-        objective.backward()
+        loss.backward()
         optimiser.step()
         schedule.step()
         total += mse.detach() * len(batch)

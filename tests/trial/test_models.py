@@ -9,7 +9,7 @@ from torch import nn
 from hpcsweep.config import ModelConfig
 from hpcsweep.store import read_trial, trial_path
 from hpcsweep.trial import run_trial
-from hpcsweep.trial.models import Autoencoder, SparseAutoencoder, VariationalAutoencoder, build_model
+from hpcsweep.trial.models import Autoencoder, SparseAutoencoder, VariationalAutoencoder, build_model, fold_batchnorm
 from tests.conftest import trial_spec
 
 
@@ -45,6 +45,29 @@ def test_every_kind_has_the_same_interface(config, cls):
     model.eval()
     assert model.encode(x).shape == (64, config.latent)
     assert torch.equal(model(x), model(x)), "evaluation is deterministic (the VAE decodes its latent mean)"
+
+
+@pytest.mark.parametrize(
+    "config", [ModelConfig(hidden=[200, 200, 200], latent=12, dropout=0.1), ModelConfig(kind="vae", latent=5, beta=1.0)]
+)
+def test_folded_batchnorm_decodes_as_the_model_with_fewer_layers(config):
+    torch.manual_seed(0)
+    model = build_model(config, 27)
+    model.train()
+    for _ in range(3):  # running statistics and affine parameters away from their initial 0/1
+        model(torch.randn(256, 27) * 3 + 1)
+    with torch.no_grad():
+        for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm1d)):
+            bn.weight.uniform_(0.5, 2)
+            bn.bias.uniform_(-1, 1)
+    model.eval()
+    folded = fold_batchnorm(model)
+    x = torch.randn(512, 27)
+    with torch.no_grad():
+        assert torch.allclose(folded.encode(x), model.encode(x), rtol=1e-4, atol=1e-5)
+        assert torch.allclose(folded(x), model(x), rtol=1e-4, atol=1e-5)
+    assert not any(isinstance(m, (nn.BatchNorm1d, nn.Dropout)) for m in folded.modules())
+    assert any(isinstance(m, nn.BatchNorm1d) for m in model.modules()), "the model itself is left as it was"
 
 
 def test_vae_reconstruction_uses_the_latent_mean():

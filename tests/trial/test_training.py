@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from hpcsweep.config import TrainConfig, TrialSpec
+from hpcsweep.config import ModelConfig, TrainConfig, TrialSpec
 from hpcsweep.store import read_trial, trial_path
 from hpcsweep.trial import checkpoint_path, run_trial
-from hpcsweep.trial.train import learning_rate_schedule
+from hpcsweep.trial.models import build_model
+from hpcsweep.trial.train import COMPILE_FROM_JETS, learning_rate_schedule, train, training_objective
 from tests.conftest import trial_spec
 
 
@@ -74,6 +75,59 @@ def test_divergence_stops_at_once_and_is_recorded(qcd_file, tmp_path):
     assert record.state == "diverged" and record.metrics["epochs_run"] == len(history) < 40
     assert math.isnan(history[-1]) and np.isfinite(history[:-1]).all()
     assert not checkpoint_path(spec).exists()
+
+
+def test_auto_compiles_only_a_trial_long_enough_to_repay_it():
+    model = build_model(ModelConfig(hidden=[8], latent=2), 4)
+    said: list[str] = []
+    assert training_objective(model, "auto", COMPILE_FROM_JETS - 1, said.append) == model.objective
+    assert training_objective(model, "never", 10 * COMPILE_FROM_JETS, said.append) == model.objective
+    assert not said
+    assert training_objective(model, "auto", COMPILE_FROM_JETS, said.append) != model.objective
+    assert said == [f"compiling the training step (compile: auto, {COMPILE_FROM_JETS:,} jet passes to train)"]
+
+
+def _train_small(compile: str, log=lambda _: None) -> list[float]:
+    """Train and validation losses of a small AE, epoch by epoch."""
+    torch.manual_seed(0)
+    x = torch.randn(1000, 6)
+    model = build_model(ModelConfig(hidden=[16, 16], latent=3), 6)
+    config = TrainConfig(epochs=3, batch_size=300, lr=1e-2, schedule="constant")  # the last batch (100) compiles once more
+    result = train(model, x[:900], x[900:], config, log=log, compile=compile)
+    return result.history["train_loss"] + result.history["val_loss"]
+
+
+@pytest.mark.slow
+def test_a_compiled_step_trains_as_the_eager_one():
+    said: list[str] = []
+    compiled, eager = _train_small("always", said.append), _train_small("never")
+    assert compiled == pytest.approx(eager, rel=1e-4)
+    assert said[0] == "compiling the training step (compile: always, 2,700 jet passes to train)"
+    assert not any("failed" in line for line in said)
+
+
+NO_COMPILER = """
+import torch
+from hpcsweep.config import ModelConfig, TrainConfig
+from hpcsweep.trial.models import build_model
+from hpcsweep.trial.train import train
+torch.manual_seed(0)
+x = torch.randn(1000, 6)
+model = build_model(ModelConfig(hidden=[16, 16], latent=3), 6)
+result = train(model, x[:900], x[900:], TrainConfig(epochs=3, batch_size=300, lr=1e-2, schedule="constant"), compile="always")
+print(result.history["train_loss"] + result.history["val_loss"])
+"""
+
+
+@pytest.mark.slow
+def test_a_compile_that_fails_is_said_and_training_goes_on_eagerly(tmp_path):
+    """On a node without a C++ compiler (nothing on PATH, nothing compiled before in the cache), the step runs eagerly."""
+    (tmp_path / "bin").mkdir()
+    env = {"PATH": str(tmp_path / "bin"), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", NO_COMPILER], env=env, capture_output=True, text=True, timeout=300, check=True)
+    said = done.stdout.splitlines()
+    assert said[1].startswith("torch.compile failed (InductorError: InvalidCxxCompiler") and said[1].endswith("training on without it")
+    assert [float(v) for v in said[-1].strip("[]").split(",")] == pytest.approx(_train_small("never"), rel=1e-6)
 
 
 RUNNER = (

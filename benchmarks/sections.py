@@ -1,0 +1,22 @@
+"""What every benchmark section writes the same way: verdicts and sections of docs/benchmarks.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def verdict(met: bool) -> str:
+    """How a target reads: met, or not met in bold."""
+    return "met" if met else "**not met**"
+
+
+def replace_section(path: Path, title: str, lines: list[str]) -> None:
+    """Put `lines` under `title` in the Markdown file at `path`, in place of what was there (up to the next section)."""
+    old = path.read_text().splitlines() if path.exists() else []
+    if title in old:
+        start = old.index(title) + 1
+        end = next((i for i in range(start, len(old)) if old[i].startswith("## ") or old[i].startswith("Total benchmark time")), len(old))
+        new = old[:start] + ["", *lines] + old[end:]
+    else:
+        new = old + ["", title, "", *lines]
+    path.write_text("\n".join(new) + "\n")
