@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import signal
 import socket
+from collections.abc import Callable, Generator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from typing import TypeVar
 
 LOCAL_JOB = "local"  # a job that is a process here: named local:<host>:<id>
+#: The most worker processes `in_processes` starts: each holds its own matplotlib or HDF5 (100-200 MB), and the cores of
+#: a login node, where a sweep is often reviewed, are everybody's.
+MAX_PROCESSES = 8
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
 
 
 def allocated_cores() -> int:
@@ -13,6 +24,34 @@ def allocated_cores() -> int:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
     return max(1, min(int(slurm), cores)) if slurm.isdigit() else cores
+
+
+def in_processes(function: Callable[[Item], Result], items: Sequence[Item], chunk: int = 1) -> Generator[Result, None, None]:
+    """`function` of each item, in order, computed in worker processes (one per allocated core, at most MAX_PROCESSES,
+    each given `chunk` items at a time), or in this process where the items make no more than one chunk or there is
+    one core. `function` and the items must pickle (a module-level function, plain data).
+
+    CPU-bound Python (matplotlib drawing, HDF5 reading) holds one core per process whatever the threads. The workers
+    start from a fork server (a fresh interpreter, forked per worker): a plain fork would copy this process's threads
+    (the terminal's status line) in the middle of a write. An error of one item is raised when its turn comes; the
+    items not yet started are then dropped.
+    """
+    processes = min(allocated_cores(), -(-len(items) // chunk), MAX_PROCESSES)
+    if processes < 2:
+        yield from map(function, items)
+        return
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    pool = ProcessPoolExecutor(processes, mp_context=context, initializer=_worker_started)
+    try:
+        yield from pool.map(function, items, chunksize=chunk)
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
+def _worker_started() -> None:
+    """A worker leaves Ctrl-C to the process that started it, which stops the pool (instead of one traceback per worker)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def this_job() -> str:

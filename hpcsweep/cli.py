@@ -78,13 +78,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_wide_option(status)
     status.set_defaults(handler=cmd_status)
 
-    aggregate = commands.add_parser("aggregate", help="write a sweep's tables (Markdown, CSV, LaTeX) and figures (PNG, PDF)",
+    aggregate = commands.add_parser("aggregate", help="write a sweep's tables (Markdown, CSV, LaTeX) and figures (PNG; PDF with --pdf)",
                                     description="Best and median trial per latent dimension, comparisons by every other axis the "
                                                 "sweep varied, baselines, compression, seed stability; the figures of the thesis' "
                                                 "chapter 2.3. Reads summaries and the best trials' evaluations, never weights.")  # fmt: skip
     aggregate.add_argument("sweep", help=RESULTS_HELP)
     _add_results_option(aggregate)
     aggregate.add_argument("--no-detail", action="store_true", help="skip the per-trial figures of the best trial per z")
+    aggregate.add_argument(
+        "--pdf", action="store_true", help="also write each figure as PDF, for papers (default: the sweep file's review.pdf, else PNG only)"
+    )
     _add_wide_option(aggregate)
     aggregate.set_defaults(handler=cmd_aggregate)
 
@@ -442,19 +445,24 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
     results_dir = _results_dir(args.sweep, args.results)
     if not (results_dir / "trials").is_dir():
         raise UserError(f"{results_dir}: no trials yet; run 'hpcsweep sweep {args.sweep}' first")
-    _show_tables(results_dir, detail=not args.no_detail, wide=args.wide)
+    _show_tables(results_dir, detail=not args.no_detail, wide=args.wide, pdf=args.pdf or None)
     return 0
 
 
-def _show_tables(results_dir: Path, latents: list[int] | None = None, detail: bool = True, wide: bool = False) -> Review:
-    """Aggregate (saying so while it draws), print the best/median (residuals, stability) tables and the warnings."""
+def _show_tables(
+    results_dir: Path, latents: list[int] | None = None, detail: bool = True, wide: bool = False, pdf: bool | None = None
+) -> Review:
+    """Aggregate (saying so while it draws), print the best/median (residuals, stability) tables and the warnings.
+    `pdf`: also PDFs of the figures (None: as the sweep's review.pdf says)."""
     from rich.console import Console
 
     from hpcsweep.review import aggregate
 
     with Console(stderr=True).status(f"aggregating {results_dir}: tables") as status:
         drawn = itertools.count(1)
-        review = aggregate(results_dir, detail=detail, drawing=lambda title: status.update(f"drawing figure {next(drawn)}: {title}"))
+        review = aggregate(
+            results_dir, detail=detail, pdf=pdf, drawing=lambda title: status.update(f"drawing figure {next(drawn)}: {title}")
+        )
     shown = ["best_per_latent", "median_per_latent", "stability"]
     residuals = review.tables.get("residuals_per_latent")
     if residuals is not None and residuals[1]["Variable"].nunique() <= 8:  # a few variables: their residuals fit a terminal

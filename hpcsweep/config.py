@@ -249,6 +249,11 @@ class ReviewConfig(_Section):
         description="the experiment-style label over every figure, e.g. 'ATLAS Simulation Internal'; default: 'Simulation' "
         "(and sqrt(s) = 13 TeV) for generated data, none for files; '' for none",
     )
+    pdf: bool = Field(
+        False,
+        description="also write every figure as PDF (for papers) beside its PNG; 'hpcsweep aggregate --pdf' does it once. "
+        "Off by default: the PDFs take two thirds of the PNGs' time again",
+    )
 
 
 class TrialConfig(_Section):

@@ -1,4 +1,5 @@
-"""Figures of a sweep in HEP style (mplhep), each written as PNG (for the report) and PDF (for papers).
+"""Figures of a sweep in HEP style (mplhep), each written as PNG (for the report and the terminal) and, when asked,
+PDF (for papers: `pdf=True`).
 
 Sweep-level figures read only the summaries and the chosen trials' evaluations;
 the per-trial ones read a trial's stored histograms, residual sample and dijet
@@ -122,17 +123,18 @@ def _per_bin(noun: str, width: float, unit: str) -> str:
     return f"{noun} / {_number(width)}{' ' + unit if unit else ''}"
 
 
-# --- figures: constrained layout, a label, PNG and PDF ------------------------------------------------------------
+# --- figures: constrained layout, a label, PNG (and PDF) ---------------------------------------------------------
 
 
 @contextmanager
-def _figure(path: Path, figsize: tuple[float, float], title: str = "", minor: bool = True) -> Iterator[Any]:
-    """A figure in mplhep's ROOT style under constrained layout, with `title` over everything, saved as <path>.png and
-    <path>.pdf and closed; `minor`: minor ticks on linear axes (log axes keep theirs).
+def _figure(path: Path, figsize: tuple[float, float], title: str = "", minor: bool = True, pdf: bool = False) -> Iterator[Any]:
+    """A figure in mplhep's ROOT style under constrained layout, with `title` over everything, saved as <path>.png (and
+    <path>.pdf with `pdf`) and closed; `minor`: minor ticks on linear axes (log axes keep theirs).
 
-    The layout is made once, for the PNG, and kept for the PDF: constrained layout measures every text of every
-    panel, which on a 24-panel figure costs as much as drawing it. Figures of many small panels leave out the minor
-    ticks of linear axes, too small to read there, and a third of the time a 24-panel figure takes.
+    The PDF is left out unless asked: only papers use it, and it costs two thirds of the PNG's time again. The layout
+    is made once, for the PNG, and kept for the PDF: constrained layout measures every text of every panel, which on a
+    24-panel figure costs as much as drawing it. Figures of many small panels leave out the minor ticks of linear
+    axes, too small to read there, and a third of the time a 24-panel figure takes.
     """
     import matplotlib
 
@@ -152,8 +154,9 @@ def _figure(path: Path, figsize: tuple[float, float], title: str = "", minor: bo
                     fig.suptitle(title, fontsize="medium")
                 path.parent.mkdir(parents=True, exist_ok=True)
                 _save(fig, path.with_suffix(".png"), dpi=DPI)
-                fig.set_layout_engine("none")  # the layout as made for the PNG
-                _save(fig, path.with_suffix(".pdf"))
+                if pdf:
+                    fig.set_layout_engine("none")  # the layout as made for the PNG
+                    _save(fig, path.with_suffix(".pdf"))
             finally:
                 plt.close(fig)
     finally:
@@ -407,12 +410,18 @@ def _flow_ticks(ax: Any) -> None:
 
 
 def loss_vs_latent(
-    best: pd.DataFrame, median: pd.DataFrame, path: Path, ranking: Ranking | None = None, *, label: ExperimentLabel | None = None
+    best: pd.DataFrame,
+    median: pd.DataFrame,
+    path: Path,
+    ranking: Ranking | None = None,
+    *,
+    label: ExperimentLabel | None = None,
+    pdf: bool = False,
 ) -> Path:
     """The sweep's yardstick (default: the reference-space MSE) of the best and median AE, and of PCA, versus z."""
     ranking = ranking or Ranking()
     pca = {"reference_mse": "pca_reference_mse", "val_loss": "pca_val_mse"}.get(ranking.rank_by)
-    with _figure(path, (8, 6.5)) as fig:
+    with _figure(path, (8, 6.5), pdf=pdf) as fig:
         ax = _single(fig, label)
         ax.plot(best["latent"], best["rank"], "o-", label="AE, best trial")
         ax.plot(median["latent"], median["rank"], "s--", label="AE, median trial")
@@ -427,14 +436,20 @@ def loss_vs_latent(
 
 
 def grid_summary(
-    frame: pd.DataFrame, best: pd.DataFrame, path: Path, ranking: Ranking | None = None, *, label: ExperimentLabel | None = None
+    frame: pd.DataFrame,
+    best: pd.DataFrame,
+    path: Path,
+    ranking: Ranking | None = None,
+    *,
+    label: ExperimentLabel | None = None,
+    pdf: bool = False,
 ) -> Path:
     """Per latent dimension: the yardstick versus lr, one series per (bs, wd), the best trial starred (thesis Fig. 2.13)."""
     ranking = ranking or Ranking()
     done = frame[(frame["state"] == TrialState.DONE) & frame["rank"].notna()]
     latents = sorted(done["latent"].astype(int).unique())
     columns = min(3, len(latents))
-    with _figure(path, _size(len(latents), columns, 6.0, 5.0)) as fig:
+    with _figure(path, _size(len(latents), columns, 6.0, 5.0), pdf=pdf) as fig:
         for ax, z in zip(_grid(fig, len(latents), columns, label), latents, strict=True):
             trials = done[done["latent"] == z]
             for (bs, wd), series in trials.groupby(["batch_size", "weight_decay"], sort=True):
@@ -452,7 +467,13 @@ def grid_summary(
 
 
 def residuals_vs_latent(
-    best: pd.DataFrame, evaluations: dict[str, dict[str, Any]], varset: VarSet, path: Path, *, label: ExperimentLabel | None = None
+    best: pd.DataFrame,
+    evaluations: dict[str, dict[str, Any]],
+    varset: VarSet,
+    path: Path,
+    *,
+    label: ExperimentLabel | None = None,
+    pdf: bool = False,
 ) -> Path:
     """Per variable: median (marker) and 68 % half-width (bar) of the best AE's residual versus z (Fig. 2.18).
 
@@ -460,7 +481,7 @@ def residuals_vs_latent(
     near-zero values (near-massless jets), and say nothing of the bulk.
     """
     n = len(varset.variables)
-    with _figure(path, _size(n, 4, 3.8, 3.4), minor=n <= _MINOR_PANELS) as fig:
+    with _figure(path, _size(n, 4, 3.8, 3.4), minor=n <= _MINOR_PANELS, pdf=pdf) as fig:
         for i, (ax, variable) in enumerate(zip(_grid(fig, n, 4, label), varset.variables, strict=True)):
             z, centre, width = [], [], []
             for _, trial in best.iterrows():
@@ -483,10 +504,10 @@ def residuals_vs_latent(
 
 
 def training_curves(
-    histories: dict[str, dict[str, np.ndarray]], path: Path, title: str = "", *, label: ExperimentLabel | None = None
+    histories: dict[str, dict[str, np.ndarray]], path: Path, title: str = "", *, label: ExperimentLabel | None = None, pdf: bool = False
 ) -> Path:
     """Training (dashed) and validation (solid) loss per epoch of chosen trials (thesis Fig. 2.14)."""
-    with _figure(path, (9, 6.5), title) as fig:
+    with _figure(path, (9, 6.5), title, pdf=pdf) as fig:
         ax = _single(fig, label)
         for name, history in histories.items():
             if "val_loss" not in history:
@@ -501,12 +522,12 @@ def training_curves(
 
 
 def timing_vs_latent(
-    best: pd.DataFrame, evaluations: dict[str, dict[str, Any]], path: Path, *, label: ExperimentLabel | None = None
+    best: pd.DataFrame, evaluations: dict[str, dict[str, Any]], path: Path, *, label: ExperimentLabel | None = None, pdf: bool = False
 ) -> Path:
     """Encode and decode time per jet of the best AE versus z (thesis Fig. 2.19)."""
     rows = [(int(t["latent"]), evaluations.get(t["trial_id"], {}).get("validation", {}).get("timing", {})) for _, t in best.iterrows()]
     rows = [(z, timing) for z, timing in rows if timing]
-    with _figure(path, (8, 6.5)) as fig:
+    with _figure(path, (8, 6.5), pdf=pdf) as fig:
         ax = _single(fig, label)
         ax.plot([z for z, _ in rows], [t["encode_us_per_jet"] for _, t in rows], "o-", label="encode")
         ax.plot([z for z, _ in rows], [t["decode_us_per_jet"] for _, t in rows], "s--", label="decode")
@@ -519,14 +540,20 @@ def timing_vs_latent(
 
 
 def rate_distortion(
-    best: pd.DataFrame, evaluations: dict[str, dict[str, Any]], varset: VarSet, path: Path, *, label: ExperimentLabel | None = None
+    best: pd.DataFrame,
+    evaluations: dict[str, dict[str, Any]],
+    varset: VarSet,
+    path: Path,
+    *,
+    label: ExperimentLabel | None = None,
+    pdf: bool = False,
 ) -> Path:
     """Bytes per jet versus residual width of pt and m: AE and PCA per z (float16 latents), the AE as an error-bounded
     compressor, float truncation, and the error-bounded compressors (SZ3, ZFP, fpzip, mantissa + zstd) when the
     evaluation holds them."""
     momentum = [varset.four_momentum.get("pt"), varset.four_momentum.get("mass")]
     shown = [name for name in momentum if name] or varset.names[:2]
-    with _figure(path, _size(len(shown), len(shown), 6.5, 6.0)) as fig:
+    with _figure(path, _size(len(shown), len(shown), 6.5, 6.0), pdf=pdf) as fig:
         for ax, name in zip(_grid(fig, len(shown), len(shown), label), shown, strict=True):
             variable = next(v for v in varset.variables if v.name == name)
             scale = _percent(variable.residual)
@@ -567,12 +594,12 @@ def rate_distortion(
     return path
 
 
-def roc_curves(curves: dict[int, dict[str, np.ndarray]], path: Path, *, label: ExperimentLabel | None = None) -> Path:
+def roc_curves(curves: dict[int, dict[str, np.ndarray]], path: Path, *, label: ExperimentLabel | None = None, pdf: bool = False) -> Path:
     """Background rejection (1/efficiency) versus signal efficiency of the reconstruction error, one panel per
     signal, one curve per latent dimension (the best trial's)."""
     signals = sorted({k.split("/")[0] for arrays in curves.values() for k in arrays if k.endswith("/roc_signal_efficiency")})
     columns = min(len(signals), 3)
-    with _figure(path, _size(len(signals), columns, 5.5, 5.0)) as fig:
+    with _figure(path, _size(len(signals), columns, 5.5, 5.0), pdf=pdf) as fig:
         for ax, signal in zip(_grid(fig, len(signals), columns, label), signals, strict=True):
             for latent, arrays in sorted(curves.items()):
                 if f"{signal}/roc_signal_efficiency" not in arrays:
@@ -613,6 +640,7 @@ def inputs_vs_decoded(
     *,
     discrete: dict[str, np.ndarray] | None = None,
     label: ExperimentLabel | None = None,
+    pdf: bool = False,
 ) -> Path:
     """Input and decoded distributions of every variable, with a decoded/input ratio panel (Figs. 2.15/2.16).
 
@@ -622,7 +650,7 @@ def inputs_vs_decoded(
 
     edges, before, after = arrays["hist_edges"], arrays["hist_original"], arrays["hist_decoded"]
     n = len(varset.variables)
-    with _figure(path, _size(n, 4, 4.2, 4.3), title, minor=n <= _MINOR_PANELS) as fig:
+    with _figure(path, _size(n, 4, 4.2, 4.3), title, minor=n <= _MINOR_PANELS, pdf=pdf) as fig:
         for i, (cell, variable) in enumerate(zip(_grid(fig, n, 4, label), varset.variables, strict=True)):
             stored = _stored(edges[i], [before[i], after[i]], _candidates_of(variable, discrete, edges[i][0], edges[i][-1]))
             # The layout places the cell; the distribution and its ratio panel fill it, touching. (A ratio panel hung
@@ -664,11 +692,12 @@ def residual_histograms(
     *,
     discrete: dict[str, np.ndarray] | None = None,
     label: ExperimentLabel | None = None,
+    pdf: bool = False,
 ) -> Path:
     """Residual distribution of every variable (0.5-99.5 % range), relative ones in percent; integer-valued
     discrete variables (whose residuals are integers) get one bin per value."""
     n = len(varset.variables)
-    with _figure(path, _size(n, 4, 3.8, 3.2), title, minor=n <= _MINOR_PANELS) as fig:
+    with _figure(path, _size(n, 4, 3.8, 3.2), title, minor=n <= _MINOR_PANELS, pdf=pdf) as fig:
         for i, (ax, variable) in enumerate(zip(_grid(fig, n, 4, label), varset.variables, strict=True)):
             edges = arrays["residual_edges"][i]
             candidates = _residual_candidates(variable, discrete, edges[0], edges[-1])
@@ -684,14 +713,16 @@ def residual_histograms(
     return path
 
 
-def residual_corner(arrays: dict[str, np.ndarray], varset: VarSet, path: Path, title: str, *, label: ExperimentLabel | None = None) -> Path:
+def residual_corner(
+    arrays: dict[str, np.ndarray], varset: VarSet, path: Path, title: str, *, label: ExperimentLabel | None = None, pdf: bool = False
+) -> Path:
     """Corner plot of residual pairs over a sample of jets; each cell's background is the correlation
     coefficient on the whole validation set (thesis Figs. 2.7/2.17). Drawn in one axes: fast at 27 variables."""
     correlation, sample = arrays["residual_correlation"], arrays["residual_sample"].astype(float)
     n = len(varset.variables)
     low, high = arrays["residual_edges"][:, 0], arrays["residual_edges"][:, -1]
     unit = np.clip((sample - low) / np.where(high > low, high - low, 1), 0, 1)  # each variable's range -> [0, 1]
-    with _figure(path, (0.55 * n + 4, 0.55 * n + 3), title) as fig:
+    with _figure(path, (0.55 * n + 4, 0.55 * n + 3), title, pdf=pdf) as fig:
         ax = _single(fig, label)
         shown = np.where(np.tril(np.ones((n, n), bool), -1), correlation, np.nan)
         image = ax.imshow(shown, extent=(0, n, n, 0), cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
@@ -731,13 +762,14 @@ def dijet_mass(
     title: str,
     *,
     label: ExperimentLabel | None = None,
+    pdf: bool = False,
 ) -> Path:
     """Dijet mass of the two leading jets before and after compression, per signal sample (Figs. 2.20/2.21): round
     bins over the input's 1-99 % range, the events beyond it in under- and overflow bins."""
     import hist
 
     signals = sorted(arrays)
-    with _figure(path, _size(len(signals), len(signals), 7.0, 6.0), title) as fig:
+    with _figure(path, _size(len(signals), len(signals), 7.0, 6.0), title, pdf=pdf) as fig:
         for ax, signal in zip(_grid(fig, len(signals), len(signals), label), signals, strict=True):
             before, after, closure = arrays[signal]["dijet_original"], arrays[signal]["dijet_decoded"], closures[signal]
             low, high = np.percentile(before, [1, 99]) if len(before) else (0.0, 1.0)
@@ -756,10 +788,12 @@ def dijet_mass(
     return path
 
 
-def rerun_curves(curves: dict[str, dict[str, dict[str, np.ndarray]]], path: Path, *, label: ExperimentLabel | None = None) -> Path:
+def rerun_curves(
+    curves: dict[str, dict[str, dict[str, np.ndarray]]], path: Path, *, label: ExperimentLabel | None = None, pdf: bool = False
+) -> Path:
     """Validation loss per epoch of each rerun (seed) of each config, one panel per config."""
     columns = min(3, len(curves))
-    with _figure(path, _size(len(curves), columns, 5.5, 5.0)) as fig:
+    with _figure(path, _size(len(curves), columns, 5.5, 5.0), pdf=pdf) as fig:
         for ax, (config, runs) in zip(_grid(fig, len(curves), columns, label), curves.items(), strict=True):
             for seed, history in runs.items():
                 ax.plot(np.arange(1, len(history["val_loss"]) + 1), history["val_loss"], label=seed)

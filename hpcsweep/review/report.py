@@ -132,13 +132,16 @@ def _href(*parts: str) -> str:
 
 
 def _figure_sections(review: Review) -> list[tuple[str, str, str]]:
+    """Each figure embedded as its PNG, captioned, with a link to its PDF where one was written (`aggregate --pdf`)."""
     sections: dict[str, list[str]] = {}
     for figure in review.figures:
         png = figure.path.with_suffix(".png")
         data = base64.b64encode(png.read_bytes()).decode()
+        pdf = figure.path.with_suffix(".pdf")
+        link = f" (<a href='{_href('..', 'figures', pdf.name)}'>PDF</a>)" if pdf.exists() else ""
         sections.setdefault(figure.section, []).append(
             f"<figure><img src='data:image/png;base64,{data}' alt='{html.escape(figure.title)}'>"
-            f"<figcaption>{html.escape(figure.title)} (<a href='{_href('..', 'figures', figure.path.name + '.pdf')}'>PDF</a>)</figcaption></figure>"
+            f"<figcaption>{html.escape(figure.title)}{link}</figcaption></figure>"
         )
     return [(f"figures-{i}", title, "".join(items)) for i, (title, items) in enumerate(sections.items())]
 

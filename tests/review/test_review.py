@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import html
+import json
 import os
 import re
 import shutil
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from hpcsweep import allocation
 from hpcsweep.cli import main
 from hpcsweep.config import TrialConfig, validate_sweep
 from hpcsweep.errors import UserError
@@ -19,7 +22,7 @@ from hpcsweep.review import aggregate
 from hpcsweep.review.stability import outliers, rerun_best_sweep, stability_table
 from hpcsweep.review.tables import best_and_median, comparison_table, trials_frame, varied_axes
 from hpcsweep.store import TrialRecord, read_trial, scan, trial_path, write_trial
-from hpcsweep.sweep import expand
+from hpcsweep.sweep import expand, kept_sweep
 
 
 def _summary(trial_id: str, latent: int, loss: float | None, state: str = "done", seed: int = 0, **config) -> dict:
@@ -124,7 +127,7 @@ PER_TRIAL = {"inputs", "residuals", "corner", "dijet"}
 
 
 @pytest.mark.slow
-def test_aggregate_writes_every_table_in_three_formats_and_every_figure_in_two(reviewed):
+def test_aggregate_writes_every_table_in_three_formats_and_every_figure_as_png(reviewed):
     folder = reviewed / "review"
     stems = {
         "best_per_latent",
@@ -139,7 +142,7 @@ def test_aggregate_writes_every_table_in_three_formats_and_every_figure_in_two(r
     }
     assert {p.name for p in (folder / "tables").iterdir()} == {f"{s}.{e}" for s in stems for e in ("md", "csv", "tex")}
     expected = FIGURES | {f"{stem}_z{z}" for stem in PER_TRIAL for z in (3, 6)}
-    assert {p.name for p in (folder / "figures").glob("*.p*")} == {f"{s}.{e}" for s in expected for e in ("png", "pdf")}
+    assert {p.name for p in (folder / "figures").glob("*.p*")} == {f"{s}.png" for s in expected}, "PDFs only when asked"
     assert "\\begin{table}" in (folder / "tables" / "best_per_latent.tex").read_text()
     compression = pd.read_csv(folder / "tables" / "compression_per_latent.csv")
     assert (compression["latent float16"] == 2 * compression["Latent space dimensions"]).all()
@@ -318,6 +321,80 @@ def test_figures_are_redrawn_only_when_their_trials_change(reviewed, tmp_path):
     assert redrawn == {f"{name}.png" for name in FIGURES | {f"{stem}_z{z}" for stem in PER_TRIAL}}, "the sweep figures and that z's own"
 
 
+@pytest.mark.slow
+def test_review_pdf_in_the_sweep_file_adds_a_pdf_of_every_figure_and_the_report_links_them(reviewed, tmp_path):
+    folder = _copy_sweep(reviewed, tmp_path)
+    assert not list((folder / "figures").glob("*.pdf")) and "PDF</a>" not in (reviewed / "review" / "report" / "index.html").read_text()
+    kept = json.loads((folder / "definition.json").read_text())
+    kept.setdefault("review", {})["pdf"] = True  # as a sweep file with review: {pdf: true} leaves it
+    (folder / "definition.json").write_text(json.dumps(kept))
+    assert kept_sweep(folder).review.pdf
+    assert main(["report", str(folder)]) == 0
+    names = {p.stem for p in (folder / "figures").glob("*.png")}
+    assert {p.stem for p in (folder / "figures").glob("*.pdf")} == names and len(names) == len(FIGURES) + 2 * len(PER_TRIAL)
+    assert all(p.read_bytes().startswith(b"%PDF-") for p in (folder / "figures").glob("*.pdf"))
+    page = (folder / "report" / "index.html").read_text()
+    assert sorted(re.findall(r"href='\.\./figures/([^']+)\.pdf'>PDF</a>", page)) == sorted(names)
+
+
+def _written(folder: Path) -> Path:
+    """A results folder of three finished trials written directly (no training): enough for three sweep figures."""
+    for i, (latent, loss) in enumerate([(3, 0.2), (3, 0.3), (6, 0.1)]):
+        _write(folder, f"t{i}", latent, loss, lr=1e-2 * (i + 1))
+    return folder
+
+
+def _write(folder: Path, trial_id: str, latent: int, loss: float, lr: float) -> None:
+    config = TrialConfig.model_validate({"model": {"latent": latent}, "train": {"lr": lr}}).model_dump(mode="json")
+    metrics = {"best_val_mse": loss, "reference_mse": loss, "pca_reference_mse": 1.0, "best_epoch": 1, "train_time_s": 1.0}
+    history = {"val_loss": np.array([1.0, loss]), "train_loss": np.array([1.0, loss])}
+    write_trial(trial_path(folder, trial_id), TrialRecord(trial_id, "written", "done", config, metrics, history))
+
+
+SWEEP_FIGURES = {"loss_vs_latent", "grid_summary", "training_curves"}  # of trials without evaluations
+
+
+def test_figures_are_pngs_and_a_pdf_only_when_asked(tmp_path):
+    folder = _written(tmp_path / "written")
+    figures = folder / "figures"
+    review = aggregate(folder)
+    assert {f.path.name for f in review.figures} == SWEEP_FIGURES
+    assert {p.name for p in figures.iterdir()} == {f"{name}.png" for name in SWEEP_FIGURES} | {".drawn.json"}
+    assert not [key for key in review.paths if key.endswith(".pdf")]
+    assert main(["aggregate", str(folder), "--pdf"]) == 0  # nothing changed but the PDFs are missing: drawn
+    assert {p.name for p in figures.glob("*.pdf")} == {f"{name}.pdf" for name in SWEEP_FIGURES}
+    assert all(p.read_bytes().startswith(b"%PDF-") for p in figures.glob("*.pdf"))
+    drawn = {p.name: p.stat().st_mtime_ns for p in figures.glob("*.p*")}
+    review = aggregate(folder)
+    assert {p.name: p.stat().st_mtime_ns for p in figures.glob("*.p*")} == drawn, "nothing changed: nothing drawn, the PDFs kept"
+    assert sorted(key for key in review.paths if key.endswith(".pdf")) == sorted(f"figures/{name}.pdf" for name in SWEEP_FIGURES)
+    _write(folder, "t3", 6, 0.05, lr=1e-3)  # a new best: the sweep figures are redrawn, without a PDF
+    aggregate(folder)
+    assert all(figures.joinpath(name + ".png").stat().st_mtime_ns != drawn[name + ".png"] for name in SWEEP_FIGURES)
+    assert not list(figures.glob("*.pdf")), "a PDF drawn from other data is removed with its figure's redrawing"
+
+
+def test_figures_drawn_in_worker_processes_are_the_figures_drawn_in_one(tmp_path, monkeypatch):
+    pools: list[int] = []
+
+    class Pool(ProcessPoolExecutor):
+        def __init__(self, processes: int, **options) -> None:
+            pools.append(processes)
+            super().__init__(processes, **options)
+
+    monkeypatch.setattr(allocation, "ProcessPoolExecutor", Pool)
+    monkeypatch.setattr(allocation, "allocated_cores", lambda: 1)
+    here = aggregate(_written(tmp_path / "here"), pdf=True)
+    assert pools == [], "one core: drawn in this process"
+    monkeypatch.setattr(allocation, "allocated_cores", lambda: 2)
+    there = aggregate(_written(tmp_path / "there"), pdf=True)
+    assert pools == [2], "two cores: two worker processes"
+    assert [f.title for f in here.figures] == [f.title for f in there.figures]
+    drawn_here, drawn_there = ({p.name: p.read_bytes() for p in (r.results_dir / "figures").glob("*.png")} for r in (here, there))
+    assert drawn_here == drawn_there and len(drawn_here) == len(SWEEP_FIGURES), "the same files, pixel for pixel"
+    assert sorted(p.name for p in (tmp_path / "there" / "figures").glob("*.pdf")) == sorted(f"{n}.pdf" for n in SWEEP_FIGURES)
+
+
 HOSTILE = {  # config keys and values, and an evaluation label, as anybody sharing a results folder could write them
     "key": "<img src=x onerror=alert(1)>",
     "attribute": '" onmouseover="x',
@@ -374,8 +451,6 @@ def test_a_config_key_with_a_slash_gets_its_table_files_inside_the_folder(hostil
 def test_rank_by_auc_picks_the_best_detector_per_z_beside_the_mse_ranking(reviewed, tmp_path):
     """The same trials ranked as anomaly detectors (1 - AUC of the reconstruction error, Z' 350 against the
     validation jets) instead of by reference MSE: each z's best is its trial of highest AUC."""
-    from hpcsweep.sweep import kept_sweep
-
     folder = tmp_path / "review"
     shutil.copytree(reviewed / "review", folder)
     summaries, _ = scan(folder)

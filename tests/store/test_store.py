@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import json
+from concurrent.futures import ProcessPoolExecutor
+
+import h5py
 import numpy as np
 import pytest
 
+from hpcsweep import allocation
 from hpcsweep.store import (
+    CHECKED_PER_TASK,
     TrialRecord,
     close_attempt,
+    index_path,
     open_attempt,
     read_attempts,
     read_summary,
     read_trial,
+    rebuild_index,
     reset_attempts,
     scan,
     trial_path,
@@ -69,6 +77,56 @@ def test_scan_reads_summaries_and_reports_unreadable_files(tmp_path):
     summaries, unreadable = scan(tmp_path)
     assert {k: v["state"] for k, v in summaries.items()} == {"one": "done", "two": "failed"}
     assert len(unreadable) == 1 and unreadable[0].startswith("junk.h5")
+
+
+def test_arrays_of_every_kind_come_back_as_written_with_their_checksum(tmp_path):
+    record = _record()
+    record.arrays = {
+        "flags": np.array([True, False, True]),
+        "counts": np.arange(6, dtype=np.int8).reshape(2, 3),
+        "ids": np.array([2**63 + 5], dtype=np.uint64),
+        "half": np.linspace(0, 1, 5, dtype=np.float16),
+        "big_endian": np.arange(4, dtype=">f4"),
+        "complex": np.array([1 + 2j, -3j]),
+        "scalar": np.array(3.5),
+        "empty": np.zeros((0, 3), dtype=np.float32),
+        "cube": np.arange(24.0).reshape(2, 3, 4),
+        "names": np.array([b"ab", b"c"]),
+        "with_nan": np.array([np.nan, 1.0]),
+        "validation/deep": np.ones(2, dtype=np.int64),  # a subgroup
+    }
+    path = trial_path(tmp_path, "abc123")
+    write_trial(path, record)
+    back = read_trial(path)  # weights and all: the checksum is checked
+    assert back.arrays.keys() == record.arrays.keys()
+    for name, array in record.arrays.items():
+        assert back.arrays[name].dtype == array.dtype and back.arrays[name].shape == array.shape, name
+        np.testing.assert_array_equal(back.arrays[name], array)
+
+
+def test_a_first_index_checks_many_files_in_worker_processes_and_finds_the_damaged_ones(tmp_path, monkeypatch):
+    for i in range(2 * CHECKED_PER_TASK + 1):
+        write_trial(trial_path(tmp_path, f"t{i:03d}"), _record(f"t{i:03d}"))
+    with h5py.File(trial_path(tmp_path, "t007"), "r+") as handle:  # still valid HDF5, wrong numbers
+        handle["weights/encoder.0.weight"][0, 0] = 99
+    (tmp_path / "trials" / "junk.h5").write_bytes(b"not hdf5")
+    pools: list[int] = []
+
+    class Pool(ProcessPoolExecutor):
+        def __init__(self, processes: int, **options) -> None:
+            pools.append(processes)
+            super().__init__(processes, **options)
+
+    monkeypatch.setattr(allocation, "ProcessPoolExecutor", Pool)
+    monkeypatch.setattr(allocation, "allocated_cores", lambda: 2)
+    here = scan(tmp_path)  # no index yet: every file checked in this process
+    assert pools == []
+    assert rebuild_index(tmp_path) == here and pools == [2], "the same summaries and problems, from two processes"
+    summaries, unreadable = here
+    assert len(summaries) == 2 * CHECKED_PER_TASK and "t007" not in summaries
+    assert [u.split(":")[0] for u in unreadable] == ["junk.h5", "t007.h5"] and "checksum mismatch" in unreadable[1]
+    assert len(json.loads(index_path(tmp_path).read_text())) == 2 * CHECKED_PER_TASK, "the damaged file stays out of the index"
+    assert rebuild_index(tmp_path) == here and pools == [2], "indexed: only the two unreadable files are read again, here"
 
 
 def test_files_of_schema_1_are_still_read(tmp_path):
