@@ -140,6 +140,7 @@ def write_synthetic(path: Path, n_jets: int, chunk_events: int = 100_000) -> Non
             per_event = counts[first : first + chunk_events]
             n = int(per_event.sum())
             fields = {name: rng.uniform(1, 100, n).astype(np.float32) for name in JET_FLOATS}
+            fields["ActiveArea"] = rng.integers(40, 60, n).astype(np.float32) * 0.01  # discrete in the variable set: few values
             fields["eta"] = rng.uniform(-4, 4, n).astype(np.float32)
             fields["phi"] = rng.uniform(-3, 3, n).astype(np.float32)
             fields.update({name: rng.integers(1, 40, n).astype(np.int32) for name in JET_INTS})
