@@ -310,7 +310,8 @@ class DispatchConfig(_Section):
     timeout_min: PositiveInt = Field(24 * 60, description="local: time limit of a job")
     checkpoint_every: PositiveInt = Field(10, description="epochs between checkpoints (also written on SIGTERM/SIGUSR1/SIGUSR2)")
     compile: Compile = Field(
-        "auto", description="torch.compile the training step: auto when the trial is long enough to repay the compile (docs/benchmarks.md)"
+        "auto",
+        description="torch.compile the training step: auto on a GPU when the trial is long enough to repay the compile (docs/benchmarks.md)",
     )
     site: str = Field("local", description="slurm: slurm_templates/<site>.yaml")
     partition: str | None = Field(None, description="slurm: a partition of the site (none set: the site's default)")

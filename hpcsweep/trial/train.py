@@ -38,9 +38,10 @@ from hpcsweep.trial.models import Autoencoder
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
-#: Jets through the training step (epochs x training jets) from which `compile: auto` compiles it. The compile
-#: costs 10-20 s on 2 CPU cores and the compiled step is about 10 % faster (docs/benchmarks.md measures both), so
-#: it pays after a few minutes of training: 20M jet passes take 3-4 minutes at 100,000 jets/s.
+#: Jets through the training step (epochs x training jets) from which `compile: auto` compiles it on a GPU. There a
+#: small MLP's step is bound by kernel launches, which the compiled step fuses; the compile costs 10-20 s, repaid after
+#: a few minutes of training. On the CPU the compiled step showed no stable gain over the eager one (docs/benchmarks.md,
+#: "What each change gained"): auto leaves CPU trials eager.
 COMPILE_FROM_JETS = 20_000_000
 
 Objective = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -182,13 +183,15 @@ def train(
 
 
 def training_objective(model: Autoencoder, compile: Compile, jet_passes: int, log: Log) -> Objective:
-    """`model.objective`, compiled when asked or, on auto, when `jet_passes` repay the compile (COMPILE_FROM_JETS).
+    """`model.objective`, compiled when asked or, on auto, when the model is on a GPU and `jet_passes` repay the
+    compile (COMPILE_FROM_JETS).
 
     Compiled with static shapes (the last batch of an epoch compiles once more) and eager random
     numbers (a VAE draws the same samples either way); a compile that fails (no C++ compiler on
     the node) is logged and the step runs eagerly.
     """
-    if compile == "never" or (compile == "auto" and jet_passes < COMPILE_FROM_JETS):
+    on_gpu = next(model.parameters()).device.type == "cuda"
+    if compile == "never" or (compile == "auto" and not (on_gpu and jet_passes >= COMPILE_FROM_JETS)):
         return model.objective
     import torch._inductor.config
 

@@ -11,9 +11,11 @@ import math
 import pytest
 import torch
 
+from hpcsweep.config import ModelConfig
 from hpcsweep.store import read_trial, trial_path
 from hpcsweep.trial import run_trial
-from hpcsweep.trial.train import select_device
+from hpcsweep.trial.models import build_model
+from hpcsweep.trial.train import COMPILE_FROM_JETS, select_device, training_objective
 from tests.conftest import trial_spec
 
 pytestmark = pytest.mark.skipif(
@@ -36,3 +38,14 @@ def test_a_trial_on_the_gpu_trains_as_on_the_cpu(qcd_file, tmp_path):
     on_cpu = read_trial(trial_path(tmp_path / "cpu", cpu.trial_id)).metrics["best_val_mse"]
     assert math.isfinite(record.metrics["best_val_mse"])
     assert record.metrics["best_val_mse"] == pytest.approx(on_cpu, rel=0.2), "same data, seed and steps: the same loss up to rounding"
+
+
+def test_auto_compiles_a_long_gpu_trial_only():
+    model = build_model(ModelConfig(hidden=[16], latent=2), 4).to(select_device())
+    said: list[str] = []
+    assert training_objective(model, "auto", COMPILE_FROM_JETS - 1, said.append) == model.objective
+    compiled = training_objective(model, "auto", COMPILE_FROM_JETS, said.append)
+    assert said == [f"compiling the training step (compile: auto, {COMPILE_FROM_JETS:,} jet passes to train)"]
+    x = torch.randn(64, 4, device=select_device())
+    loss, mse = compiled(x)
+    assert torch.allclose(loss, model.objective(x)[0], rtol=1e-4) and not any("failed" in line for line in said)
