@@ -230,7 +230,7 @@ def thesis_shapes(latent: int) -> list[tuple[int, ...]]:
 def training_lines(peak: float, n_jets: int) -> list[str]:
     import training
 
-    peers, _ = training.peers_table(peak, n_jets)
+    peers = training.peers_table(peak, n_jets)
     profile, gemm_rate = training.step_profile(training.BATCH_SIZES[-1])
     return [
         f"float32 matmul rate in this run (torch.mm 2048 x 2048, best of 10): {peak:.1f} GFLOP/s.",

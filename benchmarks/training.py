@@ -137,7 +137,7 @@ def best_of(rounds: int, runs: dict[str, Callable[[], float]]) -> dict[str, floa
     return {name: max(values) for name, values in measured.items()}
 
 
-def peers_table(peak: float, n_jets: int) -> tuple[list[str], dict[int, dict[str, float]]]:
+def peers_table(peak: float, n_jets: int) -> list[str]:
     import logging
 
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)  # its hints about DataLoader workers
@@ -177,7 +177,7 @@ def peers_table(peak: float, n_jets: int) -> tuple[list[str], dict[int, dict[str
         f"Targets: ahead of every peer at every batch size: {verdict(ahead > 1)} (lowest ratio to the faster peer {ahead:.2f}); "
         f"at least 80 % of the matmul rate at batch {BATCH_SIZES[-1]}: {verdict(top >= 0.8)} ({top:.0%}).",
     ]
-    return lines, rates
+    return lines
 
 
 CATEGORIES = (  # (label, test on an operator's name); the first that matches takes it
