@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import awkward as ak
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 import uproot
 
+from hpcsweep import allocation
 from hpcsweep.config import TrialConfig, TrialSpec
 from hpcsweep.data import cache_jets, load_varset
 from hpcsweep.data.generate import Sample, generate
@@ -93,3 +95,17 @@ def assert_trained_once(folder: Path, trials: int) -> None:
     assert not unreadable and len(summaries) == trials and {s["state"] for s in summaries.values()} == {"done"}
     for trial_id in summaries:
         assert [a.get("outcome") for a in read_attempts(folder, trial_id)] == ["done"], "trained exactly once"
+
+
+@pytest.fixture
+def worker_pools(monkeypatch) -> list[int]:
+    """The sizes of the worker pools that `allocation.in_processes` starts from now on, in order (the pools are real)."""
+    pools: list[int] = []
+
+    class Pool(ProcessPoolExecutor):
+        def __init__(self, processes: int, **options) -> None:
+            pools.append(processes)
+            super().__init__(processes, **options)
+
+    monkeypatch.setattr(allocation, "ProcessPoolExecutor", Pool)
+    return pools

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import shutil
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -374,21 +373,13 @@ def test_figures_are_pngs_and_a_pdf_only_when_asked(tmp_path):
     assert not list(figures.glob("*.pdf")), "a PDF drawn from other data is removed with its figure's redrawing"
 
 
-def test_figures_drawn_in_worker_processes_are_the_figures_drawn_in_one(tmp_path, monkeypatch):
-    pools: list[int] = []
-
-    class Pool(ProcessPoolExecutor):
-        def __init__(self, processes: int, **options) -> None:
-            pools.append(processes)
-            super().__init__(processes, **options)
-
-    monkeypatch.setattr(allocation, "ProcessPoolExecutor", Pool)
+def test_figures_drawn_in_worker_processes_are_the_figures_drawn_in_one(tmp_path, monkeypatch, worker_pools):
     monkeypatch.setattr(allocation, "allocated_cores", lambda: 1)
     here = aggregate(_written(tmp_path / "here"), pdf=True)
-    assert pools == [], "one core: drawn in this process"
+    assert worker_pools == [], "one core: drawn in this process"
     monkeypatch.setattr(allocation, "allocated_cores", lambda: 2)
     there = aggregate(_written(tmp_path / "there"), pdf=True)
-    assert pools == [2], "two cores: two worker processes"
+    assert worker_pools == [2], "two cores: two worker processes"
     assert [f.title for f in here.figures] == [f.title for f in there.figures]
     drawn_here, drawn_there = ({p.name: p.read_bytes() for p in (r.results_dir / "figures").glob("*.png")} for r in (here, there))
     assert drawn_here == drawn_there and len(drawn_here) == len(SWEEP_FIGURES), "the same files, pixel for pixel"

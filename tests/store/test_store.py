@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from concurrent.futures import ProcessPoolExecutor
 
 import h5py
 import numpy as np
@@ -104,29 +103,21 @@ def test_arrays_of_every_kind_come_back_as_written_with_their_checksum(tmp_path)
         np.testing.assert_array_equal(back.arrays[name], array)
 
 
-def test_a_first_index_checks_many_files_in_worker_processes_and_finds_the_damaged_ones(tmp_path, monkeypatch):
+def test_a_first_index_checks_many_files_in_worker_processes_and_finds_the_damaged_ones(tmp_path, monkeypatch, worker_pools):
     for i in range(2 * CHECKED_PER_TASK + 1):
         write_trial(trial_path(tmp_path, f"t{i:03d}"), _record(f"t{i:03d}"))
     with h5py.File(trial_path(tmp_path, "t007"), "r+") as handle:  # still valid HDF5, wrong numbers
         handle["weights/encoder.0.weight"][0, 0] = 99
     (tmp_path / "trials" / "junk.h5").write_bytes(b"not hdf5")
-    pools: list[int] = []
-
-    class Pool(ProcessPoolExecutor):
-        def __init__(self, processes: int, **options) -> None:
-            pools.append(processes)
-            super().__init__(processes, **options)
-
-    monkeypatch.setattr(allocation, "ProcessPoolExecutor", Pool)
     monkeypatch.setattr(allocation, "allocated_cores", lambda: 2)
     here = scan(tmp_path)  # no index yet: every file checked in this process
-    assert pools == []
-    assert rebuild_index(tmp_path) == here and pools == [2], "the same summaries and problems, from two processes"
+    assert worker_pools == []
+    assert rebuild_index(tmp_path) == here and worker_pools == [2], "the same summaries and problems, from two processes"
     summaries, unreadable = here
     assert len(summaries) == 2 * CHECKED_PER_TASK and "t007" not in summaries
     assert [u.split(":")[0] for u in unreadable] == ["junk.h5", "t007.h5"] and "checksum mismatch" in unreadable[1]
     assert len(json.loads(index_path(tmp_path).read_text())) == 2 * CHECKED_PER_TASK, "the damaged file stays out of the index"
-    assert rebuild_index(tmp_path) == here and pools == [2], "indexed: only the two unreadable files are read again, here"
+    assert rebuild_index(tmp_path) == here and worker_pools == [2], "indexed: only the two unreadable files are read again, here"
 
 
 def test_files_of_schema_1_are_still_read(tmp_path):
