@@ -232,15 +232,13 @@ def _sections(payload: bytes) -> tuple[int, int, dict[str, bytes]]:
 
 def in_cuts(physical: np.ndarray, varset: VarSet) -> np.ndarray:
     """Jets the model was trained on: finite, and passing the variable set's cuts (float32, as when read)."""
-    import pandas as pd
-
     from hpcsweep.data.read import evaluate_cut
 
     values = physical.astype(np.float32)
     keep = np.all(np.isfinite(values), axis=1)
-    frame = pd.DataFrame(values, columns=varset.names, copy=False)
+    columns = {name: values[:, i] for i, name in enumerate(varset.names)}
     for cut in varset.cuts:
-        passed = evaluate_cut(frame, cut.expression, varset.name)
+        passed = evaluate_cut(columns, cut.expression, varset.name)
         keep &= passed if cut.action == "keep" else ~passed
     return keep
 

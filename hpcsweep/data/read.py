@@ -29,7 +29,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,7 +44,6 @@ from hpcsweep.paths import expand_sources
 
 if TYPE_CHECKING:
     import awkward as ak
-    import pandas as pd
     import uproot
 
 CACHE_VERSION = 2  # 2: several files, Parquet and RNTuple, dense event numbers, content checksum, property checks
@@ -451,7 +450,7 @@ class _Reader:
             next(steps).removed += int((keep & (rank != 0)).sum())
             keep &= rank == 0
         for cut in self.varset.cuts:
-            passed = evaluate_cut(frame, cut.expression, self.varset.name)
+            passed = evaluate_cut(columns, cut.expression, self.varset.name)
             passed = passed if cut.action == "keep" else ~passed
             next(steps).removed += int((keep & ~passed).sum())
             keep &= passed
@@ -553,15 +552,16 @@ def _in_units(values: np.ndarray, scale: float) -> np.ndarray:
     return (values.astype(np.float64) * scale).astype(np.float32)
 
 
-def evaluate_cut(frame: pd.DataFrame, expression: str, varset_name: str) -> np.ndarray:
-    """Which rows of `frame` pass a cut's expression (pandas eval); a bad expression is a UserError naming the set."""
+def evaluate_cut(columns: Mapping[str, np.ndarray], expression: str, varset_name: str) -> np.ndarray:
+    """Which rows of `columns` (variable -> values) pass a cut's expression (`hpcsweep.data.cuts`: data, never code);
+    a bad expression is a UserError naming the set."""
+    from hpcsweep.data.cuts import CutError, cut_mask
+
+    n = len(next(iter(columns.values()))) if columns else 0
     try:
-        result = frame.eval(expression, engine="python")
-    except Exception as err:
-        raise UserError(
-            f"variable set {varset_name!r}: cannot evaluate cut {expression!r} ({err}); variables: {', '.join(frame.columns)}"
-        ) from None
-    return np.asarray(result, dtype=bool)
+        return cut_mask(expression, columns, n)
+    except CutError as err:
+        raise UserError(f"variable set {varset_name!r}: cut {expression!r}: {err}") from None
 
 
 def _rank_within_events(event: np.ndarray, order_by: np.ndarray | None) -> np.ndarray:

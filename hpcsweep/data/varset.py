@@ -21,6 +21,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from hpcsweep.data.cuts import CutError, parse_cut
 from hpcsweep.errors import UserError, closest, one_line
 from hpcsweep.paths import locate
 
@@ -89,11 +90,22 @@ class Variable(_Frozen):
 
 
 class Cut(_Frozen):
-    """A cleaning cut: jets for which `expression` (pandas syntax, variable names) is true are kept or dropped."""
+    """A cleaning cut: jets for which `expression` (pandas syntax, variable names) is true are kept or dropped.
+
+    The expression is data, not code (`hpcsweep.data.cuts`): checked here, whatever file it comes from.
+    """
 
     name: str
     action: Literal["keep", "drop"]
     expression: str
+
+    @model_validator(mode="after")
+    def _allowed(self) -> Cut:
+        try:
+            parse_cut(self.expression)
+        except CutError as err:
+            raise ValueError(f"cut {self.name!r}: {err}") from None
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -131,6 +143,11 @@ class VarSet(_Frozen):
             raise ValueError(f"variable {repeated[0]!r} is listed twice")
         if self.rank_by is not None and self.rank_by not in names:
             raise ValueError(f"rank_by {self.rank_by!r} is not a variable; valid choices: {', '.join(names)}")
+        for cut in self.cuts:
+            try:
+                parse_cut(cut.expression, names)
+            except CutError as err:
+                raise ValueError(f"cut {cut.name!r}: {err}") from None
         for coordinate, variable in self.four_momentum.items():
             if coordinate not in FOUR_MOMENTUM_KEYS:
                 raise ValueError(f"four_momentum: unknown coordinate {coordinate!r}; valid choices: {', '.join(FOUR_MOMENTUM_KEYS)}")
@@ -159,7 +176,7 @@ def varset_names() -> list[str]:
 def load_varset(value: str | Path | Mapping[str, Any], base: Path | None = None) -> VarSet:
     """A variable set from a built-in name, a YAML file (relative: beside `base`, else here) or a mapping."""
     if isinstance(value, Mapping):
-        return _from_mapping(dict(value), "inline variable set", base)
+        return _from_mapping(dict(value), f"variable set {value.get('name', 'inline')!r}", base)
     value = str(value)
     if value in varset_names():
         return _builtin(value)

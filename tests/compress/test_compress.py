@@ -360,3 +360,29 @@ def test_score_writes_each_jets_anomaly_score_beside_the_input_flat_or_jagged(
     assert main(["score", str(qcd_file), "--model", str(own_bundle), "-o", str(tmp_path / "x.root")]) == 2
     _one_line_error(capsys, "has no branch for variable 'm'")
     assert not (tmp_path / "x.root").exists()
+
+
+def test_a_received_bundle_whose_cut_is_code_is_refused_and_runs_nothing(generated_bundle, qcd_file, tmp_path, monkeypatch, capsys):
+    """A bundle is data: one whose variable set carries a cut that would run code (validly signed: a checksum is not a
+    signature) is refused in one line by every command that reads it, and the code never runs."""
+    import json
+
+    import h5py
+
+    from hpcsweep.store import checksum
+
+    monkeypatch.chdir(tmp_path)
+    evil = tmp_path / "evil.h5"
+    evil.write_bytes(generated_bundle.read_bytes())
+    with h5py.File(evil, "r+") as handle:
+        varset = json.loads(handle.attrs["varset"])
+        varset["cuts"] = [{"name": "evil", "action": "keep", "expression": "pt.to_csv('MARK') or pt > 0"}]
+        handle.attrs["varset"] = json.dumps(varset, sort_keys=True)
+        texts = {key: str(value) for key, value in handle.attrs.items() if key not in ("kind", "schema", "checksum")}
+        arrays: dict = {}
+        handle.visititems(lambda name, node: arrays.__setitem__(name, node[()]) if isinstance(node, h5py.Dataset) else None)
+        handle.attrs["checksum"] = checksum(texts, arrays)
+    for command in (["compress", str(qcd_file), "-o", "x.hpcz"], ["score", str(qcd_file), "-o", "x.root"]):
+        assert main([*command, "--model", str(evil)]) == 2
+        _one_line_error(capsys, "cut 'evil': a call of '.to_csv' is not allowed in a cut")
+    assert not (tmp_path / "MARK").exists() and not list(tmp_path.glob("x.*"))

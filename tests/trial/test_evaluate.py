@@ -145,6 +145,18 @@ def test_a_trial_stores_its_physics_evaluation(evaluated_trial):
     assert set(np.unique(record.arrays["discrete/N90Constituents"])) <= set(range(0, 100))
 
 
+def test_a_received_trial_file_whose_cut_is_code_is_refused_and_runs_nothing(evaluated_trial, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    record = read_trial(evaluated_trial)
+    record.varset = {**record.varset, "cuts": [{"name": "evil", "action": "keep", "expression": "pt.to_csv('MARK') or pt > 0"}]}
+    received = tmp_path / "received.h5"
+    write_trial(received, record)
+    assert main(["evaluate", str(received)]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(errors) == 1 and "variable set 'generated': cuts.0: cut 'evil': a call of '.to_csv' is not allowed" in errors[0], errors
+    assert not (tmp_path / "MARK").exists()
+
+
 def test_evaluate_command_tests_a_stored_model_on_a_signal_it_never_saw(evaluated_trial, zprime_file, capsys):
     assert main(["evaluate", str(evaluated_trial), "--source", str(zprime_file), "--label", "signal"]) == 0
     out = capsys.readouterr().out
