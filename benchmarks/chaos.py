@@ -73,6 +73,7 @@ def sweep_file(folder: Path, trials: int, events: int, seed: int, epochs: int, e
         "data": {"events": events, "generator_seed": seed},
         "model": {"hidden": [64, 64], "latent": 2},
         "train": {"epochs": epochs, "batch_size": 64},
+        "codec": {"steps": 20},
         "points": points,
         "dispatch": dispatch,
         "evaluation": {"signals": [], "timing_repeats": 1},

@@ -67,8 +67,8 @@ FOUR = {
 def four_variable_table() -> list[str]:
     """The learned compressor against coding each variable alone and SZ3 on a file of m, pt, eta, phi: variables
     that are nearly independent (phi uniform), where a predictor has little to find."""
-    from hpcsweep.compress.fit import codec_kinds, fit_codec, fit_independent
-    from hpcsweep.compress.peers import compress_with_peers
+    from hpcsweep.codec.fit import codec_kinds, fit_codec, fit_independent
+    from hpcsweep.codec.peers import compress_with_peers
     from hpcsweep.data import load_jets, load_varset
 
     varset = load_varset(FOUR)
@@ -110,8 +110,8 @@ def bytes_table(bundle, export_s: float) -> list[str]:
     import zstandard
 
     from hpcsweep.compress.export import best_trial
-    from hpcsweep.compress.fit import codec_kinds, fit_ae_codec, fit_codec, fit_independent
-    from hpcsweep.compress.peers import available, compress_with_peers
+    from hpcsweep.codec.fit import codec_kinds, fit_ae_codec, fit_codec, fit_independent
+    from hpcsweep.codec.peers import available, compress_with_peers
     from hpcsweep.store import trial_path
     from hpcsweep.trial import load_trained
     from hpcsweep.trial.evaluate import in_batches, residuals
@@ -235,7 +235,7 @@ def _zstd_bins(codec, x: np.ndarray) -> int:
     """Bytes of every column's bins (int32, zero/escape marked, escaped values as float64) after zstd -19, column by column."""
     import zstandard
 
-    from hpcsweep.compress.codec import ESCAPE, FIRST
+    from hpcsweep.codec.coder import ESCAPE, FIRST
 
     total = 0
     for i, column in enumerate(codec.columns):

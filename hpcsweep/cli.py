@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin
 import yaml
 
 from hpcsweep import __version__
-from hpcsweep.config import Process
+from hpcsweep.config import Process, RankBy
 from hpcsweep.errors import PATH_FAULTS, UserError, path_fault
 from hpcsweep.states import TrialState
 
@@ -123,19 +123,27 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--label", help="name of the result in the trial file (default: validation, zprime<GEV> or the file's stem)")
     evaluate.set_defaults(handler=cmd_evaluate)
 
-    export = commands.add_parser("export", help="write one trial's model and compressors into a self-contained bundle",
-                                 description="The best trial at --z (or --trial): its weights, normaliser, variable set, "
-                                             "discrete tables, trial id and data checksum, and an error-bounded compressor "
-                                             "fitted on the trial's training jets for each --max-error. Loadable without the "
-                                             "sweep folder; 'hpcsweep compress' uses it.")  # fmt: skip
+    export = commands.add_parser("export", help="write one trial's model and compressor into a self-contained bundle",
+                                 description="The best trial at --z (or --trial, or the best of the sweep by --best): its "
+                                             "weights, normaliser, variable set, discrete tables, trial id and data checksum, "
+                                             "and the compressor it fitted and measured, as it was (--refit fits one anew). "
+                                             "Loadable without the sweep folder; 'hpcsweep compress' uses it.")  # fmt: skip
     export.add_argument("sweep", help=RESULTS_HELP)
-    export.add_argument("--z", type=int, metavar="Z", help="take the best finished trial at this latent dimension")
+    export.add_argument(
+        "--z", type=int, metavar="Z", help="take the best finished trial at this latent dimension (0: the compressor alone)"
+    )
     export.add_argument("--trial", metavar="ID", help="take this trial instead (an id in results/<sweep>/trials/)")
+    export.add_argument("--best", choices=get_args(RankBy), metavar="MEASURE",
+                        help="take the best trial of the whole sweep by this measure, any z and kind (e.g. bytes); "
+                             f"choices: {', '.join(get_args(RankBy))}")  # fmt: skip
     export.add_argument("-o", "--output", required=True, metavar="BUNDLE.h5", help="the bundle to write")
     export.add_argument("--max-error", action="append", type=_bound, metavar="BOUND",
-                        help="bounds to fit a compressor for: '1%%' (relative for scale variables, absolute 0.01 for angles "
-                             "and signed ones); repeat for several (default 1%% and 0.1%%)")  # fmt: skip
-    export.add_argument("--steps", type=int, default=600, metavar="N", help="training steps of each variable's predictor (default 600)")
+                        help="ship the trial's compressor at these bounds only: '1%%' (relative for scale variables, absolute "
+                             "0.01 for angles and signed ones); repeat for several (default: every bound it was fitted at)")  # fmt: skip
+    export.add_argument("--refit", action="store_true", help="fit a compressor of the trial's kind anew on its training jets, at "
+                                                            "--max-error (default: the trial's bounds); for other bounds, or "
+                                                            "a trial file of an older hpcsweep")  # fmt: skip
+    export.add_argument("--steps", type=int, metavar="N", help="--refit: training steps of each predictor (default: the trial's)")
     export.add_argument("--onnx", action="store_true", help="also write BUNDLE.encoder.onnx and BUNDLE.decoder.onnx (normalised "
                                                            "inputs/outputs, dynamic batch axis; needs the extra 'onnx')")  # fmt: skip
     _add_results_option(export)
@@ -624,23 +632,28 @@ def _bound(text: str) -> float:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from hpcsweep.compress.export import DEFAULT_BOUNDS, best_trial, export_bundle, export_onnx
+    from hpcsweep.codec import AMORTISED_OVER
+    from hpcsweep.compress.export import best_trial, export_bundle, export_onnx
     from hpcsweep.store import trial_path
 
-    if (args.z is None) == (args.trial is None):
-        raise UserError("give one of --z Z (the best trial at that latent dimension) or --trial ID")
+    if sum(option is not None for option in (args.z, args.trial, args.best)) != 1:
+        raise UserError("give one of --z Z (the best trial at that latent dimension), --trial ID or --best MEASURE")
+    if args.steps is not None and not args.refit:
+        raise UserError("--steps sets how a compressor is fitted anew: it goes with --refit")
     results_dir = _results_dir(args.sweep, args.results)
-    trial_id = args.trial or best_trial(results_dir, args.z)
+    trial_id = args.trial or best_trial(results_dir, args.z, args.best)
     path = trial_path(results_dir, trial_id)
     if not path.is_file():
         raise UserError(f"{path}: no such trial in {results_dir}")
-    bounds = tuple(dict.fromkeys(args.max_error or DEFAULT_BOUNDS))
+    bounds = tuple(dict.fromkeys(args.max_error)) if args.max_error else None
     if args.onnx:
         for written in export_onnx(path, Path(args.output).with_suffix("")):
             print(f"written: {written}")
-    digest = export_bundle(path, Path(args.output), bounds, steps=args.steps)
+    digest, compressor = export_bundle(path, Path(args.output), bounds, refit=args.refit, steps=args.steps)
+    model = compressor.model_bytes()
     print(f"trial {trial_id} -> {args.output} ({Path(args.output).stat().st_size / 1e6:.2f} MB, {digest[:19]}...), "
-          f"compressors at {', '.join(f'{100 * b:g}%' for b in bounds)}")  # fmt: skip
+          f"{'refitted ' if args.refit else ''}compressor ({compressor.kind}, {model / 1e3:.0f} kB: {model / AMORTISED_OVER:.2f} "
+          f"bytes/jet over 1M jets) at {', '.join(f'{100 * b:g}%' for b in compressor.bounds)}")  # fmt: skip
     return 0
 
 

@@ -20,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     NonNegativeFloat,
+    NonNegativeInt,
     PositiveFloat,
     PositiveInt,
     SerializerFunctionWrapHandler,
@@ -51,6 +52,7 @@ GRID_ALIASES = {
     "latent": "model.latent",
     "epochs": "train.epochs",
     "seed": "train.seed",
+    "rate_lambda": "train.rate_lambda",
 }
 
 
@@ -139,11 +141,12 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
-    """An MLP autoencoder, hidden widths mirrored around the latent layer: plain, sparse or variational."""
+    """An MLP autoencoder, hidden widths mirrored around the latent layer: plain, sparse or variational; or no autoencoder
+    at all (`codec`: the learned compressor alone, z = 0)."""
 
-    kind: Literal["ae", "sparse", "vae"] = "ae"
+    kind: Literal["ae", "sparse", "vae", "codec"] = "ae"
     hidden: list[PositiveInt] = Field(default_factory=lambda: [200, 200, 200], min_length=1)
-    latent: PositiveInt = 18
+    latent: NonNegativeInt = Field(18, description="the latent dimension z (0: kind codec, which has no latents)")
     activation: Literal["tanh", "leaky_relu", "relu"] = "leaky_relu"
     batchnorm: bool = True
     dropout: float = Field(0.0, ge=0, lt=1)
@@ -152,11 +155,30 @@ class ModelConfig(_Section):
     sparsity_rho: float = Field(0.05, gt=0, lt=1, description="sparse AE, KL: target mean activation")
     beta: NonNegativeFloat | None = Field(None, description="VAE: weight of the KL term (required)")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _codec_has_no_latents(cls, raw: Any) -> Any:
+        """The compressor alone has no autoencoder: z = 0 and no network keys, whatever the grid crosses it with."""
+        if isinstance(raw, dict) and raw.get("kind") == "codec":
+            return {"kind": "codec", "latent": 0}
+        return raw
+
     @model_validator(mode="after")
     def _vae_needs_beta(self) -> ModelConfig:
         if self.kind == "vae" and self.beta is None:
             raise ValueError("a VAE needs its KL weight: set model.beta (e.g. 1.0e-3)")
+        if self.kind != "codec" and self.latent == 0:
+            raise ValueError("an autoencoder needs model.latent >= 1 (z = 0 is model.kind: codec, the compressor alone)")
         return self
+
+    @model_serializer(mode="wrap")
+    def _codec_keys_only(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {"kind": "codec", "latent": 0} if self.kind == "codec" else handler(self)
+
+    @property
+    def autoencoder(self) -> bool:
+        """Whether a network is trained (every kind but `codec`)."""
+        return self.kind != "codec"
 
 
 class TrainConfig(_Section):
@@ -173,6 +195,19 @@ class TrainConfig(_Section):
     )
     patience: PositiveInt | None = Field(None, description="stop after this many epochs without a better val loss")
     seed: int = 0
+    rate_lambda: NonNegativeFloat = Field(
+        0.0,
+        description="weight of the latents' bits (a learned entropy model of the quantised latents) added to the loss: "
+        "0 trains for reconstruction alone, as before; larger values train cheaper latents (docs/compression.md)",
+    )
+
+    @model_serializer(mode="wrap")
+    def _no_rate_unless_set(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Without a rate term the stored config (and so the identity) is the one trials had before it existed."""
+        dumped = handler(self)
+        if not self.rate_lambda:
+            dumped.pop("rate_lambda", None)
+        return dumped
 
     @field_validator("piecewise")
     @classmethod
@@ -182,6 +217,36 @@ class TrainConfig(_Section):
         if any(epochs is None for epochs, _ in segments[:-1]):
             raise ValueError("only the last segment may run until the end (epochs null)")
         return segments
+
+
+class CodecConfig(_Section):
+    """The learned error-bounded compressor every trial fits and ships (hpcsweep.codec): one small MLP per variable
+    predicting its bin from the variables decoded before it (and, for an autoencoder, from what its quantised latents
+    decode to), the residual bins range-coded per scale class."""
+
+    bounds: list[float] = Field(
+        default_factory=lambda: [0.01],
+        min_length=1,
+        description="the bounds the compressor is fitted at (relative for scale variables, absolute for angles and signed "
+        "ones); evaluation.max_error, where trials are ranked, must be one of them",
+    )
+    hidden: list[PositiveInt] = Field(
+        default_factory=lambda: [16, 16], min_length=1, description="widths of each predictor's hidden layers"
+    )
+    classes: int = Field(12, ge=1, le=64, description="scale classes per predicted variable")
+    steps: PositiveInt = Field(600, description="training steps of each predictor (batches of up to 4,096 jets)")
+    training_jets: PositiveInt | None = Field(
+        None, description="training jets the compressor is fitted on (default: the whole training split)"
+    )
+    latent_step: PositiveFloat = Field(1.0, description="autoencoders: the grid step latents are quantised on, in latent units")
+
+    @field_validator("bounds")
+    @classmethod
+    def _bounds(cls, bounds: list[float]) -> list[float]:
+        for bound in bounds:
+            if not 0 < bound < 0.5:
+                raise ValueError(f"a bound must lie between 0 and 0.5 (got {bound!r}: 0.01 is 1 %)")
+        return sorted(set(bounds), reverse=True)
 
 
 class EvaluationConfig(_Section):
@@ -203,8 +268,8 @@ class EvaluationConfig(_Section):
         0.01,
         gt=0,
         lt=0.5,
-        description="the bound of the error-bounded compressors a trial is held against and measured as (relative for scale "
-        "variables, absolute for angles and signed ones); rank_by: bytes ranks on the AE's bytes per jet at it",
+        description="the bound trials are compared at (relative for scale variables, absolute for angles and signed ones): "
+        "each trial's compressor at it (one of codec.bounds) and the peers (SZ3, ZFP, ...); rank_by: bytes ranks on its bytes per jet",
     )
 
     @field_validator("signals")
@@ -267,18 +332,30 @@ class TrialConfig(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    codec: CodecConfig = Field(default_factory=CodecConfig)
     data_version: str = Field("", description="checksum of the jets as read (sha256 of the arrays after cuts)")
+
+    @model_serializer(mode="wrap")
+    def _no_training_without_a_network(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """The compressor alone trains no network: of the training keys only the seed (its fitting's) remains."""
+        dumped = handler(self)
+        if not self.model.autoencoder:
+            dumped["train"] = {"seed": self.train.seed}
+        return dumped
 
     def identity(self) -> str:
         """Stable short id: the hash of the canonical JSON of the resolved config.
 
-        Once the data are known by content, where they lie (data.source) no longer counts.
+        Once the data are known by content, where they lie (data.source) no longer counts. A
+        compressor fitted with the default settings leaves the id as it was before trials fitted one.
         """
         dumped = self.model_dump(mode="json")
         if self.data_version:
             dumped["data"].pop("source")
         else:
             dumped.pop("data_version")
+        if dumped["codec"] == CodecConfig().model_dump(mode="json"):
+            dumped.pop("codec")
         canonical = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
@@ -442,6 +519,7 @@ class SweepConfig(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    codec: CodecConfig = Field(default_factory=CodecConfig)
     grid: dict[str, list[Any]] = Field(default_factory=dict)
     points: list[dict[str, Any]] = Field(
         default_factory=list, description="listed points (key -> value), each crossed with the grid; rerun-best writes these"
@@ -457,8 +535,9 @@ class SweepConfig(_Section):
     rank_by: RankBy = Field(
         "reference_mse",
         description="what ranks trials: the MSE in the reference space, the training loss (in each trial's own normalisation), "
-        "the mean residual 68 % half-width of rank_variables, the bytes per jet of the AE as an error-bounded compressor "
-        "(every value within evaluation.max_error), or 1 - the mean ROC AUC of the reconstruction error over the signals",
+        "the mean residual 68 % half-width of rank_variables, the bytes per jet `hpcsweep compress` writes with the trial's "
+        "compressor (every value within evaluation.max_error, model bytes amortised over 1M jets), or 1 - the mean ROC AUC "
+        "of the reconstruction error over the signals",
     )
     rank_variables: list[str] | None = Field(None, description="residual_width: the variables averaged (default: every continuous one)")
     max_attempts: PositiveInt = Field(
@@ -527,7 +606,12 @@ class SweepConfig(_Section):
 
     def base_trial(self) -> dict[str, Any]:
         """The trial every grid point starts from, as a plain dict."""
-        return {"data": self.data.model_dump(), "model": self.model.model_dump(), "train": self.train.model_dump()}
+        return {
+            "data": self.data.model_dump(),
+            "model": self.model.model_dump(),
+            "train": self.train.model_dump(),
+            "codec": self.codec.model_dump(),
+        }
 
     def with_overrides(
         self,
@@ -591,7 +675,7 @@ def grid_path(key: str) -> str:
     return path
 
 
-_SECTIONS: dict[str, type[BaseModel]] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+_SECTIONS: dict[str, type[BaseModel]] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "codec": CodecConfig}
 
 
 def dotted(sections: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 A trial file holds its full resolved config, its state (done / diverged /
 failed), final metrics, per-epoch history, best weights, normaliser
-parameters and provenance (versions, git commit, host, input checksum). It is
+parameters, its fitted compressor (description and arrays) and provenance
+(versions, git commit, host, input checksum). It is
 written under a temporary name in the same folder and `os.replace`d into
 place, so a reader sees either no file or a whole one, and concurrent trials
 never share a file. A sha256 of its attributes and arrays is stored with it
@@ -46,8 +47,8 @@ from hpcsweep.files import atomic, write_atomically  # noqa: E402
 from hpcsweep.states import TrialState  # noqa: E402
 
 SCHEMA_VERSION = 3  # 3: a checksum; 2: the small fields in one "summary" attribute; 1 (one attribute each) is still read
-JSON_ATTRIBUTES = ("summary", "normaliser", "evaluation", "varset", "reference")
-GROUPS = ("history", "weights", "arrays")
+JSON_ATTRIBUTES = ("summary", "normaliser", "evaluation", "varset", "reference", "compressor")
+GROUPS = ("history", "weights", "arrays", "codec")  # weights and codec (the compressor's arrays) are read only when asked for
 #: Trial files a worker process checks at a time when a scan checks many (about 0.3 s of work, more than starting one).
 CHECKED_PER_TASK = 40
 SUMMARY_KEYS = ("trial_id", "sweep", "state", "error", "failure", "config", "metrics", "provenance", "evaluations")
@@ -72,6 +73,8 @@ class TrialRecord:
     failure: str = ""  # for state 'failed': error, out of memory, timeout exhausted
     varset: dict[str, Any] = field(default_factory=dict)  # the resolved variable set the trial read (a mapping)
     reference: dict[str, Any] = field(default_factory=dict)  # the fitted reference space and tolerances it was compared in
+    compressor: dict[str, Any] = field(default_factory=dict)  # its fitted compressor's description (hpcsweep.codec.Compressor.state)
+    codec: dict[str, np.ndarray] = field(default_factory=dict)  # ... and its arrays
 
     @property
     def evaluations(self) -> dict[str, dict[str, Any]]:

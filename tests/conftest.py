@@ -59,13 +59,20 @@ def write_tree(path: Path, name: str, branches: dict[str, object]) -> Path:
     return path
 
 
-def trial_spec(qcd_file: Path, results: Path, model: dict | None = None, train: dict | None = None, **spec) -> TrialSpec:
-    """A small trial on the session's QCD sample: 64-64 AE at z=4, 25 epochs (override any part)."""
+#: The compressor every test trial fits, when the test is not about it: few training steps (a second, not ten).
+QUICK_CODEC = {"steps": 20}
+
+
+def trial_spec(
+    qcd_file: Path, results: Path, model: dict | None = None, train: dict | None = None, codec: dict | None = None, **spec
+) -> TrialSpec:
+    """A small trial on the session's QCD sample: 64-64 AE at z=4, 25 epochs, a quick compressor (override any part)."""
     config = TrialConfig.model_validate(
         {
             "data": {"events": QCD.events, "generator_seed": QCD.seed},
             "model": {"hidden": [64, 64], "latent": 4, **(model or {})},
             "train": {"epochs": 25, "batch_size": 256, "lr": 1e-2, **(train or {})},
+            "codec": {**QUICK_CODEC, **(codec or {})},
         }
     )
     folder = cache_jets(qcd_file, load_varset("generated"), results.parent / "cache")

@@ -76,7 +76,7 @@ def test_epochs_and_set_overrides_fix_keys_and_remove_their_axes():
         ("name: x\ngrid: {z: [30]}\n", ["model.latent = 30, more than the 24 inputs", "valid choices: 1..24"]),
         ("name: x\ngrid: {lr: [0.1, -1]}\n", ["grid point train.lr", "greater than 0"]),
         ("name: x\ntrain: [1, 2\n", ["not valid YAML"]),
-        ("name: x\nmodel: {kind: transformer}\n", ["model.kind", "'ae', 'sparse' or 'vae'", "'transformer'"]),
+        ("name: x\nmodel: {kind: transformer}\n", ["model.kind", "'ae', 'sparse', 'vae' or 'codec'", "'transformer'"]),
         ("name: x\nmodel: {kind: vae}\n", ["a VAE needs its KL weight: set model.beta"]),
         ("name: x\ngrid: {model.kind: [ae, vae]}\n", ["grid point model", "set model.beta"]),
         ("name: x\ntrain: {schedule: cosine}\n", ["train.schedule", "'onecycle', 'constant' or 'piecewise'"]),

@@ -10,7 +10,7 @@ import sys
 def test_orchestration_side_does_not_import_torch():
     code = (
         "import sys, hpcsweep.cli, hpcsweep.sweep, hpcsweep.review, hpcsweep.store, hpcsweep.config, hpcsweep.data;"
-        "import hpcsweep.compress.apply, hpcsweep.compress.bundle, hpcsweep.compress.codec;"
+        "import hpcsweep.compress.apply, hpcsweep.compress.bundle, hpcsweep.codec;"
         "from hpcsweep.sweep import expand, plan;"
         "heavy = sorted(m for m in ('torch', 'uproot', 'pythia8mc', 'fastjet', 'matplotlib') if m in sys.modules);"
         "print(','.join(heavy))"
@@ -36,7 +36,6 @@ def test_threads_follow_the_allocation(monkeypatch):
 #: The layers of the house, lowest first (docs/pipeline.md): a module imports only from its own layer or below.
 LAYERS = ("base", "config", "data", "coding", "store", "trial", "sweep", "review", "compress", "cli")
 BASE = ("states", "files", "allocation", "claims", "errors", "paths", "provenance", "terminal")
-CODING = ("hpcsweep.compress.codec", "hpcsweep.compress.fit", "hpcsweep.compress.peers")
 #: The one import against the grain: the configuration asks the backend registry for the executor names (at validation).
 ALLOWED_UP = {("hpcsweep.config", "hpcsweep.sweep.backends")}
 
@@ -45,9 +44,9 @@ def _layer(module: str) -> str | None:
     parts = module.split(".")
     if parts[0] != "hpcsweep" or len(parts) == 1:
         return None
-    if module.startswith("hpcsweep.data.varset"):
-        return "config"  # pydantic and YAML only: what the configuration validates variable sets with
-    if any(module.startswith(coding) for coding in CODING):
+    if module.startswith(("hpcsweep.data.varset", "hpcsweep.data.cuts")):
+        return "config"  # pydantic, YAML and ast only: what the configuration validates variable sets (and their cuts) with
+    if parts[1] == "codec":
         return "coding"
     if parts[1] in BASE:
         return "base"

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     import pyarrow.parquet as pq
     import uproot
 
-    from hpcsweep.compress.codec import Codec
+    from hpcsweep.codec import Compressor
     from hpcsweep.data.read import InputFile
     from hpcsweep.data.varset import Variable, VarSet
 
@@ -72,7 +72,7 @@ def compress_file(
 
     from hpcsweep.data.read import InputFile, find_branch
 
-    bundle.codec(bound)  # a bound the bundle lacks is refused before anything is read
+    bundle.check_bound(bound)  # a bound the bundle lacks is refused before anything is read
     varset = bundle.varset
     file = InputFile(Path(source), tree or varset.tree)
     model = {find_branch(v.name, v.branches, varset.prefixes, file.available, file.path, file.tree): v for v in varset.variables}
@@ -256,7 +256,8 @@ def decompress_file(source: Path, bundle: Bundle, output: Path, progress: bool =
         )
     summary, started = Summary(), time.perf_counter()
     writer = writer_for(output, header)
-    names = bundle.codec(header["bound"]).names
+    bundle.check_bound(header["bound"])
+    names = bundle.compressor.names
     parallel = Path(source).stat().st_size > PARALLEL_ABOVE / 8
     with (
         atomic(output, binary=False) as tmp,
@@ -421,31 +422,33 @@ def writer_for(output: Path, header: dict[str, Any]) -> _RootWriter | _ParquetWr
 PARALLEL_ABOVE = 32_000_000  # input bytes (compressed files: an eighth) from which chunks are coded in worker processes
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 Pending = tuple[Future, dict[str, bytes], int, int]  # a chunk being coded: its future, its other parts, entries and jets
-_codec: Codec | None = None  # the codec of this process (a worker's, or this one's when coding in process)
+_coder: tuple[Compressor, float] | None = None  # the compressor and bound of this process (a worker's, or this one's in process)
 
 
 def _start_worker(path: str, checksum: str, bound: float) -> None:
-    global _codec
+    global _coder
     from hpcsweep.compress.bundle import load_bundle
 
     bundle = load_bundle(path)
     if bundle.checksum != checksum:
         raise RuntimeError(f"{path} changed while it was in use")
-    _codec = bundle.codec(bound)
+    _coder = (bundle.compressor, bound)
 
 
 def _encode(x: np.ndarray) -> bytes:
-    assert _codec is not None  # set as the worker starts, or as `_Coders` enters
-    return _codec.encode(x)
+    assert _coder is not None  # set as the worker starts, or as `_Coders` enters
+    compressor, bound = _coder
+    return compressor.encode(x, bound)
 
 
 def _decode(data: bytes) -> np.ndarray:
-    assert _codec is not None  # set as the worker starts, or as `_Coders` enters
-    return _codec.decode(data)
+    assert _coder is not None  # set as the worker starts, or as `_Coders` enters
+    compressor, bound = _coder
+    return compressor.decode(data, bound)
 
 
 class _Coders:
-    """A bundle's codec run on chunks in worker processes (one per allocated core, each with one BLAS thread: the
+    """A bundle's compressor run on chunks in worker processes (one per allocated core, each with one BLAS thread: the
     processes are the parallelism), results taken in file order; in this process for one core or a small file."""
 
     def __init__(self, bundle: Bundle, bound: float, parallel: bool) -> None:
@@ -458,9 +461,9 @@ class _Coders:
         self.saved: dict[str, str | None] = {}
 
     def __enter__(self) -> _Coders:
-        global _codec
+        global _coder
         if self.workers == 1:
-            _codec = self.bundle.codec(self.bound)
+            _coder = (self.bundle.compressor, self.bound)
             return self
         self.saved = {name: os.environ.get(name) for name in THREAD_VARIABLES}
         os.environ.update(dict.fromkeys(THREAD_VARIABLES, "1"))  # read by the workers as they start (this process's BLAS is set up)

@@ -1,10 +1,11 @@
-"""A bundle: one self-contained HDF5 file with what a trial's model and its compressors need, without the sweep.
+"""A bundle: one self-contained HDF5 file with what a trial's model and its compressor need, without the sweep.
 
-It holds the AE's best weights, its configuration and normaliser, the
-resolved variable set, the discrete tables, the trial id, the dataset's
-checksum and source, and one fitted compressor per error bound. A sha256 of
-all of it (the same recipe as a trial file's) identifies the bundle: a
-compressed file records it, and is decompressed only with the same bundle.
+It holds the AE's best weights (none for a trial of model kind `codec`), its
+configuration and normaliser, the resolved variable set, the discrete tables,
+the trial id, the dataset's checksum and source, and the trial's compressor
+(one coder per error bound, and an autoencoder's latents). A sha256 of all of
+it (the same recipe as a trial file's) identifies the bundle: a compressed
+file records it, and is decompressed only with the same bundle.
 """
 
 from __future__ import annotations
@@ -17,15 +18,15 @@ from typing import Any
 import h5py
 import numpy as np
 
-from hpcsweep.compress.codec import Codec
+from hpcsweep.codec import Compressor
 from hpcsweep.data.varset import VarSet, load_varset
 from hpcsweep.errors import UserError
 from hpcsweep.files import atomic
 from hpcsweep.store import checksum
 
 KIND = "hpcsweep bundle"
-SCHEMA = 1
-TEXTS = ("trial", "varset", "config", "normaliser", "data", "codecs")
+SCHEMA = 2  # 2: the trial's compressor as it was trained (1: compressors fitted at export)
+TEXTS = ("trial", "varset", "config", "normaliser", "data", "compressor")
 
 
 @dataclass
@@ -46,19 +47,32 @@ class Bundle:
         return self.texts["trial"]["trial_id"]
 
     @property
-    def bounds(self) -> list[float]:
-        return [entry["bound"] for entry in self.texts["codecs"]]
+    def compressor(self) -> Compressor:
+        if "_compressor" not in self.__dict__:
+            prefix = "compressor/"
+            self.__dict__["_compressor"] = Compressor.from_state(
+                self.texts["compressor"], {k.removeprefix(prefix): v for k, v in self.arrays.items() if k.startswith(prefix)}
+            )
+        return self.__dict__["_compressor"]
 
-    def codec(self, bound: float) -> Codec:
-        """The compressor fitted at `bound` (a UserError lists the bounds this bundle holds)."""
-        for i, entry in enumerate(self.texts["codecs"]):
-            if np.isclose(entry["bound"], bound, rtol=1e-9, atol=0):
-                prefix = f"codec/{i}/"
-                return Codec.from_state(entry, {k.removeprefix(prefix): v for k, v in self.arrays.items() if k.startswith(prefix)})
-        raise UserError(
-            f"{self.path}: holds compressors for --max-error {', '.join(bound_label(b) for b in self.bounds)}, not {bound_label(bound)}; "
-            f"export one with hpcsweep export ... --max-error {bound_label(bound)}"
-        )
+    @property
+    def bounds(self) -> list[float]:
+        return self.compressor.bounds
+
+    def check_bound(self, bound: float) -> None:
+        """A bound the bundle's compressor was not fitted at is one line listing those it was."""
+        try:
+            self.compressor.coder(bound)
+        except KeyError:
+            raise UserError(
+                f"{self.path}: holds compressors for --max-error {', '.join(bound_label(b) for b in self.bounds)}, not {bound_label(bound)}; "
+                f"export one with hpcsweep export ... --refit --max-error {bound_label(bound)}"
+            ) from None
+
+    @property
+    def has_network(self) -> bool:
+        """Whether the bundle holds an autoencoder (a trial of model kind `codec` has none)."""
+        return any(k.startswith("weights/") for k in self.arrays)
 
 
 def bound_label(bound: float) -> str:
@@ -67,15 +81,15 @@ def bound_label(bound: float) -> str:
 
 
 def write_bundle(
-    path: Path, texts: dict[str, Any], weights: dict[str, np.ndarray], discrete: dict[str, np.ndarray], codecs: list[Codec]
+    path: Path, texts: dict[str, Any], weights: dict[str, np.ndarray], discrete: dict[str, np.ndarray], compressor: Compressor
 ) -> str:
     """Write a bundle atomically; return its checksum. `texts` holds trial, varset, config, normaliser and data."""
-    states = [codec.state() for codec in codecs]
-    texts = texts | {"codecs": [meta for meta, _ in states]}
+    meta, named = compressor.state()
+    texts = texts | {"compressor": meta}
     encoded = {key: json.dumps(texts[key], sort_keys=True) for key in TEXTS}
     arrays = {f"weights/{k}": np.asarray(v) for k, v in weights.items()}
     arrays |= {f"discrete/{k}": np.asarray(v) for k, v in discrete.items()}
-    arrays |= {f"codec/{i}/{name}": np.asarray(a) for i, (_, named) in enumerate(states) for name, a in named.items()}
+    arrays |= {f"compressor/{name}": np.asarray(a) for name, a in named.items()}
     digest = checksum(encoded, arrays)
     with atomic(path) as tmp, h5py.File(tmp, "w") as handle:
         handle.attrs.update({"kind": KIND, "schema": SCHEMA, "checksum": digest} | encoded)
@@ -93,6 +107,8 @@ def load_bundle(path: str | Path) -> Bundle:
         with h5py.File(path, "r") as handle:
             if handle.attrs.get("kind") != KIND:
                 raise UserError(f"{path}: not an hpcsweep bundle (made by hpcsweep export)")
+            if handle.attrs.get("schema") != SCHEMA:
+                raise UserError(f"{path}: a bundle of an older hpcsweep (schema {handle.attrs.get('schema')}); export the trial again")
             encoded = {key: str(handle.attrs[key]) for key in TEXTS}
             stored = str(handle.attrs["checksum"])
             arrays: dict[str, np.ndarray] = {}

@@ -1,8 +1,10 @@
-"""Export: a sweep's trial -> a bundle, with a compressor fitted on the trial's own training jets per bound."""
+"""Export: a sweep's trial -> a bundle, with the compressor the trial fitted and measured (or, asked for, one fitted anew)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -11,20 +13,28 @@ from hpcsweep.errors import UserError
 from hpcsweep.files import atomic
 from hpcsweep.states import TrialState
 
-DEFAULT_BOUNDS = (0.01, 0.001)
+if TYPE_CHECKING:
+    from hpcsweep.codec import Compressor
+    from hpcsweep.store import TrialRecord
 
 
-def best_trial(results_dir: Path, latent: int) -> str:
-    """The id of the best finished trial at latent dimension `latent`, by the sweep's own ranking."""
+def best_trial(results_dir: Path, latent: int | None = None, rank_by: str | None = None) -> str:
+    """The id of the best finished trial at latent dimension `latent` (0: the compressor alone), by the sweep's own
+    ranking; or, with `rank_by`, the best of the whole sweep by that measure (any z, any kind)."""
     from hpcsweep.review import select
     from hpcsweep.review.tables import trials_frame
     from hpcsweep.store import scan
+    from hpcsweep.sweep.rank import Ranking
 
     selection = select(results_dir, scan(results_dir)[0])
-    frame = trials_frame(selection.summaries, selection.ranking)
+    ranking = Ranking(rank_by) if rank_by else selection.ranking
+    frame = trials_frame(selection.summaries, ranking)
     done = frame[(frame["state"] == TrialState.DONE) & frame["rank"].notna()]
     if not len(done):
-        raise UserError(f"{results_dir}: no finished trial to export; run 'hpcsweep sweep {results_dir.name}' first")
+        raise UserError(f"{results_dir}: no finished trial to export" + (f" with a {ranking.noun}" if rank_by else "") +
+                        f"; run 'hpcsweep sweep {results_dir.name}' first")  # fmt: skip
+    if latent is None:
+        return str(done.sort_values(["rank", "trial_id"])["trial_id"].iloc[0])
     at = done[done["latent"] == latent]
     if not len(at):
         raise UserError(
@@ -51,41 +61,88 @@ def training_jets(config: dict) -> tuple[np.ndarray, dict]:
 
 
 def export_bundle(
-    trial_file: Path, output: Path, bounds: tuple[float, ...] = DEFAULT_BOUNDS, steps: int = 600, progress: bool = True
-) -> str:
-    """Write the bundle of one trial (its model, tables and one compressor per bound) to `output`; return its checksum."""
-    from tqdm import tqdm
+    trial_file: Path, output: Path, bounds: tuple[float, ...] | None = None, refit: bool = False, steps: int | None = None
+) -> tuple[str, Compressor]:
+    """Write the bundle of one trial (its model, tables and compressor) to `output`; return its checksum and compressor.
 
-    from hpcsweep.compress.fit import fit_codec
+    The compressor is the one the trial fitted and measured, at `bounds` (default: all it holds). With `refit`
+    one of the same kind is fitted anew on the trial's training jets, at `bounds` (default: the trial's), with
+    `steps` per predictor (default: the trial's).
+    """
     from hpcsweep.data.varset import load_varset
-    from hpcsweep.trial import load_trained
+    from hpcsweep.store import read_trial
+    from hpcsweep.trial import stored_compressor
 
     try:
-        record = load_trained(trial_file)[0]
-    except ValueError as err:
+        record = read_trial(trial_file)
+    except (OSError, ValueError) as err:
         raise UserError(f"{trial_file}: {err}") from None
-    x_train, meta = training_jets(record.config)
-    varset = load_varset(record.varset)
-    codecs = []
-    for bound in bounds:
-        with tqdm(total=len(varset.names), desc=f"fitting the compressor at {bound_label(bound)}", unit="var", disable=not progress) as bar:
-            codecs.append(
-                fit_codec(varset, x_train, bound, steps=steps, seed=record.config["train"]["seed"], progress=lambda _: bar.update())
-            )
+    if record.state != TrialState.DONE:
+        raise UserError(f"{trial_file}: trial {record.trial_id} is {record.state}; only a finished trial has a model and a compressor")
+    compressor = stored_compressor(record)
+    meta: dict = {}
+    if refit or compressor is None:
+        if not refit:
+            raise UserError(f"{trial_file}: trial {record.trial_id} holds no compressor (written by an older hpcsweep); "
+                            "export it with --refit, which fits one on its training jets")  # fmt: skip
+        compressor, meta = _refit(record, bounds, steps)
+    else:
+        compressor = _at(compressor, bounds, trial_file)
+    varset = load_varset(record.varset or record.config["data"]["varset"])
     texts = {
         "trial": {
             "trial_id": record.trial_id,
             "sweep": record.sweep,
             "latent": record.config["model"]["latent"],
+            "kind": record.config["model"]["kind"],
             "metrics": record.metrics,
+            "refitted": bool(meta),
         },
         "varset": varset.mapping(),
         "config": record.config,
         "normaliser": {"model": record.normaliser, "reference": record.reference},
-        "data": {"checksum": meta.get("checksum", ""), "source": meta.get("source", ""), "training_jets": len(x_train)},
+        "data": meta
+        or {
+            "checksum": record.provenance.get("data_checksum", ""),
+            "source": record.provenance.get("data_source", ""),
+            "training_jets": record.metrics.get("n_train"),
+        },  # fmt: skip
     }
     discrete = {k.removeprefix("discrete/"): v for k, v in record.arrays.items() if k.startswith("discrete/")}
-    return write_bundle(output, texts, record.weights, discrete, codecs)
+    return write_bundle(output, texts, record.weights, discrete, compressor), compressor
+
+
+def _at(compressor: Compressor, bounds: tuple[float, ...] | None, trial_file: Path) -> Compressor:
+    """The trial's compressor with the coders of `bounds` only (all without); a bound it lacks is refused."""
+    from hpcsweep.codec import Compressor
+
+    if not bounds:
+        return compressor
+    missing = [b for b in bounds if not any(math.isclose(b, fitted, rel_tol=1e-9) for fitted in compressor.bounds)]
+    if missing:
+        raise UserError(
+            f"{trial_file}: the trial's compressor was fitted at --max-error {', '.join(bound_label(b) for b in compressor.bounds)}, "
+            f"not {bound_label(missing[0])}; add --refit to fit one at it (or set codec.bounds in the sweep)"
+        )
+    return Compressor({b: compressor.coder(b) for b in bounds}, compressor.latents)
+
+
+def _refit(record: TrialRecord, bounds: tuple[float, ...] | None, steps: int | None) -> tuple[Compressor, dict]:
+    """A compressor of the trial's kind fitted anew on its training jets (its network, if any, as trained)."""
+    from hpcsweep.config import CodecConfig
+    from hpcsweep.data.varset import load_varset
+    from hpcsweep.trial import assemble_trained
+    from hpcsweep.trial.compressor import fit_trial_compressor
+
+    codec = CodecConfig.model_validate(record.config.get("codec", {}))
+    codec = codec.model_copy(update={"bounds": sorted(set(bounds or codec.bounds), reverse=True), "steps": steps or codec.steps})
+    x_train, data = training_jets(record.config)
+    varset = load_varset(record.varset or record.config["data"]["varset"])
+    model, normaliser = None, None
+    if record.weights:
+        model, normaliser, _ = assemble_trained(varset, record.config, record.weights, record.normaliser, record.reference, {})
+    compressor = fit_trial_compressor(codec, varset, x_train, model, normaliser, record.config["train"]["seed"])
+    return compressor, {"checksum": data.get("checksum", ""), "source": data.get("source", ""), "training_jets": len(x_train)}
 
 
 def export_onnx(trial_file: Path, stem: Path) -> tuple[Path, Path]:

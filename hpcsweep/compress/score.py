@@ -16,6 +16,7 @@ import numpy as np
 
 from hpcsweep.compress.apply import STEP, Summary, atomic, header_of, in_cuts, layout, model_columns, writer_for
 from hpcsweep.compress.bundle import Bundle
+from hpcsweep.errors import UserError
 
 SCORE = "anomaly_score"
 
@@ -29,6 +30,8 @@ def score_file(
 
     from hpcsweep.data.read import InputFile, find_branch
 
+    if not bundle.has_network:
+        raise UserError(f"{bundle.path}: the bundle of a trial of model kind codec holds no autoencoder to score jets with")
     score = Scorer(bundle)
     varset = bundle.varset
     file = InputFile(Path(source), tree or varset.tree)
@@ -83,7 +86,7 @@ class Scorer:
         texts, arrays = bundle.texts, bundle.arrays
         self.model, self.normaliser, self.measure = assemble_trained(
             bundle.varset,
-            texts["config"]["model"],
+            texts["config"],
             {k.removeprefix("weights/"): v for k, v in arrays.items() if k.startswith("weights/")},
             texts["normaliser"]["model"],
             texts["normaliser"]["reference"],

@@ -138,17 +138,18 @@ class Normaliser:
             current = step.forward(current)
         return self
 
-    def transform(self, x: np.ndarray) -> np.ndarray:
+    def transform(self, x: np.ndarray, dtype: type = np.float32) -> np.ndarray:
+        """Physical values -> the normalised space, computed in float64 and given as `dtype` (float32: a network's input)."""
         current = np.asarray(x, dtype=np.float64)
         for step in self.steps:
             current = step.forward(current)
-        return current.astype(np.float32)
+        return current.astype(dtype)
 
-    def inverse_transform(self, y: np.ndarray) -> np.ndarray:
+    def inverse_transform(self, y: np.ndarray, dtype: type = np.float32) -> np.ndarray:
         current = np.asarray(y, dtype=np.float64)
         for step in reversed(self.steps):
             current = step.inverse(current)
-        return current.astype(np.float32)
+        return current.astype(dtype)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON parameters (floats round-trip exactly through JSON)."""

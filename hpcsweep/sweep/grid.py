@@ -64,6 +64,12 @@ def check_latent(latent: float, varset: VarSet, what: str) -> None:
 def _check_against_varset(trial: TrialConfig, sweep: SweepConfig, varset: VarSet, source: str) -> None:
     """A latent size, ranking variable or tolerance that the variable set cannot have is an error before anything runs."""
     check_latent(trial.model.latent, varset, f"{source}: model.latent = {trial.model.latent}")
+    bound = sweep.evaluation.max_error
+    if not any(math.isclose(bound, b, rel_tol=1e-9) for b in trial.codec.bounds):
+        raise UserError(
+            f"{source}: evaluation.max_error = {bound:g} (where trials are ranked) is not among codec.bounds "
+            f"({', '.join(f'{b:g}' for b in trial.codec.bounds)}); add it there"
+        )
     named = {"rank_variables": sweep.rank_variables or []}
     if isinstance(sweep.evaluation.tolerance, dict):
         named["evaluation.tolerance"] = list(sweep.evaluation.tolerance)

@@ -235,52 +235,15 @@ def truncation_baselines(x_physical: np.ndarray, normaliser: Normaliser, measure
 
 
 def peer_baselines(x_physical: np.ndarray, measure: JetMeasure, bound: float = WITHIN) -> dict[str, dict[str, Any]]:
-    """SZ3, ZFP, fpzip and mantissa rounding + zstd with every value within `bound` (hpcsweep.compress.peers):
+    """SZ3, ZFP, fpzip and mantissa rounding + zstd with every value within `bound` (hpcsweep.codec.peers):
     bytes per jet and residuals, beside the AE's; empty without the optional extra `compare`."""
-    from hpcsweep.compress.peers import compress_with_peers
+    from hpcsweep.codec.peers import compress_with_peers
 
     kinds = [measure.residual_kind[name] for name in measure.names]
     discrete = [name in measure.allowed for name in measure.names]
     return {
         peer: {"bytes_per_jet": size, "bound": bound, "residuals": residuals(x_physical, decoded, measure)}
         for peer, (size, decoded) in compress_with_peers(x_physical, kinds, discrete, bound).items()
-    }
-
-
-def bounded_compression(
-    model: torch.nn.Module, normaliser: Normaliser, measure: JetMeasure, x_train: np.ndarray, x_val: np.ndarray, bound: float = WITHIN
-) -> dict[str, Any]:
-    """The AE as the predictor of an error-bounded compressor (hpcsweep.compress): float16 latents (+ zstd), then
-    every value's residual from the decoded AE output quantised to `bound` and range-coded with tables learned on
-    the training split. Really coded and decoded: bytes per jet and residuals of the decoded validation jets."""
-    import zstandard
-
-    from hpcsweep.compress.fit import fit_ae_codec
-
-    kinds = [
-        "discrete" if n in measure.allowed else "relative" if measure.residual_kind[n] == "relative" else "absolute" for n in measure.names
-    ]
-
-    def through_ae(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        device = next(model.parameters()).device
-        latent = in_batches(model, torch.from_numpy(normaliser.transform(x)).to(device), "encode").half()
-        decoded = in_batches(model, latent.float(), "decode").cpu().numpy()
-        return latent.cpu().numpy(), measure.restore(normaliser.inverse_transform(decoded))
-
-    _, train_output = through_ae(x_train)
-    latent, val_output = through_ae(x_val)
-    codec = fit_ae_codec(measure.names, kinds, x_train, train_output, bound)
-    side = codec.side_features(val_output)
-    coded = codec.encode(x_val, side)
-    decoded = codec.decode(coded, side).astype(np.float32)
-    latent_bytes = len(zstandard.ZstdCompressor(level=19).compress(np.ascontiguousarray(latent).tobytes()))
-    n = max(len(x_val), 1)
-    return {
-        "bound": bound,
-        "bytes_per_jet": (latent_bytes + len(coded)) / n,
-        "latent_bytes_per_jet": latent_bytes / n,
-        "residual_bytes_per_jet": len(coded) / n,
-        "residuals": residuals(x_val, decoded, measure),
     }
 
 

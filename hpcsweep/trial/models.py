@@ -3,6 +3,14 @@
 Every model has `encode(x) -> latent`, `decode(latent) -> x`, `forward(x)`
 (the deterministic reconstruction that is evaluated and stored) and
 `objective(x) -> (loss to minimise, reconstruction MSE)` for training.
+
+With a rate term (`train.rate_lambda` > 0) a model also learns what its
+latents cost: a `LatentPrior` (Ballé et al.'s factorised prior: a learned
+density per latent dimension) gives the bits of latents quantised on a grid of
+step 1. During training the latents are perturbed by uniform noise of one step
+(the differentiable stand-in for rounding) and the loss adds rate_lambda times
+their bits per jet; in evaluation they are rounded, as the compressor stores
+them. Without one, nothing of this exists and training is what it was.
 """
 
 from __future__ import annotations
@@ -16,6 +24,25 @@ from torch import Tensor, nn
 from hpcsweep.config import ModelConfig
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "leaky_relu": nn.LeakyReLU, "relu": nn.ReLU}
+COMPONENTS = 4  # logistics per latent dimension in the prior
+
+
+class LatentPrior(nn.Module):
+    """A density per latent dimension, a mixture of COMPONENTS logistics, and the bits of quantised latents under it."""
+
+    def __init__(self, latent: int, components: int = COMPONENTS) -> None:
+        super().__init__()
+        self.logits = nn.Parameter(torch.zeros(latent, components))
+        self.means = nn.Parameter(torch.linspace(-2.0, 2.0, components).repeat(latent, 1))
+        self.log_scales = nn.Parameter(torch.zeros(latent, components))
+
+    def bits(self, latent: Tensor) -> Tensor:
+        """Per jet: -log2 of the mass of [y - 1/2, y + 1/2] summed over its dimensions (y: latents, jets x z)."""
+        y = latent[:, :, None]
+        scale = torch.exp(self.log_scales).clamp_min(1e-3)
+        mass = torch.sigmoid((y + 0.5 - self.means) / scale) - torch.sigmoid((y - 0.5 - self.means) / scale)
+        mixed = (mass * torch.softmax(self.logits, dim=-1)).sum(dim=-1).clamp_min(1e-9)
+        return -torch.log2(mixed).sum(dim=-1)
 
 
 class Autoencoder(nn.Module):
@@ -34,11 +61,15 @@ class Autoencoder(nn.Module):
         batchnorm: bool = True,
         dropout: float = 0.0,
         code_width: int | None = None,
+        rate: float = 0.0,
     ) -> None:
         super().__init__()
         self.latent = latent
+        self.rate = rate
         self.encoder = _mlp([n_inputs, *hidden, code_width or latent], activation, batchnorm, dropout)
         self.decoder = _mlp([latent, *reversed(hidden), n_inputs], activation, batchnorm, dropout)
+        if rate:
+            self.prior = LatentPrior(latent)
 
     def encode(self, x: Tensor) -> Tensor:
         return self.encoder(x)
@@ -47,11 +78,23 @@ class Autoencoder(nn.Module):
         return self.decoder(z)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.decode(self.encode(x))
+        latent = self.encode(x)
+        return self.decode(torch.round(latent) if self.rate and not self.training else latent)
 
     def objective(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        mse = nn.functional.mse_loss(self(x), x)
-        return mse, mse
+        if not self.rate:
+            mse = nn.functional.mse_loss(self(x), x)
+            return mse, mse
+        latent, bits = self.bottleneck(self.encode(x))
+        mse = nn.functional.mse_loss(self.decode(latent), x)
+        return mse + self.rate * bits, mse
+
+    def bottleneck(self, latent: Tensor) -> tuple[Tensor, Tensor]:
+        """Latents as the decoder sees them in training, and their mean bits per jet (0 without a rate term)."""
+        if not self.rate:
+            return latent, torch.zeros((), device=latent.device)
+        noisy = latent + torch.rand_like(latent) - 0.5
+        return noisy, self.prior.bits(noisy).mean()
 
 
 class SparseAutoencoder(Autoencoder):
@@ -70,7 +113,12 @@ class SparseAutoencoder(Autoencoder):
     def objective(self, x: Tensor) -> tuple[Tensor, Tensor]:
         activations: list[Tensor] = []
         out = x
-        for layer in [*self.encoder, *self.decoder]:
+        for layer in self.encoder:
+            out = layer(out)
+            if isinstance(layer, tuple(ACTIVATIONS.values())):
+                activations.append(out)
+        out, bits = self.bottleneck(out)
+        for layer in self.decoder:
             out = layer(out)
             if isinstance(layer, tuple(ACTIVATIONS.values())):
                 activations.append(out)
@@ -80,7 +128,7 @@ class SparseAutoencoder(Autoencoder):
         else:
             rho = torch.tensor(self.rho, device=x.device)
             penalty = sum(_kl_bernoulli(rho, torch.sigmoid(a).mean(dim=0)).sum() for a in activations)
-        return mse + self.weight * penalty, mse
+        return mse + self.weight * penalty + self.rate * bits, mse
 
 
 class VariationalAutoencoder(Autoencoder):
@@ -95,10 +143,11 @@ class VariationalAutoencoder(Autoencoder):
 
     def objective(self, x: Tensor) -> tuple[Tensor, Tensor]:
         mean, log_var = self.encoder(x).chunk(2, dim=1)
+        kl = -0.5 * torch.mean(torch.sum(1 + log_var - mean**2 - log_var.exp(), dim=1))
+        mean, bits = self.bottleneck(mean)
         sample = mean + torch.randn_like(mean) * torch.exp(0.5 * log_var)
         mse = nn.functional.mse_loss(self.decode(sample), x)
-        kl = -0.5 * torch.mean(torch.sum(1 + log_var - mean**2 - log_var.exp(), dim=1))
-        return mse + self.beta * kl, mse
+        return mse + self.beta * kl + self.rate * bits, mse
 
 
 def _kl_bernoulli(rho: Tensor, rho_hat: Tensor) -> Tensor:
@@ -151,9 +200,10 @@ def _fold(layers: nn.Sequential) -> nn.Sequential:
     return nn.Sequential(*kept)
 
 
-def build_model(config: ModelConfig, n_inputs: int) -> Autoencoder:
-    """The model a config describes, for `n_inputs` variables."""
-    common: dict[str, Any] = dict(activation=config.activation, batchnorm=config.batchnorm, dropout=config.dropout)
+def build_model(config: ModelConfig, n_inputs: int, rate: float = 0.0) -> Autoencoder:
+    """The model a config describes, for `n_inputs` variables (`rate`: the weight of its latents' bits in the loss)."""
+    assert config.autoencoder, "kind codec trains no network"
+    common: dict[str, Any] = dict(activation=config.activation, batchnorm=config.batchnorm, dropout=config.dropout, rate=rate)
     if config.kind == "sparse":
         return SparseAutoencoder(
             n_inputs,

@@ -17,7 +17,7 @@ import uproot
 
 from hpcsweep.cli import main
 from hpcsweep.compress.bundle import load_bundle
-from hpcsweep.compress.fit import codec_kinds, fit_codec, fit_independent
+from hpcsweep.codec import Settings, codec_kinds, columns_for, energy_of, fit_codec, fit_independent
 from hpcsweep.data import load_jets, load_varset
 from hpcsweep.store import read_trial, scan
 from hpcsweep.trial import split_indices
@@ -25,15 +25,17 @@ from tests.conftest import QCD
 from tests.data.test_own_data import ATLAS4, _write
 
 
-def _export(tmp_path_factory, sweep_text: str, folder: Path, *bounds: str, onnx: bool = False) -> Path:
+def _export(tmp_path_factory, sweep_text: str, folder: Path, onnx: bool = False) -> Path:
+    """The bundle of the sweep's trial at z = 4, as the trial fitted and measured its compressor (its results folder
+    beside it as results.txt)."""
     sweep = folder / "sweep.yaml"
     sweep.write_text(sweep_text)
     results = tmp_path_factory.mktemp("results")
     assert main(["sweep", str(sweep), "--results", str(results), "--no-review"]) == 0
     bundle = folder / "model.h5"
-    options = [arg for bound in bounds for arg in ("--max-error", bound)]
-    options += ["--onnx"] if onnx else []
-    assert main(["export", "s", "--results", str(results), "--z", "4", "-o", str(bundle), "--steps", "150", *options]) == 0
+    options = ["--onnx"] if onnx else []
+    assert main(["export", "s", "--results", str(results), "--z", "4", "-o", str(bundle), *options]) == 0
+    (folder / "results.txt").write_text(str(results / "s"))
     return bundle
 
 
@@ -43,10 +45,11 @@ def generated_bundle(tmp_path_factory, qcd_file) -> Path:
     folder = tmp_path_factory.mktemp("gen")
     text = (
         f"name: s\ndata: {{source: generated, events: {QCD.events}, generator_seed: {QCD.seed}}}\n"
-        "model: {hidden: [32, 32], latent: 4}\ntrain: {epochs: 5, batch_size: 256}\n"
+        "model: {hidden: [32, 32], latent: 4}\ntrain: {epochs: 5, batch_size: 256, rate_lambda: 1.0e-3}\n"
+        "codec: {bounds: [0.01, 0.001], steps: 150}\n"
         "dispatch: {executor: debug}\nevaluation: {timing_repeats: 1, signals: []}\n"
     )
-    return _export(tmp_path_factory, text, folder, "1%", "0.1%", onnx=True)
+    return _export(tmp_path_factory, text, folder, onnx=True)
 
 
 @pytest.fixture(scope="module")
@@ -83,10 +86,10 @@ def own(tmp_path_factory, qcd_file) -> Path:
 def own_bundle(tmp_path_factory, own) -> Path:
     text = (
         f"name: s\ndata: {{source: {own / 'jets.parquet'}, varset: atlas4.yaml}}\n"
-        "model: {hidden: [32, 32], latent: 4}\ntrain: {epochs: 5, batch_size: 128}\n"
+        "model: {hidden: [32, 32], latent: 4}\ntrain: {epochs: 5, batch_size: 128}\ncodec: {steps: 150}\n"
         "dispatch: {executor: debug}\nevaluation: {timing_repeats: 1}\n"
     )
-    return _export(tmp_path_factory, text, own, "1%")
+    return _export(tmp_path_factory, text, own)
 
 
 def _round_trip(source: Path, bundle: Path, folder: Path, suffix: str, bound: str = "1%") -> Path:
@@ -160,13 +163,19 @@ def test_the_learned_compressor_beats_coding_each_variable_alone_and_sz3(qcd_fil
     varset = load_varset("generated")
     x = load_jets(qcd_file, varset).matrix().astype(np.float64)
     train, held = split_indices(len(x), 0.3, 0)
-    learned = fit_codec(varset, x[train], 0.01, steps=300)
+    learned = fit_codec(
+        columns_for(varset.names, codec_kinds(varset), x[train], 0.01),
+        x[train],
+        0.01,
+        energy=energy_of(varset),
+        settings=Settings(steps=300),
+    )
     alone = fit_independent(varset.names, codec_kinds(varset), x[train], 0.01)
     size_learned = len(learned.encode(x[held])) / len(held)
     size_alone = len(alone.encode(x[held])) / len(held)
     assert size_learned < 0.9 * size_alone, (size_learned, size_alone)
     pytest.importorskip("pysz")
-    from hpcsweep.compress.peers import compress_with_peers
+    from hpcsweep.codec.peers import compress_with_peers
 
     kinds = [v.residual for v in varset.variables]
     sz3, _ = compress_with_peers(x[held], kinds, [v.discrete for v in varset.variables], 0.01)["SZ3"]
@@ -176,7 +185,9 @@ def test_the_learned_compressor_beats_coding_each_variable_alone_and_sz3(qcd_fil
 def test_special_values_come_back_exactly_and_a_wrong_checksum_is_refused(qcd_file):
     varset = load_varset("generated")
     x = load_jets(qcd_file, varset).matrix().astype(np.float64)
-    codec = fit_codec(varset, x, 0.01, steps=50)
+    codec = fit_codec(
+        columns_for(varset.names, codec_kinds(varset), x, 0.01), x, 0.01, energy=energy_of(varset), settings=Settings(steps=50)
+    )
     odd = x[:8].copy()
     m, n90 = varset.names.index("m"), varset.names.index("N90Constituents")
     odd[0, m], odd[1, m], odd[2, m], odd[3, m] = 0.0, -1.5, np.nan, np.inf
@@ -260,7 +271,8 @@ def test_rank_by_bytes_ranks_trials_by_the_ae_as_a_bounded_compressor(own, tmp_p
     sweep = own / "bytes.yaml"
     sweep.write_text(
         f"name: b\ndata: {{source: {own / 'jets.parquet'}, varset: atlas4.yaml}}\n"
-        "model: {hidden: [32, 32]}\ntrain: {epochs: 4, batch_size: 128}\ngrid:\n  z: [1, 3]\n  lr: [3.0e-3, 3.0e-2]\n"
+        "model: {hidden: [32, 32]}\ntrain: {epochs: 4, batch_size: 128}\ncodec: {bounds: [0.005], steps: 100}\n"
+        "grid:\n  z: [1, 3]\n  lr: [3.0e-3, 3.0e-2]\n"
         "dispatch: {executor: debug}\nevaluation: {timing_repeats: 1, max_error: 0.005}\nrank_by: bytes\n"
     )
     results = tmp_path / "results"
@@ -277,8 +289,9 @@ def test_rank_by_bytes_ranks_trials_by_the_ae_as_a_bounded_compressor(own, tmp_p
     compressors = (results / "b" / "tables" / "compressors.md").read_text()
     assert "+ coded residuals" in compressors and "0.5 % (angles 0.005)" in compressors
     first = next(iter(summaries))
-    bounded = read_trial(results / "b" / "trials" / f"{first}.h5", weights=False).evaluation["validation"]["bounded"]
-    assert all(bounded["residuals"][name]["within_1pct"] == 1.0 for name in ("m", "pt", "eta", "phi")), "every value within 0.5 %"
+    measured = read_trial(results / "b" / "trials" / f"{first}.h5", weights=False).evaluation["validation"]["compressor"]
+    assert all(measured["residuals"][name]["within_1pct"] == 1.0 for name in ("m", "pt", "eta", "phi")), "every value within 0.5 %"
+    assert measured["largest_error"] <= 1.0 and measured["bound"] == 0.005
 
 
 @pytest.mark.slow

@@ -34,7 +34,7 @@ variables:
 def _sweep_text(source: Path, grid: str = "  lr: [1.0e-2, 3.0e-2]\n", extra: str = "") -> str:
     return (
         f"name: mine\ndata: {{source: {source}, varset: atlas4.yaml}}\n"
-        "model: {hidden: [32, 32], latent: 3}\ntrain: {epochs: 15, batch_size: 128}\n"
+        "model: {hidden: [32, 32], latent: 3}\ntrain: {epochs: 15, batch_size: 128}\ncodec: {steps: 20}\n"
         f"grid:\n{grid}dispatch: {{executor: debug}}\nevaluation: {{timing_repeats: 1, tolerance: 0.02}}\n{extra}"
     )
 

@@ -103,6 +103,7 @@ name: review
 data: {events: 600, generator_seed: 7, val_fraction: 0.25}
 model: {hidden: [64, 64]}
 train: {epochs: 20, batch_size: 256}
+codec: {steps: 20}
 grid:
   z: [3, 6]
   lr: [1.0e-2, 3.0e-2]

@@ -106,6 +106,7 @@ def _sweep(executor: str, **extra):
         "data": {"events": QCD.events, "generator_seed": QCD.seed},
         "model": {"hidden": [8]},
         "train": {"epochs": 1},
+        "codec": {"steps": 20},
         "grid": GRID,
         "evaluation": {"signals": []},
         "dispatch": {"executor": executor, "workers": 4},  # one job per trial

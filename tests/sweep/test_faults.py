@@ -27,7 +27,7 @@ def _sweep(tmp_path, epochs: int = 250):
     path = tmp_path / "faulty.yaml"
     path.write_text(
         f"name: faulty\ndata: {{events: {QCD.events}, generator_seed: {QCD.seed}}}\n"
-        f"model: {{hidden: [128, 128, 128], latent: 4}}\ntrain: {{epochs: {epochs}, batch_size: 128}}\n"
+        f"model: {{hidden: [128, 128, 128], latent: 4}}\ntrain: {{epochs: {epochs}, batch_size: 128}}\ncodec: {{steps: 20}}\n"
         "grid: {lr: [1.0e-2, 2.0e-2, 3.0e-2, 4.0e-2]}\n"
         "dispatch: {workers: 2, checkpoint_every: 10}\nevaluation: {signals: [], timing_repeats: 1}\n"
     )
@@ -144,7 +144,7 @@ def _tiny(tmp_path: Path, name: str = "tiny", grid: str = "{lr: [1.0e-2]}", extr
     path = tmp_path / f"{name}.yaml"
     path.write_text(
         f"name: {name}\ndata: {{events: {QCD.events}, generator_seed: {QCD.seed}}}\n"
-        f"model: {{hidden: [32, 32], latent: 3}}\ntrain: {{epochs: 4, batch_size: 256}}\ngrid: {grid}\n"
+        f"model: {{hidden: [32, 32], latent: 3}}\ntrain: {{epochs: 4, batch_size: 256}}\ncodec: {{steps: 20}}\ngrid: {grid}\n"
         f"dispatch: {{executor: {executor}, workers: 2}}\nevaluation: {{signals: [], timing_repeats: 1}}\n{extra}"
     )
     return path

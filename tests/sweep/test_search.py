@@ -23,7 +23,7 @@ def _search(tmp_path: Path, search: str = "tpe", budget: int = 6, pruner: str = 
     path = tmp_path / "search.yaml"
     path.write_text(
         f"name: searched\ndata: {{events: {QCD.events}, generator_seed: {QCD.seed}}}\n"
-        "model: {hidden: [64, 64], latent: 4}\ntrain: {epochs: 30, batch_size: 256}\n"
+        "model: {hidden: [64, 64], latent: 4}\ntrain: {epochs: 30, batch_size: 256}\ncodec: {steps: 20}\n"
         f"search: {search}\nbudget: {budget}\npruner: {pruner}\n"
         "space:\n  lr: {low: 1.0e-3, high: 5.0e-2, log: true}\n  bs: [128, 256]\n"
         "evaluation: {signals: [], timing_repeats: 1}\n"

@@ -29,7 +29,7 @@ def _sweep_file(
     path.write_text(
         f"name: {name}\n"
         f"data: {{events: {QCD.events}, generator_seed: {QCD.seed}}}\n"
-        f"model: {model}\ntrain: {train}\ngrid: {grid}\n"
+        f"model: {model}\ntrain: {train}\ncodec: {{steps: 20}}\ngrid: {grid}\n"
         "evaluation: {signals: [], timing_repeats: 1}\n"
     )
     return path

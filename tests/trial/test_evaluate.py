@@ -88,7 +88,7 @@ def test_truncation_baselines_trade_bytes_for_resolution():
 
 
 def test_error_bounded_peers_keep_every_value_within_the_bound_in_fewer_bytes(qcd_file):
-    from hpcsweep.compress.peers import PEERS, compress_with_peers
+    from hpcsweep.codec.peers import PEERS, compress_with_peers
     from hpcsweep.data import load_jets
 
     varset = load_varset("generated")

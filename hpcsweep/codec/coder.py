@@ -15,7 +15,10 @@ symbol takes. Encoder and decoder go variable by variable. A variable is
 coded either on its own (a categorical over its bins) or, when that takes
 fewer bits on held-out jets, by a small MLP that predicts its bin (mean) and a
 scale class from the decoded values of the variables before it (and, where a
-four-momentum is declared, the energy it implies). The residual bin is
+four-momentum is declared, the energy it implies; and side features both ends
+know, such as what an autoencoder's quantised latents decode to). A linear map
+of the same features is added to the MLP's outputs, so that exact linear
+relations (in log or linear space) need no approximation. The residual bin is
 range-coded (`constriction`) with the categorical of its scale class, both
 learned on the training jets.
 
@@ -39,8 +42,6 @@ if TYPE_CHECKING:
 
 SAFETY = 0.999  # grid steps are shrunk by this, so float32 rounding of a decoded value stays within the bound
 ZERO, ESCAPE, FIRST = 0, 1, 2  # symbols: an exact zero, an escape, then the bins
-CLASSES = 12  # scale classes per predicted variable
-HIDDEN = (16, 16)  # widths of a predictor's hidden layers
 MAX_ALPHABET = 4096
 LARGEST_BIN = 2.0**40  # bins (and predictions) beyond this are escapes
 BLOCK = 8192  # jets per block of a predictor's evaluation
@@ -94,10 +95,11 @@ class Column:
 
 @dataclass
 class Predictor:
-    """An MLP: standardised features of the decoded variables before this one -> (bin mean, scale class)."""
+    """An MLP plus a linear map: standardised features of the decoded variables before this one -> (bin mean, scale class)."""
 
     weights: list[np.ndarray]
-    scale_edges: np.ndarray  # CLASSES - 1 edges of the predicted log-scale
+    scale_edges: np.ndarray  # classes - 1 edges of the predicted log-scale
+    skip: np.ndarray | None = None  # (features x 2): the linear map added to the MLP's outputs
 
     def __call__(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The predicted bin and scale class of every jet, from features laid out (features x jets)."""
@@ -115,6 +117,8 @@ class Predictor:
                 h += b[:, None]
                 np.maximum(h, 0.0, out=h)
             out[:, start : start + BLOCK] = self.weights[-2].T @ h + self.weights[-1][:, None]
+            if self.skip is not None:
+                out[:, start : start + BLOCK] += self.skip.T @ features[:, start : start + BLOCK]
         return out
 
 
@@ -247,6 +251,7 @@ class Codec:
             "columns": [{"name": c.name, "kind": c.kind, "step": c.step} for c in self.columns],
             "predicted": [p is not None for p in self.predictors],
             "layers": [len(p.weights) if p else 0 for p in self.predictors],
+            "skip": [p is not None and p.skip is not None for p in self.predictors],
         }
         arrays = {"centre": self.centre, "spread": self.spread}
         for i, column in enumerate(self.columns):
@@ -259,13 +264,17 @@ class Codec:
                 arrays[f"edges/{i}"] = predictor.scale_edges
                 for j, w in enumerate(predictor.weights):
                     arrays[f"weights/{i}/{j}"] = w
+                if predictor.skip is not None:
+                    arrays[f"skip/{i}"] = predictor.skip
         return meta, arrays
 
     @classmethod
     def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Codec:
         columns = [Column(c["name"], c["kind"], c["step"], arrays.get(f"table/{i}")) for i, c in enumerate(meta["columns"])]
         predictors = [
-            Predictor([arrays[f"weights/{i}/{j}"] for j in range(layers)], arrays[f"edges/{i}"]) if predicted else None
+            Predictor([arrays[f"weights/{i}/{j}"] for j in range(layers)], arrays[f"edges/{i}"], arrays.get(f"skip/{i}"))
+            if predicted
+            else None
             for i, (predicted, layers) in enumerate(zip(meta["predicted"], meta["layers"], strict=True))
         ]
         return cls(
@@ -311,8 +320,13 @@ class Decoded:
 
     def features(self, i: int) -> np.ndarray:
         """The features (features x jets) that predict variable i, from variables 0..i-1 only."""
+        return self.table[self.span(i)]
+
+    def span(self, i: int) -> slice:
+        """The rows of the feature table that predict variable i: the energy once pt, eta and mass are decoded, the side
+        features and the variables before it."""
         energy = self.codec.energy_of is not None and max(self.codec.energy_of) < i
-        return self.table[(0 if energy else 1) : self.first + 3 * i]
+        return slice(0 if energy else 1, self.first + 3 * i)
 
 
 def _energy(decoded: np.ndarray, of: tuple[int, int, int]) -> np.ndarray:
