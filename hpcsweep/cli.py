@@ -475,15 +475,19 @@ def _show_tables(
     residuals = review.tables.get("residuals_per_latent")
     if residuals is not None and residuals[1]["Variable"].nunique() <= 8:  # a few variables: their residuals fit a terminal
         shown.insert(2, "residuals_per_latent")
+    if review.rank_by == "bytes":  # a sweep for a compressor ends with the frontier and the compressors against the peers
+        shown += ["rate_frontier", "compressors"]
     named: set[str] = set()
     for stem in shown:
         if stem not in review.tables:
             continue
         title, table = review.tables[stem]
-        if latents is not None:
+        if latents is not None and "Latent space dimensions" in table:
             table = table[table["Latent space dimensions"].isin(latents)]
         _print_rows(title, list(table.columns), table.values.tolist(), wide, legend=not set(table.columns) <= named)
         named |= set(table.columns)
+    for line in review.headlines:
+        print(line)
     for warning in review.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"written: {len(review.paths)} files under {results_dir}: summary.md, tables/, figures/")

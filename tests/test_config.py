@@ -89,6 +89,10 @@ def test_epochs_and_set_overrides_fix_keys_and_remove_their_axes():
         ("name: x\nspace: {lr: [0.1]}\n", ["space: is for search: random or tpe"]),
         ("name: x\ndata: {events: null}\n", ["data: events is null, but generated data need it", "the default, 10000"]),
         ("name: x\ndispatch: {executor: slrum}\n", ["dispatch.executor", "unknown executor 'slrum'", "valid choices: local, debug, slurm"]),
+        ("name: x\nmodel: {latent: 0}\n", ["model", "an autoencoder needs model.latent >= 1", "model.kind: codec"]),
+        ("name: x\ncodec: {bounds: [1]}\n", ["codec.bounds", "a bound must lie between 0 and 0.5", "0.01 is 1 %"]),
+        ("name: x\ncodec: {stepz: 10}\n", ["unknown key 'stepz' in codec", "did you mean steps", "latent_step"]),
+        ("name: x\nevaluation: {max_error: 0.001}\n", ["evaluation.max_error = 0.001", "not among codec.bounds (0.01)", "add it there"]),
     ],
 )
 def test_mistakes_are_one_line_errors_naming_file_key_and_choices(tmp_path, text, expected):
@@ -113,7 +117,7 @@ def test_cli_refuses_a_bad_sweep_with_status_2_and_starts_nothing(tmp_path, caps
 def test_unknown_sweep_name_lists_the_sweeps_that_exist(capsys, monkeypatch):
     monkeypatch.chdir(DEFAULT.parent.parent)
     assert main(["sweep", "defualt"]) == 2
-    assert "sweeps/ has: default" in capsys.readouterr().err
+    assert "sweeps/ has: compress, default, models" in capsys.readouterr().err
 
 
 def test_a_missing_data_file_names_what_exists_and_starts_nothing(tmp_path, capsys):
@@ -146,3 +150,27 @@ def test_a_variable_set_file_is_found_beside_the_sweep_file_and_stored_whole(tmp
     assert load_sweep(path).data.source == str(tmp_path / "sweeps" / "jets.root")
     (trial,) = expand(load_sweep(path))
     assert trial.data.varset == sweep.data.varset and trial.data.events is None, "a file source has no generator settings"
+
+
+def test_the_compressor_alone_has_no_latents_and_no_network_keys(tmp_path):
+    """Model kind codec is z = 0 and trains nothing: crossed with a grid over z and lr, its points are one trial, whose
+    stored config holds only what makes it (its codec settings and the seed its fitting uses)."""
+    path = _write(tmp_path, "name: x\ngrid: {model.kind: [codec, ae], z: [2, 4], lr: [1.0e-2, 3.0e-2]}\ncodec: {steps: 50}\n")
+    trials = expand(load_sweep(path))
+    alone = [t for t in trials if t.model.kind == "codec"]
+    assert len(trials) == 5 and len(alone) == 1 and alone[0].model.latent == 0
+    dumped = alone[0].model_dump()
+    assert dumped["model"] == {"kind": "codec", "latent": 0} and dumped["train"] == {"seed": 0} and dumped["codec"]["steps"] == 50
+    assert TrialConfig.model_validate(dumped).identity() == alone[0].identity()
+
+
+def test_a_default_compressor_leaves_identities_as_they_were_and_any_setting_makes_new_trials():
+    base = TrialConfig()
+    assert base.identity() == TrialConfig(codec={"bounds": [0.01], "steps": 600}, train={"rate_lambda": 0}).identity() == "2d883d630ea6"
+    changed = [
+        {"codec": {"steps": 601}},
+        {"codec": {"bounds": [0.01, 0.001]}},
+        {"train": {"rate_lambda": 1e-3}},
+        {"codec": {"hidden": [8]}},
+    ]
+    assert len({base.identity(), *(TrialConfig.model_validate(c).identity() for c in changed)}) == 1 + len(changed)

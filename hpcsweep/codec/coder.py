@@ -134,7 +134,7 @@ class Codec:
     side: int = 0  # features every jet brings along, known to both ends (e.g. an AE's reconstruction)
     predictors: list[Predictor | None] = field(default_factory=list)
     offsets: list[np.ndarray] = field(default_factory=list)  # per variable and class: the bin (or residual) of symbol FIRST
-    tables: list[np.ndarray] = field(default_factory=list)  # per variable: (classes, alphabet) probabilities
+    tables: list[np.ndarray] = field(default_factory=list)  # per variable: (classes, alphabet) counts (half-integers: smoothed)
 
     @property
     def names(self) -> list[str]:
@@ -238,7 +238,7 @@ class Codec:
         if i not in cache:
             import constriction
 
-            cache[i] = [constriction.stream.model.Categorical(p, perfect=False) for p in self.tables[i]]
+            cache[i] = [constriction.stream.model.Categorical(c / c.sum(), perfect=False) for c in self.tables[i]]
         return cache[i]
 
     # --- state ----------------------------------------------------------------------------------
@@ -257,7 +257,7 @@ class Codec:
         for i, column in enumerate(self.columns):
             if column.table is not None:
                 arrays[f"table/{i}"] = column.table
-            arrays[f"probabilities/{i}"] = self.tables[i]
+            arrays[f"counts/{i}"] = np.rint(2 * self.tables[i]).astype(np.uint32)  # twice the smoothed counts: integers
             arrays[f"offsets/{i}"] = self.offsets[i]
             predictor = self.predictors[i]
             if predictor is not None:
@@ -286,7 +286,7 @@ class Codec:
             meta["side"],
             predictors,
             [arrays[f"offsets/{i}"] for i in range(len(columns))],
-            [arrays[f"probabilities/{i}"] for i in range(len(columns))],
+            [arrays[f"counts/{i}"] / 2.0 for i in range(len(columns))],
         )
 
 

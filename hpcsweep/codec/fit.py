@@ -124,7 +124,7 @@ def _alone(k: np.ndarray, status: np.ndarray) -> tuple[None, np.ndarray, np.ndar
 
 
 def _tables(residual: np.ndarray, status: np.ndarray, cls: np.ndarray, rows: np.ndarray, classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per class: the residual of symbol FIRST and the probabilities of every symbol, from the jets in `rows`."""
+    """Per class: the residual of symbol FIRST and the (smoothed) count of every symbol, from the jets in `rows`."""
     regular = rows & (status == FIRST)
     offsets = np.zeros(classes, dtype=np.int64)
     spans = []
@@ -137,24 +137,24 @@ def _tables(residual: np.ndarray, status: np.ndarray, cls: np.ndarray, rows: np.
         offsets[c] = low
         spans.append(high - low + 1)
     alphabet = FIRST + max(spans)
-    probabilities = np.full((classes, alphabet), SMOOTHING)
+    counts = np.full((classes, alphabet), SMOOTHING)
     for c in range(classes):
         in_class = rows & (cls == c)
         symbol = residual[in_class] - offsets[c] + FIRST
         regular_symbol = np.where((status[in_class] == FIRST) & (symbol >= FIRST) & (symbol < alphabet), symbol, ESCAPE)
         symbol = np.where(status[in_class] == FIRST, regular_symbol, status[in_class])
-        probabilities[c] += np.bincount(symbol, minlength=alphabet)
-    return offsets, probabilities / probabilities.sum(axis=1, keepdims=True)
+        counts[c] += np.bincount(symbol, minlength=alphabet)
+    return offsets, counts
 
 
 def _bits(choice: Choice, residual: np.ndarray, status: np.ndarray, cls: np.ndarray, rows: np.ndarray) -> float:
     """Bits the held-out `rows` take under one choice's tables (escapes counted at 64 bits more)."""
-    _, offsets, probabilities = choice
-    alphabet = probabilities.shape[1]
+    _, offsets, counts = choice
+    alphabet = counts.shape[1]
     symbol = residual[rows] - offsets[cls[rows]] + FIRST
     symbol = np.where((symbol >= FIRST) & (symbol < alphabet), symbol, ESCAPE)
     symbol = np.where(status[rows] == FIRST, symbol, status[rows])
-    p = probabilities[cls[rows], symbol]
+    p = counts[cls[rows], symbol] / counts.sum(axis=1)[cls[rows]]
     return float(-np.log2(p).sum() + 64 * (symbol == ESCAPE).sum())
 
 
@@ -232,7 +232,7 @@ class _Stack:
             self.layers.append((matrix, bias))
         self.skip = torch.nn.Parameter(torch.zeros(count, width, 2))
 
-    def parameters(self) -> list[torch.Tensor]:
+    def parameters(self) -> list[torch.nn.Parameter]:
         return [p for layer in self.layers for p in layer] + [self.skip]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

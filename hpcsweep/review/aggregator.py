@@ -30,9 +30,12 @@ from hpcsweep.review.tables import (
     best_and_median,
     comparison_table,
     compression_table,
+    compression_verdict,
+    compressor_picks,
     compressors_table,
     data_versions_table,
     evaluations_table,
+    frontier_table,
     markdown,
     residuals_table,
     thesis_table,
@@ -104,10 +107,12 @@ class Review:
     table_files: dict[str, Path] = field(default_factory=dict)  # stem -> <folder>/<name> of its .md, .csv, .tex
     figures: list[Figure] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    headlines: list[str] = field(default_factory=list)  # findings in one line each (the compression winner), printed first
     unreadable: list[str] = field(default_factory=list)
     paths: dict[str, Path] = field(default_factory=dict)
     drawing: Log = field(default=lambda _: None, repr=False)  # told the title of each figure it draws
     pdf: bool = False  # figures are also written as PDF
+    rank_by: str = "reference_mse"  # what ranks the trials
     to_draw: list[_ToDraw] = field(default_factory=list, repr=False)  # figures whose data changed, drawn at the end
 
 
@@ -135,7 +140,9 @@ def aggregate(
     summaries, ranking = selection.summaries, selection.ranking
     if pdf is None:
         pdf = selection.definition is not None and selection.definition.review.pdf
-    review = Review(results_dir, trials_frame({}), unreadable=unreadable, drawing=drawing or (lambda _: None), pdf=pdf)
+    review = Review(
+        results_dir, trials_frame({}), unreadable=unreadable, drawing=drawing or (lambda _: None), pdf=pdf, rank_by=ranking.rank_by
+    )
     review.warnings += [f"unreadable trial file (left out): {problem}" for problem in unreadable] + selection.notes
     review.frame = frame = trials_frame(summaries, ranking)
     review.paths["trials.csv"] = results_dir / "trials.csv"
@@ -149,15 +156,23 @@ def aggregate(
     if not len(best):
         counts = Counter(frame["state"])
         review.warnings.append("no finished trial yet" + (": " + ", ".join(f"{n} {s}" for s, n in counts.items()) if counts else ""))
-    records = _best_records(best, results_dir, review.warnings)
+    picks = compressor_picks(frame)
+    records = _records(list(dict.fromkeys([*best["trial_id"], *picks["trial_id"]])), results_dir, review.warnings)
     evaluations = {trial_id: record.evaluation for trial_id, record in records.items()}
-    varset = _varset_of(best, summaries, records)
+    varset = _varset_of([*best["trial_id"], *picks["trial_id"]], summaries, records)
     ranked = _Ranked(frame, best, median, summaries, ranking)
     _add_tables(review, ranked, evaluations, varset)
+    bound = selection.definition.evaluation.max_error if selection.definition is not None else 0.01
+    _add_compression(review, picks, evaluations, varset, bound)
     _add_data_tables(review, ranked, everything, selection.definition)
     label = _experiment_label(selection.definition, records)
     if plot and len(best) and varset is not None:
         _add_figures(review, ranked, records, detail, varset, label)
+    if plot and len(picks) and varset is not None:
+        draw = partial(plots.compression, picks, frame, evaluations, bound, label=label)
+        stamp = [frame.drop(columns=["failure"]).to_json(), __version__, plots.STYLE, repr(label), bound]
+        title = "Compression: bytes per jet versus latent dimension, and the latents' bytes against the residuals'"
+        _draw(review, Figure("Figures of the sweep", title, results_dir / "figures" / "compression"), draw, stamp)
     _add_stability(review, summaries, plot, ranking, label)
     _draw_figures(review)
     for figure in review.figures:
@@ -168,6 +183,7 @@ def aggregate(
     write_atomically(
         summary,
         f"# Sweep {results_dir.name}\n\n"
+        + "".join(f"**{line}**\n\n" for line in review.headlines)
         + "".join(f"## {title}\n\n{markdown(table)}\n\n" for title, table in review.tables.values())
         + "".join(f"- warning: {w}\n" for w in review.warnings),
     )
@@ -175,18 +191,18 @@ def aggregate(
     return review
 
 
-def _varset_of(best: pd.DataFrame, summaries: dict[str, dict[str, Any]], records: dict[str, TrialRecord]) -> VarSet | None:
+def _varset_of(trial_ids: list[str], summaries: dict[str, dict[str, Any]], records: dict[str, TrialRecord]) -> VarSet | None:
     """The variable set of the best trials (the one stored with them; older files: by its name)."""
-    for trial_id in best["trial_id"]:
+    for trial_id in trial_ids:
         record = records.get(trial_id)
         return load_varset(record.varset if record is not None and record.varset else summaries[trial_id]["config"]["data"]["varset"])
     return None
 
 
-def _best_records(best: pd.DataFrame, results_dir: Path, warnings: list[str]) -> dict[str, TrialRecord]:
-    """The best trials' records without weights (evaluation, history, histograms)."""
+def _records(trial_ids: list[str], results_dir: Path, warnings: list[str]) -> dict[str, TrialRecord]:
+    """The chosen trials' records without weights (evaluation, history, histograms)."""
     records = {}
-    for trial_id in best["trial_id"]:
+    for trial_id in trial_ids:
         try:
             records[trial_id] = read_trial(trial_path(results_dir, trial_id), weights=False)
         except (OSError, KeyError, ValueError) as err:
@@ -226,13 +242,6 @@ def _add_tables(review: Review, ranked: _Ranked, evaluations: dict[str, dict[str
             "Compression of the best AE per latent dimension (bytes per jet)",
             compression_table(best, evaluations),
         )
-    if len(best) and varset is not None:
-        tables["compressors"] = (
-            "Bytes per jet against residual width: the best AE per z, alone and as the predictor of an error-bounded "
-            "compressor, beside the error-bounded compressors physicists have (SZ3, ZFP, fpzip, mantissa rounding + zstd), "
-            "on the same validation jets; the last column gives each one's bound",
-            compressors_table(best, evaluations, varset),
-        )
     if len(best) and any(summaries[t]["metrics"].get("anomaly") for t in best["trial_id"]):
         tables["anomaly_per_latent"] = (
             "Anomaly detection: the per-jet reconstruction error (reference space) of each signal's jets against the "
@@ -241,6 +250,33 @@ def _add_tables(review: Review, ranked: _Ranked, evaluations: dict[str, dict[str
         )
     for stem, (title, table) in tables.items():
         _add_table(review, stem, title, table)
+
+
+def _add_compression(
+    review: Review, picks: pd.DataFrame, evaluations: dict[str, dict[str, Any]], varset: VarSet | None, bound: float
+) -> None:
+    """What `hpcsweep compress` would write with each kind of compressor the sweep found, beside the peers; the rate
+    frontier (latents against coded residuals per z and rate weight); and, in one line, the winner against SZ3."""
+    if not len(picks) or varset is None:
+        return
+    _add_table(
+        review,
+        "compressors",
+        f"Bytes per jet that hpcsweep compress writes at {100 * bound:g} %, per latent dimension and kind (the fewest-bytes "
+        "trial of each; z = 0: the learned coder alone), beside the error-bounded compressors physicists have (SZ3, ZFP, "
+        "fpzip, mantissa rounding + zstd) on the same validation jets; bytes/jet counts the compressor itself spread over 1M jets",
+        compressors_table(picks, evaluations, varset, bound),
+    )
+    _add_table(
+        review,
+        "rate_frontier",
+        "The rate frontier: per latent dimension, kind and rate weight, the fewest bytes per jet split into latents, "
+        "coded residuals and the compressor itself (over 1M jets)",
+        frontier_table(review.frame),
+    )
+    verdict = compression_verdict(picks, evaluations, bound)
+    if verdict:
+        review.headlines.append(verdict)
 
 
 def _add_data_tables(review: Review, ranked: _Ranked, everything: dict[str, dict[str, Any]], definition: SweepConfig | None) -> None:
@@ -280,7 +316,9 @@ def _experiment_label(definition: SweepConfig | None, records: dict[str, TrialRe
 def _add_figures(
     review: Review, ranked: _Ranked, records: dict[str, TrialRecord], detail: bool, varset: VarSet, label: plots.ExperimentLabel | None
 ) -> None:
-    frame, best, median, ranking = ranked.frame, ranked.best, ranked.median, ranked.ranking
+    networks = [ranked.frame, ranked.best, ranked.median]  # the autoencoders' figures: the coder alone (z = 0) has its own
+    frame, best, median = (table[table["kind"] != "codec"] for table in networks)
+    ranking = ranked.ranking
     folder = review.results_dir / "figures"
     evaluations = {trial_id: record.evaluation for trial_id, record in records.items()}
     noun = ranking.noun

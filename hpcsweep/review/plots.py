@@ -548,9 +548,9 @@ def rate_distortion(
     label: ExperimentLabel | None = None,
     pdf: bool = False,
 ) -> Path:
-    """Bytes per jet versus residual width of pt and m: AE and PCA per z (float16 latents), the AE as an error-bounded
-    compressor, float truncation, and the error-bounded compressors (SZ3, ZFP, fpzip, mantissa + zstd) when the
-    evaluation holds them."""
+    """Bytes per jet versus residual width of pt and m: AE and PCA per z (float16 latents), each best trial's own
+    compressor (what `hpcsweep compress` writes), float truncation, and the error-bounded compressors (SZ3, ZFP,
+    fpzip, mantissa + zstd) when the evaluation holds them."""
     momentum = [varset.four_momentum.get("pt"), varset.four_momentum.get("mass")]
     shown = [name for name in momentum if name] or varset.names[:2]
     with _figure(path, _size(len(shown), len(shown), 6.5, 6.0), pdf=pdf) as fig:
@@ -565,8 +565,8 @@ def rate_distortion(
                 latent_bytes = validation["compression"]["latent_float16"]
                 ae.append((latent_bytes, scale * validation["residuals"][name]["width"], int(trial["latent"])))
                 pca.append((latent_bytes, scale * validation["baselines"]["pca"]["residuals"][name]["width"]))
-                if "bounded" in validation:
-                    result = validation["bounded"]
+                if "compressor" in validation:
+                    result = validation["compressor"]
                     bounded.append((result["bytes_per_jet"], scale * result["residuals"][name]["width"], result["bound"]))
                 cut = [
                     (b["bytes_per_jet"], scale * b["width"][name], b["mantissa_bits"])
@@ -580,7 +580,7 @@ def rate_distortion(
                 ax.plot([p[0] for p in pca], [p[1] for p in pca], "^:", color="grey", label="PCA, same $z$")
                 if bounded:
                     ax.plot([p[0] for p in bounded], [p[1] for p in bounded], "o--", mfc="none",
-                            label=f"AE + coded residuals, every value within {100 * bounded[0][2]:g} %")  # fmt: skip
+                            label=f"its compressor (hpcsweep compress), every value within {100 * bounded[0][2]:g} %")  # fmt: skip
                 if cut:
                     ax.plot([p[0] for p in cut], [p[1] for p in cut], "s--", label="float32, mantissa rounded")
                 ax.plot([half["bytes_per_jet"]], [scale * half["residuals"][name]["width"]], "D", label="float16")
@@ -591,6 +591,68 @@ def rate_distortion(
             ax.set_title(_symbol(name), fontsize="small")
             ax.set_ylabel(f"68 % half-width of {_residual_label(variable)}", fontsize="small")
             ax.legend(fontsize="x-small")
+    return path
+
+
+def compression(
+    picks: pd.DataFrame,
+    frame: pd.DataFrame,
+    evaluations: dict[str, dict[str, Any]],
+    bound: float,
+    path: Path,
+    *,
+    label: ExperimentLabel | None = None,
+    pdf: bool = False,
+) -> Path:
+    """What `hpcsweep compress` writes at `bound`, in bytes per jet (the compressor itself spread over 1M jets).
+
+    Left: versus z, the fewest-bytes trial of each autoencoder kind per z, the learned coder alone (z = 0, a line
+    across), and the peers on the same jets (dashed). Right: every autoencoder trial's latents against its coded
+    residuals, coloured by z, with lines of equal total: where the latents pay for themselves.
+    """
+    done = frame[(frame["state"] == TrialState.DONE) & frame["bytes_per_jet"].notna()]
+    networks = done[done["kind"] != "codec"]
+    alone = picks[picks["kind"] == "codec"]
+    peers: dict[str, Any] = next(
+        (e["validation"].get("baselines", {}).get("peers", {}) for e in evaluations.values() if "validation" in e), {}
+    )
+    with _figure(path, _size(2, 2, 7.0, 6.0), pdf=pdf) as fig:
+        left, right = _grid(fig, 2, 2, label)
+        for kind, trials in networks.groupby("kind", sort=True):
+            fewest = trials.groupby("latent")["bytes_per_jet"].min()
+            left.plot(fewest.index, fewest.values, "o-", label=f"{kind.upper() if kind != 'sparse' else 'sparse AE'} + coded residuals")
+        if len(alone):
+            size = float(alone["bytes_per_jet"].min())
+            left.axhline(size, color="k", lw=2, label=f"learned coder alone ({size:.2f})")
+            left.plot([0], [size], "ks")
+        for (peer, result), style in zip(peers.items(), ("--", "-.", ":", (0, (5, 2, 1, 2))), strict=False):
+            if abs(result["bound"] - bound) <= 1e-12:
+                left.axhline(result["bytes_per_jet"], ls=style, color="grey", label=f"{peer} ({result['bytes_per_jet']:.2f})")
+        left.set(xlabel="Latent space dimension $z$ (0: no autoencoder)", ylabel=f"Bytes per jet, every value within {100 * bound:g} %")
+        _integer_axis(left, [0, *networks["latent"].astype(int).tolist()])
+        left.legend(fontsize="x-small")
+        if len(networks):
+            latents = networks["latent_per_jet"].astype(float)
+            residuals = networks["payload_per_jet"].astype(float) - latents
+            dots = right.scatter(latents, residuals, c=networks["latent"].astype(float), cmap="viridis", s=30, zorder=3)
+            fig.colorbar(dots, ax=right, label="$z$")
+        if len(alone):
+            right.plot([0], [float(alone["payload_per_jet"].min())], "ks", ms=9, label="learned coder alone", zorder=4)
+        low, high = right.get_xlim()
+        for total in np.unique(np.round(np.quantile(done["payload_per_jet"].astype(float), [0.0, 0.5]), 1)):
+            xs = np.linspace(max(low, 0.0), high, 2)
+            right.plot(xs, total - xs, ":", color="grey", lw=1)
+            right.annotate(
+                f"{total:g} B/jet in all",
+                (xs[0], total - xs[0]),
+                fontsize="x-small",
+                color="grey",
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
+        right.set(xlabel="Latents (bytes per jet)", ylabel="Coded residuals (bytes per jet)")
+        if len(alone):
+            right.legend(fontsize="x-small")
     return path
 
 

@@ -32,6 +32,7 @@ th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; } th 
 td:first-child, th:first-child { text-align: left; }
 figure { margin: 1em 0 2em; } img { max-width: 100%; border: 1px solid #eee; }
 figcaption { font-size: 0.9em; color: #555; }
+.headline { background: #eef6ee; border-left: 4px solid #2a8a2a; padding: 0.5em 1em; margin: 0.4em 0; }
 .warning { background: #fff4e5; border-left: 4px solid #f0a020; padding: 0.5em 1em; margin: 0.4em 0; }
 pre { background: #f7f7f7; padding: 1em; overflow-x: auto; } nav a { margin-right: 1em; }
 """
@@ -70,6 +71,7 @@ def write_report(review: Review, definition: str, states: dict[str, int]) -> Pat
         f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>hpcsweep report: {name}</title>"
         f"<style>{_STYLE}</style></head><body>\n<h1>Sweep {name}</h1>\n"
         f"<p>Made by hpcsweep {__version__} on {time.strftime('%Y-%m-%d %H:%M')} from {len(review.frame)} trial files.</p>\n"
+        + "".join(f"<p class='headline'><strong>{html.escape(line)}</strong></p>\n" for line in review.headlines)
         + "".join(f"<div class='warning'>{html.escape(w)}</div>\n" for w in review.warnings)
         + "<nav>" + "".join(f"<a href='#{key}'>{html.escape(title)}</a>" for key, title, _ in sections) + "</nav>\n"
         + "".join(f"<h2 id='{key}'>{html.escape(title)}</h2>\n{body}\n" for key, title, body in sections)

@@ -34,6 +34,12 @@ _FIELDS = {
     "best_epoch": ("metrics", "best_epoch"),
     "train_time_s": ("metrics", "train_time_s"),
     "pca_val_mse": ("metrics", "pca_val_mse"),
+    "kind": ("config", "model", "kind"),
+    "rate_lambda": ("config", "train", "rate_lambda"),
+    "bytes_per_jet": ("metrics", "bytes_per_jet"),
+    "payload_per_jet": ("metrics", "payload_per_jet"),
+    "latent_per_jet": ("metrics", "latent_per_jet"),
+    "model_bytes": ("metrics", "model_bytes"),
 }
 #: Config keys the best/median tables already show, or that only repeat a trial: never a comparison axis.
 _TABLE_AXES = {"model.latent", "train.batch_size", "train.lr", "train.weight_decay", "train.seed"}
@@ -71,6 +77,8 @@ def trials_frame(summaries: dict[str, dict[str, Any]], ranking: Ranking | None =
         row: dict[str, Any] = {"trial_id": trial_id, "state": summary["state"], "failure": summary.get("failure", "")}
         row |= {column: _nested(summary, path) for column, path in _FIELDS.items()}
         row["varset"] = varset_label(row["varset"]) if row["varset"] is not None else None
+        if row["rate_lambda"] is None and row["kind"] not in (None, "codec"):
+            row["rate_lambda"] = 0.0  # a config without a rate term leaves it out
         row["rank"] = ranking.value(summary.get("metrics") or {})
         row |= {axis: config_value(summary.get("config", {}), axis) for axis in axes}
         rows.append(row)
@@ -115,7 +123,7 @@ def numeric_table(picks: pd.DataFrame, axes: list[str] | None = None, ranking: R
     table = pd.DataFrame(
         {
             "latent": picks["latent"].astype(int),
-            "batch_size": picks["batch_size"].astype(int),
+            "batch_size": picks["batch_size"].astype("Int64"),  # none for the compressor alone (model kind codec)
             "lr": picks["lr"].astype(float),
             "weight_decay": picks["weight_decay"].astype(float),
         }
@@ -126,7 +134,7 @@ def numeric_table(picks: pd.DataFrame, axes: list[str] | None = None, ranking: R
     table["reference_mse"] = picks["reference_mse"].astype(float)
     if ranking.rank_by in _OWN_FIGURE:
         table[ranking.rank_by] = picks["rank"].astype(float)
-    table["best_epoch"] = picks["best_epoch"].astype(int)
+    table["best_epoch"] = picks["best_epoch"].astype("Int64")
     table["train_time_s"] = picks["train_time_s"].astype(float)
     table["pca_reference_mse"] = picks["pca_reference_mse"].astype(float)
     table["pca_over_ae"] = table["pca_reference_mse"] / table["reference_mse"].where(table["reference_mse"] != 0)
@@ -151,9 +159,9 @@ def thesis_table(picks: pd.DataFrame, axes: list[str] | None = None, ranking: Ra
     table = pd.DataFrame(
         {
             "Latent space dimensions": numbers["latent"],
-            "Batch size": numbers["batch_size"],
-            "Learning rate": numbers["lr"].map(lambda v: f"{v:.0e}"),
-            "Weight decay": numbers["weight_decay"].map(lambda v: "0" if v == 0 else f"{v:.0e}"),
+            "Batch size": numbers["batch_size"].map(lambda v: "" if pd.isna(v) else str(v)),
+            "Learning rate": numbers["lr"].map(lambda v: "" if pd.isna(v) else f"{v:.0e}"),
+            "Weight decay": numbers["weight_decay"].map(lambda v: "" if pd.isna(v) else "0" if v == 0 else f"{v:.0e}"),
         }
     )
     for axis in axes or []:
@@ -162,8 +170,8 @@ def thesis_table(picks: pd.DataFrame, axes: list[str] | None = None, ranking: Ra
     table["Reference MSE"] = numbers["reference_mse"].map(_sci)
     if ranking.rank_by in _OWN_FIGURE:
         table[ranking.label] = numbers[ranking.rank_by].map(lambda v: "" if pd.isna(v) else f"{v:.4g}")
-    table["Epoch of best"] = numbers["best_epoch"]
-    table["Training time"] = numbers["train_time_s"].map(lambda s: str(timedelta(seconds=round(s))))
+    table["Epoch of best"] = numbers["best_epoch"].map(lambda v: "" if pd.isna(v) or v == 0 else str(v))
+    table["Training time"] = numbers["train_time_s"].map(lambda s: "" if pd.isna(s) else str(timedelta(seconds=round(s))))
     table["PCA reference MSE"] = numbers["pca_reference_mse"].map(_sci)
     table["PCA / AE"] = numbers["pca_over_ae"].map(lambda v: "" if pd.isna(v) else f"{v:.2f}")
     return table
@@ -307,53 +315,110 @@ def compression_table(best: pd.DataFrame, evaluations: dict[str, dict[str, Any]]
     return pd.DataFrame(rows)
 
 
-def compressors_table(best: pd.DataFrame, evaluations: dict[str, dict[str, Any]], varset: VarSet) -> pd.DataFrame:
-    """Bytes per jet against residual widths and the fraction of values within 1 %: each z's best AE (float16
-    latents, no bound; and as the predictor of an error-bounded compressor), float16, and the error-bounded
-    compressors physicists already have, on the same validation jets."""
+def compressor_picks(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per latent dimension and model kind (z = 0: the learned coder alone), the finished trial whose compressor writes
+    the fewest bytes per jet (its own bytes amortised over 1M jets), ties broken by trial id."""
+    done = frame[(frame["state"] == TrialState.DONE) & frame["bytes_per_jet"].notna()]
+    if not len(done):
+        return done
+    ordered = done.sort_values(["latent", "kind", "bytes_per_jet", "trial_id"])
+    return ordered.groupby(["latent", "kind"], sort=True).head(1).reset_index(drop=True)
+
+
+def compressor_name(trial: Any) -> str:
+    """'learned coder alone' or 'AE, z = 12 (rate 0.003)' (kind and rate weight as they vary)."""
+    if trial["kind"] == "codec":
+        return "learned coder alone (hpcsweep compress)"
+    kind = {"ae": "AE", "sparse": "sparse AE", "vae": "VAE"}.get(trial["kind"], str(trial["kind"]))
+    rate = trial.get("rate_lambda")
+    return f"{kind}, z = {int(trial['latent'])}" + (f" (rate {rate:g})" if rate else " (no rate term)") + " + coded residuals"
+
+
+def compressors_table(picks: pd.DataFrame, evaluations: dict[str, dict[str, Any]], varset: VarSet, bound: float) -> pd.DataFrame:
+    """What `hpcsweep compress` writes with each kind of compressor the sweep found (`compressor_picks`), beside the
+    error-bounded compressors physicists already have, at `bound` on the same validation jets: bytes per jet (the
+    coded jets, their latents, the compressor itself spread over 1M jets), residual widths and the bound."""
     shown = [name for name in (varset.four_momentum.get("pt"), varset.four_momentum.get("mass")) if name] or varset.names[:2]
     kinds = {v.name: v.residual for v in varset.variables}
     continuous = [v.name for v in varset.variables if not v.discrete]
 
-    def row(what: str, bytes_per_jet: float, stats: dict[str, dict[str, Any]], bound: str) -> dict[str, Any]:
+    def row(what: str, trial: str, numbers: dict[str, Any], stats: dict[str, dict[str, Any]], bound_text: str) -> dict[str, Any]:
         within = [stats[name]["within_1pct"] for name in continuous if "within_1pct" in stats.get(name, {})]
         widths = {
             f"{name} width{' [%]' if kinds[name] == 'relative' else ''}": f"{(100 if kinds[name] == 'relative' else 1) * stats[name]['width']:.3g}"
             for name in shown
             if "width" in stats.get(name, {})
         }
-        return {"compressor": what, "bytes/jet": f"{bytes_per_jet:.2f}", **widths,
-                "values within 1 %": f"{100 * sum(within) / len(within):.1f} %" if within else "", "bound on every value": bound}  # fmt: skip
+        return {"compressor": what, "trial": trial, "bytes/jet": f"{numbers['bytes_per_jet']:.2f}",
+                "coded jets": _bytes(numbers.get("payload_per_jet")), "of which latents": _bytes(numbers.get("latent_per_jet")),
+                "compressor itself (kB)": "" if numbers.get("model_bytes") is None else f"{numbers['model_bytes'] / 1e3:.0f}",
+                **widths, "values within 1 %": f"{100 * sum(within) / len(within):.1f} %" if within else "",
+                "bound on every value": bound_text}  # fmt: skip
 
     rows: list[dict[str, Any]] = []
-    peers: dict[str, Any] = {}  # baselines (float16, error-bounded compressors) of the first best trial that has them
-    for _, trial in best.iterrows():
+    peers: dict[str, Any] = {}  # the peers of the first pick that has them: every trial measures them on the same jets
+    for _, trial in picks.iterrows():
         validation = evaluations.get(trial["trial_id"], {}).get("validation", {})
-        if "residuals" in validation and "compression" in validation:
-            rows.append(
-                row(
-                    f"AE, z = {int(trial['latent'])} (float16 latents)",
-                    validation["compression"]["latent_float16"],
-                    validation["residuals"],
-                    "none",
-                )
-            )
-            if "bounded" in validation:
-                bounded = validation["bounded"]
-                rows.append(
-                    row(
-                        f"AE, z = {int(trial['latent'])} + coded residuals",
-                        bounded["bytes_per_jet"],
-                        bounded["residuals"],
-                        _bound_text(bounded["bound"]),
-                    )
-                )
-            peers = peers or validation.get("baselines", {})
+        measured = validation.get("compressor", {})
+        if not measured:
+            continue
+        rows.append(row(compressor_name(trial), trial["trial_id"], measured, measured.get("residuals", {}), _bound_text(measured["bound"])))
+        peers = peers or validation.get("baselines", {})
     if "float16" in peers:
-        rows.append(row("float16", peers["float16"]["bytes_per_jet"], peers["float16"]["residuals"], "none"))
+        rows.append(row("float16", "", peers["float16"], peers["float16"]["residuals"], "none"))
     for peer, result in peers.get("peers", {}).items():
-        rows.append(row(peer, result["bytes_per_jet"], result["residuals"], _bound_text(result["bound"])))
+        if abs(result["bound"] - bound) <= 1e-12:
+            rows.append(row(peer, "", result, result["residuals"], _bound_text(result["bound"])))
     return pd.DataFrame(rows)
+
+
+def frontier_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rate frontier: per latent dimension, kind and rate weight, the fewest-bytes compressor's bytes per jet split
+    into its latents, its coded residuals and itself (amortised over 1M jets)."""
+    done = frame[(frame["state"] == TrialState.DONE) & frame["bytes_per_jet"].notna()].copy()
+    if not len(done):
+        return pd.DataFrame()
+    done["rate"] = done["rate_lambda"].fillna(0.0)
+    picks = done.sort_values(["latent", "kind", "rate", "bytes_per_jet", "trial_id"]).groupby(["latent", "kind", "rate"], sort=True).head(1)
+    rows = []
+    for _, trial in picks.iterrows():
+        latents = float(trial["latent_per_jet"])
+        rows.append(
+            {
+                "Latent space dimensions": int(trial["latent"]),
+                "kind": trial["kind"],
+                "rate weight": "" if trial["kind"] == "codec" else f"{trial['rate']:g}",
+                "latents (B/jet)": f"{latents:.2f}",
+                "coded residuals (B/jet)": f"{trial['payload_per_jet'] - latents:.2f}",
+                "compressor over 1M jets (B/jet)": f"{trial['bytes_per_jet'] - trial['payload_per_jet']:.2f}",
+                "total (B/jet)": f"{trial['bytes_per_jet']:.2f}",
+                "trial": trial["trial_id"],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def compression_verdict(picks: pd.DataFrame, evaluations: dict[str, dict[str, Any]], bound: float) -> str | None:
+    """One line: the compressor of fewest bytes per jet at `bound`, and how it stands against SZ3 on the same jets."""
+    measured = [(trial, evaluations.get(trial["trial_id"], {}).get("validation", {})) for _, trial in picks.iterrows()]
+    measured = [(trial, validation) for trial, validation in measured if validation.get("compressor")]
+    if not measured:
+        return None
+    trial, validation = min(measured, key=lambda pair: (pair[1]["compressor"]["bytes_per_jet"], pair[0]["trial_id"]))
+    size = validation["compressor"]["bytes_per_jet"]
+    line = f"fewest bytes at {_bound_text(bound)}: {compressor_name(trial)}, trial {trial['trial_id']}, {size:.2f} bytes/jet (compressor over 1M jets included)"
+    sz3 = validation.get("baselines", {}).get("peers", {}).get("SZ3")
+    if sz3 is not None:
+        line += f": {size / sz3['bytes_per_jet']:.2f}x SZ3's {sz3['bytes_per_jet']:.2f} on the same jets"
+    others = [p for p in measured if p[0]["trial_id"] != trial["trial_id"]]
+    if others:
+        runner, runner_validation = min(others, key=lambda pair: pair[1]["compressor"]["bytes_per_jet"])
+        line += f"; next: {compressor_name(runner)}, {runner_validation['compressor']['bytes_per_jet']:.2f}"
+    return line
+
+
+def _bytes(value: Any) -> str:
+    return "" if value is None or pd.isna(value) else f"{value:.2f}"
 
 
 def _bound_text(bound: float) -> str:

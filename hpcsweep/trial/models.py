@@ -87,7 +87,7 @@ class Autoencoder(nn.Module):
             return mse, mse
         latent, bits = self.bottleneck(self.encode(x))
         mse = nn.functional.mse_loss(self.decode(latent), x)
-        return mse + self.rate * bits, mse
+        return _with_rate(mse, self.rate, bits), mse
 
     def bottleneck(self, latent: Tensor) -> tuple[Tensor, Tensor]:
         """Latents as the decoder sees them in training, and their mean bits per jet (0 without a rate term)."""
@@ -128,7 +128,7 @@ class SparseAutoencoder(Autoencoder):
         else:
             rho = torch.tensor(self.rho, device=x.device)
             penalty = sum(_kl_bernoulli(rho, torch.sigmoid(a).mean(dim=0)).sum() for a in activations)
-        return mse + self.weight * penalty + self.rate * bits, mse
+        return _with_rate(mse + self.weight * penalty, self.rate, bits), mse
 
 
 class VariationalAutoencoder(Autoencoder):
@@ -143,11 +143,16 @@ class VariationalAutoencoder(Autoencoder):
 
     def objective(self, x: Tensor) -> tuple[Tensor, Tensor]:
         mean, log_var = self.encoder(x).chunk(2, dim=1)
-        kl = -0.5 * torch.mean(torch.sum(1 + log_var - mean**2 - log_var.exp(), dim=1))
-        mean, bits = self.bottleneck(mean)
-        sample = mean + torch.randn_like(mean) * torch.exp(0.5 * log_var)
+        latent, bits = self.bottleneck(mean)
+        sample = latent + torch.randn_like(latent) * torch.exp(0.5 * log_var)
         mse = nn.functional.mse_loss(self.decode(sample), x)
-        return mse + self.beta * kl + self.rate * bits, mse
+        kl = -0.5 * torch.mean(torch.sum(1 + log_var - mean**2 - log_var.exp(), dim=1))
+        return _with_rate(mse + self.beta * kl, self.rate, bits), mse
+
+
+def _with_rate(loss: Tensor, rate: float, bits: Tensor) -> Tensor:
+    """`loss` plus the latents' weighted bits; without a rate term `loss` itself (the graph, and so every gradient, as before)."""
+    return loss + rate * bits if rate else loss
 
 
 def _kl_bernoulli(rho: Tensor, rho_hat: Tensor) -> Tensor:

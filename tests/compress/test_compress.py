@@ -16,8 +16,8 @@ import pytest
 import uproot
 
 from hpcsweep.cli import main
-from hpcsweep.compress.bundle import load_bundle
 from hpcsweep.codec import Settings, codec_kinds, columns_for, energy_of, fit_codec, fit_independent
+from hpcsweep.compress.bundle import load_bundle
 from hpcsweep.data import load_jets, load_varset
 from hpcsweep.store import read_trial, scan
 from hpcsweep.trial import split_indices
@@ -277,7 +277,8 @@ def test_rank_by_bytes_ranks_trials_by_the_ae_as_a_bounded_compressor(own, tmp_p
     )
     results = tmp_path / "results"
     assert main(["sweep", str(sweep), "--results", str(results), "--wide"]) == 0
-    assert "Bytes/jet" in capsys.readouterr().out, "the ranking's own figure is a column of the printed tables"
+    out = capsys.readouterr().out
+    assert "Bytes/jet" in out, "the ranking's own figure is a column of the printed tables"
     summaries, _ = scan(results / "b")
     fewest = {}
     for summary in summaries.values():
@@ -286,8 +287,13 @@ def test_rank_by_bytes_ranks_trials_by_the_ae_as_a_bounded_compressor(own, tmp_p
         fewest[z] = min(fewest.get(z, np.inf), size)
     best = pd.read_csv(results / "b" / "tables" / "best_per_latent.csv")
     np.testing.assert_allclose(best["Bytes/jet"], [fewest[z] for z in best["Latent space dimensions"]], rtol=1e-3)
-    compressors = (results / "b" / "tables" / "compressors.md").read_text()
-    assert "+ coded residuals" in compressors and "0.5 % (angles 0.005)" in compressors
+    compressors = pd.read_csv(results / "b" / "tables" / "compressors.csv")
+    ours = compressors[compressors["trial"].notna()]
+    assert set(ours["compressor"]) == {"AE, z = 1 (no rate term) + coded residuals", "AE, z = 3 (no rate term) + coded residuals"}
+    np.testing.assert_allclose(sorted(ours["bytes/jet"]), sorted(fewest.values()), atol=0.006)
+    assert set(compressors["bound on every value"]) == {"0.5 % (angles 0.005)", "none"}, "peers at the same bound (float16: none)"
+    assert {"SZ3", "ZFP", "fpzip", "mantissa + zstd"} <= set(compressors["compressor"])
+    assert "fewest bytes at 0.5 % (angles 0.005): AE, z = " in out and "x SZ3's" in out, "the winner against SZ3, in one line"
     first = next(iter(summaries))
     measured = read_trial(results / "b" / "trials" / f"{first}.h5", weights=False).evaluation["validation"]["compressor"]
     assert all(measured["residuals"][name]["within_1pct"] == 1.0 for name in ("m", "pt", "eta", "phi")), "every value within 0.5 %"
@@ -399,3 +405,82 @@ def test_a_received_bundle_whose_cut_is_code_is_refused_and_runs_nothing(generat
         assert main([*command, "--model", str(evil)]) == 2
         _one_line_error(capsys, "cut 'evil': a call of '.to_csv' is not allowed in a cut")
     assert not (tmp_path / "MARK").exists() and not list(tmp_path.glob("x.*"))
+
+
+def _validation_file(qcd_file: Path, folder: Path) -> tuple[Path, np.ndarray]:
+    """A flat TTree of a trial's validation jets as the generated file holds them (GeV, float32; the variable set's
+    prefixed branch names), in the order of the trial's split; and those jets."""
+    varset = load_varset("generated")
+    x = load_jets(qcd_file, varset).matrix()
+    _, validation = split_indices(len(x), 0.2, 0)
+    jets = x[validation]
+    path = folder / "validation.root"
+    with uproot.recreate(path) as handle:
+        handle.mktree("events", {f"jet_{name}": np.float32 for name in varset.names}).extend(
+            {f"jet_{name}": jets[:, i] for i, name in enumerate(varset.names)}
+        )
+    return path, jets
+
+
+@pytest.mark.slow
+def test_a_trials_recorded_bytes_are_what_compress_writes_for_its_validation_jets(generated_bundle, qcd_file, tmp_path):
+    """The number a sweep ranks by is the number the shipped command produces: the trial's coded validation jets at each
+    bound take exactly as many bytes as `hpcsweep compress` writes for them with the exported bundle, headers aside."""
+    from hpcsweep.compress import apply
+
+    results = Path((generated_bundle.parent / "results.txt").read_text())
+    bundle = load_bundle(generated_bundle)
+    record = read_trial(results / "trials" / f"{bundle.trial_id}.h5", weights=False)
+    source, jets = _validation_file(qcd_file, tmp_path)
+    for bound, measured in record.evaluation["validation"]["compressor"]["bounds"].items():
+        packed = tmp_path / f"{bound}.hpcz"
+        summary = apply.compress_file(source, bundle, float(bound), packed, progress=False)
+        assert summary.jets == measured["n_jets"] == len(jets) and summary.lossless_jets == 0
+        assert summary.model_bytes == measured["payload_bytes"], (bound, summary.model_bytes, measured["payload_bytes"])
+        assert measured["kind"] == "autoencoder" and measured["latent_per_jet"] > 0, "a rate-trained AE's latents are coded"
+
+
+@pytest.mark.slow
+def test_the_learned_coder_alone_is_a_trial_exported_in_seconds_and_the_winner_by_bytes(qcd_file, tmp_path, capsys):
+    """A sweep of the coder alone (z = 0) beside a rate-aware AE: both fit and measure their compressors, the review ends
+    with the compressors against the peers and one line for the winner, export --best bytes takes the fewest bytes, and
+    the bundle of the coder alone compresses and gives back a file within the bound (and refuses to score)."""
+    import time
+
+    sweep = tmp_path / "c.yaml"
+    sweep.write_text(
+        f"name: c\ndata: {{events: {QCD.events}, generator_seed: {QCD.seed}}}\nmodel: {{hidden: [32, 32]}}\n"
+        "train: {epochs: 5, batch_size: 256}\ncodec: {steps: 60}\nrank_by: bytes\nevaluation: {signals: [], timing_repeats: 1}\n"
+        "points:\n  - {model.kind: codec}\n  - {model.latent: 4, train.rate_lambda: 1.0e-2}\n"
+    )
+    results = tmp_path / "results"
+    assert main(["sweep", str(sweep), "--results", str(results)]) == 0
+    out = capsys.readouterr().out
+    assert "fewest bytes at 1 % (angles 0.01): " in out and "x SZ3's" in out
+    frontier = pd.read_csv(results / "c" / "tables" / "rate_frontier.csv")
+    assert list(frontier["kind"]) == ["codec", "ae"] and frontier["latents (B/jet)"].iloc[1] > 0
+    assert (results / "c" / "figures" / "compression.png").is_file()
+    summaries, _ = scan(results / "c")
+    fewest = min(summaries, key=lambda t: summaries[t]["metrics"]["bytes_per_jet"])
+    best = tmp_path / "best.h5"
+    assert main(["export", "c", "--results", str(results), "--best", "bytes", "-o", str(best)]) == 0
+    assert load_bundle(best).trial_id == fewest
+    alone = tmp_path / "alone.h5"
+    started = time.perf_counter()
+    assert main(["export", "c", "--results", str(results), "--z", "0", "-o", str(alone)]) == 0
+    assert time.perf_counter() - started < 10, "exporting a codec trial copies what it fitted"
+    bundle = load_bundle(alone)
+    assert bundle.compressor.kind == "codec" and not bundle.has_network and bundle.texts["trial"]["kind"] == "codec"
+    back = _round_trip(qcd_file, alone, tmp_path, ".root")
+    _assert_same_tree(qcd_file, back, "events", load_varset("generated"), 0.01)
+    capsys.readouterr()
+    assert main(["score", str(qcd_file), "--model", str(alone), "-o", str(tmp_path / "s.root")]) == 2
+    _one_line_error(capsys, "holds no autoencoder to score jets with")
+    assert main(["export", "c", "--results", str(results), "--z", "0", "--max-error", "0.1%", "-o", str(tmp_path / "x.h5")]) == 2
+    _one_line_error(capsys, "was fitted at --max-error 1%, not 0.1%; add --refit")
+    assert main(["export", "c", "--results", str(results), "--z", "0", "--refit", "--max-error", "0.1%", "-o", str(tmp_path / "r.h5")]) == 0
+    refitted = load_bundle(tmp_path / "r.h5")
+    assert refitted.bounds == [0.001] and refitted.texts["trial"]["refitted"]
+    assert main(["export", "c", "--results", str(results), "--z", "0", "--steps", "5", "-o", str(tmp_path / "x.h5")]) == 2
+    _one_line_error(capsys, "--steps sets how a compressor is fitted anew: it goes with --refit")
+    assert not (tmp_path / "x.h5").exists()
