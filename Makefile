@@ -78,7 +78,7 @@ $(BENCH_STAMP): $(STAMP)
 bench: $(BENCH_STAMP) ## benchmarks against peers (Lightning, Hydra on SLURM after make slurm-up, SZ3) -> docs/benchmarks.md; ONLY="training review" reruns sections
 	$(BIN)/python benchmarks/bench.py --out docs/benchmarks.md $(if $(ONLY),--only $(ONLY))
 
-bench-compress: $(STAMP) ## only the compression benchmarks (bytes/jet vs SZ3/ZFP/fpzip, throughput, memory) -> docs/benchmarks.md
+bench-compress: $(STAMP) ## only the compression benchmarks (the compression sweep's bytes/jet vs SZ3/ZFP/fpzip, a 4-variable file, throughput, memory) -> docs/benchmarks.md
 	$(BIN)/python benchmarks/bench.py --out docs/benchmarks.md --only compression
 
 chaos: $(STAMP) ## kill a 12-trial sweep 15 times at random (EXECUTOR=local|slurm) -> counts in docs/reliability.md

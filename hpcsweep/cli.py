@@ -376,7 +376,8 @@ def _dry_run(sweep: SweepConfig, results_dir: Path, path: Path, wide: bool = Fal
     for p in planned.trials:
         train = p.config.train
         values = [config_value(configs[p.trial_id]["config"], axis) for axis in axes]
-        rows.append([p.trial_id, p.config.model.latent, train.batch_size, train.lr, train.weight_decay, train.epochs, *values, p.state])
+        network = [train.batch_size, train.lr, train.weight_decay, train.epochs] if p.config.model.autoencoder else [""] * 4
+        rows.append([p.trial_id, p.config.model.latent, *network, *values, p.state])
     versions = sorted({p.config.data_version or "not read yet" for p in planned.trials})
     title = f"{sweep.name}: {len(planned.trials)} trials (data version {', '.join(versions)})"
     _print_rows(title, ["trial", "z", "bs", "lr", "wd", "epochs", *axes, "state"], rows, wide)

@@ -190,6 +190,11 @@ class Compressor:
         """'autoencoder' (latents + coded residuals) or 'codec' (the learned coder alone)."""
         return "codec" if self.latents is None else "autoencoder"
 
+    def only(self, bounds: list[float]) -> Compressor:
+        """This compressor with the coders of `bounds` alone (what a bundle of those bounds ships); KeyError for a bound
+        it was not fitted at."""
+        return Compressor({bound: self.coder(bound) for bound in bounds}, self.latents)
+
     def coder(self, bound: float) -> Codec:
         """The variables' coder at `bound` (KeyError when the compressor was not fitted at it)."""
         for fitted, codec in self.codecs.items():
@@ -286,16 +291,17 @@ def fit_compressor(
 
 
 def measure(compressor: Compressor, x: np.ndarray, bound: float) -> tuple[dict[str, Any], np.ndarray]:
-    """Really code and decode the jets `x` at `bound`: bytes per jet (payload, latents, residuals; with the compressor's
-    own bytes amortised over AMORTISED_OVER jets) and the decoded jets. Every decoded value is checked against the bound
-    as it would be written (float32); a value outside it is a bug, raised as RuntimeError."""
+    """Really code and decode the jets `x` at `bound`: bytes per jet (payload, latents, residuals; with the bytes of what
+    decoding at `bound` needs, the compressor with that bound's coder alone, amortised over AMORTISED_OVER jets) and the
+    decoded jets. Every decoded value is checked against the bound as it would be written (float32); a value outside it
+    is a bug, raised as RuntimeError."""
     x = np.asarray(x, dtype=np.float64)
     coded = compressor.encode(x, bound)
     decoded = compressor.decode(coded, bound)
     worst = check_bound(x, decoded, compressor.coder(bound).columns, bound)
     n = max(len(x), 1)
     (latent,) = struct.unpack_from("<Q", coded)
-    model = compressor.model_bytes()
+    model = compressor.only([bound]).model_bytes()
     return {
         "bound": bound,
         "kind": compressor.kind,

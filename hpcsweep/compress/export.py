@@ -114,8 +114,6 @@ def export_bundle(
 
 def _at(compressor: Compressor, bounds: tuple[float, ...] | None, trial_file: Path) -> Compressor:
     """The trial's compressor with the coders of `bounds` only (all without); a bound it lacks is refused."""
-    from hpcsweep.codec import Compressor
-
     if not bounds:
         return compressor
     missing = [b for b in bounds if not any(math.isclose(b, fitted, rel_tol=1e-9) for fitted in compressor.bounds)]
@@ -124,7 +122,7 @@ def _at(compressor: Compressor, bounds: tuple[float, ...] | None, trial_file: Pa
             f"{trial_file}: the trial's compressor was fitted at --max-error {', '.join(bound_label(b) for b in compressor.bounds)}, "
             f"not {bound_label(missing[0])}; add --refit to fit one at it (or set codec.bounds in the sweep)"
         )
-    return Compressor({b: compressor.coder(b) for b in bounds}, compressor.latents)
+    return compressor.only(list(bounds))
 
 
 def _refit(record: TrialRecord, bounds: tuple[float, ...] | None, steps: int | None) -> tuple[Compressor, dict]:

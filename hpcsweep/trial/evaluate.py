@@ -37,6 +37,19 @@ def reconstruction_mse(model: torch.nn.Module, x: torch.Tensor) -> float:
     return float(((reconstruct(model, x) - x) ** 2).mean(dtype=torch.float64))
 
 
+def validation_loss(model: torch.nn.Module, x: torch.Tensor) -> float:
+    """What training minimises, measured on held-out jets: the reconstruction MSE, plus (for a model with a rate term)
+    the weighted bits of its rounded latents under its prior. Without a rate term, the reconstruction MSE itself."""
+    mse = reconstruction_mse(model, x)
+    rate = getattr(model, "rate", 0.0)
+    if not rate:
+        return mse
+    latent = torch.round(in_batches(model, x, "encode"))
+    with torch.inference_mode():
+        bits = float(torch.cat([model.prior.bits(latent[i : i + EVAL_BATCH]) for i in range(0, len(latent), EVAL_BATCH)]).mean())
+    return mse + rate * bits
+
+
 def reconstruct(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The model's deterministic reconstruction, in evaluation mode and in batches."""
     return in_batches(model, x)

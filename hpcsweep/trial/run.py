@@ -159,7 +159,7 @@ def _outcome(metrics: dict[str, Any]) -> str:
     """The trial's numbers in one line: its network's loss (and PCA's), and its compressor's bytes per jet."""
     parts = []
     if math.isfinite(metrics["best_val_mse"]):
-        parts.append(f"best val MSE {metrics['best_val_mse']:.4g} at epoch {metrics['best_epoch']} (PCA {metrics['pca_val_mse']:.4g})")
+        parts.append(f"best val loss {metrics['best_val_mse']:.4g} at epoch {metrics['best_epoch']} (PCA {metrics['pca_val_mse']:.4g})")
     if math.isfinite(metrics["bytes_per_jet"]):
         parts.append(f"{metrics['bytes_per_jet']:.2f} bytes/jet compressed")
     return ", ".join(parts) or "no result"

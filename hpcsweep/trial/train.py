@@ -33,7 +33,7 @@ from hpcsweep.config import Compile, TrainConfig
 from hpcsweep.errors import Log
 from hpcsweep.files import atomic
 from hpcsweep.states import TrialState
-from hpcsweep.trial.evaluate import reconstruction_mse
+from hpcsweep.trial.evaluate import validation_loss
 from hpcsweep.trial.models import Autoencoder
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
@@ -148,7 +148,7 @@ def train(
             result.history["lr"].append(optimiser.param_groups[0]["lr"])
             shuffled = x_train[torch.randperm(n, generator=generator).to(x_train.device)]
             train_loss = _epoch(model, objective, optimiser, schedule, shuffled, starts, config.batch_size) / seen
-            val_loss = reconstruction_mse(model, x_val) if math.isfinite(train_loss) else math.nan
+            val_loss = validation_loss(model, x_val) if math.isfinite(train_loss) else math.nan
             result.history["train_loss"].append(train_loss)
             result.history["val_loss"].append(val_loss)
             result.epochs_run = epoch

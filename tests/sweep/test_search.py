@@ -74,3 +74,23 @@ def test_array_tasks_are_search_workers_on_slurm(qcd_file, tmp_path):
     summaries, _ = scan(tmp_path / "searched")
     jobs = {s["provenance"]["attempts"][0]["job"] for s in summaries.values()}
     assert len(summaries) >= 4 and all("_" in job for job in jobs), jobs
+
+
+def test_a_search_over_the_coder_alone_ranks_by_the_bytes_it_writes(qcd_file, tmp_path):
+    """Codec trials go through Optuna like any other: their objective is the bytes per jet their compressor writes."""
+    path = tmp_path / "codec.yaml"
+    path.write_text(
+        f"name: coder\ndata: {{events: {QCD.events}, generator_seed: {QCD.seed}}}\nmodel: {{kind: codec}}\n"
+        "search: random\nbudget: 2\nspace:\n  codec.steps: [10, 30]\n  codec.classes: [4, 12]\nrank_by: bytes\n"
+        "evaluation: {signals: [], timing_repeats: 1}\n"
+    )
+    assert main(["sweep", str(path), "--results", str(tmp_path)]) == 0
+    study = study_for(load_sweep(path), tmp_path / "coder")
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    summaries, _ = scan(tmp_path / "coder")
+    assert len(done) == 2 and len(summaries) == 2
+    for trial in done:
+        stored = summaries[trial.user_attrs["trial_id"]]
+        assert stored["config"]["model"] == {"kind": "codec", "latent": 0}
+        assert trial.value == stored["metrics"]["bytes_per_jet"] > 0
+        assert stored["config"]["codec"]["steps"] == trial.params["codec.steps"]

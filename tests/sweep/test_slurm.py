@@ -61,6 +61,21 @@ def test_an_array_of_8_trials_finishes_like_the_local_executor(qcd_file, tmp_pat
     assert jobs_path(slurm / "array").read_text() == submissions, "nothing was submitted again"
 
 
+def test_the_coder_alone_runs_as_an_array_task_like_any_trial(qcd_file, tmp_path):
+    """A codec trial (no network) beside an AE in one array: both finish, and the coder's bytes are those of the same
+    trial run locally (its fitting is seeded)."""
+    sweep_file = _sweep_file(tmp_path, "coder", "{model.kind: [codec, ae], z: [2]}")
+    slurm, local = tmp_path / "slurm", tmp_path / "local"
+    assert main(["sweep", str(sweep_file), "--results", str(slurm), "--executor", "slurm", "--site", SITE, "--wait"]) == 0
+    assert main(["sweep", str(sweep_file), "--results", str(local), "--executor", "local"]) == 0
+    on_slurm, _ = scan(slurm / "coder")
+    on_local, _ = scan(local / "coder")
+    assert len(on_slurm) == 2 and {s["state"] for s in on_slurm.values()} == {"done"}
+    (coder,) = [t for t, s in on_slurm.items() if s["config"]["model"]["kind"] == "codec"]
+    assert on_slurm[coder]["metrics"]["bytes_per_jet"] == on_local[coder]["metrics"]["bytes_per_jet"]
+    assert on_slurm[coder]["provenance"]["attempts"][0]["job"].split("_")[0].isdigit(), "a SLURM job ran it"
+
+
 def test_two_drivers_started_at_once_on_slurm_train_every_trial_exactly_once(qcd_file, tmp_path):
     sweep_file = _sweep_file(tmp_path, "twice", "{z: [2, 4], lr: [1.0e-2, 3.0e-2]}", train="{epochs: 10, batch_size: 256}")
     command = [
