@@ -25,7 +25,7 @@ import numpy as np
 
 from hpcsweep.data.generate import Sample
 
-RESULTS = Path("results/bench")
+RESULTS = Path("results")  # the sweeps of `make sweep SWEEP=compress` (finished trials are kept), and the bench's own
 SWEEP = Path("sweeps/compress.yaml")
 BOUNDS = (0.01, 0.001)
 SIZES = (1_000_000, 4_000_000)

@@ -598,6 +598,13 @@ def _is_number(text: str) -> bool:
 
 
 def _print_evaluation(label: str, summary: dict[str, Any]) -> None:
+    if "compressor" in summary:
+        c = summary["compressor"]
+        print(f"{label}: its compressor ({c['kind']}) at {100 * c['bound']:g} %: {c['bytes_per_jet']:.2f} bytes/jet "
+              f"({c['payload_per_jet']:.2f} coded, of which latents {c['latent_per_jet']:.2f}; the compressor itself "
+              f"{c['model_bytes'] / 1e3:.0f} kB over {c['amortised_over']:,} jets), largest error {c['largest_error']:.3f} of the bound")  # fmt: skip
+    if "mse" not in summary:  # the coder alone: no network to measure
+        return
     print(f"{label}: {summary['n_jets']:,} jets, reconstruction MSE {summary['mse']:.4g} (normalised)")
     rows = [
         [name, r["kind"], f"{r['mean']:+.3g}", f"{r['width']:.3g}", f"{r['q005']:+.3g}", f"{r['q995']:+.3g}"]

@@ -166,7 +166,7 @@ def aggregate(
     _add_compression(review, picks, evaluations, varset, bound)
     _add_data_tables(review, ranked, everything, selection.definition)
     label = _experiment_label(selection.definition, records)
-    if plot and len(best) and varset is not None:
+    if plot and (best["kind"] != "codec").any() and varset is not None:
         _add_figures(review, ranked, records, detail, varset, label)
     if plot and len(picks) and varset is not None:
         draw = partial(plots.compression, picks, frame, evaluations, bound, label=label)
@@ -320,7 +320,7 @@ def _add_figures(
     frame, best, median = (table[table["kind"] != "codec"] for table in networks)
     ranking = ranked.ranking
     folder = review.results_dir / "figures"
-    evaluations = {trial_id: record.evaluation for trial_id, record in records.items()}
+    evaluations = {trial_id: records[trial_id].evaluation for trial_id in best["trial_id"] if trial_id in records}
     noun = ranking.noun
     histories = {f"$z$ = {int(t.latent)}": records[t.trial_id].history for t in best.itertuples() if t.trial_id in records}
     sweep_figures: list[tuple[str, str, _Drawing, str]] = [

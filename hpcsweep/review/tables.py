@@ -326,12 +326,12 @@ def compressor_picks(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def compressor_name(trial: Any) -> str:
-    """'learned coder alone' or 'AE, z = 12 (rate 0.003)' (kind and rate weight as they vary)."""
+    """'learned coder alone' or 'AE z=12, rate 0.003' (an AE's rounded latents and coded residuals)."""
     if trial["kind"] == "codec":
-        return "learned coder alone (hpcsweep compress)"
+        return "learned coder alone"
     kind = {"ae": "AE", "sparse": "sparse AE", "vae": "VAE"}.get(trial["kind"], str(trial["kind"]))
     rate = trial.get("rate_lambda")
-    return f"{kind}, z = {int(trial['latent'])}" + (f" (rate {rate:g})" if rate else " (no rate term)") + " + coded residuals"
+    return f"{kind} z={int(trial['latent'])}, " + (f"rate {rate:g}" if rate else "no rate term")
 
 
 def compressors_table(picks: pd.DataFrame, evaluations: dict[str, dict[str, Any]], varset: VarSet, bound: float) -> pd.DataFrame:

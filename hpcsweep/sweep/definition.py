@@ -3,8 +3,8 @@
 A sweep may grow in its folder (grid values, latent dimensions, seeds, other
 model or training keys add trials), and a data file replaced in place makes
 new trials of a new data version; what would make its trials incomparable
-(the data as the sweep names them, the variable set, the reference space or
-tolerance the trials are measured in) is refused with the exact difference.
+(the data as the sweep names them, the variable set, the reference space,
+tolerance or bound the trials are measured at) is refused with the exact difference.
 The folder keeps the resolved definition (definition.json) and the sweep
 file's text (sweep.yaml), for review and reruns.
 """
@@ -41,7 +41,7 @@ def comparable(definition: dict[str, Any]) -> dict[str, Any]:
 
     The data as the sweep names them (not their normalisation, and not the keys its grid
     varies: comparing those is the grid's purpose) and how trials are measured
-    (evaluation.reference, evaluation.tolerance).
+    (evaluation.reference, evaluation.tolerance, evaluation.max_error: the bound their bytes per jet are at).
     """
     points = definition.get("points") or []
     points = points.get("all", []) if isinstance(points, dict) else points  # older folders kept {"all": [...]}
@@ -51,7 +51,7 @@ def comparable(definition: dict[str, Any]) -> dict[str, Any]:
         data = {k: v for k, v in data.items() if k not in GENERATOR_KEYS}
     shared = {f"data.{k}": v for k, v in data.items() if f"data.{k}" not in varied}
     evaluation = definition.get("evaluation", {})
-    shared |= {f"evaluation.{k}": evaluation[k] for k in ("reference", "tolerance") if k in evaluation}
+    shared |= {f"evaluation.{k}": evaluation[k] for k in ("reference", "tolerance", "max_error") if k in evaluation}
     return _leaves(shared)
 
 

@@ -23,7 +23,7 @@ import torch
 from hpcsweep.data.normalize import Normaliser, make_reference
 from hpcsweep.data.physics import MIN_PEAK_EVENTS, dijet_mass, peak_and_width
 from hpcsweep.data.varset import VarSet
-from hpcsweep.trial.models import Autoencoder, fold_batchnorm
+from hpcsweep.trial.models import Autoencoder, LatentPrior, fold_batchnorm
 
 EVAL_BATCH = 4096  # cache-sized chunks: 2.7x faster per jet than one 100k batch on CPU
 HISTOGRAM_BINS = 50
@@ -45,8 +45,10 @@ def validation_loss(model: torch.nn.Module, x: torch.Tensor) -> float:
     if not rate:
         return mse
     latent = torch.round(in_batches(model, x, "encode"))
+    prior = model.get_submodule("prior")
+    assert isinstance(prior, LatentPrior)  # a model with a rate term carries its prior
     with torch.inference_mode():
-        bits = float(torch.cat([model.prior.bits(latent[i : i + EVAL_BATCH]) for i in range(0, len(latent), EVAL_BATCH)]).mean())
+        bits = float(torch.cat([prior.bits(latent[i : i + EVAL_BATCH]) for i in range(0, len(latent), EVAL_BATCH)]).mean())
     return mse + rate * bits
 
 

@@ -289,11 +289,11 @@ def test_rank_by_bytes_ranks_trials_by_the_ae_as_a_bounded_compressor(own, tmp_p
     np.testing.assert_allclose(best["Bytes/jet"], [fewest[z] for z in best["Latent space dimensions"]], rtol=1e-3)
     compressors = pd.read_csv(results / "b" / "tables" / "compressors.csv")
     ours = compressors[compressors["trial"].notna()]
-    assert set(ours["compressor"]) == {"AE, z = 1 (no rate term) + coded residuals", "AE, z = 3 (no rate term) + coded residuals"}
+    assert set(ours["compressor"]) == {"AE z=1, no rate term", "AE z=3, no rate term"}
     np.testing.assert_allclose(sorted(ours["bytes/jet"]), sorted(fewest.values()), atol=0.006)
     assert set(compressors["bound on every value"]) == {"0.5 % (angles 0.005)", "none"}, "peers at the same bound (float16: none)"
     assert {"SZ3", "ZFP", "fpzip", "mantissa + zstd"} <= set(compressors["compressor"])
-    assert "fewest bytes at 0.5 % (angles 0.005): AE, z = " in out and "x SZ3's" in out, "the winner against SZ3, in one line"
+    assert "fewest bytes at 0.5 % (angles 0.005): AE z=" in out and "x SZ3's" in out, "the winner against SZ3, in one line"
     first = next(iter(summaries))
     measured = read_trial(results / "b" / "trials" / f"{first}.h5", weights=False).evaluation["validation"]["compressor"]
     assert all(measured["residuals"][name]["within_1pct"] == 1.0 for name in ("m", "pt", "eta", "phi")), "every value within 0.5 %"
@@ -328,7 +328,8 @@ def test_the_onnx_encoder_and_decoder_reproduce_torch_on_validation_jets(generat
     from hpcsweep.trial.models import build_model
 
     bundle = load_bundle(generated_bundle)
-    model = build_model(ModelConfig.model_validate(bundle.texts["config"]["model"]), len(bundle.varset.names))
+    config = bundle.texts["config"]
+    model = build_model(ModelConfig.model_validate(config["model"]), len(bundle.varset.names), config["train"].get("rate_lambda", 0.0))
     model.load_state_dict(
         {k.removeprefix("weights/"): torch.from_numpy(np.asarray(v)) for k, v in bundle.arrays.items() if k.startswith("weights/")}
     )
@@ -484,3 +485,8 @@ def test_the_learned_coder_alone_is_a_trial_exported_in_seconds_and_the_winner_b
     assert main(["export", "c", "--results", str(results), "--z", "0", "--steps", "5", "-o", str(tmp_path / "x.h5")]) == 2
     _one_line_error(capsys, "--steps sets how a compressor is fitted anew: it goes with --refit")
     assert not (tmp_path / "x.h5").exists()
+    trial_file = results / "c" / "trials" / f"{bundle.trial_id}.h5"
+    assert main(["evaluate", str(trial_file)]) == 0, "the stored compressor measured again"
+    assert "validation: its compressor (codec) at 1 %: " in capsys.readouterr().out
+    assert main(["evaluate", str(trial_file), "--source", str(qcd_file)]) == 2
+    _one_line_error(capsys, "(model kind codec: no network)")
