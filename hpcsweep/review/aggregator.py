@@ -170,7 +170,8 @@ def aggregate(
         _add_figures(review, ranked, records, detail, varset, label)
     if plot and len(picks) and varset is not None:
         draw = partial(plots.compression, picks, frame, evaluations, bound, label=label)
-        stamp = [frame.drop(columns=["failure"]).to_json(), __version__, plots.STYLE, repr(label), bound]
+        stamp = [frame.drop(columns=["failure"]).to_json(), {t: _mtime(review, t) for t in picks["trial_id"]}, __version__, plots.STYLE,
+                 repr(label), bound]  # fmt: skip
         title = "Compression: bytes per jet versus latent dimension, and the latents' bytes against the residuals'"
         _draw(review, Figure("Figures of the sweep", title, results_dir / "figures" / "compression"), draw, stamp)
     _add_stability(review, summaries, plot, ranking, label)

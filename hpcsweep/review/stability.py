@@ -95,6 +95,7 @@ def rerun_best_sweep(parent: dict[str, Any], picks: list[dict[str, Any]], top: i
         "data": base["data"],
         "model": base["model"],
         "train": {k: v for k, v in base["train"].items() if k != "seed"},
+        "codec": base.get("codec", {}),  # a file written before trials fitted compressors has none: the defaults
         "points": [{k: v for k, v in point.items() if k != "train.seed"} for point in points],
         "grid": {"train.seed": original + new},
         "dispatch": parent.get("dispatch", {}),
