@@ -42,13 +42,20 @@ def _wait_until(condition, timeout: float, what: str) -> None:
         time.sleep(1)
 
 
+def _on_slurm_and_locally(sweep_file: Path, tmp_path: Path) -> tuple[dict, dict]:
+    """The summaries of one sweep run as SLURM job arrays (tmp_path/slurm) and through the local executor (tmp_path/local)."""
+    runs = []
+    for executor in ("slurm", "local"):
+        options = ["--site", SITE, "--wait"] if executor == "slurm" else []
+        assert main(["sweep", str(sweep_file), "--results", str(tmp_path / executor), "--executor", executor, *options]) == 0
+        runs.append(scan(tmp_path / executor / sweep_file.stem)[0])
+    return runs[0], runs[1]
+
+
 def test_an_array_of_8_trials_finishes_like_the_local_executor(qcd_file, tmp_path, capsys):
     sweep_file = _sweep_file(tmp_path, "array", "{z: [2, 4], lr: [1.0e-2, 3.0e-2], wd: [0, 1.0e-4]}")
-    slurm, local = tmp_path / "slurm", tmp_path / "local"
-    assert main(["sweep", str(sweep_file), "--results", str(slurm), "--executor", "slurm", "--site", SITE, "--wait"]) == 0
-    assert main(["sweep", str(sweep_file), "--results", str(local), "--executor", "local"]) == 0
-    on_slurm, _ = scan(slurm / "array")
-    on_local, _ = scan(local / "array")
+    slurm = tmp_path / "slurm"
+    on_slurm, on_local = _on_slurm_and_locally(sweep_file, tmp_path)
     assert len(on_slurm) == 8 and {s["state"] for s in on_slurm.values()} == {"done"}
     jobs = {a["job"] for trial in on_slurm for a in on_slurm[trial]["provenance"]["attempts"]}
     assert len(jobs) == 8 and len({j.split("_")[0] for j in jobs}) == 1, "one job array of 8 tasks"
@@ -64,12 +71,7 @@ def test_an_array_of_8_trials_finishes_like_the_local_executor(qcd_file, tmp_pat
 def test_the_coder_alone_runs_as_an_array_task_like_any_trial(qcd_file, tmp_path):
     """A codec trial (no network) beside an AE in one array: both finish, and the coder's bytes are those of the same
     trial run locally (its fitting is seeded)."""
-    sweep_file = _sweep_file(tmp_path, "coder", "{model.kind: [codec, ae], z: [2]}")
-    slurm, local = tmp_path / "slurm", tmp_path / "local"
-    assert main(["sweep", str(sweep_file), "--results", str(slurm), "--executor", "slurm", "--site", SITE, "--wait"]) == 0
-    assert main(["sweep", str(sweep_file), "--results", str(local), "--executor", "local"]) == 0
-    on_slurm, _ = scan(slurm / "coder")
-    on_local, _ = scan(local / "coder")
+    on_slurm, on_local = _on_slurm_and_locally(_sweep_file(tmp_path, "coder", "{model.kind: [codec, ae], z: [2]}"), tmp_path)
     assert len(on_slurm) == 2 and {s["state"] for s in on_slurm.values()} == {"done"}
     (coder,) = [t for t, s in on_slurm.items() if s["config"]["model"]["kind"] == "codec"]
     assert on_slurm[coder]["metrics"]["bytes_per_jet"] == on_local[coder]["metrics"]["bytes_per_jet"]
