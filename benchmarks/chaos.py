@@ -77,7 +77,6 @@ def sweep_file(folder: Path, trials: int, events: int, seed: int, epochs: int, e
         "points": points,
         "dispatch": dispatch,
         "evaluation": {"signals": [], "timing_repeats": 1},
-        "max_attempts": 1000,  # the kills are the point here: never give a trial up
     }
     path = folder / "chaos.yaml"
     path.write_text(json.dumps(definition))  # JSON is YAML

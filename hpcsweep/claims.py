@@ -1,10 +1,13 @@
 """Claims: one holder at a time for a piece of work (a results folder's driver, a trial, a sample being generated).
 
 `flock` cannot be trusted on the shared filesystems of clusters (NFS, Lustre),
-so a claim is a file created with O_CREAT | O_EXCL, which is atomic there:
-`<folder>/<name>.<generation>.claim`, saying who holds it (host, pid, job,
-start). Its mtime is the heartbeat, touched by a thread of the holder. The
-newest generation holds.
+so a claim is a file made by hard-linking a written temporary to
+`<folder>/<name>.<generation>.claim` (`link` fails if the name exists, and is
+atomic there), saying who holds it (host, pid, job, start): a claim is whole
+the moment it exists, so a full disk can fail to make one but never leaves an
+empty one. Its mtime is the heartbeat, touched by a thread of the holder. The
+newest generation holds; one that cannot be read (damaged) is taken over once
+it is UNREADABLE_AFTER_S old.
 
 A claim whose holder is gone (a dead pid on this host, a SLURM job no longer
 in the queue) or whose heartbeat is older than `stale_after` is superseded by
@@ -26,9 +29,10 @@ from pathlib import Path
 
 from hpcsweep.allocation import local_job, this_job
 from hpcsweep.errors import Log
-from hpcsweep.files import pid_alive
+from hpcsweep.files import pid_alive, temp_path
 
 JobAlive = Callable[[str], "bool | None"]  # a scheduler's answer for a job name: alive, gone, or None (cannot tell)
+UNREADABLE_AFTER_S = 5.0  # a claim file that cannot be read is a holder only this long (a filesystem's lag), then taken over
 
 
 @dataclass(frozen=True)
@@ -68,22 +72,19 @@ class Claim:
             holder = None
             if newest is not None:
                 holder = self._holder(newest)
-                if holder is None and self._alive(holder, newest):  # created a moment ago, being written: read it again
+                if holder is None and self._alive(holder, newest):  # unreadable a moment ago: read it again
                     time.sleep(0.05)
                     continue
                 if holder is not None and self._alive(holder, newest):
                     return holder
             generation = 0 if newest is None else newest + 1
             try:
-                fd = os.open(self._path(generation), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                self._create(generation)
             except FileExistsError:  # another process took it (or superseded it) first: look again
                 continue
             except FileNotFoundError:  # the folder was removed meanwhile (an empty results folder tidied away)
                 self.folder.mkdir(parents=True, exist_ok=True)
                 continue
-            record = {"host": socket.gethostname(), "pid": os.getpid(), "job": this_job(), "start": time.time()}
-            with os.fdopen(fd, "w") as handle:
-                handle.write(json.dumps(record))
             self.generation, self.superseded = generation, holder
             self._remove(range(generation))
             self._start_heartbeat()
@@ -121,6 +122,16 @@ class Claim:
     def _path(self, generation: int) -> Path:
         return self.folder / f"{self.name}.{generation}.claim"
 
+    def _create(self, generation: int) -> None:
+        """Write who holds the claim to a temporary, then link it to the claim's name (FileExistsError: taken first)."""
+        record = {"host": socket.gethostname(), "pid": os.getpid(), "job": this_job(), "start": time.time()}
+        written = temp_path(self._path(generation))
+        try:
+            written.write_text(json.dumps(record))
+            os.link(written, self._path(generation))
+        finally:
+            written.unlink(missing_ok=True)
+
     def _generations(self) -> list[int]:
         found = []
         for path in self.folder.glob("*.claim"):
@@ -143,9 +154,9 @@ class Claim:
             return None
 
     def _alive(self, holder: Holder | None, generation: int) -> bool:
-        if holder is None:  # just created, not yet written: alive while young
+        if holder is None:  # unreadable (a claim is whole when it exists: damaged, or a filesystem's lag): alive a moment only
             try:
-                return time.time() - self._path(generation).stat().st_mtime < self.stale_after
+                return time.time() - self._path(generation).stat().st_mtime < UNREADABLE_AFTER_S
             except OSError:
                 return False
         return holder_alive(holder, self.stale_after, self.job_alive)

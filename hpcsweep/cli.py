@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin
 
@@ -55,8 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     sweep = commands.add_parser("sweep", help="run the unfinished trials of a sweep, then print its tables",
-                                description="Expand a sweep's grid, skip finished trials, run the rest, and print "
-                                            "the best/median trial per latent dimension.")  # fmt: skip
+                                description="Expand a sweep's grid, skip finished trials, run the rest (and follow any "
+                                            "an earlier, killed driver left running), and print the best/median trial per "
+                                            "latent dimension.",
+                                epilog="Exit status (when it follows its trials to the end): 0 every trial finished; 1 some "
+                                       "failed or were given up; 2 a mistake in what was asked (nothing run); 3 some trials "
+                                       "have no result (lost, killed): run it again.")  # fmt: skip
     sweep.add_argument("sweep", help=SWEEP_HELP)
     _add_definition_options(sweep)
     _add_dispatch_options(sweep)
@@ -356,11 +361,30 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         return 0
     if not args.no_review:
         _show_tables(results_dir, sorted({trial.model.latent for trial in expand(sweep)}), wide=args.wide)
+    return _exit_status(states, sweep, results_dir, args.sweep)
+
+
+#: The exit status of `sweep` (and `rerun-best`) that followed its trials to the end (docs/sweeps.md).
+EXIT_FAILED, EXIT_UNFINISHED = 1, 3
+
+
+def _exit_status(states: Counter, sweep: SweepConfig, results_dir: Path, name: str) -> int:
+    """0 when every trial of the definition finished; 1 when some failed (or were given up); 3 when some are left
+    without a result (lost, in flight, pending), naming them; a line on stderr says what to do."""
+    from hpcsweep.sweep import plan
+
     if states[TrialState.FAILED] or states[TrialState.EXHAUSTED]:
-        print(f"{states[TrialState.FAILED] + states[TrialState.EXHAUSTED]} trials failed; see 'hpcsweep status {args.sweep}'; a rerun retries them "
+        print(f"{states[TrialState.FAILED] + states[TrialState.EXHAUSTED]} trials failed; see 'hpcsweep status {name}'; a rerun retries them "
               f"(those that failed {sweep.max_attempts} times only with --retry-failed)", file=sys.stderr)  # fmt: skip
-        return 1
-    return 0
+        return EXIT_FAILED
+    unfinished = sum(n for state, n in states.items() if not state.is_finished())
+    if not unfinished:
+        return 0
+    left = [p for p in plan(sweep, results_dir).trials if not p.state.is_finished()]
+    shown = ", ".join(f"{p.trial_id} ({p.state}{f': {p.detail}' if p.detail else ''})" for p in left[:5])
+    print(f"{unfinished} trials have no result: {shown}{', ...' if len(left) > 5 else ''}; run the sweep again (finished trials are "
+          f"kept, lost ones resume from their checkpoints), or see 'hpcsweep status {name}'", file=sys.stderr)  # fmt: skip
+    return EXIT_UNFINISHED
 
 
 def _dry_run(sweep: SweepConfig, results_dir: Path, path: Path, wide: bool = False) -> int:
@@ -388,8 +412,6 @@ def _dry_run(sweep: SweepConfig, results_dir: Path, path: Path, wide: bool = Fal
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from collections import Counter
-
     from hpcsweep.sweep import plan
     from hpcsweep.terminal import labelled_bar
 
@@ -532,12 +554,12 @@ def cmd_rerun_best(args: argparse.Namespace) -> int:
     backend(sweep.dispatch.executor).check(sweep.dispatch)  # before the child's folder is made
     rerun.write(f"hpcsweep rerun-best {args.sweep} --top {args.top} --seeds {args.seeds}")
     print(f"{len(rerun.originals)} configs x {args.seeds} new seeds -> sweep {rerun.name!r} ({rerun.sweep_file})")
-    run_sweep(sweep, rerun.results_dir, source=rerun.sweep_file, definition=rerun.definition, **_driver_options(args))
+    states = run_sweep(sweep, rerun.results_dir, source=rerun.sweep_file, definition=rerun.definition, **_driver_options(args))
     if not _followed(args, sweep):
         print(f"when it is done: hpcsweep aggregate {rerun.name}")
         return 0
     _show_tables(rerun.results_dir, detail=False, wide=args.wide)
-    return 0
+    return _exit_status(states, sweep, rerun.results_dir, rerun.name)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

@@ -542,7 +542,8 @@ class SweepConfig(_Section):
     rank_variables: list[str] | None = Field(None, description="residual_width: the variables averaged (default: every continuous one)")
     max_attempts: PositiveInt = Field(
         3,
-        description="failed attempts (error, out of memory, disk full, killed, ...) before a trial is given up; --retry-failed starts afresh",
+        description="attempts that failed of the trial's own doing (an error, out of memory, its time limit exhausted) before it is "
+        "given up; kills, lost jobs and full disks do not count; --retry-failed starts afresh",
     )
     max_trials: PositiveInt | None = Field(10_000, description="a larger grid is refused before any work is done (--allow-large lifts it)")
 

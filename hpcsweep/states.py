@@ -4,7 +4,7 @@
 |---|---|---|
 | done, diverged, pruned | its trial file says so | skips it |
 | failed | its trial file says so (error, out of memory, disk full, timeout exhausted) | runs it again |
-| exhausted | failed or lost `max_attempts` times since the last reset | skips it (`--retry-failed` runs it again) |
+| exhausted | failed `max_attempts` times of its own doing (an error, out of memory, its time limit) since the last reset; kills, lost jobs and full disks do not count | skips it (`--retry-failed` runs it again) |
 | running | an attempt started and its job still lives | leaves it |
 | queued | a live job or array task carries it and it has not started | leaves it |
 | lost | it started, or was submitted, and its job is gone (killed, cancelled, node failure) | runs it again (resuming its checkpoint) |

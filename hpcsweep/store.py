@@ -273,11 +273,35 @@ def _scan(results_dir: Path, in_workers: bool = False) -> tuple[dict[str, dict[s
 
 
 def _checked(path: str) -> dict[str, Any] | str:
-    """The summary of a trial file whose checksum holds, else why it cannot be read."""
+    """The summary of a trial file whose checksum holds and that is the trial its name says, else why it cannot be read."""
     try:
-        return verify_trial(Path(path))
+        summary = verify_trial(Path(path))
     except (OSError, KeyError, ValueError) as err:
         return str(err)
+    return foreign(summary, Path(path).stem) or summary
+
+
+def foreign(summary: dict[str, Any], trial_id: str) -> str:
+    """'' when a trial file's summary is trial `trial_id`'s; else why not (another trial's file copied over it, or a
+    config edited under its id): such a file is damage, its trial runs again."""
+    if summary.get("trial_id") != trial_id:
+        return f"holds trial {summary.get('trial_id')!r}, not {trial_id!r} (another trial's file copied over it?)"
+    from hpcsweep.config import TrialConfig  # the identity is the config's hash; a check, not a need of the store
+
+    try:
+        identity = TrialConfig.model_validate(summary["config"]).identity()
+    except Exception:  # a config an older hpcsweep wrote that no longer validates: its id is all there is to check
+        return ""
+    return "" if identity == trial_id else f"its config hashes to {identity!r}, not {trial_id!r} (edited after it was written?)"
+
+
+def set_aside(path: Path, why: str) -> Path:
+    """Move a damaged trial file out of the trials (to `damaged/`, named by its id and the time), keeping it for a look."""
+    target = Path(path).parent.parent / "damaged" / f"{Path(path).stem}.{time.strftime('%Y%m%d-%H%M%S')}.h5"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(path, target)
+    (target.with_suffix(".why.txt")).write_text(why + "\n")
+    return target
 
 
 def _append_line(path: Path, entry: dict[str, Any]) -> None:

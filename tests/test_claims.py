@@ -77,13 +77,34 @@ def test_a_holder_that_was_superseded_knows_it_and_its_heartbeat_keeps_a_claim_f
     assert (tmp_path / "trial.1.claim").exists(), "a newer generation is left to its holder"
 
 
-def test_a_claim_file_still_being_written_is_not_taken_for_a_free_claim(tmp_path):
-    (tmp_path / "trial.0.claim").write_text("")  # created with O_EXCL, its holder not written yet
-    claim = Claim(tmp_path, "trial", stale_after=0.3)
+def test_an_unreadable_claim_is_taken_over_after_seconds_not_after_its_stale_time(tmp_path, monkeypatch):
+    """A claim is linked into place whole, so an unreadable one is damaged (an empty file, as a full disk left one
+    before): it holds only UNREADABLE_AFTER_S, never the ten minutes of a driver's stale time."""
+    empty = tmp_path / "driver.0.claim"
+    empty.write_text("")
+    os.utime(empty, (time.time() - 10, time.time() - 10))
+    claim = Claim(tmp_path, "driver", stale_after=600)
     began = time.time()
-    assert claim.acquire() is None and claim.generation == 1, "an empty claim is young, then stale"
-    assert time.time() - began >= 0.2
+    assert claim.acquire() is None and claim.generation == 1 and time.time() - began < 1
     claim.release()
+    monkeypatch.setattr("hpcsweep.claims.UNREADABLE_AFTER_S", 0.3)
+    (tmp_path / "trial.0.claim").write_text("{")  # unreadable, and just written: a filesystem's lag is waited for
+    claim = Claim(tmp_path, "trial", stale_after=600)
+    began = time.time()
+    assert claim.acquire() is None and claim.generation == 1 and time.time() - began >= 0.2
+    claim.release()
+
+
+def test_a_full_disk_never_leaves_an_empty_claim(tmp_path, monkeypatch):
+    import errno
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(OSError, match="No space left"):
+        Claim(tmp_path, "driver").acquire()
+    assert not list(tmp_path.iterdir()), "no claim, and no temporary"
 
 
 def _race(folder: str, results) -> None:

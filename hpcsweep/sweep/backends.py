@@ -100,7 +100,8 @@ class Backend(ABC):
 
 
 class LocalBackend(Backend):
-    """Processes on this machine (submitit's LocalExecutor); they end with the driver."""
+    """Processes on this machine (submitit's LocalExecutor). An interrupted driver (Ctrl-C) cancels them; a killed one
+    (SIGKILL) cannot, and they go on: the next driver finds their trials running and follows them to their end."""
 
     name = "local"
 

@@ -34,7 +34,9 @@ from hpcsweep.store import (
     claims_dir,
     clear_progress,
     close_attempt,
+    foreign,
     open_attempt,
+    set_aside,
     trial_path,
     verify_trial,
     write_ended,
@@ -102,13 +104,23 @@ def checkpoint_reason(signum: int) -> str:
 
 
 def finished_state(spec: TrialSpec) -> TrialState | None:
-    """The state of the trial's file if it is finished and whole (its checksum holds), else None."""
+    """The state of the trial's file if it is finished, whole (its checksum holds) and this trial's, else None.
+
+    Another trial's file under this trial's name is damage: it is set aside (`damaged/`, with why) and the trial runs.
+    """
     path = trial_path(Path(spec.results_dir), spec.trial_id)
     try:
-        state = TrialState(verify_trial(path)["state"]) if path.exists() else None
+        summary = verify_trial(path) if path.exists() else None
     except (OSError, KeyError, ValueError):
         return None
-    return state if state is not None and state.is_finished() else None
+    if summary is None:
+        return None
+    problem = foreign(summary, spec.trial_id)
+    if problem:
+        print(f"trial {spec.trial_id}: its file {problem}; set aside to {set_aside(path, problem)}, the trial runs again", file=sys.stderr)
+        return None
+    state = TrialState(summary["state"])
+    return state if state.is_finished() else None
 
 
 def _hand_over(spec: TrialSpec, signum: int, still_ours: Callable[[], bool]) -> None:

@@ -59,7 +59,8 @@ def driver_lease(results_dir: Path, wait: bool = False, log: Log = print) -> Ite
 def tidy(results_dir: Path, log: Log = print) -> None:
     """Remove the temporaries and claims that writers and workers now gone left in the folder (the lease held)."""
     results_dir = Path(results_dir)
-    removed = [path for folder in (results_dir, trials_dir(results_dir), results_dir / "checkpoints") for path in sweep_temporaries(folder)]
+    folders = (results_dir, trials_dir(results_dir), results_dir / "checkpoints", claims_dir(results_dir))
+    removed = [path for folder in folders for path in sweep_temporaries(folder)]
     claims = sweep_claims(claims_dir(results_dir), TRIAL_STALE_S, JobTeller().alive) if claims_dir(results_dir).is_dir() else []
     if removed or claims:
         log(f"tidied {results_dir}: {len(removed)} temporary files and {len(claims)} claims of writers and workers that are gone")

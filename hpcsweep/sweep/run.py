@@ -30,7 +30,7 @@ from hpcsweep.sweep.dispatch import TrialBatch
 from hpcsweep.sweep.lease import driver_lease, tidy
 from hpcsweep.sweep.rank import loss_space_warning
 from hpcsweep.sweep.state import Plan, plan
-from hpcsweep.terminal import TrialProgress
+from hpcsweep.terminal import TrialProgress, TrialsView
 
 
 def run_sweep(
@@ -96,7 +96,7 @@ class Driver:
         if not planned.todo:
             if any(p.name != "claims" for p in self.results_dir.iterdir()):  # it now counts this definition (e.g. the full grid)
                 self.keep()
-            return planned.counts()
+            return (self.adopt(planned) if self.follows else planned).counts()
         specs = [self.spec(p.trial_id, p.config) for p in planned.todo]
         self.keep()
         batches = self.backend.batches(specs, self.sweep.dispatch)
@@ -104,9 +104,34 @@ class Driver:
         self.log(f"dispatching {len(specs)} trials as {len(batches)} {self.backend.name} {self.backend.job_word}, "
                  f"{threads} thread(s) per trial")  # fmt: skip
         jobs = self.submit(TrialBatch(), [(batch, threads) for batch in batches], [[s.trial_id for s in b] for b in batches])
-        if self.follows:
-            self._follow_files(jobs, specs)
-        return planned.refreshed().counts()
+        if not self.follows:
+            return planned.refreshed().counts()
+        self._follow_files(jobs, specs)
+        return self.adopt(planned.refreshed()).counts()
+
+    def adopt(self, planned: Plan) -> Plan:
+        """Follow to their end the trials that jobs this driver did not start still run or carry (those of an earlier
+        driver that was killed, whose local workers go on; an earlier submission's array tasks): the sweep is over when
+        they are, not before."""
+        import time
+
+        flying = {p.trial_id: p for p in planned.trials if p.state.in_flight()}
+        if not flying:
+            return planned
+        jobs = sorted({p.detail.split("_")[0] for p in flying.values() if p.detail})
+        self.log(f"{len(flying)} trials run in jobs this run did not start ({', '.join(jobs[:4])}{', ...' if len(jobs) > 4 else ''}); "
+                 "following them to their end")  # fmt: skip
+        labels = {t: _label(t, p.config) for t, p in flying.items()}
+        with TrialsView(len(flying), enabled=self.progress) as view:
+            while True:
+                planned = planned.refreshed()
+                left = [p.trial_id for p in planned.trials if p.trial_id in flying and p.state.in_flight()]
+                beats = read_progress(self.results_dir, left)
+                view.update(len(flying) - len(left), [TrialProgress(labels[t], b["epoch"], b["epochs"], b["best_val"], b["best_epoch"])
+                                                      for t, b in beats.items()])  # fmt: skip
+                if not left:
+                    return planned
+                time.sleep(self.backend.poll_s)
 
     def _describe(self, planned: Plan) -> None:
         for problem in planned.unreadable:
@@ -180,15 +205,17 @@ class Driver:
             beats = read_progress(self.results_dir, [s.trial_id for s in specs])
             return [TrialProgress(labels[t], b["epoch"], b["epochs"], b["best_val"], b["best_epoch"]) for t, b in beats.items()]
 
-        labels = {s.trial_id: _label(s) for s in specs}
+        labels = {s.trial_id: _label(s.trial_id, s.config) for s in specs}
         wait_for(self.backend, jobs, written, len(specs), self.progress, self.log, running)
         if written() < len(specs):
             self.log(f"{len(specs) - written()} trials left no result (job killed or cancelled?); logs in {self.results_dir / 'logs'}; "
                      "running the sweep again retries them")  # fmt: skip
 
 
-def _label(spec: TrialSpec) -> str:
+def _label(trial_id: str, config: TrialConfig) -> str:
     """How the driver names a running trial: its id and the keys a grid usually varies."""
-    train = spec.config.train
+    if not config.model.autoencoder:
+        return f"{trial_id[:8]} the coder alone"
+    train = config.train
     wd = f"{train.weight_decay:.0e}" if train.weight_decay else "0"
-    return f"{spec.trial_id[:8]} z={spec.config.model.latent} bs={train.batch_size} lr={train.lr:.0e} wd={wd}"
+    return f"{trial_id[:8]} z={config.model.latent} bs={train.batch_size} lr={train.lr:.0e} wd={wd}"

@@ -1,10 +1,12 @@
 """What each trial of a sweep is doing, from the store's files, the attempts logs and the scheduler (the states are
 `hpcsweep.states.TrialState`), and so which trials a run of the sweep dispatches: its `Plan`.
 
-The retry budget counts the attempts that ended in a failure or vanished
-(killed, cancelled, node failure, out of memory by the scheduler); an attempt
-stopped by a time limit or preemption after a checkpoint is a pause, not a
-failure, and does not count.
+The retry budget counts the attempts that failed of the trial's own doing:
+an error in its code or data, out of memory, its time limit exhausted. An
+attempt that vanished (SIGKILL, cancelled, preempted, node failure, a lost
+worker), one stopped by a time limit or preemption after a checkpoint, and one
+that met a full disk are the machine's doing, not the trial's: they never
+count, and the trial runs again (from its checkpoint) on the next run.
 """
 
 from __future__ import annotations
@@ -122,13 +124,20 @@ def _budgeted(trial: PlannedTrial, results_dir: Path, max_attempts: int) -> Plan
     return replace(trial, state=TrialState.EXHAUSTED if failures >= max_attempts else trial.state, failures=failures)
 
 
+#: Failure classes that are the machine's doing, not the trial's: they do not count against its retry budget.
+NOT_ITS_OWN = ("disk full",)
+
+
 def failed_attempts(attempts: list[dict[str, Any]]) -> int:
-    """Attempts since the last reset that failed or vanished (an open last attempt of a lost trial vanished too)."""
-    return sum(1 for a in attempts if a.get("counted", True) and _failed(a.get("outcome")))
+    """Attempts since the last reset that failed of the trial's own doing (see the module's doc)."""
+    return sum(1 for a in attempts if a.get("counted", True) and _its_own_failure(a.get("outcome")))
 
 
-def _failed(outcome: str | None) -> bool:
-    return outcome is None or outcome == "vanished" or outcome.startswith(TrialState.FAILED)
+def _its_own_failure(outcome: str | None) -> bool:
+    """'failed: <class>' with a class of the trial's own (vanished or open attempts, pauses and full disks are not)."""
+    if outcome is None or not outcome.startswith(f"{TrialState.FAILED}: "):
+        return False
+    return outcome.removeprefix(f"{TrialState.FAILED}: ") not in NOT_ITS_OWN
 
 
 def _job_detail(job: str, why: str) -> str:

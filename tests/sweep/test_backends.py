@@ -3,7 +3,9 @@ pins the sweep's resume, retry and lost-job logic in seconds; a toy backend show
 
 from __future__ import annotations
 
+import errno
 import itertools
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -75,7 +77,7 @@ class FakeBackend(Backend):
 
 @pytest.fixture
 def fake(monkeypatch, qcd_file):
-    """The fake backend registered, and trials whose outcome the test scripts (trial id -> done | fail | vanish)."""
+    """The fake backend registered, and trials whose outcome the test scripts (trial id -> done | fail | disk full | vanish)."""
     script: dict[str, str] = {}
     ran: list[str] = []
 
@@ -84,6 +86,8 @@ def fake(monkeypatch, qcd_file):
         outcome = script.get(spec.trial_id, "done")
         if outcome == "fail":
             raise RuntimeError("scripted failure")
+        if outcome == "disk full":
+            raise OSError(errno.ENOSPC, "No space left on device")
         if outcome == "vanish":
             raise Vanished
         results = Path(spec.results_dir)
@@ -167,11 +171,56 @@ def test_a_trial_whose_job_vanished_is_lost_and_run_again(fake, tmp_path):
     assert [a.get("outcome") for a in read_attempts(results, victim)] == ["vanished", "done"]
 
 
-def test_a_trial_carried_by_a_live_job_is_left_to_it(fake, tmp_path):
+def test_a_killed_attempt_is_not_a_failed_one(fake, tmp_path):
+    """Kills, lost jobs and full disks are the machine's doing: with a budget of 2, a trial whose job vanishes three
+    times (and whose fourth attempt meets a full disk) is lost each time, never exhausted, and finishes when let."""
+    script, ran = fake
+    sweep = _sweep("fake", max_attempts=2)
+    results = tmp_path / "fake"
+    victim = plan(sweep, results).trials[1].trial_id
+    script[victim] = "vanish"
+    for _ in range(3):
+        assert _run(sweep, results)[TrialState.LOST] == 1
+    (lost,) = [p for p in plan(sweep, results).trials if p.trial_id == victim]
+    assert lost.state == TrialState.LOST and lost.failures == 0
+    script[victim] = "disk full"
+    assert _run(sweep, results)[TrialState.FAILED] == 1
+    script[victim] = "done"
+    assert _run(sweep, results)[TrialState.DONE] == 4
+    assert [a.get("outcome") for a in read_attempts(results, victim)] == ["vanished"] * 3 + ["failed: disk full", "done"]
+
+
+def test_a_sweep_that_ends_with_a_trial_lost_exits_3_and_names_it(fake, tmp_path, capsys, monkeypatch):
+    """Not 0 for an incomplete sweep: `make sweep && make report` must not report a partial sweep as finished."""
+    import yaml
+
+    from hpcsweep.cli import main
+
+    script, _ = fake
+    sweep = _sweep("fake")
+    victim = plan(sweep, tmp_path / "fake").trials[1].trial_id
+    script[victim] = "vanish"
+    path = tmp_path / "fake.yaml"
+    path.write_text(yaml.safe_dump(sweep.model_dump(mode="json")))
+    monkeypatch.chdir(tmp_path)
+    assert main(["sweep", str(path), "--results", str(tmp_path), "--no-review"]) == 3
+    err = capsys.readouterr().err
+    assert f"1 trials have no result: {victim} (lost" in err and "run the sweep again" in err
+    del script[victim]
+    assert main(["sweep", str(path), "--results", str(tmp_path), "--no-review"]) == 0
+
+
+def test_a_trial_carried_by_a_live_job_is_left_to_it_and_followed_to_its_end(fake, tmp_path):
+    """A job this run did not start still runs a trial (an earlier, killed driver's worker): the run neither starts the
+    trial again nor returns while it runs; it follows it until the job ends, and counts what it left."""
+    import threading
+
     results = tmp_path / "fake"
     sweep, victim, attempt = _vanishing(fake, results)
     FakeBackend.live.add(attempt["job"])  # the scheduler says it still runs (e.g. it only lost contact)
-    assert _run(sweep, results)[TrialState.RUNNING] == 1 and fake[1] == []
+    threading.Timer(1.0, FakeBackend.live.discard, [attempt["job"]]).start()  # then it ends, leaving no file
+    began = time.time()
+    assert _run(sweep, results)[TrialState.LOST] == 1 and fake[1] == [] and time.time() - began >= 1.0
 
 
 def test_the_executor_choices_come_from_the_registry(fake):

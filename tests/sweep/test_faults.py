@@ -72,6 +72,32 @@ def test_a_sweep_killed_with_sigkill_resumes_with_nothing_lost_or_done_twice(qcd
     assert not list((folder / "checkpoints").glob("*.pt"))
 
 
+@pytest.mark.slow
+def test_a_driver_killed_alone_leaves_workers_that_the_next_driver_follows_to_the_end(qcd_file, tmp_path, capsys):
+    """SIGKILL to the driver only: its local workers go on. The next `sweep` finds their trials running, follows them
+    to their end (instead of returning at once with 'in flight' and exit 0), and exits 0 with every trial trained once."""
+    sweep_file, results = _sweep(tmp_path, epochs=120), tmp_path / "results"
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "hpcsweep", "sweep", str(sweep_file), "--results", str(results), "--no-review"],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    folder = results / "faulty"
+    deadline = time.time() + 300
+    while not list((folder / "progress").glob("*.json")) if (folder / "progress").exists() else True:
+        assert driver.poll() is None and time.time() < deadline, "the sweep ended before it could be killed"
+        time.sleep(0.2)
+    os.kill(driver.pid, signal.SIGKILL)  # the driver alone: its workers, in its process group, go on
+    driver.wait()
+    assert _group_alive(driver.pid), "the workers outlive their driver"
+    capsys.readouterr()
+    assert main(["sweep", str(sweep_file), "--results", str(results), "--no-review"]) == 0
+    assert "following them to their end" in capsys.readouterr().out
+    assert_trained_once(folder, 4)
+    os.killpg(driver.pid, signal.SIGKILL) if _group_alive(driver.pid) else None
+
+
 def _group_alive(group: int) -> bool:
     """Any process of the group that is not a zombie."""
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -191,6 +217,27 @@ def test_a_trial_file_with_garbage_weights_fails_its_checksum_and_is_retrained(q
     assert main(["sweep", str(sweep_file), "--results", str(results), "--no-review"]) == 0
     assert "unreadable trial file, it will be rerun" in capsys.readouterr().out
     assert read_trial(path).state == "done" and len(read_attempts(folder, path.stem)) == 2
+
+
+def test_a_trial_file_replaced_by_another_trials_is_set_aside_and_the_trial_retrained(qcd_file, tmp_path, capsys):
+    """`cp trials/B.h5 trials/A.h5`: a valid file of the wrong trial. It is reported (unreadable: which trial it holds),
+    set aside to damaged/ with why, and A is trained again; the rerun ends with both trials in the tables."""
+    sweep_file, results = _tiny(tmp_path, grid="{lr: [1.0e-2, 2.0e-2]}"), tmp_path / "results"
+    command = ["sweep", str(sweep_file), "--results", str(results), "--no-review"]
+    assert main(command) == 0
+    folder = results / "tiny"
+    first, second = sorted(trials_dir(folder).glob("*.h5"))
+    shutil.copyfile(second, first)
+    summaries, unreadable = scan(folder)
+    assert set(summaries) == {second.stem} and f"holds trial {second.stem!r}, not {first.stem!r}" in unreadable[0]
+    capsys.readouterr()
+    assert main(command) == 0
+    captured = capsys.readouterr()
+    assert "unreadable trial file, it will be rerun" in captured.out and "set aside to" in captured.err
+    assert read_trial(first).trial_id == first.stem and len(read_attempts(folder, first.stem)) == 2, "trained again"
+    (aside,) = (folder / "damaged").glob("*.h5")
+    assert aside.name.startswith(first.stem) and read_trial(aside).trial_id == second.stem, "the foreign file is kept"
+    assert set(scan(folder)[0]) == {first.stem, second.stem} and not scan(folder)[1]
 
 
 def test_a_damaged_checkpoint_starts_the_trial_over(qcd_file, tmp_path, capsys):
