@@ -6,11 +6,14 @@ samples, data caches) is written under a temporary name in its final folder,
 file or the new one, never half of one. A writer killed before the rename
 leaves its temporary behind; the name says whose it was, so the next run
 removes those of dead writers (`sweep_temporaries`): a dead pid on this host,
-or a day old from another host (a write takes seconds).
+or a day old from another host (a write takes seconds). Every atomic write
+first removes those of its own target, so a command rerun after a kill (compress,
+decompress, score, export) leaves no debris of the killed run.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import socket
@@ -35,6 +38,7 @@ def atomic(path: Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    sweep_temporaries_of(path)
     tmp = temp_path(path)
     try:
         yield tmp
@@ -56,12 +60,24 @@ def sweep_temporaries(folder: Path) -> list[Path]:
         return removed
     for path in Path(folder).glob(".*~*~*.tmp"):
         if _abandoned(path):
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
+            _remove(path)
             removed.append(path)
     return removed
+
+
+def sweep_temporaries_of(path: Path) -> None:
+    """Remove the temporaries of `path` that writers killed before their rename left (a glob of that name only: cheap)."""
+    own = f".{path.name}"
+    for tmp in path.parent.glob(f"{glob.escape(own)}~*~*.tmp"):
+        if tmp.name.rsplit("~", 2)[0] == own and _abandoned(tmp):
+            _remove(tmp)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _abandoned(path: Path) -> bool:

@@ -7,6 +7,14 @@ and the tree's names, types and jaggedness must be kept. Bad input is one line a
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import awkward as ak
@@ -210,10 +218,10 @@ def test_special_values_come_back_exactly_and_a_wrong_checksum_is_refused(qcd_fi
         codec.decode(bytes(data))
 
 
-def _one_line_error(capsys, expected: str) -> None:
+def _one_line_error(capsys, *expected: str) -> None:
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("hpcsweep: error:")]
-    assert len(errors) == 1 and expected in errors[0] and "Traceback" not in err, err
+    assert len(errors) == 1 and all(part in errors[0] for part in expected) and "Traceback" not in err, err
 
 
 @pytest.mark.slow
@@ -252,6 +260,112 @@ def test_damaged_truncated_or_foreign_input_is_one_line_exit_2_and_nothing_writt
     _one_line_error(capsys, "bad.h5")
     assert main(["export", "s", "--results", str(tmp_path), "-o", str(tmp_path / "b.h5")]) == 2
     _one_line_error(capsys, "give one of --z")
+
+
+@pytest.fixture(scope="module")
+def chunked(generated_bundle, qcd_file, tmp_path_factory) -> tuple[Path, Path]:
+    """Two files of several chunks each, compressed from the same jets with the same bundle."""
+    from hpcsweep.compress import apply
+
+    bundle, folder = load_bundle(generated_bundle), tmp_path_factory.mktemp("chunked")
+    for name in ("a.hpcz", "b.hpcz"):
+        apply.compress_file(qcd_file, bundle, 0.01, folder / name, step_size="100 kB", progress=False)
+    return folder / "a.hpcz", folder / "b.hpcz"
+
+
+def _records(path: Path) -> tuple[bytes, list[bytes]]:
+    """A compressed file's magic and its records, each as its bytes: type | length | payload | sha256."""
+    from hpcsweep.compress.apply import MAGIC
+
+    data = path.read_bytes()
+    at, records = len(MAGIC), []
+    while at < len(data):
+        (length,) = struct.unpack_from("<Q", data, at + 1)
+        records.append(data[at : at + 9 + length + 32])
+        at += 9 + length + 32
+    return data[: len(MAGIC)], records
+
+
+def _record(kind: bytes, payload: bytes) -> bytes:
+    return kind + struct.pack("<Q", len(payload)) + payload + hashlib.sha256(payload).digest()
+
+
+def _miscounted(records: list[bytes]) -> list[bytes]:
+    """The records with an end record (validly checksummed) that counts one entry more than the chunks hold."""
+    end = json.loads(records[-1][9:-32])
+    return [*records[:-1], _record(b"E", json.dumps(end | {"entries": end["entries"] + 1}).encode())]
+
+
+def _long_length(records: list[bytes]) -> list[bytes]:
+    """The records with a byte of the first chunk's length flipped: about 2^40, which was read in one call."""
+    chunk = bytearray(records[1])
+    chunk[1 + 4] ^= 0xFF
+    return [records[0], bytes(chunk), *records[2:]]
+
+
+# What is done to a file (its magic, its records, those of another file of the same jets and bundle) and the refusal
+# ({n}: the file's chunks).
+TAMPERING: dict[str, tuple[Callable[[bytes, list[bytes], list[bytes]], bytes], str]] = {
+    "dropped chunk": (lambda magic, r, other: magic + b"".join(r[:2] + r[3:]), "chunk 1 of {n} is missing"),
+    "duplicated chunk": (lambda magic, r, other: magic + b"".join(r[:3] + r[2:]), "chunk 1 of {n} appears twice"),
+    "swapped chunks": (
+        lambda magic, r, other: magic + b"".join([*r[:2], r[3], r[2], *r[4:]]),
+        "chunks out of order (chunk 2 of {n} stands where chunk 1 belongs)",
+    ),
+    "spliced chunk": (lambda magic, r, other: magic + b"".join([*r[:2], other[2], *r[3:]]), "chunk 1 of {n} belongs to another file"),
+    "appended garbage": (lambda magic, r, other: magic + b"".join(r) + b"garbage", "damaged (7 bytes after the end record)"),
+    "flipped length byte": (lambda magic, r, other: magic + b"".join(_long_length(r)), "a record length runs past the end of the file"),
+    "miscounted end": (lambda magic, r, other: magic + b"".join(_miscounted(r)), "its end record counts {n} chunks, 601 entries"),
+    "older layout": (
+        lambda magic, r, other: magic[:-1] + bytes([magic[-1] - 1]) + b"".join(r),
+        "written by an older hpcsweep (file format 1; this one reads format 2)",
+    ),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(TAMPERING))
+def test_a_tampered_compressed_file_is_refused_in_one_line_and_nothing_written(chunked, generated_bundle, tmp_path, capsys, case):
+    """Chunks dropped, doubled, swapped or taken from another file of the same bundle (each would decode as valid
+    data), bytes after the end, a length past the end, totals that do not add up, an older layout: exit 2, one line
+    naming the file and the fault, no output, no temporary."""
+    from hpcsweep.compress import apply
+    from hpcsweep.errors import UserError
+
+    magic, records = _records(chunked[0])
+    assert len(records) >= 5, "a header, three chunks or more, an end"
+    tamper, expected = TAMPERING[case]
+    tampered, out = tmp_path / "tampered.hpcz", tmp_path / "back.root"
+    tampered.write_bytes(tamper(magic, records, _records(chunked[1])[1]))
+    assert main(["decompress", str(tampered), "--model", str(generated_bundle), "-o", str(out)]) == 2
+    _one_line_error(capsys, f"{tampered}: ", expected.format(n=len(records) - 2))
+    assert not out.exists() and not list(tmp_path.glob(".*.tmp")), "nothing written, no temporary left"
+    with pytest.raises(UserError, match="tampered.hpcz: "):
+        list(apply.read_compressed(tampered)[1])
+
+
+@pytest.mark.slow
+def test_the_next_run_removes_a_temporary_a_killed_run_left_for_the_same_output(chunked, generated_bundle, qcd_file, tmp_path):
+    """A killed compress or decompress leaves its temporary (megabytes); the next one to the same output removes it
+    (and another host's a day old), and leaves alone those of writers that may still be running."""
+    from hpcsweep.files import OTHER_HOST_AGE_S
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = socket.gethostname()
+    commands = {
+        "back.root": ["decompress", str(chunked[0]), "--model", str(generated_bundle)],
+        "again.hpcz": ["compress", str(qcd_file), "--model", str(generated_bundle)],
+    }
+    for name, command in commands.items():
+        left, stale = tmp_path / f".{name}~{host}~{dead.pid}.tmp", tmp_path / f".{name}~elsewhere~1.tmp"
+        running, recent = tmp_path / f".{name}~{host}~{os.getppid()}.tmp", tmp_path / f".{name}~elsewhere~2.tmp"
+        for path in (left, stale, running, recent):
+            path.write_bytes(b"half a file")
+        os.utime(stale, (0, os.stat(stale).st_mtime - OTHER_HOST_AGE_S - 60))
+        assert main([*command, "-o", str(tmp_path / name)]) == 0
+        assert (tmp_path / name).is_file() and not left.exists() and not stale.exists()
+        assert running.exists() and recent.exists()
 
 
 @pytest.mark.slow
@@ -310,8 +424,9 @@ def test_worker_processes_write_the_same_bytes_as_one_process(generated_bundle, 
     monkeypatch.setattr(apply, "PARALLEL_ABOVE", 0)
     monkeypatch.setattr("hpcsweep.allocation.allocated_cores", lambda: 2)
     summary = apply.compress_file(qcd_file, bundle, 0.01, tmp_path / "two.hpcz", step_size="100 kB", progress=False)
-    assert summary.entries == 600 and (tmp_path / "one.hpcz").read_bytes() == (tmp_path / "two.hpcz").read_bytes()
-    assert len(list(apply.read_compressed(tmp_path / "two.hpcz")[1])) > 2, "several chunks, so both workers coded some"
+    one, two = (list(apply.read_compressed(tmp_path / name)[1]) for name in ("one.hpcz", "two.hpcz"))
+    assert summary.entries == 600 and one == two, "the same chunks (the files differ only by their random ids)"
+    assert len(two) > 2, "several chunks, so both workers coded some"
     apply.decompress_file(tmp_path / "two.hpcz", bundle, tmp_path / "back.root", progress=False)
     _assert_same_tree(qcd_file, tmp_path / "back.root", "events", load_varset("generated"), 0.01)
 
