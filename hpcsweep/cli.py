@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:
         if err.errno not in PATH_FAULTS:
             raise
-        print(f"hpcsweep: error: {path_fault(err)}", file=sys.stderr)
+        print(f"hpcsweep: error: {path_fault(err, output=getattr(args, 'output', None) is not None)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("hpcsweep: interrupted", file=sys.stderr)
@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("sweep", help=SWEEP_HELP)
     _add_definition_options(status)
     _add_results_option(status)
+    _add_verify_option(status)
     _add_wide_option(status)
     status.set_defaults(handler=cmd_status)
 
@@ -93,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     aggregate.add_argument(
         "--pdf", action="store_true", help="also write each figure as PDF, for papers (default: the sweep file's review.pdf, else PNG only)"
     )
+    _add_verify_option(aggregate)
     _add_wide_option(aggregate)
     aggregate.set_defaults(handler=cmd_aggregate)
 
@@ -263,6 +265,11 @@ def _add_wide_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--wide", action="store_true", help="print tables at full width with their full headings, whatever the terminal")
 
 
+def _add_verify_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--verify", action="store_true", help="check every trial file's checksum again, not only those changed since the "
+                                                              "last look (damage that kept a file's size and time; a sweep does it as it starts)")  # fmt: skip
+
+
 def _add_results_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results", default="results", metavar="DIR", help="results root (default: results)")
 
@@ -417,6 +424,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     path = _sweep_definition(args.sweep, Path(args.results))
     _, sweep = _overridden_sweep(args, path)
+    if args.verify:
+        from hpcsweep.store import rebuild_index
+
+        rebuild_index(Path(args.results) / sweep.name, verify=True)
     planned = plan(sweep, Path(args.results) / sweep.name, str(path))
     counts = Counter((p.config.model.latent, p.state) for p in planned.trials)
     rows: list[list[Any]] = [[z, *(counts[(z, s)] for s in TrialState)] for z in sorted({p.config.model.latent for p in planned.trials})]
@@ -476,12 +487,17 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
     results_dir = _results_dir(args.sweep, args.results)
     if not (results_dir / "trials").is_dir():
         raise UserError(f"{results_dir}: no trials yet; run 'hpcsweep sweep {args.sweep}' first")
-    _show_tables(results_dir, detail=not args.no_detail, wide=args.wide, pdf=args.pdf or None)
+    _show_tables(results_dir, detail=not args.no_detail, wide=args.wide, pdf=args.pdf or None, verify=args.verify)
     return 0
 
 
 def _show_tables(
-    results_dir: Path, latents: list[int] | None = None, detail: bool = True, wide: bool = False, pdf: bool | None = None
+    results_dir: Path,
+    latents: list[int] | None = None,
+    detail: bool = True,
+    wide: bool = False,
+    pdf: bool | None = None,
+    verify: bool = False,
 ) -> Review:
     """Aggregate (saying so while it draws), print the best/median (residuals, stability) tables and the warnings.
     `pdf`: also PDFs of the figures (None: as the sweep's review.pdf says)."""
@@ -492,7 +508,11 @@ def _show_tables(
     with Console(stderr=True).status(f"aggregating {results_dir}: tables") as status:
         drawn = itertools.count(1)
         review = aggregate(
-            results_dir, detail=detail, pdf=pdf, drawing=lambda title: status.update(f"drawing figure {next(drawn)}: {title}")
+            results_dir,
+            detail=detail,
+            pdf=pdf,
+            drawing=lambda title: status.update(f"drawing figure {next(drawn)}: {title}"),
+            verify=verify,
         )
     shown = ["best_per_latent", "median_per_latent", "stability"]
     residuals = review.tables.get("residuals_per_latent")
@@ -743,11 +763,17 @@ def cmd_export_tracking(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from hpcsweep.config import DataConfig
     from hpcsweep.data import data_root
     from hpcsweep.data.generate import Sample, generate
+    from hpcsweep.errors import one_line
 
-    if args.events < 1:
-        raise UserError(f"--events must be at least 1 (got {args.events})")
+    try:
+        DataConfig.model_validate({"events": args.events})  # at least 1, and not years of generation
+    except ValidationError as err:
+        raise UserError(one_line(err, "--events", DataConfig).replace("--events: events: ", "--events: ")) from None
     sample = Sample(args.process, args.events, args.seed, args.mass)
     out = Path(args.out) if args.out else data_root() / "generated"
     path = generate(sample, out, workers=args.workers)

@@ -62,6 +62,9 @@ class _Section(BaseModel):
 
 #: Keys that describe a generated sample; a file source has none of them.
 GENERATOR_KEYS = ("process", "zprime_mass", "events", "generator_seed")
+#: The most events one sample is generated with (about a day on 2 cores, at some 65 events/s per core with active areas).
+MAX_EVENTS = 10_000_000
+EVENTS_PER_CORE_S = 65
 #: The data keys that decide which jets are read (the others split or normalise them).
 DATASET_KEYS = ("source", *GENERATOR_KEYS, "varset", "tree", "leading_only")
 
@@ -105,6 +108,18 @@ class DataConfig(_Section):
             default = type(self).model_fields[missing[0]].default
             raise ValueError(f"{missing[0]} is null, but generated data need it (remove the key for the default, {default!r})")
         return self
+
+    @field_validator("events")
+    @classmethod
+    def _a_day_at_most(cls, value: int | None) -> int | None:
+        """Years of generation are refused before they start, with what they would take."""
+        if value is not None and value > MAX_EVENTS:
+            days = value / (2 * EVENTS_PER_CORE_S) / 86_400
+            raise ValueError(
+                f"{value:,} events would take about {days:,.0f} days to generate on 2 cores; at most {MAX_EVENTS:,} are generated "
+                "as one sample: use several generator_seed values (a grid axis), or files of your own"
+            )
+        return value
 
     @field_validator("source")
     @classmethod

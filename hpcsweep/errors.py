@@ -78,15 +78,17 @@ def _model_at(root: type[BaseModel], loc: list[str]) -> type[BaseModel]:
 PATH_FAULTS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR, errno.EEXIST)
 
 
-def path_fault(err: OSError) -> str:
-    """One line for a file that cannot be written or made (full disk, read-only or unwritable folder, a file in the way)."""
+def path_fault(err: OSError, output: bool = False) -> str:
+    """One line for a file that cannot be written or made (full disk, read-only or unwritable folder, a file in the way),
+    naming it; what to choose instead is `-o` for a command that writes one `output` file, else `--results`."""
     where = f"{err.filename}: " if err.filename else ""
+    elsewhere, kept = ("write -o elsewhere", "nothing was written") if output else ("choose another --results", "finished trials are kept")
     hints: dict[int | None, str] = {
-        errno.ENOSPC: "free some space (or choose another --results) and run again: finished trials are kept",
-        errno.EDQUOT: "the disk quota is used up; free some space and run again: finished trials are kept",
-        errno.EROFS: "choose another --results",
-        errno.EACCES: "check its permissions, or choose another --results",
-        errno.EPERM: "check its permissions, or choose another --results",
+        errno.ENOSPC: f"free some space (or {elsewhere}) and run again: {kept}",
+        errno.EDQUOT: f"the disk quota is used up; free some space and run again: {kept}",
+        errno.EROFS: elsewhere,
+        errno.EACCES: f"check its permissions, or {elsewhere}",
+        errno.EPERM: f"check its permissions, or {elsewhere}",
     }
-    hint = hints.get(err.errno, "a file stands where a folder is needed (or the reverse); choose another --results, or move it away")
+    hint = hints.get(err.errno, f"a file stands where a folder is needed (or the reverse); {elsewhere}, or move it away")
     return f"{where}{err.strerror or err}; {hint}"

@@ -13,6 +13,7 @@ decompress, score, export) leaves no debris of the killed run.
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
 import shutil
@@ -34,7 +35,8 @@ def temp_path(path: Path) -> Path:
 def atomic(path: Path) -> Iterator[Path]:
     """The temporary to write `path` as; renamed into place when the block ends without error.
 
-    A failed write (an exception, a full disk) leaves the old file as it was and no temporary behind.
+    A failed write (an exception, a full disk) leaves the old file as it was and no temporary behind; a full disk is
+    reported as `path`'s (a write's OSError names no file, or names the temporary, which the user never sees).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -43,6 +45,10 @@ def atomic(path: Path) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT) and err.filename in (None, str(tmp)):
+            raise OSError(err.errno, err.strerror, str(path)) from err
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -228,22 +228,25 @@ def scan(results_dir: Path) -> tuple[dict[str, dict[str, Any]], list[str]]:
     return summaries, unreadable
 
 
-def rebuild_index(results_dir: Path) -> tuple[dict[str, dict[str, Any]], list[str]]:
+def rebuild_index(results_dir: Path, verify: bool = False) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """Scan and write the sweep index (the aggregator's job: one writer, written atomically).
 
     Files new to the index are checked in worker processes, one per allocated core, when there are many: a sweep's
     first review reads every file whole (1000 thesis-sized files: 1 GB, 7 s on one core, mostly HDF5's time per
-    dataset).
+    dataset). With `verify` every file is checked again, whatever the index says: damage that kept a file's size and
+    mtime (bit rot) shows only so (a sweep's driver does it as it starts; `status --verify`, `aggregate --verify`).
     """
-    summaries, unreadable, entries = _scan(results_dir, in_workers=True)
+    if not trials_dir(results_dir).is_dir():
+        return {}, []
+    summaries, unreadable, entries = _scan(results_dir, in_workers=True, verify=verify)
     write_atomically(index_path(results_dir), json.dumps(entries))
     return summaries, unreadable
 
 
-def _scan(results_dir: Path, in_workers: bool = False) -> tuple[dict[str, dict[str, Any]], list[str], dict[str, Any]]:
-    """Summaries, unreadable files and index entries. Files new to the index are checked here, or `in_workers`
-    (CHECKED_PER_TASK at a time, when there are more): not for `scan`, which a sweep's driver calls every poll while
-    its trials keep the cores busy."""
+def _scan(results_dir: Path, in_workers: bool = False, verify: bool = False) -> tuple[dict[str, dict[str, Any]], list[str], dict[str, Any]]:
+    """Summaries, unreadable files and index entries. Files new to the index (all with `verify`) are checked here, or
+    `in_workers` (CHECKED_PER_TASK at a time, when there are more): not for `scan`, which a sweep's driver calls every
+    poll while its trials keep the cores busy."""
     summaries: dict[str, dict[str, Any]] = {}
     unreadable: list[str] = []
     entries: dict[str, Any] = {}
@@ -259,7 +262,7 @@ def _scan(results_dir: Path, in_workers: bool = False) -> tuple[dict[str, dict[s
         if entry.name.endswith(".h5"):
             stat = entry.stat()
             stamps[entry.path] = [stat.st_size, stat.st_mtime_ns]
-    new = [path for path, stamp in stamps.items() if index.get(Path(path).name, {}).get("stamp") != stamp]
+    new = [path for path, stamp in stamps.items() if verify or index.get(Path(path).name, {}).get("stamp") != stamp]
     checked = dict(zip(new, in_processes(_checked, new, CHECKED_PER_TASK) if in_workers else map(_checked, new), strict=True))
     for path, stamp in stamps.items():
         name = Path(path).name
@@ -282,17 +285,12 @@ def _checked(path: str) -> dict[str, Any] | str:
 
 
 def foreign(summary: dict[str, Any], trial_id: str) -> str:
-    """'' when a trial file's summary is trial `trial_id`'s; else why not (another trial's file copied over it, or a
-    config edited under its id): such a file is damage, its trial runs again."""
+    """'' when a trial file's summary is trial `trial_id`'s; else why not (another trial's file copied over it): such a
+    file is damage, its trial runs again. The id, not a hash of the stored config: an identity that changes between
+    hpcsweep versions must not condemn every older file."""
     if summary.get("trial_id") != trial_id:
         return f"holds trial {summary.get('trial_id')!r}, not {trial_id!r} (another trial's file copied over it?)"
-    from hpcsweep.config import TrialConfig  # the identity is the config's hash; a check, not a need of the store
-
-    try:
-        identity = TrialConfig.model_validate(summary["config"]).identity()
-    except Exception:  # a config an older hpcsweep wrote that no longer validates: its id is all there is to check
-        return ""
-    return "" if identity == trial_id else f"its config hashes to {identity!r}, not {trial_id!r} (edited after it was written?)"
+    return ""
 
 
 def set_aside(path: Path, why: str) -> Path:

@@ -90,6 +90,10 @@ def test_epochs_and_set_overrides_fix_keys_and_remove_their_axes():
         ("name: x\ndata: {events: null}\n", ["data: events is null, but generated data need it", "the default, 10000"]),
         ("name: x\ndispatch: {executor: slrum}\n", ["dispatch.executor", "unknown executor 'slrum'", "valid choices: local, debug, slurm"]),
         ("name: x\nmodel: {latent: 0}\n", ["model", "an autoencoder needs model.latent >= 1", "model.kind: codec"]),
+        (
+            "name: x\ndata: {events: 100000000000}\n",
+            ["data.events", "100,000,000,000 events would take about 8,903 days", "generator_seed"],
+        ),
         ("name: x\ncodec: {bounds: [1]}\n", ["codec.bounds", "a bound must lie between 0 and 0.5", "0.01 is 1 %"]),
         ("name: x\ncodec: {stepz: 10}\n", ["unknown key 'stepz' in codec", "did you mean steps", "latent_step"]),
         ("name: x\nevaluation: {max_error: 0.001}\n", ["evaluation.max_error = 0.001", "not among codec.bounds (0.01)", "add it there"]),

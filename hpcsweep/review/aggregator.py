@@ -123,8 +123,10 @@ def aggregate(
     definition: SweepConfig | None = None,
     drawing: Log | None = None,
     pdf: bool | None = None,
+    verify: bool = False,
 ) -> Review:
-    """Write a sweep's tables and figures; `detail` adds the per-trial figures of the best trial per z.
+    """Write a sweep's tables and figures; `detail` adds the per-trial figures of the best trial per z; `verify` checks
+    every trial file's checksum again (not only those the index has not seen).
     `drawing` is told the title of each figure before it is drawn (those drawn before from the same data are not).
     Figures are PNGs; `pdf` adds a PDF of each (default: the sweep's `review.pdf`).
 
@@ -135,7 +137,7 @@ def aggregate(
     work under `if __name__ == "__main__":` (Python's rule for such processes), a notebook need not.
     """
     results_dir = Path(results_dir)
-    everything, unreadable = rebuild_index(results_dir)
+    everything, unreadable = rebuild_index(results_dir, verify)
     selection = select(results_dir, everything, definition)
     summaries, ranking = selection.summaries, selection.ranking
     if pdf is None:

@@ -493,7 +493,7 @@ def anomaly_table(best: pd.DataFrame, median: pd.DataFrame, summaries: dict[str,
     for (_, top), (_, middle) in zip(best.iterrows(), median.iterrows(), strict=True):
         for pick, trial in (("best", top), ("median", middle)):
             metrics = summaries[trial["trial_id"]]["metrics"]
-            for label, result in (metrics.get("anomaly") or {}).items():
+            for label, result in _anomalies(metrics):
                 rows.append(
                     {
                         "Latent space dimensions": int(trial["latent"]),
@@ -501,12 +501,25 @@ def anomaly_table(best: pd.DataFrame, median: pd.DataFrame, summaries: dict[str,
                         "signal": label,
                         "reference MSE": _sci(metrics.get("reference_mse")),
                         "AUC": f"{result['auc']:.3f}",
-                        "rejection at 50 %": _rejection(result.get("rejection_at_50"), result["n_background"]),
-                        "rejection at 10 %": _rejection(result.get("rejection_at_10"), result["n_background"]),
+                        "rejection at 50 %": _rejection(result.get("rejection_at_50"), result.get("n_background")),
+                        "rejection at 10 %": _rejection(result.get("rejection_at_10"), result.get("n_background")),
                     }
                 )
     return pd.DataFrame(rows)
 
 
-def _rejection(value: float | None, n_background: int) -> str:
-    return f"> {n_background:,}" if value is None else f"{value:.3g}"
+def _anomalies(metrics: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """A trial's anomaly figures per signal that a table can show (a file made elsewhere may hold anything)."""
+    anomaly = metrics.get("anomaly")
+    if not isinstance(anomaly, dict):
+        return []
+    return [
+        (str(label), result) for label, result in anomaly.items() if isinstance(result, dict) and isinstance(result.get("auc"), int | float)
+    ]
+
+
+def _rejection(value: Any, n_background: Any) -> str:
+    """1/efficiency, or '> N' when no background jet passes (N: the background's size, '?' when a file does not say)."""
+    if isinstance(value, int | float):
+        return f"{value:.3g}"
+    return f"> {n_background:,}" if isinstance(n_background, int) else "> ?"

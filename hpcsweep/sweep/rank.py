@@ -89,7 +89,8 @@ def rank_value(metrics: dict[str, Any], rank_by: str, variables: list[str]) -> f
     if rank_by == "bytes":
         return _number(metrics.get("bytes_per_jet"))
     if rank_by == "auc":
-        aucs = [_number(result.get("auc")) for result in (metrics.get("anomaly") or {}).values()]
+        anomaly = metrics.get("anomaly")
+        aucs = [_number(r.get("auc")) for r in anomaly.values() if isinstance(r, dict)] if isinstance(anomaly, dict) else []
         return 1 - sum(aucs) / len(aucs) if aucs else math.nan
     widths = [_number(metrics.get("residual_width", {}).get(name)) for name in variables]
     return sum(widths) / len(widths) if widths else math.nan

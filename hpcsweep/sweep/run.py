@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hpcsweep.config import SweepConfig, TrialConfig, TrialSpec
-from hpcsweep.errors import Log
+from hpcsweep.errors import Log, UserError
 from hpcsweep.provenance import git_commit
 from hpcsweep.states import TrialState
-from hpcsweep.store import read_progress, record_submission, reset_attempts, trial_path
+from hpcsweep.store import read_progress, rebuild_index, record_submission, reset_attempts, trial_path
 from hpcsweep.sweep.backends import Backend, Job, backend, wait_for
 from hpcsweep.sweep.datasets import Datasets
 from hpcsweep.sweep.definition import check_definition, keep_definition
@@ -89,6 +89,7 @@ class Driver:
         return str(self.source or self.sweep.name)
 
     def grid(self, retry_failed: bool) -> Counter:
+        rebuild_index(self.results_dir, verify=True)  # every file's checksum, so a file rotted in place runs again
         planned = plan(self.sweep, self.results_dir, self.label, self.datasets)  # data first: a bad source stops here
         if retry_failed:
             planned = self._reset_budgets(planned)
@@ -183,7 +184,7 @@ class Driver:
 
     def submit(self, function: Callable, arguments: list[tuple], carried: list[list[str]]) -> Sequence[Job]:
         """Submit one job per argument tuple and log which trials each carries; say where to follow them if not followed."""
-        jobs = self.backend.submit(function, arguments, self.sweep.dispatch, self.results_dir / "logs")
+        jobs = self.backend.submit(function, arguments, self.sweep.dispatch, private_folder(self.results_dir / "logs", self.log))
         names = [self.backend.job_name(job) for job in jobs]
         record_submission(self.results_dir, self.backend.name, dict(zip(names, carried, strict=True)))
         if not self.follows:
@@ -210,6 +211,24 @@ class Driver:
         if written() < len(specs):
             self.log(f"{len(specs) - written()} trials left no result (job killed or cancelled?); logs in {self.results_dir / 'logs'}; "
                      "running the sweep again retries them")  # fmt: skip
+
+
+def private_folder(folder: Path, log: Log = print) -> Path:
+    """`folder` (made if missing) writable by its owner alone: submitit's job files there are unpickled by the jobs, so
+    whoever could write them could run code as the user. A folder of this user's that others may write is made private
+    (and said); one of another user is refused."""
+    import os
+    import stat
+
+    folder.mkdir(parents=True, exist_ok=True)
+    status = folder.stat()
+    if status.st_uid != os.getuid():
+        raise UserError(f"{folder} belongs to another user (uid {status.st_uid}): the jobs would unpickle files they can write; "
+                        "give this sweep its own --results")  # fmt: skip
+    if status.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        os.chmod(folder, stat.S_IMODE(status.st_mode) & ~(stat.S_IWGRP | stat.S_IWOTH))
+        log(f"made {folder} writable by you alone (it was {stat.filemode(status.st_mode)}): the jobs unpickle the files in it")
+    return folder
 
 
 def _label(trial_id: str, config: TrialConfig) -> str:

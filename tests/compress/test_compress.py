@@ -605,3 +605,19 @@ def test_the_learned_coder_alone_is_a_trial_exported_in_seconds_and_the_winner_b
     assert "validation: its compressor (codec) at 1 %: " in capsys.readouterr().out
     assert main(["evaluate", str(trial_file), "--source", str(qcd_file)]) == 2
     _one_line_error(capsys, "(model kind codec: no network)")
+
+
+def test_a_full_disk_names_the_output_and_says_where_else_to_write(generated_bundle, qcd_file, tmp_path, monkeypatch, capsys):
+    """A write's ENOSPC names no file: the message names the output and suggests -o, not the sweeps' --results."""
+    import errno
+
+    from hpcsweep.compress import apply
+
+    def full(self) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(apply._RecordWriter, "end", full)
+    out = tmp_path / "x.hpcz"
+    assert main(["compress", str(qcd_file), "--model", str(generated_bundle), "-o", str(out)]) == 2
+    _one_line_error(capsys, f"{out}: No space left on device; free some space (or write -o elsewhere) and run again: nothing was written")
+    assert not out.exists() and not list(tmp_path.glob(".*tmp"))

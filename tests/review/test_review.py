@@ -303,6 +303,20 @@ def test_reviewing_never_imports_torch(reviewed):
 
 
 @pytest.mark.slow
+def test_a_trial_file_with_odd_anomaly_figures_does_not_stop_the_review(reviewed, tmp_path):
+    """A trial file made elsewhere (crafted, or of another version) whose anomaly figures lack the background's size, or
+    are not figures at all: the review is written, the table says '> ?' where it cannot say more."""
+    folder = _copy_sweep(reviewed, tmp_path)
+    paths = sorted((folder / "trials").glob("*.h5"))
+    for i, path in enumerate(paths):
+        record = read_trial(path)
+        record.metrics["anomaly"] = ["not", "a", "mapping"] if i == 0 else {"zprime350": {"auc": 0.9, "rejection_at_50": None}}
+        write_trial(path, record)
+    table = aggregate(folder, detail=False).tables["anomaly_per_latent"][1]
+    assert len(table) and set(table["rejection at 50 %"]) == {"> ?"} and set(table["AUC"]) == {"0.900"}
+
+
+@pytest.mark.slow
 def test_figures_are_redrawn_only_when_their_trials_change(reviewed, tmp_path):
     folder = _copy_sweep(reviewed, tmp_path)  # with its figures and what they were drawn from
     figures = folder / "figures"

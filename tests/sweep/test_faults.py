@@ -17,7 +17,7 @@ import pytest
 
 from hpcsweep.cli import main
 from hpcsweep.config import load_sweep
-from hpcsweep.store import TrialRecord, read_attempts, read_summary, read_trial, scan, trial_path, trials_dir, write_trial
+from hpcsweep.store import TrialRecord, read_attempts, read_summary, read_trial, rebuild_index, scan, trial_path, trials_dir, write_trial
 from hpcsweep.sweep.state import plan
 from hpcsweep.trial import run_trial
 from tests.conftest import QCD, assert_trained_once, race_drivers, trial_spec
@@ -219,6 +219,34 @@ def test_a_trial_file_with_garbage_weights_fails_its_checksum_and_is_retrained(q
     assert read_trial(path).state == "done" and len(read_attempts(folder, path.stem)) == 2
 
 
+def test_bit_rot_that_keeps_size_and_time_is_found_by_verify_and_by_the_next_sweep(qcd_file, tmp_path, capsys):
+    """A byte of the weights flipped in place, the file's size and mtime kept: the index still trusts it, `status
+    --verify` and `aggregate --verify` see the checksum fail, and the next sweep (which verifies as it starts) retrains it."""
+    sweep_file, results = _tiny(tmp_path), tmp_path / "results"
+    command = ["sweep", str(sweep_file), "--results", str(results), "--no-review"]
+    assert main(command) == 0
+    folder = results / "tiny"
+    (path,) = trials_dir(folder).glob("*.h5")
+    rebuild_index(folder)  # the index a review leaves
+    with h5py.File(path, "r") as handle:
+        dataset = handle["weights"][next(iter(handle["weights"]))]
+        offset = dataset.id.get_offset()
+    stat = path.stat()
+    with open(path, "r+b") as handle:
+        handle.seek(offset)
+        byte = handle.read(1)
+        handle.seek(offset)
+        handle.write(bytes([byte[0] ^ 0x40]))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_size == stat.st_size and path.stat().st_mtime_ns == stat.st_mtime_ns
+    assert scan(folder)[0], "without a new look the index trusts the file"
+    capsys.readouterr()
+    assert main(["status", str(sweep_file), "--results", str(results), "--verify"]) == 0
+    assert "unreadable trial file" in capsys.readouterr().out and not scan(folder)[0]
+    assert main(command) == 0
+    assert read_trial(path).state == "done" and len(read_attempts(folder, path.stem)) == 2, "retrained"
+
+
 def test_a_trial_file_replaced_by_another_trials_is_set_aside_and_the_trial_retrained(qcd_file, tmp_path, capsys):
     """`cp trials/B.h5 trials/A.h5`: a valid file of the wrong trial. It is reported (unreadable: which trial it holds),
     set aside to damaged/ with why, and A is trained again; the rerun ends with both trials in the tables."""
@@ -238,6 +266,19 @@ def test_a_trial_file_replaced_by_another_trials_is_set_aside_and_the_trial_retr
     (aside,) = (folder / "damaged").glob("*.h5")
     assert aside.name.startswith(first.stem) and read_trial(aside).trial_id == second.stem, "the foreign file is kept"
     assert set(scan(folder)[0]) == {first.stem, second.stem} and not scan(folder)[1]
+
+
+def test_a_logs_folder_that_others_may_write_is_made_private_before_jobs_read_it(qcd_file, tmp_path, capsys):
+    """submitit's job files in logs/ are unpickled by the jobs: a logs/ that others may write is an injection path."""
+    import stat
+
+    sweep_file, results = _tiny(tmp_path), tmp_path / "results"
+    logs = results / "tiny" / "logs"
+    logs.mkdir(parents=True)
+    os.chmod(logs, 0o777)
+    assert main(["sweep", str(sweep_file), "--results", str(results), "--no-review"]) == 0
+    assert stat.S_IMODE(logs.stat().st_mode) & 0o022 == 0
+    assert "writable by you alone (it was drwxrwxrwx)" in capsys.readouterr().out
 
 
 def test_a_damaged_checkpoint_starts_the_trial_over(qcd_file, tmp_path, capsys):
