@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from submitit.helpers import Checkpointable
 
 from hpcsweep.claims import Claim
-from hpcsweep.config import TrialSpec
+from hpcsweep.config import TrialConfig, TrialSpec
 from hpcsweep.states import TrialState
 from hpcsweep.store import (
     TrialRecord,
@@ -106,7 +106,8 @@ def checkpoint_reason(signum: int) -> str:
 def finished_state(spec: TrialSpec) -> TrialState | None:
     """The state of the trial's file if it is finished, whole (its checksum holds) and this trial's, else None.
 
-    Another trial's file under this trial's name is damage: it is set aside (`damaged/`, with why) and the trial runs.
+    Another trial's file under this trial's name, or one whose config was edited, is damage: it is set aside
+    (`damaged/`, with why) and the trial runs.
     """
     path = trial_path(Path(spec.results_dir), spec.trial_id)
     try:
@@ -115,12 +116,23 @@ def finished_state(spec: TrialSpec) -> TrialState | None:
         return None
     if summary is None:
         return None
-    problem = foreign(summary, spec.trial_id)
+    problem = foreign(summary, spec.trial_id) or edited_config(summary, spec.trial_id)
     if problem:
         print(f"trial {spec.trial_id}: its file {problem}; set aside to {set_aside(path, problem)}, the trial runs again", file=sys.stderr)
         return None
     state = TrialState(summary["state"])
     return state if state.is_finished() else None
+
+
+def edited_config(summary: dict, trial_id: str) -> str:
+    """'' unless the stored config hashes to another id than the trial's (edited after it was written): the driver then
+    plans the trial again and its worker sets the file aside. A stored config that no longer validates (an older
+    hpcsweep's) is let be: its id is all there is to check."""
+    try:
+        identity = TrialConfig.model_validate(summary["config"]).identity()
+    except (KeyError, ValueError):
+        return ""
+    return "" if identity == trial_id else f"holds a config that hashes to {identity!r}, not {trial_id!r} (edited after it was written?)"
 
 
 def _hand_over(spec: TrialSpec, signum: int, still_ours: Callable[[], bool]) -> None:

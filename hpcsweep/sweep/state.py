@@ -21,6 +21,7 @@ from hpcsweep.states import TrialState
 from hpcsweep.store import read_attempts, read_submissions, scan
 from hpcsweep.sweep.backends import JobTeller
 from hpcsweep.sweep.datasets import Datasets
+from hpcsweep.sweep.dispatch import edited_config
 from hpcsweep.sweep.grid import expand
 
 
@@ -94,6 +95,8 @@ def plan(sweep: SweepConfig, results_dir: Path, source: str = "sweep", datasets:
 def _survey(trial_id: str, config: TrialConfig, summaries: dict[str, dict[str, Any]], flight: InFlight, max_attempts: int) -> PlannedTrial:
     """One trial's state from its file, else from its attempts and the jobs that carry it; its failures counted."""
     summary = summaries.get(trial_id)
+    if summary is not None and edited_config(summary, trial_id):
+        summary = None  # damage, as if unreadable: its worker sets the file aside and trains the trial
     if summary is not None and summary["state"] != TrialState.FAILED:
         state, detail = TrialState(summary["state"]), summary.get("failure", "")
     elif summary is not None:  # failed, unless a retry runs now

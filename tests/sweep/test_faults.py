@@ -266,6 +266,12 @@ def test_a_trial_file_replaced_by_another_trials_is_set_aside_and_the_trial_retr
     (aside,) = (folder / "damaged").glob("*.h5")
     assert aside.name.startswith(first.stem) and read_trial(aside).trial_id == second.stem, "the foreign file is kept"
     assert set(scan(folder)[0]) == {first.stem, second.stem} and not scan(folder)[1]
+    edited = read_trial(first)
+    edited.config = read_trial(second).config  # its own id, another trial's settings, a checksum that holds
+    write_trial(first, edited)
+    assert main(command) == 0
+    assert "holds a config that hashes to" in capsys.readouterr().err and len(read_attempts(folder, first.stem)) == 3
+    assert read_trial(first).config != read_trial(second).config, "retrained with its own settings"
 
 
 def test_a_logs_folder_that_others_may_write_is_made_private_before_jobs_read_it(qcd_file, tmp_path, capsys):
