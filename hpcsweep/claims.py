@@ -11,7 +11,7 @@ it is UNREADABLE_AFTER_S old.
 
 A claim whose holder is gone (a dead pid on this host, a SLURM job no longer
 in the queue) or whose heartbeat is older than `stale_after` is superseded by
-creating the next generation, again with O_EXCL: of two processes that judge
+creating the next generation, again by `link`: of two processes that judge
 it stale at once, only one wins. A holder that finds a newer generation than
 its own has lost its claim (it was thought dead) and must not write its result.
 """

@@ -13,6 +13,8 @@ A search (random, TPE) hands the backend workers that ask Optuna for trials (`hp
 
 from __future__ import annotations
 
+import os
+import stat
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -217,9 +219,6 @@ def private_folder(folder: Path, log: Log = print) -> Path:
     """`folder` (made if missing) writable by its owner alone: submitit's job files there are unpickled by the jobs, so
     whoever could write them could run code as the user. A folder of this user's that others may write is made private
     (and said); one of another user is refused."""
-    import os
-    import stat
-
     folder.mkdir(parents=True, exist_ok=True)
     status = folder.stat()
     if status.st_uid != os.getuid():
