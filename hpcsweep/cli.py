@@ -7,7 +7,7 @@ import itertools
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, get_args, get_origin
 
 import yaml
 
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="hpcsweep",
         description="Run, survive and review hyperparameter sweeps of autoencoders that compress jet data.",
         epilog="Start with: hpcsweep sweep default --latent 18   (or: make sweep LATENT=18)",
@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--best", choices=get_args(RankBy), metavar="MEASURE",
                         help="take the best trial of the whole sweep by this measure, any z and kind (e.g. bytes); "
                              f"choices: {', '.join(get_args(RankBy))}")  # fmt: skip
-    export.add_argument("-o", "--output", required=True, metavar="BUNDLE.h5", help="the bundle to write")
+    export.add_argument("-o", "--output", required=True, type=_output_file, metavar="BUNDLE.h5", help="the bundle to write")
     export.add_argument("--max-error", action="append", type=_bound, metavar="BOUND",
                         help="ship the trial's compressor at these bounds only: '1%%' (relative for scale variables, absolute "
                              "0.01 for angles and signed ones); repeat for several (default: every bound it was fitted at)")  # fmt: skip
@@ -211,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "entries, branches with types, jagged or flat, and one pass of statistics "
                                                    "(values, min, max, NaN/inf, negative, distinct). With --draft-varset, a "
                                                    "variable set guessed from names and values, to check and edit.")  # fmt: skip
-    inspect.add_argument("file", help="a ROOT or Parquet file")
+    inspect.add_argument("file", type=_input_file, help="a ROOT or Parquet file")
     inspect.add_argument("--tree", help="only this TTree or RNTuple")
     inspect.add_argument("--max-entries", type=int, metavar="N", help="statistics of the first N entries of each table (default: all)")
     inspect.add_argument("--draft-varset", metavar="OUT.yaml", help="write a variable set drafted from the (only, or --tree) table")
@@ -243,11 +243,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """A mistake on the command line is one line and exit status 2, like every other user mistake (argparse's own
+    error prints the whole usage first); its subcommands' parsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} ('{self.prog} --help' shows the options)\n")
+
+
 def _add_bundle_io(parser: argparse.ArgumentParser, input_help: str, model_help: str, output: str, output_help: str) -> None:
     """The input file, the bundle (--model) and the output (-o) of compress, decompress and score."""
-    parser.add_argument("input", help=input_help)
+    parser.add_argument("input", type=_input_file, help=input_help)
     parser.add_argument("--model", required=True, metavar="BUNDLE.h5", help=model_help)
-    parser.add_argument("-o", "--output", required=True, metavar=output, help=output_help)
+    parser.add_argument("-o", "--output", required=True, type=_output_file, metavar=output, help=output_help)
+
+
+def _input_file(text: str) -> str:
+    """A file to read: refused at once when it is missing or a folder (a URL such as root://... is uproot's to open)."""
+    if "://" not in text and not Path(text).is_file():
+        raise argparse.ArgumentTypeError(f"{text}: {'a folder, not a file' if Path(text).is_dir() else 'no such file'}")
+    return text
+
+
+def _output_file(text: str) -> str:
+    """A file to write: a folder is refused before any work (not after, when the finished output cannot take its name)."""
+    if Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; give the name of the file to write (e.g. {Path(text) / 'NAME'})")
+    return text
 
 
 def _add_definition_options(parser: argparse.ArgumentParser) -> None:

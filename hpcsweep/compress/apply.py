@@ -94,12 +94,9 @@ def compress_file(
     """Compress `source` (ROOT TTree/RNTuple or Parquet, flat or jagged) into `output`, atomically."""
     from tqdm import tqdm
 
-    from hpcsweep.data.read import InputFile, find_branch
-
     bundle.check_bound(bound)  # a bound the bundle lacks is refused before anything is read
     varset = bundle.varset
-    file = InputFile(Path(source), tree or varset.tree)
-    model = {find_branch(v.name, v.branches, varset.prefixes, file.available, file.path, file.tree): v for v in varset.variables}
+    file, model = open_input(source, tree, varset, "compress")
     summary, started = Summary(), time.perf_counter()
     with (
         atomic(output) as out,
@@ -125,14 +122,23 @@ def compress_file(
             coders.queue((coders.submit(_encode, coded), sections, stop - start, n_jets), write)
             summary.entries += stop - start
         coders.drain(write)
-        if header is None:
-            raise UserError(f"{source}: holds no entries to compress")
         records.end()
         summary.total_bytes = out.tell()
     summary.seconds = time.perf_counter() - started
     if summary.lossless_jets:
         summary.notes.append(f"{summary.lossless_jets:,} jets outside the variable set's cuts (never seen by the model) stored losslessly")
     return summary
+
+
+def open_input(source: Path, tree: str | None, varset: VarSet, verb: str) -> tuple[InputFile, dict[str, Variable]]:
+    """The input and its branch for each of the set's variables (a missing one named with the nearest), refused before
+    any work when it holds no entries."""
+    from hpcsweep.data.read import InputFile, find_branch
+
+    file = InputFile(Path(source), tree or varset.tree)
+    if not file.n_entries:
+        raise UserError(f"{file.path}: holds no entries to {verb}")
+    return file, {find_branch(v.name, v.branches, varset.prefixes, file.available, file.path, file.tree): v for v in varset.variables}
 
 
 def layout(file: InputFile) -> tuple[str, list[str], dict[str, str]]:

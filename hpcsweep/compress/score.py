@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hpcsweep.compress.apply import STEP, Summary, atomic, header_of, in_cuts, layout, model_columns, writer_for
+from hpcsweep.compress.apply import STEP, Summary, atomic, header_of, in_cuts, layout, model_columns, open_input, writer_for
 from hpcsweep.compress.bundle import Bundle
 from hpcsweep.errors import UserError
 
@@ -28,14 +28,11 @@ def score_file(
     import awkward as ak
     from tqdm import tqdm
 
-    from hpcsweep.data.read import InputFile, find_branch
-
     if not bundle.has_network:
         raise UserError(f"{bundle.path}: the bundle of a trial of model kind codec holds no autoencoder to score jets with")
     score = Scorer(bundle)
     varset = bundle.varset
-    file = InputFile(Path(source), tree or varset.tree)
-    model = {find_branch(v.name, v.branches, varset.prefixes, file.available, file.path, file.tree): v for v in varset.variables}
+    file, model = open_input(source, tree, varset, "score")
     kind, branches, counters = layout(file)
     summary, started, writer = Summary(), time.perf_counter(), None
     with (

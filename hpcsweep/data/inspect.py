@@ -200,6 +200,8 @@ def draft_varset(table: Table, name: str) -> str:
     """A variable set for `table` as commented YAML: runnable as it is, to be checked and edited."""
     jagged = [b for b in table.branches if b.jagged]
     per_jet = jagged or [b for b in table.branches if b.name not in EVENT_NAMES]
+    if not table.entries:
+        raise UserError(f"{table.file}: {table.name!r} holds no entries; a variable set is drafted from the values of a file's branches")
     if not per_jet:
         raise UserError(f"{table.file}: {table.name!r} has no numeric branch that could be a jet variable")
     event = next((b.name for b in table.branches if b.name in EVENT_NAMES and not b.jagged), None) if not jagged else None

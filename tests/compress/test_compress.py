@@ -224,6 +224,45 @@ def _one_line_error(capsys, *expected: str) -> None:
     assert len(errors) == 1 and all(part in errors[0] for part in expected) and "Traceback" not in err, err
 
 
+def _mistakes(folder: Path, bundle: Path, jets: Path) -> list[tuple[list[str], str]]:
+    """Bad invocations of the file commands, each with a part of the one line it must get."""
+    empty = folder / "empty.root"
+    names = [name for name in uproot.open(jets)["events"].keys() if name.startswith("jet_")]
+    with uproot.recreate(empty) as handle:  # the generated tree's jet branches, no entries
+        handle["events"] = {name: np.zeros(0, np.float32) for name in names}
+    (folder / "a_folder").mkdir()
+    b, out = str(bundle), str(folder / "out.x")
+    return [
+        (["compress", str(folder / "missing.root"), "--model", b, "-o", out], "missing.root: no such file"),
+        (["score", str(folder / "missing.root"), "--model", b, "-o", out], "missing.root: no such file"),
+        (["decompress", str(folder / "missing.hpcz"), "--model", b, "-o", out], "missing.hpcz: no such file"),
+        (["compress", str(folder / "a_folder"), "--model", b, "-o", out], "a_folder: a folder, not a file"),
+        (["compress", str(jets), "--model", b, "-o", str(folder / "a_folder")], "a_folder is a folder; give the name"),
+        (["export", "s", "--results", str(folder), "--z", "4", "-o", str(folder / "a_folder")], "a_folder is a folder"),
+        (["compress", str(jets), "--model", b, "--max-error", "150%", "-o", out], "'150%': a bound lies between 0 and 50%"),
+        (["compress", str(jets), "--model", b, "--max-error", "one", "-o", out], "'one' is not a bound"),
+        (["compress", str(jets), "--model", b], "the following arguments are required: -o/--output"),
+        (["compress", str(jets), "--model", str(jets), "-o", out], "not a readable bundle"),
+        (["compress", str(empty), "--model", b, "-o", out], "empty.root: holds no entries to compress"),
+        (["score", str(empty), "--model", b, "-o", out], "empty.root: holds no entries to score"),
+        (["data", "inspect", str(empty), "--draft-varset", str(folder / "v.yaml")], "'events' holds no entries"),
+        (["data", "inspect", str(folder / "missing.root")], "missing.root: no such file"),
+    ]
+
+
+def test_every_mistake_on_a_file_command_is_one_line_exit_2_and_nothing_written(generated_bundle, qcd_file, tmp_path, capsys):
+    """Missing or empty inputs, a folder for a file, a bad bound, a missing option, a file for a bundle."""
+    for argv, expected in _mistakes(tmp_path, generated_bundle, qcd_file):
+        before = sorted(tmp_path.rglob("*"))
+        try:
+            code = main(argv)
+        except SystemExit as stop:  # argparse's own checks
+            code = stop.code
+        err = capsys.readouterr().err
+        assert code == 2 and len(err.splitlines()) == 1 and expected in err and "Traceback" not in err, (argv, err)
+        assert sorted(tmp_path.rglob("*")) == before, f"{argv}: nothing written"
+
+
 @pytest.mark.slow
 def test_damaged_truncated_or_foreign_input_is_one_line_exit_2_and_nothing_written(
     own, own_bundle, generated_bundle, qcd_file, tmp_path, capsys
