@@ -229,7 +229,7 @@ def _split_chunk(
     """The jets of a chunk to code (physical units, inside the cuts), the chunk's other parts packed, and its jets."""
     raw, counts, missing = model_columns(arrays, model)
     physical = raw * np.array([v.unit_scale for v in model.values()])
-    kept = in_cuts(physical, varset)
+    kept = varset.selected(dict(zip(varset.names, physical.T, strict=True)))
     sections = {"kept": _zstd(np.packbits(kept).tobytes()), "lossless": _zstd(raw[~kept].tobytes())}
     if counts is not None:
         sections["counts"] = _zstd(counts.astype("<i8").tobytes())
@@ -259,19 +259,6 @@ def _chunk(payload: bytes) -> tuple[bytes, Chunk]:
         sections[key] = payload[start : start + length]
         at = start + length
     return file_id, Chunk(index, first_entry, first_jet, entries, jets, sections)
-
-
-def in_cuts(physical: np.ndarray, varset: VarSet) -> np.ndarray:
-    """Jets the model was trained on: finite, and passing the variable set's cuts (float32, as when read)."""
-    from hpcsweep.data.read import evaluate_cut
-
-    values = physical.astype(np.float32)
-    keep = np.all(np.isfinite(values), axis=1)
-    columns = {name: values[:, i] for i, name in enumerate(varset.names)}
-    for cut in varset.cuts:
-        passed = evaluate_cut(columns, cut.expression, varset.name)
-        keep &= passed if cut.action == "keep" else ~passed
-    return keep
 
 
 # --- decompress -----------------------------------------------------------------------------------

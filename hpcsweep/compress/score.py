@@ -2,8 +2,8 @@
 
 The score is the one the evaluation's anomaly figures of merit use: the jet's mean squared error over the
 variables in the trial's reference space, after decoding as hpcsweep does (discrete variables rounded to their
-table, positive ones clipped at 0). Jets outside the variable set's cuts, or with a value that is not finite,
-score NaN. The output is the input's tree (or table) with one more branch, `anomaly_score`, flat or jagged as
+table, positive ones clipped at 0). Jets outside the variable set's selection (`VarSet.selected`: a value not
+finite, a cut failed, a negative value of a variable declared positive) score NaN, as a sweep does not read them. The output is the input's tree (or table) with one more branch, `anomaly_score`, flat or jagged as
 the jets are; it is written chunk by chunk (memory flat in the file size) and atomically.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hpcsweep.compress.apply import STEP, Summary, atomic, header_of, in_cuts, layout, model_columns, open_input, writer_for
+from hpcsweep.compress.apply import STEP, Summary, atomic, header_of, layout, model_columns, open_input, writer_for
 from hpcsweep.compress.bundle import Bundle
 from hpcsweep.errors import UserError
 
@@ -56,7 +56,7 @@ def score_file(
                 writer = writer_for(output, header)
             raw, counts, _ = model_columns(arrays, model)
             physical = raw * np.array([v.unit_scale for v in model.values()])
-            kept = in_cuts(physical, varset)
+            kept = varset.selected(dict(zip(varset.names, physical.T, strict=True)))
             scores = np.full(len(raw), np.nan, dtype=np.float32)
             scores[kept] = score(physical[kept])
             column = ak.unflatten(scores, counts) if counts is not None else ak.Array(scores)

@@ -159,6 +159,25 @@ class VarSet(_Frozen):
     def names(self) -> list[str]:
         return [v.name for v in self.variables]
 
+    def selected(self, columns: Mapping[str, Any]) -> Any:
+        """Which jets a model of this set is trained on and applied to (a boolean array): every value finite, every cut
+        passed, no negative value of a variable declared positive. The one rule: a sweep reads these jets (and counts
+        the others), `score` gives the others NaN, `compress` stores them losslessly. `columns`: variable -> values
+        in the set's units (after `unit_scale`, as float32 like a read)."""
+        import numpy as np
+
+        from hpcsweep.data.cuts import cut_mask
+
+        values = {name: np.asarray(columns[name], dtype=np.float32) for name in self.names}
+        keep = np.logical_and.reduce([np.isfinite(v) for v in values.values()])
+        for cut in self.cuts:
+            passed = cut_mask(cut.expression, values, len(keep))
+            keep &= passed if cut.action == "keep" else ~passed
+        for variable in self.variables:
+            if variable.positive:
+                keep &= ~(values[variable.name] < 0)
+        return keep
+
     def mapping(self) -> dict[str, Any]:
         """The flat mapping a trial stores (plain JSON types)."""
         return self.model_dump(mode="json")
