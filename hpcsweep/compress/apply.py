@@ -96,8 +96,8 @@ def compress_file(
 
     bundle.check_bound(bound)  # a bound the bundle lacks is refused before anything is read
     varset = bundle.varset
-    file, model = open_input(source, tree, varset, "compress")
-    summary, started = Summary(), time.perf_counter()
+    file, model, notes = open_input(source, bundle, tree, "compress")
+    summary, started = Summary(notes=notes), time.perf_counter()
     with (
         atomic(output) as out,
         _Coders(bundle, bound, file.path.stat().st_size > PARALLEL_ABOVE) as coders,
@@ -126,19 +126,27 @@ def compress_file(
         summary.total_bytes = out.tell()
     summary.seconds = time.perf_counter() - started
     if summary.lossless_jets:
-        summary.notes.append(f"{summary.lossless_jets:,} jets outside the variable set's cuts (never seen by the model) stored losslessly")
+        summary.notes.append(
+            f"{summary.lossless_jets:,} jets the model does not apply to (outside the cuts, not finite, or a negative value of a positive variable) stored losslessly"
+        )
     return summary
 
 
-def open_input(source: Path, tree: str | None, varset: VarSet, verb: str) -> tuple[InputFile, dict[str, Variable]]:
-    """The input and its branch for each of the set's variables (a missing one named with the nearest), refused before
-    any work when it holds no entries."""
+def open_input(source: Path, bundle: Bundle, tree: str | None, verb: str) -> tuple[InputFile, dict[str, Variable], list[str]]:
+    """The input, its branch for each of the bundle's variables (a missing one named with the nearest) and notes on how
+    its jets differ from the training jets. Refused before any work: an input without entries, or one whose first
+    chunk is not the kind of jets the model learned (other units: `Bundle.check_jets`)."""
     from hpcsweep.data.read import InputFile, find_branch
 
+    varset = bundle.varset
     file = InputFile(Path(source), tree or varset.tree)
     if not file.n_entries:
         raise UserError(f"{file.path}: holds no entries to {verb}")
-    return file, {find_branch(v.name, v.branches, varset.prefixes, file.available, file.path, file.tree): v for v in varset.variables}
+    model = {find_branch(v.name, v.branches, varset.prefixes, file.available, file.path, file.tree): v for v in varset.variables}
+    first, _, _ = next(iter(file.iterate(list(model), STEP)))
+    raw, _, _ = model_columns(first, model)
+    physical = raw * np.array([v.unit_scale for v in model.values()])
+    return file, model, bundle.check_jets(physical[varset.selected(dict(zip(varset.names, physical.T, strict=True)))], file.path)
 
 
 def layout(file: InputFile) -> tuple[str, list[str], dict[str, str]]:

@@ -69,6 +69,14 @@ class Bundle:
                 f"export one with hpcsweep export ... --refit --max-error {bound_label(bound)}"
             ) from None
 
+    def check_jets(self, x: np.ndarray, source: Path) -> list[str]:
+        """Jets of `source` (in the set's units) that are not the kind the trial learned are refused in one line (a file
+        in MeV for a model of GeV); milder differences come back as notes. A bundle of an older hpcsweep has no profile."""
+        from hpcsweep.data.profile import compare
+
+        what = f"{source}: compared with the training jets of the bundle's trial {self.trial_id}"
+        return compare(self.texts["data"].get("profile", {}), x, self.varset, what)
+
     @property
     def has_network(self) -> bool:
         """Whether the bundle holds an autoencoder (a trial of model kind `codec` has none)."""

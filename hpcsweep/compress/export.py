@@ -108,6 +108,7 @@ def export_bundle(
             "training_jets": record.metrics.get("n_train"),
         },  # fmt: skip
     }
+    texts["data"]["profile"] = record.provenance.get("training_profile", {})  # what `compress` and `score` compare files with
     discrete = {k.removeprefix("discrete/"): v for k, v in record.arrays.items() if k.startswith("discrete/")}
     return write_bundle(output, texts, record.weights, discrete, compressor), compressor
 

@@ -32,9 +32,9 @@ def score_file(
         raise UserError(f"{bundle.path}: the bundle of a trial of model kind codec holds no autoencoder to score jets with")
     score = Scorer(bundle)
     varset = bundle.varset
-    file, model = open_input(source, tree, varset, "score")
+    file, model, notes = open_input(source, bundle, tree, "score")
     kind, branches, counters = layout(file)
-    summary, started, writer = Summary(), time.perf_counter(), None
+    summary, started, writer = Summary(notes=notes), time.perf_counter(), None
     with (
         atomic(output, binary=False) as tmp,
         tqdm(total=file.n_entries, desc=f"scoring {file.path.name}", unit="entry", disable=not progress) as bar,

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hpcsweep.config import DATASET_KEYS, DataConfig
+from hpcsweep.config import DATASET_KEYS, DataConfig, EvaluationConfig
 from hpcsweep.errors import Log, UserError
 from hpcsweep.store import write_atomically
 
@@ -41,6 +41,7 @@ class Datasets:
         self._known: dict[str, tuple[str, Path | None]] = {}
         self.problems: list[str] = []  # data that could not be read when not preparing (their versions: as recorded)
         self._trained: set[str] = set()  # keys of training data (signal samples are prepared here too, not recorded)
+        self._compared: set[tuple[str, str]] = set()  # (training data, signal folder) pairs checked alike
 
     def version(self, data: DataConfig) -> str:
         """The data version of trials that train on `data` ('' when it cannot be known without generating)."""
@@ -56,6 +57,25 @@ class Datasets:
             folder = prepare(data, progress=self.progress)
             self._known[dataset_key(data)] = (_version(folder), folder)
         return folder
+
+    def signal_folders(self, data: DataConfig, evaluation: EvaluationConfig) -> dict[str, str]:
+        """Label -> the cache folder of each signal a trial of `data` is evaluated on. Each is compared once with the
+        training jets: a file in other units (MeV where training had GeV) is refused before any trial runs, instead
+        of scoring an AUC of 1.000 for every trial; milder differences are said."""
+        from hpcsweep.data.profile import compare, profile_of
+        from hpcsweep.data.read import open_cache
+        from hpcsweep.data.varset import load_varset
+
+        folders = {label: self.folder(signal) for label, signal in evaluation.signal_data(data).items()}
+        for label, folder in folders.items():
+            pair = (dataset_key(data), str(folder))
+            if pair not in self._compared:
+                self._compared.add(pair)
+                training, varset = open_cache(self.folder(data)).matrix(), load_varset(data.varset)
+                what = f"evaluation.signals: {label} ({folder.name})"
+                for note in compare(profile_of(training, varset.names), open_cache(folder).matrix(), varset, what):
+                    self.log(f"signal {label}: {note}")
+        return {label: str(folder) for label, folder in folders.items()}
 
     def _lookup(self, data: DataConfig) -> tuple[str, Path | None]:
         key = dataset_key(data)

@@ -170,7 +170,7 @@ class Driver:
     def spec(self, trial_id: str, config: TrialConfig) -> TrialSpec:
         """A trial bound to its prepared dataset, and to the signal samples it is evaluated on."""
         sweep = self.sweep
-        signals = {label: str(self.datasets.folder(signal)) for label, signal in sweep.evaluation.signal_data(config.data).items()}
+        signals = self.datasets.signal_folders(config.data, sweep.evaluation)
         return TrialSpec(
             trial_id=trial_id,
             sweep=sweep.name,

@@ -16,6 +16,7 @@ from hpcsweep.allocation import allocated_cores, allocated_gpus
 from hpcsweep.codec import Compressor
 from hpcsweep.config import CodecConfig, ModelConfig, TrialSpec
 from hpcsweep.data.normalize import Normaliser, make_normaliser, make_reference
+from hpcsweep.data.profile import compare, profile_of
 from hpcsweep.data.read import JetTable, open_cache
 from hpcsweep.data.varset import VarSet, load_varset
 from hpcsweep.errors import Log
@@ -140,7 +141,7 @@ def run_trial(
             normaliser=normaliser.to_dict() if normaliser is not None else {},
             varset=varset.mapping(),
             reference=_reference_record(measure),
-            provenance=_provenance(spec, table.meta, device),
+            provenance=_provenance(spec, table.meta, device) | {"training_profile": profile_of(x_train, varset.names)},
             evaluation=evaluation,
             arrays=arrays,
             compressor=compressor_meta,
@@ -344,7 +345,7 @@ def evaluate_stored(
         raise ValueError(
             f"{path}: trial {record.state} without weights" + (" (model kind codec: no network)" if _codec_only(record) else "")
         )
-    x = table.matrix()
+    x, notes = table.matrix(), []
     if split:
         data = record.config["data"]
         x = x[: data["max_jets"]] if data["max_jets"] else x
@@ -368,11 +369,16 @@ def evaluate_stored(
         record.evaluation.update(evaluated)
         record.metrics["anomaly"] = anomaly_metrics(evaluated)
         arrays = {(f"{label}/{k.split('/', 1)[1]}" if k.startswith("validation/") else k): v for k, v in arrays.items()}
+        record.provenance.setdefault("training_profile", profile_of(x[train_rows], varset.names))
     else:
         assert model is not None and normaliser is not None  # refused above without weights
+        what = f"{table.meta.get('source') or label}: compared with the training jets of trial {record.trial_id}"
+        notes = compare(record.provenance.get("training_profile", {}), x, varset, what)
         summary, hists, _ = evaluate_dataset(model, normaliser, measure, x, table.event, table.rank)
         arrays = {f"{label}/{k}": v for k, v in hists.items()}
     summary["source"] = table.meta.get("source", "")
+    if notes:
+        summary["compatibility"] = notes
     record.evaluation[label] = summary
     record.arrays.update(arrays)
     write_trial(path, record)

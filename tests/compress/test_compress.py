@@ -227,10 +227,14 @@ def _one_line_error(capsys, *expected: str) -> None:
 def _mistakes(folder: Path, bundle: Path, jets: Path) -> list[tuple[list[str], str]]:
     """Bad invocations of the file commands, each with a part of the one line it must get."""
     empty = folder / "empty.root"
-    names = [name for name in uproot.open(jets)["events"].keys() if name.startswith("jet_")]
+    names = uproot.open(jets)["events"].keys(filter_name="jet_*")
     with uproot.recreate(empty) as handle:  # the generated tree's jet branches, no entries
         handle["events"] = {name: np.zeros(0, np.float32) for name in names}
     (folder / "a_folder").mkdir()
+    events = uproot.open(jets)["events"].arrays(filter_name="jet_*")
+    in_mev = {name: events[name] * (1000 if name in ("jet_pt", "jet_m", "jet_E") else 1) for name in names}
+    with uproot.recreate(folder / "mev.root") as handle:  # the generated jets with their energies in MeV
+        handle.mktree("events", {name: values.type.content for name, values in in_mev.items()}).extend(in_mev)
     b, out = str(bundle), str(folder / "out.x")
     return [
         (["compress", str(folder / "missing.root"), "--model", b, "-o", out], "missing.root: no such file"),
@@ -246,6 +250,8 @@ def _mistakes(folder: Path, bundle: Path, jets: Path) -> list[tuple[list[str], s
         (["compress", str(empty), "--model", b, "-o", out], "empty.root: holds no entries to compress"),
         (["score", str(empty), "--model", b, "-o", out], "empty.root: holds no entries to score"),
         (["data", "inspect", str(empty), "--draft-varset", str(folder / "v.yaml")], "'events' holds no entries"),
+        (["compress", str(folder / "mev.root"), "--model", b, "-o", out], "MeV where GeV was expected"),
+        (["score", str(folder / "mev.root"), "--model", b, "-o", out], "MeV where GeV was expected"),
         (["data", "inspect", str(folder / "missing.root")], "missing.root: no such file"),
     ]
 

@@ -306,13 +306,19 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(own, jets, tmp_path, c
 
 
 @pytest.mark.slow
-def test_evaluate_a_file_trial_on_a_signal_file_or_refuse_a_generated_one(swept, own, capsys):
+def test_evaluate_a_file_trial_on_a_signal_file_or_refuse_a_generated_one_or_one_in_other_units(swept, own, jets, capsys):
     folder = swept["jets.root"]
     trial = sorted((folder / "trials").glob("*.h5"))[0]
     stamp = os.stat(trial).st_mtime_ns
     assert main(["evaluate", str(trial), "--signal", "350"]) == 2
     err = capsys.readouterr().err
     assert "trial of file data" in err and "--signal FILE" in err and len(err.strip().splitlines()) == 1
+    assert os.stat(trial).st_mtime_ns == stamp, "nothing written"
+    gev = own / "jets_in_gev.parquet"  # the same jets in GeV, read with the set's unit_scale 0.001: 1000x too small
+    pd.DataFrame({k: v / 1000 if k in ("m", "pt") else v for k, v in jets.items()}).to_parquet(gev)
+    assert main(["evaluate", str(trial), "--signal", str(gev)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar of its read
+    assert err.startswith("hpcsweep: error:") and "compared with the training jets of trial" in err and "GeV where MeV was expected" in err
     assert os.stat(trial).st_mtime_ns == stamp, "nothing written"
     assert main(["evaluate", str(trial), "--signal", str(own / "jets.parquet")]) == 0
     record = read_trial(trial, weights=False)
@@ -322,6 +328,23 @@ def test_evaluate_a_file_trial_on_a_signal_file_or_refuse_a_generated_one(swept,
     assert main(["aggregate", str(folder)]) == 0
     evaluations = pd.read_csv(folder / "tables" / "evaluations.csv", dtype=str)
     assert evaluations["Evaluation"].tolist() == ["jets"] and evaluations["Source"].tolist() == ["jets.parquet"]
+
+
+def test_a_signal_file_in_other_units_stops_the_sweep_before_any_trial_runs(own, jets, tmp_path, capsys):
+    """Not an AUC of 1.000 for every trial: one line naming the signal, the variable, both medians and the cause."""
+    gev = tmp_path / "signal_in_gev.parquet"
+    pd.DataFrame({k: v / 1000 if k in ("m", "pt") else v for k, v in jets.items()}).to_parquet(gev)
+    sweep = tmp_path / "mine.yaml"
+    sweep.write_text(
+        _sweep_text(own / "jets.parquet")
+        .replace("evaluation: {", f"evaluation: {{signals: [{gev}], ")
+        .replace("atlas4.yaml", str(own / "atlas4.yaml"))
+    )
+    results = tmp_path / "results"
+    assert main(["sweep", str(sweep), "--results", str(results)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("hpcsweep: error: evaluation.signals: signal_in_gev") and "GeV where MeV was expected" in err, err
+    assert not list(results.rglob("*.h5")), "no trial ran"
 
 
 def test_a_variable_set_file_with_a_typo_names_the_file_the_variable_and_the_valid_keys(tmp_path):
