@@ -17,7 +17,7 @@ from hpcsweep.errors import PATH_FAULTS, UserError, path_fault
 from hpcsweep.states import TrialState
 
 if TYPE_CHECKING:
-    from hpcsweep.config import SweepConfig
+    from hpcsweep.config import DataConfig, SweepConfig
     from hpcsweep.review import Review
 
 SWEEP_HELP = "a sweep file, or the name of one in sweeps/ (e.g. 'default')"
@@ -607,7 +607,7 @@ def cmd_rerun_best(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from hpcsweep.config import DataConfig
     from hpcsweep.data import prepare
-    from hpcsweep.data.read import data_version, open_cache
+    from hpcsweep.data.read import open_cache
     from hpcsweep.store import read_summary, read_trial
     from hpcsweep.trial import evaluate_stored
 
@@ -616,7 +616,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise UserError(f"{path}: no such trial file (they live in results/<sweep>/trials/)")
     config = read_summary(path)["config"]
     data = DataConfig.model_validate(config["data"])
-    signals = None  # re-evaluating the validation split also re-evaluates the trial's signal samples
+    signals, background = None, None  # re-evaluating the validation split also re-evaluates the trial's signal samples
     other = args.source or (args.signal if args.signal and not _is_number(args.signal) else None)
     if other:  # another file, read with the trial's variable set
         folder = prepare(DataConfig.model_validate({**data.model_dump(), "source": other}, context={"base": Path.cwd()}))
@@ -631,26 +631,37 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         folder = prepare(data.model_copy(update={"process": "zprime", "zprime_mass": mass, "events": args.events}))
         label, split = args.label or f"zprime{mass:g}", False
     else:
-        folder = prepare(data)
+        folder = _own_data(path, config, data)
         label, split = args.label or "validation", True
         signals = {  # the samples it was evaluated on before, read again from their files: anomaly figures of merit
             name: str(prepare(DataConfig.model_validate({**data.model_dump(), "source": result["source"]}, context={"base": Path.cwd()})))
             for name, result in read_trial(path, weights=False).evaluation.items()
             if name != "validation" and Path(result.get("source") or "/nonexistent").is_file()
         }
-        trained_on, now = config.get("data_version", ""), data_version(open_cache(folder).meta)
-        if trained_on and trained_on != now:
-            raise UserError(
-                f"{path}: its data changed since it was trained (version {trained_on}, now {now}): its validation split cannot "
-                "be rebuilt; evaluate another file with --source FILE"
-            )
+    if args.signal:  # a signal is scored against the trial's validation jets, as in a sweep
+        background = open_cache(_own_data(path, config, data))
     try:
-        summary = evaluate_stored(path, label, open_cache(folder), split, signals=signals)
+        summary = evaluate_stored(path, label, open_cache(folder), split, signals=signals, background=background)
     except ValueError as err:
         raise UserError(str(err)) from None
     _print_evaluation(label, summary)
     print(f"written into {path} under evaluation[{label!r}]")
     return 0
+
+
+def _own_data(path: Path, config: dict[str, Any], data: DataConfig) -> Path:
+    """The cache of the data a trial trained on, refused when the data changed since (its split cannot be rebuilt)."""
+    from hpcsweep.data import prepare
+    from hpcsweep.data.read import data_version, open_cache
+
+    folder = prepare(data)
+    trained_on, now = config.get("data_version", ""), data_version(open_cache(folder).meta)
+    if trained_on and trained_on != now:
+        raise UserError(
+            f"{path}: its data changed since it was trained (version {trained_on}, now {now}): its validation split cannot "
+            "be rebuilt; evaluate another file with --source FILE"
+        )
+    return folder
 
 
 def _is_number(text: str) -> bool:
@@ -684,6 +695,12 @@ def _print_evaluation(label: str, summary: dict[str, Any]) -> None:
         d = summary["dijet"]
         print(f"dijet mass ({d['n_events']:,} events): peak {d['peak_original']:.1f} -> {d['peak_decoded']:.1f} GeV "
               f"({d['peak_shift_pct']:+.2f} %), width {d['width_original']:.1f} -> {d['width_decoded']:.1f} GeV ({d['width_change_pct']:+.1f} %)")  # fmt: skip
+    if summary.get("anomaly"):
+        from hpcsweep.review.tables import rejection_text
+
+        a = summary["anomaly"]
+        print(f"{label} against the trial's validation jets: AUC {a['auc']:.3f}; background rejection at 50 % signal efficiency "
+              f"{rejection_text(a, 50)}, at 10 % {rejection_text(a, 10)}")  # fmt: skip
     if "compression" in summary:
         c = summary["compression"]
         print(f"bytes per jet: raw float32 {c['raw_float32']:.1f} (lzma {c['raw_float32_lzma']:.1f}); latent float16+lzma "

@@ -69,9 +69,11 @@ def varied_axes(summaries: dict[str, dict[str, Any]]) -> list[str]:
 
 def trials_frame(summaries: dict[str, dict[str, Any]], ranking: Ranking | None = None) -> pd.DataFrame:
     """One row per trial file: id, state, failure, the fields above, its `rank` (the sweep's yardstick, smaller
-    is better) and each varied axis (missing ones as NaN)."""
+    is better), each varied axis and its AUC for each signal any trial was evaluated on, `auc_<signal>` (missing
+    ones as NaN)."""
     ranking = ranking or Ranking()
     axes = varied_axes(summaries)
+    signals = sorted({label for summary in summaries.values() for label, _ in _anomalies(summary.get("metrics") or {})})
     rows = []
     for trial_id, summary in summaries.items():
         row: dict[str, Any] = {"trial_id": trial_id, "state": summary["state"], "failure": summary.get("failure", "")}
@@ -81,8 +83,9 @@ def trials_frame(summaries: dict[str, dict[str, Any]], ranking: Ranking | None =
             row["rate_lambda"] = 0.0  # a config without a rate term leaves it out
         row["rank"] = ranking.value(summary.get("metrics") or {})
         row |= {axis: config_value(summary.get("config", {}), axis) for axis in axes}
+        row |= {f"auc_{label}": result["auc"] for label, result in _anomalies(summary.get("metrics") or {})}
         rows.append(row)
-    frame = pd.DataFrame(rows, columns=["trial_id", "state", "failure", *_FIELDS, "rank", *axes])
+    frame = pd.DataFrame(rows, columns=["trial_id", "state", "failure", *_FIELDS, "rank", *axes, *(f"auc_{s}" for s in signals)])
     return frame.sort_values(["latent", "rank", "trial_id"], na_position="last").reset_index(drop=True)
 
 
@@ -501,8 +504,8 @@ def anomaly_table(best: pd.DataFrame, median: pd.DataFrame, summaries: dict[str,
                         "signal": label,
                         "reference MSE": _sci(metrics.get("reference_mse")),
                         "AUC": f"{result['auc']:.3f}",
-                        "rejection at 50 %": _rejection(result.get("rejection_at_50"), result.get("n_background")),
-                        "rejection at 10 %": _rejection(result.get("rejection_at_10"), result.get("n_background")),
+                        "rejection at 50 %": rejection_text(result, 50),
+                        "rejection at 10 %": rejection_text(result, 10),
                     }
                 )
     return pd.DataFrame(rows)
@@ -518,8 +521,16 @@ def _anomalies(metrics: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
-def _rejection(value: Any, n_background: Any) -> str:
-    """1/efficiency, or '> N' when no background jet passes (N: the background's size, '?' when a file does not say)."""
-    if isinstance(value, int | float):
+def rejection_text(result: dict[str, Any], at: int) -> str:
+    """A rejection at `at` % signal efficiency as people should read it: with the background jets it rests on and its
+    68 % interval ('12.3 (11.8 to 12.9; 570 of 7,035 pass)'), or '> N' when none of N passes ('> ?' when a file does
+    not say). Files of an older hpcsweep give the bare number."""
+    value, n = result.get(f"rejection_at_{at}"), result.get("n_background")
+    passing, interval = result.get(f"passing_at_{at}"), result.get(f"rejection_at_{at}_68")
+    if not isinstance(value, int | float):
+        return (f"> {n:,} (none of {n:,} pass)" if isinstance(passing, int) else f"> {n:,}") if isinstance(n, int) else "> ?"
+    if not (isinstance(passing, int) and isinstance(n, int) and isinstance(interval, list) and len(interval) == 2):
         return f"{value:.3g}"
-    return f"> {n_background:,}" if isinstance(n_background, int) else "> ?"
+    low, high = interval
+    span = f"{low:.3g} to {high:.3g}" if isinstance(high, int | float) else f"> {low:.3g}"
+    return f"{value:.3g} ({span}; {passing:,} of {n:,} pass)"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import lzma
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -262,11 +263,21 @@ def peer_baselines(x_physical: np.ndarray, measure: JetMeasure, bound: float = W
     }
 
 
+def _rejection_interval(passing: int, n: int, z: float = 1.0) -> list[float | None]:
+    """The 68 % Wilson score interval of a background efficiency passing/n, as rejections [low, high]; high is None
+    when the efficiency's interval reaches 0 (no jet passes: the rejection has no upper bound)."""
+    centre = (passing + z * z / 2) / (n + z * z)
+    half = z * math.sqrt(passing * (n - passing) / n + z * z / 4) / (n + z * z)
+    low, high = max(centre - half, 0.0), min(centre + half, 1.0)
+    return [1 / high, 1 / low if low > 0 else None]
+
+
 def anomaly(background: np.ndarray, signal: np.ndarray) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """How well a per-jet score (larger: less like the background) separates `signal` from `background` jets:
     ROC AUC (the chance that a signal jet scores above a background jet, ties counting half), and the
     background rejection 1/FPR at 50 % and 10 % signal efficiency (None when no background jet passes:
-    more than the background's size); with the ROC curve at 101 thresholds."""
+    more than the background's size), with the background jets that pass and a 68 % interval (a rejection resting on
+    one jet is a rough number, and says so); with the ROC curve at 101 thresholds."""
     background, signal = np.sort(background[np.isfinite(background)]), signal[np.isfinite(signal)]
     if not len(background) or not len(signal):
         return {}, {}
@@ -274,9 +285,11 @@ def anomaly(background: np.ndarray, signal: np.ndarray) -> tuple[dict[str, Any],
     at_or_below = np.searchsorted(background, signal, side="right")
     out: dict[str, Any] = {"auc": float(np.mean(below + 0.5 * (at_or_below - below)) / len(background)), "n_background": len(background)}
     for efficiency in (0.5, 0.1):
-        threshold = np.quantile(signal, 1 - efficiency)
-        false_positive = float(np.mean(background > threshold))
-        out[f"rejection_at_{round(100 * efficiency)}"] = 1 / false_positive if false_positive else None
+        at = round(100 * efficiency)
+        passing = int(np.sum(background > np.quantile(signal, 1 - efficiency)))
+        out[f"rejection_at_{at}"] = len(background) / passing if passing else None
+        out[f"passing_at_{at}"] = passing
+        out[f"rejection_at_{at}_68"] = _rejection_interval(passing, len(background))
     thresholds = np.quantile(np.concatenate([background, signal]), np.linspace(0, 1, 101))
     curve = {
         "roc_signal_efficiency": np.array([np.mean(signal > t) for t in thresholds], dtype=np.float32),

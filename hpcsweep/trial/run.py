@@ -323,7 +323,13 @@ def _codec_only(record: TrialRecord) -> bool:
 
 
 def evaluate_stored(
-    path: Path, label: str, table: JetTable, split: bool, timing_repeats: int = 20, signals: dict[str, str] | None = None
+    path: Path,
+    label: str,
+    table: JetTable,
+    split: bool,
+    timing_repeats: int = 20,
+    signals: dict[str, str] | None = None,
+    background: JetTable | None = None,
 ) -> dict[str, Any]:
     """(Re)evaluate a stored trial and write the result into its file under `label`.
 
@@ -332,7 +338,10 @@ def evaluate_stored(
     file written before trials fitted one) and timing as at the end of training,
     and the trial's metrics follow (a file without a reference space gets the
     'auto' one, fitted on its training split). Otherwise every jet of `table` is
-    evaluated (e.g. a signal sample never seen) by the trial's network.
+    evaluated (e.g. a signal sample never seen) by the trial's network; given the
+    trial's own dataset as `background`, `table` is a signal: its AUC and
+    rejections against the validation split are computed and stored, as a sweep's.
+    The trial's anomaly metrics always follow its evaluations.
     """
     record = read_trial(path)
     varset = _stored_varset(record)
@@ -347,9 +356,7 @@ def evaluate_stored(
         )
     x, notes = table.matrix(), []
     if split:
-        data = record.config["data"]
-        x = x[: data["max_jets"]] if data["max_jets"] else x
-        train_rows, val_rows = split_indices(len(x), data["val_fraction"], data["split_seed"])
+        x, train_rows, val_rows = _split_of(record, x)
         if measure.reference is None:
             measure.reference = make_reference("auto", varset, x[train_rows])
             record.reference = _reference_record(measure)
@@ -367,22 +374,36 @@ def evaluate_stored(
         summary = evaluated.pop("validation")
         record.metrics.update(validation_metrics(summary))
         record.evaluation.update(evaluated)
-        record.metrics["anomaly"] = anomaly_metrics(evaluated)
         arrays = {(f"{label}/{k.split('/', 1)[1]}" if k.startswith("validation/") else k): v for k, v in arrays.items()}
         record.provenance.setdefault("training_profile", profile_of(x[train_rows], varset.names))
     else:
         assert model is not None and normaliser is not None  # refused above without weights
         what = f"{table.meta.get('source') or label}: compared with the training jets of trial {record.trial_id}"
         notes = compare(record.provenance.get("training_profile", {}), x, varset, what)
-        summary, hists, _ = evaluate_dataset(model, normaliser, measure, x, table.event, table.rank)
+        summary, hists, decoded = evaluate_dataset(model, normaliser, measure, x, table.event, table.rank)
         arrays = {f"{label}/{k}": v for k, v in hists.items()}
+        if background is not None:
+            own, _, val_rows = _split_of(record, background.matrix())
+            _, _, decoded_val = evaluate_dataset(model, normaliser, measure, own[val_rows])
+            scores = measure.reference_errors(own[val_rows], decoded_val), measure.reference_errors(x, decoded)
+            summary["anomaly"], curve = anomaly(*scores)
+            arrays |= {f"{label}/{k}": v for k, v in curve.items()}
     summary["source"] = table.meta.get("source", "")
     if notes:
         summary["compatibility"] = notes
     record.evaluation[label] = summary
+    record.metrics["anomaly"] = anomaly_metrics(record.evaluation)
     record.arrays.update(arrays)
     write_trial(path, record)
     return summary
+
+
+def _split_of(record: TrialRecord, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A trial's own jets as it used them (at most `max_jets`), with its training and validation rows."""
+    data = record.config["data"]
+    x = x[: data["max_jets"]] if data["max_jets"] else x
+    train_rows, val_rows = split_indices(len(x), data["val_fraction"], data["split_seed"])
+    return x, train_rows, val_rows
 
 
 def _provenance(spec: TrialSpec, data_meta: dict, device: torch.device) -> dict:

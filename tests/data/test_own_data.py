@@ -321,6 +321,15 @@ def test_evaluate_a_file_trial_on_a_signal_file_or_refuse_a_generated_one_or_one
     assert err.startswith("hpcsweep: error:") and "compared with the training jets of trial" in err and "GeV where MeV was expected" in err
     assert os.stat(trial).st_mtime_ns == stamp, "nothing written"
     assert main(["evaluate", str(trial), "--signal", str(own / "jets.parquet")]) == 0
+    printed = capsys.readouterr().out
+    record = read_trial(trial, weights=False)
+    auc = record.evaluation["jets"]["anomaly"]["auc"]
+    assert 0.3 < auc < 0.7, "the training file's own jets against its validation jets: no separation"
+    assert record.metrics["anomaly"]["jets"]["auc"] == auc and f"AUC {auc:.3f}" in printed and " pass)" in printed
+    assert main(["evaluate", str(trial), "--source", str(own / "jets.parquet")]) == 0  # the same label, not as a signal
+    again = read_trial(trial, weights=False)
+    assert "anomaly" not in again.evaluation["jets"] and "jets" not in again.metrics["anomaly"], "metrics follow the evaluations"
+    assert main(["evaluate", str(trial), "--signal", str(own / "jets.parquet")]) == 0
     record = read_trial(trial, weights=False)
     every_jet = len(open_cache(cache_jets(own / "jets.parquet", load_varset(own / "atlas4.yaml"), own / "cache")))
     assert record.evaluation["jets"]["n_jets"] == every_jet, "every jet of the signal file is evaluated"

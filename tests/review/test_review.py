@@ -478,4 +478,9 @@ def test_rank_by_auc_picks_the_best_detector_per_z_beside_the_mse_ranking(review
         assert float(row["Reference MSE"].item()) == pytest.approx(group.loc[group["auc"].idxmax(), "mse"], rel=1e-3)
     table = pd.read_csv(folder / "tables" / "anomaly_per_latent.csv")
     assert set(table["signal"]) == {"zprime350"} and len(table) == 4  # best and median at two z
+    assert table["rejection at 50 %"].str.contains(r" of [\d,]+ pass\)").all(), "each rejection with the jets it rests on"
+    trials = pd.read_csv(folder / "trials.csv").set_index("trial_id")
+    assert trials["auc_zprime350"].to_dict() == pytest.approx(
+        {t: s["metrics"]["anomaly"]["zprime350"]["auc"] for t, s in summaries.items()}
+    )
     assert table["AUC"].between(0, 1).all()
