@@ -650,11 +650,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _own_data(path: Path, config: dict[str, Any], data: DataConfig) -> Path:
-    """The cache of the data a trial trained on, refused when the data changed since (its split cannot be rebuilt)."""
-    from hpcsweep.data import prepare
+    """The cache of the data a trial trained on (from the files it recorded, wherever this runs), refused when the
+    data changed since (its split cannot be rebuilt)."""
+    from hpcsweep.data import prepare, recorded_files
     from hpcsweep.data.read import data_version, open_cache
+    from hpcsweep.store import read_summary
 
-    folder = prepare(data)
+    folder = prepare(data, recorded=recorded_files(read_summary(path).get("provenance", {})))
     trained_on, now = config.get("data_version", ""), data_version(open_cache(folder).meta)
     if trained_on and trained_on != now:
         raise UserError(

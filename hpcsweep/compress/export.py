@@ -43,15 +43,16 @@ def best_trial(results_dir: Path, latent: int | None = None, rank_by: str | None
     return str(at["trial_id"].iloc[0])  # the frame is sorted by rank
 
 
-def training_jets(config: dict) -> tuple[np.ndarray, dict]:
-    """The training split a trial was trained on (physical units), and its dataset's description."""
+def training_jets(config: dict, provenance: dict) -> tuple[np.ndarray, dict]:
+    """The training split a trial was trained on (physical units), and its dataset's description (read from the
+    files its `provenance` recorded, wherever this runs)."""
     from hpcsweep.config import DataConfig
-    from hpcsweep.data import prepare
+    from hpcsweep.data import prepare, recorded_files
     from hpcsweep.data.read import data_version, open_cache
     from hpcsweep.trial import split_indices
 
     data = DataConfig.model_validate(config["data"])
-    table = open_cache(prepare(data))
+    table = open_cache(prepare(data, recorded=recorded_files(provenance)))
     trained_on, now = config.get("data_version", ""), data_version(table.meta)
     if trained_on and trained_on != now:
         raise UserError(f"the trial's data changed since it was trained (version {trained_on}, now {now}): its training jets are gone")
@@ -135,7 +136,7 @@ def _refit(record: TrialRecord, bounds: tuple[float, ...] | None, steps: int | N
 
     codec = CodecConfig.model_validate(record.config.get("codec", {}))
     codec = codec.model_copy(update={"bounds": sorted(set(bounds or codec.bounds), reverse=True), "steps": steps or codec.steps})
-    x_train, data = training_jets(record.config)
+    x_train, data = training_jets(record.config, record.provenance)
     varset = load_varset(record.varset or record.config["data"]["varset"])
     model, normaliser = None, None
     if record.weights:

@@ -13,6 +13,7 @@ _EXPORTS = {
     "data_root": "dataset",
     "prepare": "dataset",
     "prepared": "dataset",
+    "recorded_files": "dataset",
     "source_files": "dataset",
     "Sample": "generate",
     "generate": "generate",

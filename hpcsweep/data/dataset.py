@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,24 +25,46 @@ def _sample(config: DataConfig) -> Sample:
     return Sample(process, events, seed, mass)
 
 
-def source_files(config: DataConfig, progress: bool = True) -> str | list[str]:
-    """The files a data config reads, generating the sample first if it is a generated one."""
+def source_files(config: DataConfig, progress: bool = True, root: Path | None = None) -> str | list[str]:
+    """The files a data config reads, generating the sample first (under `root`, default data_root()) if it is a
+    generated one."""
     if not config.generated:
         return config.source
     from hpcsweep.data.generate import generate
 
-    return str(generate(_sample(config), data_root() / "generated", progress=progress))
+    return str(generate(_sample(config), (root or data_root()) / "generated", progress=progress))
 
 
-def prepare(config: DataConfig, progress: bool = True) -> Path:
-    """Make sure the cleaned, cached table of `config` exists (generate, read, check, cache); return its folder."""
+def recorded_files(provenance: dict) -> list[str]:
+    """The paths of the files a trial recorded it read (`provenance.data_files`)."""
+    return [entry["path"] for entry in provenance.get("data_files", []) if isinstance(entry, dict) and "path" in entry]
+
+
+def _root_of(config: DataConfig, recorded: Sequence[str]) -> Path:
+    """data_root(), unless the generated sample is missing there and one of the `recorded` files is it: then that
+    file's data root (the folder above its `generated/`)."""
+    root = data_root()
+    if not config.generated or (root / "generated" / _sample(config).filename).exists():
+        return root
+    found = [Path(p) for p in recorded if Path(p).name == _sample(config).filename and Path(p).is_file()]
+    return found[0].parent.parent if found and found[0].parent.name == "generated" else root
+
+
+def prepare(config: DataConfig, progress: bool = True, recorded: Sequence[str] = ()) -> Path:
+    """Make sure the cleaned, cached table of `config` exists (generate, read, check, cache); return its folder.
+
+    `recorded`: the files a trial recorded it read. A generated sample missing under data_root() but present there
+    is read where it is (with the cache beside it): an export or evaluation run from another folder must not
+    simulate the trial's events again.
+    """
     from hpcsweep.data.read import cache_jets
     from hpcsweep.data.varset import load_varset
 
+    root = _root_of(config, recorded)
     return cache_jets(
-        source_files(config, progress),
+        source_files(config, progress, root),
         load_varset(config.varset),
-        data_root() / "cache",
+        root / "cache",
         tree=config.tree,
         leading_only=config.leading_only,
         progress=progress,

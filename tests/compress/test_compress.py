@@ -604,7 +604,7 @@ def test_a_trials_recorded_bytes_are_what_compress_writes_for_its_validation_jet
 
 
 @pytest.mark.slow
-def test_the_learned_coder_alone_is_a_trial_exported_in_seconds_and_the_winner_by_bytes(qcd_file, tmp_path, capsys):
+def test_the_learned_coder_alone_is_a_trial_exported_in_seconds_and_the_winner_by_bytes(qcd_file, tmp_path, capsys, monkeypatch):
     """A sweep of the coder alone (z = 0) beside a rate-aware AE: both fit and measure their compressors, the review ends
     with the compressors against the peers and one line for the winner, export --best bytes takes the fewest bytes, and
     the bundle of the coder alone compresses and gives back a file within the bound (and refuses to score)."""
@@ -644,6 +644,9 @@ def test_the_learned_coder_alone_is_a_trial_exported_in_seconds_and_the_winner_b
     assert main(["export", "c", "--results", str(results), "--z", "0", "--refit", "--max-error", "0.1%", "-o", str(tmp_path / "r.h5")]) == 0
     refitted = load_bundle(tmp_path / "r.h5")
     assert refitted.bounds == [0.001] and refitted.texts["trial"]["refitted"]
+    monkeypatch.setenv("HPCSWEEP_DATA", str(tmp_path / "elsewhere"))  # run from another folder: no sample under its data root
+    assert main(["export", "c", "--results", str(results), "--z", "0", "--refit", "-o", str(tmp_path / "r2.h5")]) == 0
+    assert not (tmp_path / "elsewhere" / "generated").exists(), "the trial's recorded sample is read, not simulated again"
     assert main(["export", "c", "--results", str(results), "--z", "0", "--steps", "5", "-o", str(tmp_path / "x.h5")]) == 2
     _one_line_error(capsys, "--steps sets how a compressor is fitted anew: it goes with --refit")
     assert not (tmp_path / "x.h5").exists()
