@@ -2,7 +2,8 @@
 
 Tables keep the headings of the files they come from when they fit; in a narrow terminal (80 columns, or a log
 file, which rich sizes at 80 unless COLUMNS says otherwise) they take short headings, named once under the table,
-and fold what still does not fit. `--wide` prints them at full width whatever the terminal.
+and a table that still does not fit is printed as one block per row (heading, value), never splitting a number or a
+word across lines. `--wide` prints them at full width whatever the terminal.
 """
 
 from __future__ import annotations
@@ -55,11 +56,27 @@ def print_table(
     if natural > console.width:  # its natural width: every cell on one line
         short = [SHORT_HEADINGS.get(h, h) for h in headings]
         table = _table(title, short, rows, compact=True)
-        named = [f"{s}: {h}" for s, h in zip(short, headings, strict=True) if s.replace(" ", "") != h.replace(" ", "")]
-        if named and legend:
-            table.caption = escape("; ".join(named) + " (--wide: full headings)")
-            table.caption_justify = "left"
+        if measuring.measure(table, options=measuring.options.update_width(10_000)).maximum > console.width:
+            table = _vertical(title, headings, rows)  # folding would split numbers across lines: a block per row
+        else:
+            named = [f"{s}: {h}" for s, h in zip(short, headings, strict=True) if s.replace(" ", "") != h.replace(" ", "")]
+            if named and legend:
+                table.caption = escape("; ".join(named) + " (--wide: full headings)")
+                table.caption_justify = "left"
     console.print(table)
+
+
+def _vertical(title: str, headings: list[str], rows: Sequence[Sequence[Any]]) -> Table:
+    """A table too wide even with short headings, as one block per row: 'heading  value' lines (empty cells left
+    out), a blank line between rows, so that no number or word is split whatever the width (a pipe, a log, 80 columns)."""
+    table = Table(title=escape(title), title_justify="left", box=box.SIMPLE, show_header=False, padding=(0, 1, 0, 0), show_edge=False)
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
+    for row in rows:
+        filled = [(heading, str(cell)) for heading, cell in zip(headings, row, strict=True) if str(cell) not in ("", "nan", "None")]
+        for heading, cell in filled:
+            table.add_row(escape(heading), escape(cell), end_section=heading == filled[-1][0])
+    return table
 
 
 def _table(title: str, headings: list[str], rows: Sequence[Sequence[Any]], compact: bool = False) -> Table:

@@ -32,6 +32,23 @@ def test_a_thesis_table_fits_80_columns_with_short_headings_named_below_it():
     assert "Latent space dimensions" not in _printed(80, legend=False)
 
 
+def test_a_table_too_wide_for_short_headings_becomes_a_block_per_row_and_splits_no_number_or_word():
+    """The compressors table (13 columns) in a pipe or log at 80 columns: every cell whole on one line."""
+    headings = ["Latent space dimensions", "kind", "rate_lambda", "bytes/jet at 1 %", "latents (B/jet)", "residuals (B/jet)",
+                "compressor (B/jet)", "x SZ3", "largest error / bound", "trial", "reference MSE", "custom+standard", "epochs"]  # fmt: skip
+    rows = [[16, "ae", "1.000e-01", "11.52", "0.36", "10.91", "0.24", "0.539", "0.998", "27dc9aa4e506", "1.111e-02", "yes", 40],
+            [0, "codec", "", "11.20", "0.00", "10.96", "0.24", "0.524", "0.997", "2102e6a5d4ff", "", "no", 0]]  # fmt: skip
+    console = Console(file=io.StringIO(), width=80)
+    print_table("compressors", headings, rows, console=console)
+    lines = console.file.getvalue().splitlines()
+    assert max(len(line.rstrip()) for line in lines) <= 80
+    for row in rows:
+        for heading, cell in zip(headings, row, strict=True):
+            if cell != "":
+                assert any(heading in line and line.rstrip().endswith(f" {cell}") for line in lines), (heading, cell)
+    assert _printed(80).count("1.588e-03") == 2, "a table that fits with short headings keeps its rows"
+
+
 def test_a_wide_terminal_and_wide_get_the_full_headings():
     assert "Validation loss (own normalisation)" in _printed(200).splitlines()[2]
     assert "z: Latent" not in _printed(200)
