@@ -6,7 +6,8 @@ log(1 + bound) there is a pointwise relative bound; exact zeros kept by a
 mask), absolutely for angles and other signed variables, and discrete
 variables losslessly. SZ3 (`pysz`) and ZFP (`zfpy`) take the bound directly;
 fpzip and float32 mantissa rounding (+ zstd) take a precision, so each column
-gets the fewest bits that keep all its values within the bound. Each column
+gets the fewest bits (every precision tried) that keep all its values within the
+bound, in log space or on the raw values, whichever takes fewer bytes. Each column
 is one stream; bytes per jet count every stream with its header.
 
 The libraries are the optional extra `compare` (in `dev`); without them
@@ -47,13 +48,23 @@ def compress_with_peers(x: np.ndarray, kinds: list[str], discrete: list[bool], b
 
 
 def _column(values: np.ndarray, kind: str, discrete: bool, bound: float, codec: Callable) -> tuple[int, np.ndarray]:
-    """Bytes and decoded values of one variable: lossless if discrete, else log space (relative) or as is."""
+    """Bytes and decoded values of one variable: lossless if discrete, as is (absolute), or under a relative bound in
+    log space, and, for a peer that takes a precision (fpzip, mantissa bits), also on the raw values: the fewer bytes."""
     values = np.asarray(values, dtype=np.float32)
     if discrete:
         return len(_zstd(values.tobytes())), values
     if kind != "relative":
         size, back = codec(values.astype(np.float64), bound * SAFETY)
         return size, back.astype(np.float32)
+    logged = _in_logs(values, bound, codec)
+    if codec not in _BY_PRECISION:
+        return logged
+    raw = codec(values.astype(np.float64), bound * SAFETY * np.abs(values.astype(np.float64)))  # a relative bound per value
+    return min(logged, (raw[0], raw[1].astype(np.float32)), key=lambda coded: coded[0])
+
+
+def _in_logs(values: np.ndarray, bound: float, codec: Callable) -> tuple[int, np.ndarray]:
+    """A relative bound as an absolute one on log(x), the one domain SZ3 and ZFP can keep it in; zeros go in a mask."""
     zero = values <= 0
     logs = np.log(np.where(zero, 1.0, values).astype(np.float64))
     if zero.any():
@@ -88,9 +99,10 @@ def _zfp(values: np.ndarray, bound: float) -> tuple[int, np.ndarray]:
 
 
 def _fewest_bits(
-    values: np.ndarray, bound: float, encode: Callable[[np.ndarray, int], tuple[bytes, np.ndarray]], bits: range
+    values: np.ndarray, bound: float | np.ndarray, encode: Callable[[np.ndarray, int], tuple[bytes, np.ndarray]], bits: range
 ) -> tuple[int, np.ndarray]:
-    """The first precision in `bits` whose decoded values all stay within `bound` (the last one otherwise)."""
+    """The first precision in `bits` whose decoded values all stay within `bound` (one for all, or one per value; the
+    last precision otherwise)."""
     for precision in bits:
         packed, back = encode(values, precision)
         if np.all(np.abs(back.astype(np.float64) - values) <= bound):
@@ -98,17 +110,17 @@ def _fewest_bits(
     return len(packed), back
 
 
-def _fpzip(values: np.ndarray, bound: float) -> tuple[int, np.ndarray]:
+def _fpzip(values: np.ndarray, bound: float | np.ndarray) -> tuple[int, np.ndarray]:
     import fpzip
 
     def encode(column: np.ndarray, precision: int) -> tuple[bytes, np.ndarray]:
         packed = fpzip.compress(np.ascontiguousarray(column.astype(np.float32)), precision=precision)
         return packed, fpzip.decompress(packed).reshape(-1)
 
-    return _fewest_bits(values, bound, encode, range(8, 33, 2))
+    return _fewest_bits(values, bound, encode, range(2, 33))
 
 
-def _mantissa(values: np.ndarray, bound: float) -> tuple[int, np.ndarray]:
+def _mantissa(values: np.ndarray, bound: float | np.ndarray) -> tuple[int, np.ndarray]:
     def encode(column: np.ndarray, bits: int) -> tuple[bytes, np.ndarray]:
         raw = column.astype(np.float32).view(np.uint32).astype(np.uint64)
         drop = 23 - bits
@@ -119,9 +131,13 @@ def _mantissa(values: np.ndarray, bound: float) -> tuple[int, np.ndarray]:
     return _fewest_bits(values, bound, encode, range(1, 24))
 
 
-_CODECS: dict[str, Callable[[np.ndarray, float], tuple[int, np.ndarray]]] = {
+_CODECS: dict[str, Callable[..., tuple[int, np.ndarray]]] = {
     "SZ3": _sz3,
     "ZFP": _zfp,
     "fpzip": _fpzip,
     "mantissa + zstd": _mantissa,
 }
+
+#: The peers that take a precision: under a relative bound each column is also coded as its raw values (a float's
+#: precision is relative already), and the fewer bytes of the two domains count.
+_BY_PRECISION = (_fpzip, _mantissa)

@@ -109,6 +109,36 @@ def test_error_bounded_peers_keep_every_value_within_the_bound_in_fewer_bytes(qc
     assert peers["SZ3"][0] < 0.3 * 4 * x.shape[1], "SZ3 stores these jets in under 30 % of float32's bytes"
 
 
+def test_a_peer_that_takes_a_precision_gets_every_precision_in_its_better_domain(qcd_file):
+    """fpzip and mantissa bits, per relative column: the fewer bytes of log space and the raw values, each within the
+    bound; for fpzip fewer bytes in all than log space at even precisions only (what the review showed before)."""
+    from hpcsweep.codec import peers
+    from hpcsweep.data import load_jets
+
+    varset = load_varset("generated")
+    x = load_jets(qcd_file, varset).matrix().astype(np.float32)
+    columns = [x[:, i] for i, v in enumerate(varset.variables) if v.residual == "relative" and not v.discrete and (x[:, i] > 0).all()]
+    for codec in (peers._fpzip, peers._mantissa):
+        for values in columns:
+            size, decoded = peers._column(values, "relative", False, 0.01, codec)
+            assert np.all(np.abs(decoded.astype(np.float64) - values) <= 0.01 * np.abs(values)), codec.__name__
+            assert size <= peers._in_logs(values, 0.01, codec)[0]
+    now = sum(peers._column(values, "relative", False, 0.01, peers._fpzip)[0] for values in columns)
+    before = sum(len(_fpzip_at_even_precisions(np.log(values.astype(np.float64)), np.log1p(0.01) * peers.SAFETY)) for values in columns)
+    assert now < before, f"fpzip on {len(columns)} columns: {now} B now, {before} B in log space at even precisions"
+
+
+def _fpzip_at_even_precisions(logs: np.ndarray, bound: float) -> bytes:
+    """What fpzip was given before: log values, even precisions only; the first that keeps the bound."""
+    import fpzip
+
+    for precision in range(8, 33, 2):
+        packed = fpzip.compress(np.ascontiguousarray(logs.astype(np.float32)), precision=precision)
+        if np.all(np.abs(fpzip.decompress(packed).reshape(-1).astype(np.float64) - logs) <= bound):
+            break
+    return packed
+
+
 @pytest.fixture(scope="module")
 def evaluated_trial(qcd_file, zprime_file, tmp_path_factory):
     folder = tmp_path_factory.mktemp("evaluated")
