@@ -757,10 +757,11 @@ def cmd_compress(args: argparse.Namespace) -> int:
     from hpcsweep.compress.bundle import load_bundle
 
     summary = compress_file(Path(args.input), load_bundle(args.model), args.max_error, Path(args.output), tree=args.tree)
-    size = Path(args.input).stat().st_size
-    print(f"{summary.jets:,} jets in {summary.entries:,} entries -> {args.output}: {summary.total_bytes / 1e6:.2f} MB "
-          f"({size / max(summary.total_bytes, 1):.2f}x smaller than the input), model variables {summary.model_bytes / max(summary.jets, 1):.2f} "
-          f"bytes/jet, {summary.jets / summary.seconds:,.0f} jets/s")  # fmt: skip
+    size, bundle = Path(args.input).stat().st_size, Path(args.model).stat().st_size
+    print(f"{summary.jets:,} jets in {summary.entries:,} entries -> {args.output}: {summary.total_bytes / 1e6:.2f} MB, "
+          f"{size / max(summary.total_bytes, 1):.2f}x smaller than the input; {size / (summary.total_bytes + bundle):.2f}x counting "
+          f"the bundle it needs to be read ({bundle / 1e6:.2f} MB, once for every file compressed with it); model variables "
+          f"{summary.model_bytes / max(summary.jets, 1):.2f} bytes/jet, {summary.jets / summary.seconds:,.0f} jets/s")  # fmt: skip
     for note in summary.notes:
         print(f"note: {note}")
     return 0
