@@ -150,7 +150,7 @@ def test_the_shell_blocks_run_as_written(work, monkeypatch):
     default = work / "results" / "default"
     assert (default / "report" / "index.html").is_file() and list((default / "figures").glob("*.pdf"))
     assert (default / "tensorboard").is_dir() and (default / "mlruns" / "mlflow.db").is_file()
-    assert "anomaly_score" in uproot.open(work / "jets_scored.root")["events"].keys()
+    assert "anomaly_score" in uproot.open(work / "jets_scored.root")["events"].keys(filter_name="anomaly_*")
     assert uproot.open(work / "jets_back.root")["events"].num_entries == uproot.open(work / "jets.root")["events"].num_entries
     assert load_varset(work / "sweeps" / "jets_vars.yaml").names, "the drafted variable set loads"
 
