@@ -152,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                             "a trial file of an older hpcsweep")  # fmt: skip
     export.add_argument("--steps", type=int, metavar="N", help="--refit: training steps of each predictor (default: the trial's)")
     export.add_argument("--onnx", action="store_true", help="also write BUNDLE.encoder.onnx and BUNDLE.decoder.onnx (normalised "
-                                                           "inputs/outputs, dynamic batch axis; needs the extra 'onnx')")  # fmt: skip
+                                                           "inputs/outputs) and BUNDLE.score.onnx (a file's own columns by name "
+                                                           "-> anomaly_score, as 'hpcsweep score'); needs the extra 'onnx'")  # fmt: skip
     _add_results_option(export)
     export.set_defaults(handler=cmd_export)
 

@@ -145,13 +145,14 @@ def _refit(record: TrialRecord, bounds: tuple[float, ...] | None, steps: int | N
     return compressor, {"checksum": data.get("checksum", ""), "source": data.get("source", ""), "training_jets": len(x_train)}
 
 
-def export_onnx(trial_file: Path, stem: Path) -> tuple[Path, Path]:
+def export_onnx(trial_file: Path, stem: Path) -> tuple[Path, ...]:
     """The trial's encoder and decoder as `<stem>.encoder.onnx` (input `x`: jets x variables in the trial's normalised
-    space -> `latent`) and `<stem>.decoder.onnx` (`latent` -> `x`), with a dynamic batch axis `jets`.
+    space -> `latent`) and `<stem>.decoder.onnx` (`latent` -> `x`), with a dynamic batch axis `jets`; and its anomaly
+    score as `<stem>.score.onnx`, which takes a file's own columns by name (`hpcsweep.compress.onnx`).
 
-    The normalisation stays a separate step (its parameters are the bundle's `normaliser`, docs/compression.md):
-    the variable set's transforms and the fitted centre/scale are applied before the encoder and inverted after
-    the decoder, and discrete variables rounded to their table, as hpcsweep does.
+    For the two halves the normalisation stays a separate step (its parameters are the bundle's `normaliser`,
+    docs/anomaly.md): the variable set's transforms and the fitted centre/scale are applied before the encoder and
+    inverted after the decoder, and discrete variables rounded to their table, as hpcsweep does.
     """
     import importlib.util
 
@@ -159,9 +160,11 @@ def export_onnx(trial_file: Path, stem: Path) -> tuple[Path, Path]:
         raise UserError("--onnx needs the optional extra 'onnx': pip install 'hpcsweep[onnx]' (make installs it)")
     import torch
 
+    from hpcsweep.compress.onnx import export_score
+    from hpcsweep.data.varset import load_varset
     from hpcsweep.trial import load_trained
 
-    record, model, _, _ = load_trained(trial_file)
+    record, model, normaliser, measure = load_trained(trial_file)
     n_inputs, latent = len(record.varset["variables"]), record.config["model"]["latent"]
 
     class Encoder(torch.nn.Module):
@@ -187,4 +190,7 @@ def export_onnx(trial_file: Path, stem: Path) -> tuple[Path, Path]:
         assert program is not None  # the dynamo exporter always returns its program
         with atomic(path) as tmp:
             program.save(str(tmp))
-    return paths
+    if measure.reference is None:  # a trial of an older hpcsweep without a reference space: no score to export
+        return paths
+    varset = load_varset(record.varset or record.config["data"]["varset"])
+    return (*paths, export_score(varset, model, normaliser, measure, stem.with_name(f"{stem.name}.score.onnx")))

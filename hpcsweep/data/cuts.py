@@ -81,10 +81,15 @@ def cut_mask(expression: str, columns: Mapping[str, Any], n: int) -> Any:
     """Which of the `n` rows of `columns` (variable -> array) pass `expression`: a boolean numpy array."""
     import numpy as np
 
-    tree = parse_cut(expression, columns.keys())
     with np.errstate(all="ignore"):
-        result = _evaluate(tree.body, columns)
+        result = cut_value(expression, columns, np)
     return np.broadcast_to(np.asarray(result, dtype=bool), (n,)).copy()
+
+
+def cut_value(expression: str, columns: Mapping[str, Any], ops: Any) -> Any:
+    """The value of a cut's expression over `columns`, with `ops` supplying numpy's functions by their numpy names
+    (numpy itself, or an adapter of another array library: the ONNX export builds its cuts so)."""
+    return _evaluate(parse_cut(expression, columns.keys()).body, columns, ops)
 
 
 def _pandas_booleans(expression: str) -> str:
@@ -172,38 +177,37 @@ def _describe(node: ast.AST) -> str:
     return readable.get(type(node), f"the construct {type(node).__name__}")
 
 
-def _evaluate(node: ast.AST, columns: Mapping[str, Any]) -> Any:
-    """The value of a checked node: numpy arrays for variables, Python floats for numbers (weak in numpy's promotion)."""
-    import numpy as np
-
+def _evaluate(node: ast.AST, columns: Mapping[str, Any], ops: Any) -> Any:
+    """The value of a checked node: arrays for variables, Python floats for numbers (weak in numpy's promotion)."""
     if isinstance(node, ast.Constant):
         assert isinstance(node.value, int | float)  # _check let no other constant through (bool is an int)
         return node.value if isinstance(node.value, bool) else float(node.value)
     if isinstance(node, ast.Name):
-        return np.asarray(columns[node.id])
+        return ops.asarray(columns[node.id])
     if isinstance(node, ast.BoolOp):
-        combine = np.logical_and if isinstance(node.op, ast.And) else np.logical_or
-        values = [_evaluate(value, columns) for value in node.values]
+        combine = ops.logical_and if isinstance(node.op, ast.And) else ops.logical_or
+        values = [_evaluate(value, columns, ops) for value in node.values]
         out = values[0]
         for value in values[1:]:
             out = combine(out, value)
         return out
     if isinstance(node, ast.UnaryOp):
-        operand = _evaluate(node.operand, columns)
+        operand = _evaluate(node.operand, columns, ops)
         if isinstance(node.op, ast.Not | ast.Invert):
-            return np.logical_not(operand)
-        return _scalar_or_array(np.negative if isinstance(node.op, ast.USub) else np.positive, operand)
+            return ops.logical_not(operand)
+        return _scalar_or_array(getattr(ops, "negative" if isinstance(node.op, ast.USub) else "positive"), operand)
     if isinstance(node, ast.BinOp):
-        return _scalar_or_array(getattr(np, _ARITHMETIC[type(node.op)]), _evaluate(node.left, columns), _evaluate(node.right, columns))
+        left, right = _evaluate(node.left, columns, ops), _evaluate(node.right, columns, ops)
+        return _scalar_or_array(getattr(ops, _ARITHMETIC[type(node.op)]), left, right)
     if isinstance(node, ast.Compare):
-        left, out = _evaluate(node.left, columns), True
+        left, out = _evaluate(node.left, columns, ops), True
         for op, comparator in zip(node.ops, node.comparators, strict=True):
-            right = _evaluate(comparator, columns)
-            out = np.logical_and(out, getattr(np, _COMPARISONS[type(op)])(left, right))
+            right = _evaluate(comparator, columns, ops)
+            out = ops.logical_and(out, getattr(ops, _COMPARISONS[type(op)])(left, right))
             left = right
         return out
     assert isinstance(node, ast.Call) and isinstance(node.func, ast.Name)  # _check let nothing else through
-    return _scalar_or_array(getattr(np, FUNCTIONS[node.func.id][1]), *(_evaluate(arg, columns) for arg in node.args))
+    return _scalar_or_array(getattr(ops, FUNCTIONS[node.func.id][1]), *(_evaluate(arg, columns, ops) for arg in node.args))
 
 
 def _scalar_or_array(function: Callable[..., Any], *operands: Any) -> Any:

@@ -98,7 +98,7 @@ def own_bundle(tmp_path_factory, own) -> Path:
         "model: {hidden: [32, 32], latent: 4}\ntrain: {epochs: 5, batch_size: 128}\ncodec: {steps: 150}\n"
         "dispatch: {executor: debug}\nevaluation: {timing_repeats: 1}\n"
     )
-    return _export(tmp_path_factory, text, own)
+    return _export(tmp_path_factory, text, own, onnx=True)
 
 
 def _round_trip(source: Path, bundle: Path, folder: Path, suffix: str, bound: str = "1%") -> Path:
@@ -510,6 +510,35 @@ def test_the_onnx_encoder_and_decoder_reproduce_torch_on_validation_jets(generat
         expected = model.decode(torch.from_numpy(latent)).numpy()
     assert latent.shape == (len(x), 4) and decoder.run(["x"], {"latent": latent[:3]})[0].shape == (3, 24)
     assert np.abs(latent - expected_latent).max() < 1e-4 and np.abs(decoded - expected).max() < 1e-4
+
+
+def test_the_onnx_score_takes_a_files_own_columns_by_name_and_gives_what_hpcsweep_score_writes(
+    generated_bundle, qcd_file, own, own_bundle, tmp_path
+):
+    """A file's raw columns fed by variable name in any order: the scores of `hpcsweep score` to 1e-5 relative, NaN for
+    exactly the same jets. The generated jets (jagged; the cut |eta| < 4.5, discrete tables, log floors) and a user's
+    flat file in MeV (the set's unit_scale 0.001 inside the graph; negative masses of a positive m)."""
+    ort = pytest.importorskip("onnxruntime")
+    from hpcsweep.compress.score import SCORE
+
+    for n, (bundle, source, tree) in enumerate(((generated_bundle, qcd_file, "events"), (own_bundle, own / "jets.root", "jets"))):
+        scored = tmp_path / f"scored{n}.root"
+        assert main(["score", str(source), "--model", str(bundle), "-o", str(scored)]) == 0
+        expected = ak.to_numpy(ak.flatten(uproot.open(scored)[tree][SCORE].array(), axis=None))
+        session = ort.InferenceSession(str(bundle.with_name(f"{bundle.stem}.score.onnx")))
+        varset = load_bundle(bundle).varset
+        assert sorted(i.name for i in session.get_inputs()) == sorted(varset.names), "inputs are named by variable"
+        branches = uproot.open(source)[tree]
+        columns = {
+            v.name: ak.to_numpy(ak.flatten(branches[p + v.branches[0]].array(), axis=None)).astype(np.float64)
+            for v in varset.variables
+            for p in varset.prefixes or ("",)
+            if p + v.branches[0] in branches
+        }
+        (scores,) = session.run(["anomaly_score"], dict(reversed(columns.items())))
+        assert np.array_equal(np.isnan(scores), np.isnan(expected)) and np.isnan(expected).any(), "NaN for the same jets"
+        finite = ~np.isnan(expected)
+        np.testing.assert_allclose(scores[finite], expected[finite], rtol=1e-5, atol=1e-9)
 
 
 @pytest.mark.slow
