@@ -402,7 +402,7 @@ def _flow_ticks(ax: Any) -> None:
     spacing = regular[1] - regular[0] if len(regular) > 1 else high - low
     kept = [x for x in regular if low <= x <= high and all(abs(x - centre) >= 0.6 * spacing for centre, _ in flow.values())]
     ticks = sorted([*kept, *(centre for centre, _ in flow.values())])
-    names = {centre: label for centre, label in flow.values()}
+    names = {centre: f"{label[0]}{float(label[1:]):.3g}" for centre, label in flow.values()}  # '<12.3', not '<12.34567
     ax.set_xticks(ticks, [names.get(x, f"{x:g}") for x in ticks])
 
 
@@ -444,7 +444,8 @@ def grid_summary(
     label: ExperimentLabel | None = None,
     pdf: bool = False,
 ) -> Path:
-    """Per latent dimension: the yardstick versus lr, one series per (bs, wd), the best trial starred (thesis Fig. 2.13)."""
+    """Per latent dimension: the yardstick versus lr, one series per (bs, wd and any other key the grid varies, such
+    as the normalisation), the best trial starred (thesis Fig. 2.13)."""
     ranking = ranking or Ranking()
     done = frame[(frame["state"] == TrialState.DONE) & frame["rank"].notna()]
     latents = sorted(done["latent"].astype(int).unique())
@@ -452,9 +453,13 @@ def grid_summary(
     with _figure(path, _size(len(latents), columns, 6.0, 5.0), pdf=pdf) as fig:
         for ax, z in zip(_grid(fig, len(latents), columns, label), latents, strict=True):
             trials = done[done["latent"] == z]
-            for (bs, wd), series in trials.groupby(["batch_size", "weight_decay"], sort=True):
-                series = series.groupby("lr")["rank"].min()  # other axes: the best trial at each lr
-                ax.plot(series.index, series.values, "o-", ms=5, label=f"bs {int(bs)}, wd {wd:g}")
+            axes = [column for column in trials.columns if "." in column]  # the grid's other varied keys (dotted)
+            for key, series in trials.groupby(["batch_size", "weight_decay", *axes], sort=True, dropna=False):
+                series = series.groupby("lr")["rank"].min()  # the seeds: the best trial at each lr
+                others = ", ".join(f"{axis.split('.')[-1]} {value}" for axis, value in zip(axes, key[2:], strict=True))
+                ax.plot(
+                    series.index, series.values, "o-", ms=5, label=f"bs {int(key[0])}, wd {key[1]:g}" + (f", {others}" if others else "")
+                )
             star = best[best["latent"] == z]
             ax.plot(star["lr"], star["rank"], "*", ms=18, color="gold", markeredgecolor="k", label="best", zorder=5)
             losses = trials["rank"].dropna()

@@ -226,6 +226,17 @@ def test_no_text_overlaps_with_27_variables(trial_figures):
     _assert_clean(trial_figures(load_varset("atlas27")))
 
 
+def test_the_grid_summary_shows_every_varied_key_as_its_own_series(drawn, tmp_path):
+    """A grid over the normalisation too: its trials are series of their own, named, not hidden behind the best one."""
+    frame, _, extra = sweep(load_varset("fourvec"), [4, 8])
+    frame = frame.copy()
+    frame["data.normalisation"] = np.where(np.arange(len(frame)) % 2, "standard", "custom+standard")
+    plots.grid_summary(frame, extra["best"], tmp_path / "grid_summary", label=SIMULATION)
+    (figure,) = drawn
+    names = {text.get_text() for ax in figure.axes if ax.get_legend() for text in ax.get_legend().get_texts()}
+    assert any("normalisation standard" in n for n in names) and any("normalisation custom+standard" in n for n in names), names
+
+
 def test_no_text_of_a_sweep_figure_overlaps_another(drawn, tmp_path):
     varset = load_varset("fourvec")
     frame, evaluations, extra = sweep(varset, [2, 3, 4, 5, 6, 8, 10, 12, 14, 16, 18, 20, 24])
@@ -319,6 +330,8 @@ def test_under_and_overflow_are_shown(drawn, tmp_path):
     for fig in drawn:
         labels = [t.get_text() for ax in fig.axes for child in [ax, *ax.child_axes] for t in child.get_xticklabels()]
         assert any(x.startswith("<") for x in labels) and any(x.startswith(">") for x in labels), labels
+        flows = [x for x in labels if x[:1] in ("<", ">")]
+        assert all(float(x[1:]) == float(f"{float(x[1:]):.3g}") for x in flows), f"flow labels of 3 digits at most: {flows}"
     top = drawn[1].axes[0].child_axes[0]
     heights = [patch.get_data().values for patch in top.patches]
     assert [h[0] for h in heights] == [7, 6] and [h[-1] for h in heights] == [9, 10]  # the flow bins, drawn
