@@ -595,7 +595,8 @@ def rate_distortion(
             ax.set(yscale="log", xlabel="Bytes per jet")
             ax.set_title(_symbol(name), fontsize="small")
             ax.set_ylabel(f"68 % half-width of {_residual_label(variable)}", fontsize="small")
-            ax.legend(fontsize="x-small")
+        handles, names = ax.get_legend_handles_labels()  # the same entries in every panel: one legend, below them all
+        fig.legend(handles, names, loc="outside lower center", ncols=2, fontsize="x-small")  # never over a point
     return path
 
 

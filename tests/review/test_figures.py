@@ -254,7 +254,18 @@ def test_no_text_of_a_sweep_figure_overlaps_another(drawn, tmp_path):
     dijet, closures = _dijet(["zprime350", "zprime600"])
     plots.dijet_mass(dijet, closures, tmp_path / "dijet", "Best AE at $z$ = 12 (trial e01c11898a00)", label=SIMULATION)
     assert len(drawn) == 8
+    _assert_no_legend_over_a_point(drawn[4])  # rate_distortion: the most markers
     _assert_clean(drawn)
+
+
+def _assert_no_legend_over_a_point(fig) -> None:
+    """Every legend of `fig` (its axes' and its own) lies outside every panel, so it hides no marker, whatever the
+    data (inside a panel, 'best' placement only does what it can: the review's data had a point under it)."""
+    fig.canvas.draw()
+    legends = [*fig.legends, *(ax.get_legend() for ax in fig.axes if ax.get_legend())]
+    assert legends, "a legend to check"
+    for legend in legends:
+        assert not any(legend.get_window_extent().overlaps(ax.get_window_extent()) for ax in fig.axes), "a legend over a panel"
 
 
 def _dijet(signals: list[str]) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, dict[str, float]]]:
