@@ -431,9 +431,11 @@ def _dry_run(sweep: SweepConfig, results_dir: Path, path: Path, wide: bool = Fal
         train = p.config.train
         values = [config_value(configs[p.trial_id]["config"], axis) for axis in axes]
         network = [train.batch_size, train.lr, train.weight_decay, train.epochs] if p.config.model.autoencoder else [""] * 4
-        rows.append([p.trial_id, p.config.model.latent, *network, *values, p.state])
+        rows.append([p.trial_id if p.config.data_version else "(once read)", p.config.model.latent, *network, *values, p.state])
     versions = sorted({p.config.data_version or "not read yet" for p in planned.trials})
     title = f"{sweep.name}: {len(planned.trials)} trials (data version {', '.join(versions)})"
+    if "not read yet" in versions:  # an id is the hash of the config with its data's version: none to show before
+        title += "; trial ids take the data's version: they are known once the sweep has generated or read it"
     _print_rows(title, ["trial", "z", "bs", "lr", "wd", "epochs", *axes, "state"], rows, wide)
     for line in [planned.describe_others(), *planned.data_problems]:
         if line:

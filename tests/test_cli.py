@@ -49,3 +49,30 @@ def test_data_info_on_a_missing_file_is_one_line(tmp_path, capsys):
 def test_aggregate_without_trials_says_what_to_run(tmp_path, capsys):
     assert main(["aggregate", "nothing", "--results", str(tmp_path)]) == 2
     assert "run 'hpcsweep sweep nothing' first" in capsys.readouterr().err
+
+
+def test_a_dry_run_shows_no_trial_id_before_the_data_is_read_and_the_real_ones_after(qcd_file, tmp_path, monkeypatch, capsys):
+    """An id is the hash of a config with its data's version: a dry run before the data is read must not print ids
+    that the sweep will not use."""
+    import shutil
+
+    from tests.conftest import QCD
+
+    monkeypatch.setenv("HPCSWEEP_DATA", str(tmp_path / "data"))  # a fresh data root: nothing read here yet
+    sweep = tmp_path / "dr.yaml"
+    sweep.write_text(
+        f"name: dr\ndata: {{events: {QCD.events}, generator_seed: {QCD.seed}}}\nmodel: {{hidden: [16]}}\n"
+        "train: {epochs: 1, batch_size: 256}\ncodec: {steps: 5}\ngrid: {z: [2, 3]}\nevaluation: {signals: [], timing_repeats: 1}\n"
+    )
+    command = ["sweep", str(sweep), "--results", str(tmp_path / "results")]
+    assert main([*command, "--dry-run"]) == 0
+    before = capsys.readouterr().out
+    assert before.count("(once read)") == 2 and "known once the sweep has" in before.replace("\n", " ")
+    (tmp_path / "data" / "generated").mkdir(parents=True)
+    shutil.copyfile(qcd_file, tmp_path / "data" / "generated" / qcd_file.name)  # the sample, not simulated again
+    assert main([*command, "--no-review"]) == 0
+    ids = sorted(p.stem for p in (tmp_path / "results" / "dr" / "trials").glob("*.h5"))
+    capsys.readouterr()
+    assert main([*command, "--dry-run", "--wide"]) == 0
+    after = capsys.readouterr().out
+    assert len(ids) == 2 and all(trial_id in after for trial_id in ids) and "(once read)" not in after
