@@ -21,7 +21,6 @@ from hpcsweep.states import TrialState
 from hpcsweep.store import read_attempts, read_submissions, scan
 from hpcsweep.sweep.backends import JobTeller
 from hpcsweep.sweep.datasets import Datasets
-from hpcsweep.sweep.dispatch import edited_config
 from hpcsweep.sweep.grid import expand
 
 
@@ -105,6 +104,17 @@ def _survey(trial_id: str, config: TrialConfig, summaries: dict[str, dict[str, A
     else:
         state, detail = flight.state(trial_id)
     return _budgeted(PlannedTrial(trial_id, config, state, detail), flight.results_dir, max_attempts)
+
+
+def edited_config(summary: dict, trial_id: str) -> str:
+    """'' unless the stored config hashes to another id than the trial's (edited after it was written): the driver then
+    plans the trial again and its worker sets the file aside. A stored config that no longer validates (an older
+    hpcsweep's) is let be: its id is all there is to check."""
+    try:
+        identity = TrialConfig.model_validate(summary["config"]).identity()
+    except (KeyError, ValueError):
+        return ""
+    return "" if identity == trial_id else f"holds a config that hashes to {identity!r}, not {trial_id!r} (edited after it was written?)"
 
 
 def _searched(summaries: dict, flight: InFlight, results_dir: Path) -> list[PlannedTrial]:
