@@ -20,3 +20,14 @@ def replace_section(path: Path, title: str, lines: list[str]) -> None:
     else:
         new = old + ["", title, "", *lines]
     path.write_text("\n".join(new) + "\n")
+
+
+def replace_rows(path: Path, rows: list[str]) -> None:
+    """Put each Markdown table row of `rows` in place of the one with the same first cell in the file at `path`: a
+    figure measured again without the rest of its section (the status rows without the SLURM dispatch)."""
+    lines = path.read_text().splitlines()
+    for row in rows:
+        label = row.split("|")[1]
+        (index,) = [i for i, line in enumerate(lines) if line.startswith("|") and line.split("|")[1] == label]
+        lines[index] = row
+    path.write_text("\n".join(lines) + "\n")

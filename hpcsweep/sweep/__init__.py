@@ -3,27 +3,36 @@
 The way through, in order: `expand` a definition into trials, `plan` which of
 them a run dispatches, hand the plan to the `backend` of the sweep's executor,
 follow; `run_sweep` does all of it (see `hpcsweep.sweep.run`).
+
+Public names are imported on first use, so that what only reads a sweep's state (`hpcsweep status`, the
+configuration's check of an executor name) does not import the dispatch and submitit with it.
 """
 
-from hpcsweep.sweep.backends import Backend, backend, backend_names, register
-from hpcsweep.sweep.datasets import Datasets, describe_dataset
-from hpcsweep.sweep.definition import check_definition, kept_sweep
-from hpcsweep.sweep.grid import expand
-from hpcsweep.sweep.run import run_sweep
-from hpcsweep.sweep.state import Plan, PlannedTrial, plan
+from __future__ import annotations
 
-__all__ = [
-    "Backend",
-    "Datasets",
-    "Plan",
-    "PlannedTrial",
-    "backend",
-    "backend_names",
-    "check_definition",
-    "describe_dataset",
-    "expand",
-    "kept_sweep",
-    "plan",
-    "register",
-    "run_sweep",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Backend": "backends",
+    "backend": "backends",
+    "backend_names": "backends",
+    "register": "backends",
+    "Datasets": "datasets",
+    "describe_dataset": "datasets",
+    "check_definition": "definition",
+    "kept_sweep": "definition",
+    "expand": "grid",
+    "run_sweep": "run",
+    "Plan": "state",
+    "PlannedTrial": "state",
+    "plan": "state",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"hpcsweep.sweep.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'hpcsweep.sweep' has no attribute {name!r}")

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from submitit.helpers import Checkpointable
 
 from hpcsweep.claims import Claim
-from hpcsweep.config import TrialConfig, TrialSpec
+from hpcsweep.config import TrialSpec
 from hpcsweep.states import TrialState
 from hpcsweep.store import (
     TrialRecord,
@@ -42,6 +42,7 @@ from hpcsweep.store import (
     write_ended,
 )
 from hpcsweep.sweep.backends import JobTeller
+from hpcsweep.sweep.state import edited_config
 
 if TYPE_CHECKING:
     from hpcsweep.trial.train import Report
@@ -122,17 +123,6 @@ def finished_state(spec: TrialSpec) -> TrialState | None:
         return None
     state = TrialState(summary["state"])
     return state if state.is_finished() else None
-
-
-def edited_config(summary: dict, trial_id: str) -> str:
-    """'' unless the stored config hashes to another id than the trial's (edited after it was written): the driver then
-    plans the trial again and its worker sets the file aside. A stored config that no longer validates (an older
-    hpcsweep's) is let be: its id is all there is to check."""
-    try:
-        identity = TrialConfig.model_validate(summary["config"]).identity()
-    except (KeyError, ValueError):
-        return ""
-    return "" if identity == trial_id else f"holds a config that hashes to {identity!r}, not {trial_id!r} (edited after it was written?)"
 
 
 def _hand_over(spec: TrialSpec, signum: int, still_ours: Callable[[], bool]) -> None:

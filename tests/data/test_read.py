@@ -11,7 +11,7 @@ import pytest
 import uproot
 
 from hpcsweep.data import cache_jets, load_jets, load_varset, open_cache
-from hpcsweep.data.read import file_checksum
+from hpcsweep.data.read import DISCRETE_LIMIT, file_checksum
 from hpcsweep.errors import UserError
 from tests.conftest import write_tree
 
@@ -147,6 +147,23 @@ def test_a_continuous_variable_declared_discrete_is_refused(tmp_path):
     with pytest.raises(UserError, match=r"variable 'pt' is declared discrete .* more than 1,000 distinct values: it is continuous"):
         cache_jets(path, varset, tmp_path / "cache")
     assert not list((tmp_path / "cache").iterdir()), "nothing is cached"
+
+
+@pytest.mark.parametrize("distinct", [DISCRETE_LIMIT, DISCRETE_LIMIT + 1])
+def test_the_discrete_check_read_in_chunks_answers_as_the_whole_column_does(tmp_path, distinct):
+    """The check keeps the distinct values seen so far, chunk after chunk, never the column: it must give the whole
+    column's answer, also where no chunk alone holds more than the limit's values, right at the limit."""
+    varset = load_varset({**load_varset("fourvec").mapping(), "name": "counts"} | {"variables": [
+        {"name": "pt", "positive": True, "discrete": True}, {"name": "eta"}, {"name": "phi"}, {"name": "E", "positive": True}]})  # fmt: skip
+    values = np.random.default_rng(2).permutation(np.repeat(np.arange(20, 20 + distinct, dtype=np.float32), 3))
+    path = write_tree(tmp_path / "counts.root", "jets", {"pt": values, "eta": values * 0, "phi": values * 0, "E": values})
+    continuous = len(np.unique(values)) > DISCRETE_LIMIT  # the answer of the whole column at once
+    for step in (10**9, 250):  # one chunk; 13 chunks of at most 250 distinct values each
+        if continuous:
+            with pytest.raises(UserError, match=r"variable 'pt' is declared discrete .* more than 1,000 distinct values"):
+                load_jets(path, varset, step_size=step)
+        else:
+            np.testing.assert_array_equal(np.unique(load_jets(path, varset, step_size=step).columns["pt"]), np.unique(values))
 
 
 def test_a_file_that_is_neither_root_nor_parquet_is_named_as_such(tmp_path):

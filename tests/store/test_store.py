@@ -155,3 +155,19 @@ def test_attempts_say_how_each_ended_and_a_reset_starts_the_retry_budget_afresh(
     close_attempt(tmp_path, "t", "checkpointed: preempted")
     attempts = read_attempts(tmp_path, "t")
     assert failed_attempts(attempts) == 0 and [a.get("counted", True) for a in attempts] == [False, False, False, True]
+
+
+def test_a_changed_text_attribute_of_any_kind_is_a_checksum_mismatch(tmp_path):
+    """The attributes are read as h5py reads them, whatever their kind: a text rewritten, or replaced by fixed-length
+    bytes or a number, no longer matches the checksum, and the file is reported, never taken."""
+    changes = {"text": "{}", "fixed": np.bytes_(b"{}"), "number": 3}
+    for name, value in changes.items():
+        write_trial(trial_path(tmp_path, name), _record(name))
+        with h5py.File(trial_path(tmp_path, name), "r+") as handle:
+            handle.attrs["normaliser"] = value
+    write_trial(trial_path(tmp_path, "kept"), _record("kept"))
+    summaries, unreadable = scan(tmp_path)
+    assert list(summaries) == ["kept"]
+    assert sorted(u.split(":")[0] for u in unreadable) == sorted(f"{name}.h5" for name in changes)
+    assert all("checksum mismatch" in u for u in unreadable)
+    assert read_trial(trial_path(tmp_path, "kept")).normaliser == _record().normaliser
