@@ -36,6 +36,7 @@ from hpcsweep.store import (
     close_attempt,
     foreign,
     open_attempt,
+    read_summary,
     set_aside,
     trial_path,
     verify_trial,
@@ -76,12 +77,27 @@ def run_one(spec: TrialSpec, threads: int, report: Report | None = None) -> Tria
         return None
     try:
         if finished := finished_state(spec):
-            return finished
+            return _evaluated_on_new_signals(spec, finished)
         if claim.superseded is not None:
             print(f"trial {spec.trial_id}: taken over from {claim.superseded.describe()}, which is gone", file=sys.stderr)
         return _attempt(spec, threads, report, claim.held)
     finally:
         claim.release()
+
+
+def _evaluated_on_new_signals(spec: TrialSpec, state: TrialState) -> TrialState:
+    """A done trial of a sweep whose signals grew since it ran: evaluated on the new ones against its validation jets,
+    as at the end of its training (AUC, rejections), not trained again."""
+    if state != TrialState.DONE or not spec.signals:
+        return state
+    path = trial_path(Path(spec.results_dir), spec.trial_id)
+    done = set(read_summary(path).get("evaluations") or [])
+    new = {label: folder for label, folder in spec.signals.items() if label not in done}
+    if new and spec.config.model.autoencoder:
+        from hpcsweep.trial import evaluate_signals  # torch is imported in the worker only
+
+        evaluate_signals(path, spec.dataset, new)
+    return state
 
 
 def _attempt(spec: TrialSpec, threads: int, report: Report | None, still_ours: Callable[[], bool]) -> TrialState | None:

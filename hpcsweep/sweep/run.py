@@ -141,11 +141,13 @@ class Driver:
             self.log(f"warning: unreadable trial file, it will be rerun: {problem}")
         n = planned.counts()
         finished = sum(count for state, count in n.items() if state.is_finished())
+        grown = sum(1 for p in planned.trials if p.state == TrialState.PENDING and p.detail.startswith("to evaluate on"))
         self.log(
             f"sweep {self.sweep.name!r}: {len(planned.trials)} trials; {finished} finished, "
             f"{n[TrialState.RUNNING] + n[TrialState.QUEUED]} in flight, {n[TrialState.FAILED] + n[TrialState.LOST]} failed or lost "
-            f"to retry, {n[TrialState.PENDING]} new -> {self.results_dir}"
-        )
+            f"to retry, {n[TrialState.PENDING] - grown} new" + (f", {grown} done to evaluate on new signals" if grown else "")
+            + f" -> {self.results_dir}"
+        )  # fmt: skip
         if n[TrialState.EXHAUSTED]:
             self.log(f"{n[TrialState.EXHAUSTED]} trials failed {self.sweep.max_attempts} times and are not retried; "
                      "see 'hpcsweep status', and run with --retry-failed to try them again")  # fmt: skip

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from hpcsweep.config import SweepConfig, TrialConfig
+from hpcsweep.config import EvaluationConfig, SweepConfig, TrialConfig
 from hpcsweep.states import TrialState
 from hpcsweep.store import read_attempts, read_submissions, scan
 from hpcsweep.sweep.backends import JobTeller
@@ -44,6 +44,7 @@ class Plan:
     unreadable: list[str] = field(default_factory=list)  # trial files that could not be read (rerun)
     others: dict[str, dict[str, Any]] = field(default_factory=dict)  # trial id -> summary, for files not of this definition
     data_problems: list[str] = field(default_factory=list)  # data that could not be read to learn its version
+    evaluation: EvaluationConfig | None = None  # its signals: a finished trial not yet evaluated on one is dispatched
 
     @property
     def todo(self) -> list[PlannedTrial]:
@@ -60,10 +61,16 @@ class Plan:
         flight = InFlight(self.results_dir)
         if self.search:
             return replace(self, trials=_searched(summaries, flight, self.results_dir), unreadable=unreadable)
-        trials = [_survey(p.trial_id, p.config, summaries, flight, self.max_attempts) for p in self.trials]
+        trials = [_survey(p.trial_id, p.config, summaries, flight, self.max_attempts, self._signals(p.config)) for p in self.trials]
         ids = {p.trial_id for p in trials}
         others = {trial_id: summary for trial_id, summary in summaries.items() if trial_id not in ids}
         return replace(self, trials=trials, unreadable=unreadable, others=others)
+
+    def _signals(self, config: TrialConfig) -> set[str]:
+        """The labels of the signals a trial of `config` is evaluated on (none for the coder alone: no score)."""
+        if self.evaluation is None or not config.model.autoencoder:
+            return set()
+        return set(self.evaluation.signal_labels(config.data))
 
     def describe_others(self) -> str:
         """'' or a line saying what the other trial files of the folder are (they stay out of tables and counts)."""
@@ -87,16 +94,23 @@ def plan(sweep: SweepConfig, results_dir: Path, source: str = "sweep", datasets:
     """The sweep's trials with their states (their data versions from `datasets`, by default looked up without generating)."""
     datasets = datasets or Datasets(results_dir, prepare=False, progress=False)
     trials = {} if sweep.search != "grid" else identified(sweep, source, datasets.version)
-    empty = Plan(results_dir, [], sweep.max_attempts, sweep.search != "grid", data_problems=datasets.problems)
+    empty = Plan(results_dir, [], sweep.max_attempts, sweep.search != "grid", data_problems=datasets.problems, evaluation=sweep.evaluation)
     return replace(empty, trials=[PlannedTrial(trial_id, t, TrialState.PENDING) for trial_id, t in trials.items()]).refreshed()
 
 
-def _survey(trial_id: str, config: TrialConfig, summaries: dict[str, dict[str, Any]], flight: InFlight, max_attempts: int) -> PlannedTrial:
-    """One trial's state from its file, else from its attempts and the jobs that carry it; its failures counted."""
+def _survey(
+    trial_id: str, config: TrialConfig, summaries: dict[str, dict[str, Any]], flight: InFlight, max_attempts: int, signals: set[str]
+) -> PlannedTrial:
+    """One trial's state from its file, else from its attempts and the jobs that carry it; its failures counted. A done
+    trial not yet evaluated on one of its `signals` (added to the sweep since) is pending: its worker evaluates it on
+    them, without training it again."""
     summary = summaries.get(trial_id)
     if summary is not None and _edited(summary, trial_id, config):
         summary = None  # damage, as if unreadable: its worker sets the file aside and trains the trial
-    if summary is not None and summary["state"] != TrialState.FAILED:
+    missing = sorted(signals - set(summary.get("evaluations") or [])) if summary is not None else []
+    if summary is not None and summary["state"] == TrialState.DONE and missing:
+        state, detail = TrialState.PENDING, f"to evaluate on {', '.join(missing)}"
+    elif summary is not None and summary["state"] != TrialState.FAILED:
         state, detail = TrialState(summary["state"]), summary.get("failure", "")
     elif summary is not None:  # failed, unless a retry runs now
         job = flight.running(trial_id)

@@ -398,6 +398,14 @@ def evaluate_stored(
     return summary
 
 
+def evaluate_signals(path: Path, dataset: str, signals: dict[str, str]) -> None:
+    """Evaluate a stored trial on more signal samples (label -> cache folder) against its validation jets (from its
+    dataset's cache), as a sweep does at the end of training: for a signal added to a finished sweep."""
+    background = open_cache(dataset)
+    for label, folder in signals.items():
+        evaluate_stored(path, label, open_cache(folder), split=False, background=background)
+
+
 def _split_of(record: TrialRecord, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A trial's own jets as it used them (at most `max_jets`), with its training and validation rows."""
     data = record.config["data"]

@@ -16,7 +16,7 @@ import uproot
 from hpcsweep.cli import main
 from hpcsweep.data import cache_jets, load_jets, load_varset, open_cache
 from hpcsweep.errors import UserError
-from hpcsweep.store import read_summary, read_trial, scan
+from hpcsweep.store import read_attempts, read_summary, read_trial, scan
 
 #: The variable set a user writes for their file: MeV in the file, GeV inside, m may be 0 or slightly negative.
 ATLAS4 = """\
@@ -203,6 +203,27 @@ def test_a_finished_sweep_grows_by_a_latent_dimension_and_a_seed_running_only_th
     assert len(after) == 8 and {k: after[k] for k in before} == before, "the first trials were not retrained"
     assert main(["status", str(sweep), "--results", str(results)]) == 0
     assert "growing: 8 trials, 8 of 8 finished" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_a_signal_added_to_a_finished_sweep_is_evaluated_on_the_next_run_without_training_again(own, tmp_path, capsys):
+    sweep = own / "signals.yaml"
+    sweep.write_text(_sweep_text(own / "jets.root").replace("name: mine", "name: signals"))
+    results = tmp_path / "results"
+    assert main(["sweep", str(sweep), "--results", str(results), "--no-review"]) == 0
+    trials = sorted((results / "signals" / "trials").glob("*.h5"))
+    attempts = {t.stem: len(read_attempts(results / "signals", t.stem)) for t in trials}
+    sweep.write_text(sweep.read_text().replace("evaluation: {", f"evaluation: {{signals: [{own / 'jets.parquet'}], "))
+    capsys.readouterr()
+    assert main(["sweep", str(sweep), "--results", str(results)]) == 0
+    assert "0 new, 2 done to evaluate on new signals" in capsys.readouterr().out
+    for trial in trials:
+        record = read_trial(trial, weights=False)
+        assert 0 <= record.evaluation["jets"]["anomaly"]["auc"] <= 1 and record.metrics["anomaly"]["jets"], "AUC as at training"
+        assert len(read_attempts(results / "signals", trial.stem)) == attempts[trial.stem], "not trained again"
+    assert "auc_jets" in pd.read_csv(results / "signals" / "trials.csv").columns
+    assert main(["sweep", str(sweep), "--results", str(results), "--no-review"]) == 0
+    assert "2 finished, 0 in flight, 0 failed or lost to retry, 0 new ->" in capsys.readouterr().out
 
 
 @pytest.mark.slow
