@@ -178,3 +178,18 @@ def test_a_default_compressor_leaves_identities_as_they_were_and_any_setting_mak
         {"codec": {"hidden": [8]}},
     ]
     assert len({base.identity(), *(TrialConfig.model_validate(c).identity() for c in changed)}) == 1 + len(changed)
+
+
+def test_validating_a_sweep_file_imports_nothing_heavy(tmp_path):
+    """The configuration is read by every command, also those that run nothing: no numpy, h5py, submitit or torch."""
+    import subprocess
+    import sys
+
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text("name: s\ndispatch: {executor: slurm, time: '30'}\ngrid: {z: [2, 3]}\n")
+    code = (
+        "import sys; from hpcsweep.config import load_sweep; load_sweep(sys.argv[1]).with_overrides(dispatch={'executor': 'local'}); "
+        "print(sorted(m for m in ('numpy', 'h5py', 'submitit', 'torch', 'pandas') if m in sys.modules))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code, str(sweep)], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]", loaded

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
 CACHE_VERSION = 2  # 2: several files, Parquet and RNTuple, dense event numbers, content checksum, property checks
 DEFAULT_STEP = "16 MB"  # ~100k jets per chunk: peak memory flat in the file size (docs/benchmarks.md)
+PARQUET_TABLE = "(Parquet table)"  # a Parquet file's one table, where a ROOT file names its tree
 POSITIVE_CUT_LIMIT = 0.01  # more negative values than this fraction of jets: the `positive` declaration is refused
 DISCRETE_LIMIT = 1000  # a discrete variable with more distinct values is refused
 #: A kept value this large (in magnitude) is refused: squares of float32 overflow above ~1.8e19 (the normaliser's
@@ -275,7 +276,7 @@ class InputFile:
                 self._parquet = pq.ParquetFile(path)
             except Exception as err:  # pyarrow raises several kinds for a damaged file
                 raise UserError(f"{path}: not a readable Parquet file ({err})") from None
-            self.tree = "(Parquet table)"
+            self.tree = PARQUET_TABLE
             self.n_entries = self._parquet.metadata.num_rows
             self.available = list(self._parquet.schema_arrow.names)
         else:
@@ -601,8 +602,17 @@ def find_branch(name: str, candidates: tuple[str, ...], prefixes: tuple[str, ...
     for branch in tried:
         if branch in available:
             return branch
-    hint = closest(tried[0], available) or closest(name, available)
+    hint = _nearest_branches(name, candidates, available)
+    where = "the Parquet table" if tree == PARQUET_TABLE else repr(tree)
     raise UserError(
-        f"{path}: {tree!r} has no branch for variable {name!r} (tried {', '.join(tried)}); "
-        f"nearest existing branches: {', '.join(hint) if hint else ', '.join(available[:10])}"
+        f"{path}: {where} has no branch for variable {name!r} (tried {', '.join(tried)}); "
+        f"nearest existing branches: {', '.join(hint) if hint else ', '.join(available[:10])} "
+        "(a variable's 'branches' and the set's 'prefixes' say where it is read)"
     )
+
+
+def _nearest_branches(name: str, candidates: tuple[str, ...], available: list[str]) -> list[str]:
+    """The branches that hold the variable under another prefix (AK4_pt, Jet.pt for pt) first, then look-alike names."""
+    ends = tuple(f"{sep}{c}".lower() for c in (name, *candidates) for sep in ("_", "."))
+    same = [b for b in available if b.lower() in {c.lower() for c in (name, *candidates)} or b.lower().endswith(ends)]
+    return [*same, *(b for b in closest(name, available) if b not in same)][:5]

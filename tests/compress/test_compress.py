@@ -240,6 +240,7 @@ def _mistakes(folder: Path, bundle: Path, jets: Path) -> list[tuple[list[str], s
     in_mev = {name: events[name] * (1000 if name in ("jet_pt", "jet_m", "jet_E") else 1) for name in names}
     with uproot.recreate(folder / "mev.root") as handle:  # the generated jets with their energies in MeV
         handle.mktree("events", {name: values.type.content for name, values in in_mev.items()}).extend(in_mev)
+    pd.DataFrame({"AK4_eta": [0.5, 1.0], "AK4_pt": [50.0, 60.0]}).to_parquet(folder / "other.parquet")  # jets under another prefix
     b, out = str(bundle), str(folder / "out.x")
     return [
         (["compress", str(folder / "missing.root"), "--model", b, "-o", out], "missing.root: no such file"),
@@ -256,6 +257,10 @@ def _mistakes(folder: Path, bundle: Path, jets: Path) -> list[tuple[list[str], s
         (["score", str(empty), "--model", b, "-o", out], "empty.root: holds no entries to score"),
         (["data", "inspect", str(empty), "--draft-varset", str(folder / "v.yaml")], "'events' holds no entries"),
         (["compress", str(folder / "mev.root"), "--model", b, "-o", out], "MeV where GeV was expected"),
+        (
+            ["compress", str(folder / "other.parquet"), "--model", b, "-o", out],
+            "the Parquet table has no branch for variable 'pt' (tried jet_pt); nearest existing branches: AK4_pt",
+        ),
         (["score", str(folder / "mev.root"), "--model", b, "-o", out], "MeV where GeV was expected"),
         (["data", "inspect", str(folder / "missing.root")], "missing.root: no such file"),
     ]
@@ -296,7 +301,7 @@ def test_damaged_truncated_or_foreign_input_is_one_line_exit_2_and_nothing_writt
     assert not out.exists() and not list(tmp_path.glob(".*tmp")), "nothing half-written"
 
     assert main(["compress", str(qcd_file), "--model", str(own_bundle), "-o", str(tmp_path / "x.hpcz")]) == 2
-    _one_line_error(capsys, "has no branch for variable 'm' (tried m); nearest existing branches: eventNumber, jet_m")
+    _one_line_error(capsys, "has no branch for variable 'm' (tried m); nearest existing branches: jet_m, jet_ActiveArea4vec_m")
     assert (
         main(["compress", str(own / "jets.parquet"), "--model", str(own_bundle), "--max-error", "5%", "-o", str(tmp_path / "x.hpcz")]) == 2
     )
