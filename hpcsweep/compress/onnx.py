@@ -17,8 +17,9 @@ import numpy as np
 import torch
 
 from hpcsweep.data.cuts import cut_value
-from hpcsweep.data.normalize import Affine, Normaliser, PerVariable
+from hpcsweep.data.normalize import Affine, Normaliser, PerVariable, Step
 from hpcsweep.data.varset import VarSet
+from hpcsweep.trial.evaluate import JetMeasure
 
 
 class _TorchOps:
@@ -41,19 +42,9 @@ class _Steps(torch.nn.Module):
         self.steps = [self._step(step) for step in normaliser.steps]
 
     @staticmethod
-    def _step(step: Any) -> dict[str, Any]:
+    def _step(step: Step) -> dict[str, torch.Tensor]:
         if isinstance(step, PerVariable):
-            floor = np.full(len(step.names), -np.inf) if step.floor is None else np.full(len(step.names), -np.inf)
-            if step.floor is not None:
-                floor[step._log] = step.floor
-            parts = {
-                "log": step._log,
-                "sign": step._sign,
-                "offset": step._offset,
-                "shift": step._shift,
-                "scale": step._scale,
-                "floor": floor,
-            }
+            parts = step.columns()
         else:
             assert isinstance(step, Affine) and step.centre is not None and step.scale is not None
             parts = {"centre": step.centre, "scale": step.scale}
@@ -81,10 +72,11 @@ class _Steps(torch.nn.Module):
 class RawScore(torch.nn.Module):
     """Columns of a file, as they are -> each jet's anomaly score (NaN for the jets the model does not apply to)."""
 
-    def __init__(self, varset: VarSet, model: torch.nn.Module, normaliser: Normaliser, measure: Any):
+    def __init__(self, varset: VarSet, model: torch.nn.Module, normaliser: Normaliser, measure: JetMeasure):
         super().__init__()
         self.varset, self.model = varset, model.eval()
         self.units = torch.tensor([v.unit_scale for v in varset.variables], dtype=torch.float64)
+        assert measure.reference is not None, "a trial with a reference space (export_onnx skips the others)"
         self.own, self.reference = _Steps(normaliser), _Steps(measure.reference)
         self.positive = torch.tensor([v.positive for v in varset.variables])
         self.tables = {
@@ -118,7 +110,7 @@ def _nearest(table: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     return table[torch.argmin((values[:, None] - table[None, :]).abs(), dim=1)]
 
 
-def export_score(varset: VarSet, model: torch.nn.Module, normaliser: Normaliser, measure: Any, path: Path) -> Path:
+def export_score(varset: VarSet, model: torch.nn.Module, normaliser: Normaliser, measure: JetMeasure, path: Path) -> Path:
     """Write the score graph to `path` (through a temporary: a half-written graph is never left)."""
     from hpcsweep.files import atomic
 

@@ -85,6 +85,14 @@ class PerVariable:
                 "choose another normalisation or fix the transform's offset in the variable set"
             )
 
+    def columns(self) -> dict[str, np.ndarray]:
+        """Per column: which take log10, and their sign, offset, shift, scale and floor (-inf: none): what a graph
+        that computes the transforms elsewhere (the ONNX score) needs."""
+        floor = np.full(len(self.names), -np.inf)
+        if self.floor is not None:
+            floor[self._log] = self.floor
+        return {"log": self._log, "sign": self._sign, "offset": self._offset, "shift": self._shift, "scale": self._scale, "floor": floor}
+
     def params(self) -> dict[str, Any]:
         floor = {} if self.floor is None else {"clip": True, "floor": self.floor.tolist()}
         return {"transforms": [t.model_dump() for t in self.transforms], **floor}

@@ -30,9 +30,13 @@ SAMPLE = 200_000  # jets enough for five quantiles; more only costs time
 
 def profile_of(x: np.ndarray, names: Sequence[str]) -> dict[str, list[float]]:
     """Per variable, the QUANTILES of the jets' values (finite ones; at most SAMPLE jets, evenly spread)."""
-    step = max(1, len(x) // SAMPLE)
-    sample = np.asarray(x[::step], dtype=np.float64)
+    sample = _sample(x)
     return {name: _quantiles(sample[:, i]) for i, name in enumerate(names)}
+
+
+def _sample(x: np.ndarray) -> np.ndarray:
+    """At most about SAMPLE jets, evenly spread through the file (its order may follow runs or pt), in float64."""
+    return np.asarray(x[:: max(1, len(x) // SAMPLE)], dtype=np.float64)
 
 
 def _quantiles(values: np.ndarray) -> list[float]:
@@ -45,8 +49,8 @@ def compare(training: dict[str, list[float]], x: np.ndarray, varset: VarSet, wha
     milder differences. `what` names the file and the model in messages."""
     if not training or not len(x):
         return []
-    here = profile_of(x, varset.names)
-    sample = np.asarray(x[:: max(1, len(x) // SAMPLE)], dtype=np.float64)
+    sample = _sample(x)
+    here = profile_of(sample, varset.names)
     notes = []
     for i, variable in enumerate(varset.variables):
         if variable.name not in training:
