@@ -7,6 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.dev-installed
 BENCH_STAMP := $(VENV)/.bench-installed
 
 SWEEP ?= default
@@ -26,19 +27,25 @@ ONLY ?=
 SWEEP_ARGS := $(SWEEP) --results $(RESULTS) --wait $(if $(LATENT),--latent $(LATENT)) $(if $(EPOCHS),--epochs $(EPOCHS)) \
 	$(if $(EXECUTOR),--executor $(EXECUTOR)) $(if $(SITE),--site $(SITE)) $(if $(PARTITION),--partition $(PARTITION))
 
-.PHONY: help venv sweep status aggregate report rerun-best inspect data test test-fast bench bench-compress chaos lint format clean clean-results slurm-up slurm-down
+.PHONY: help venv dev sweep status aggregate report rerun-best inspect data test test-fast bench bench-compress chaos lint format clean clean-results slurm-up slurm-down
 
 help: ## list the targets and the variables they take
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 	@echo "  variables: SWEEP=$(SWEEP) LATENT=$(LATENT) EPOCHS=$(EPOCHS) EXECUTOR=$(EXECUTOR) SITE=$(SITE) PARTITION=$(PARTITION) RESULTS=$(RESULTS) TOP=$(TOP) SEEDS=$(SEEDS) FILE=$(FILE) DRAFT=$(DRAFT) ONLY=$(ONLY)"
 
-venv: $(STAMP) ## create .venv and install hpcsweep with its pinned dependencies
+venv: $(STAMP) ## create .venv with what the main job needs: hpcsweep, its pinned dependencies and the peers (SZ3, ZFP, fpzip)
+
+dev: $(DEV_STAMP) ## add the tools of the tests and lint, ONNX export and tracking (make test and make lint do)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check $$(grep -o '"torch==[0-9.]*"' pyproject.toml | tr -d '"')
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[compare]'
 	touch $(STAMP)
+
+$(DEV_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(DEV_STAMP)
 
 sweep: $(STAMP) ## run the unfinished trials of SWEEP and print its best/median tables
 	$(BIN)/hpcsweep sweep $(SWEEP_ARGS)
@@ -65,10 +72,10 @@ data: $(STAMP) ## generate the default QCD sample and the Z' 350/600 GeV signal 
 	$(BIN)/hpcsweep data generate --process zprime --mass 350 --events 2000
 	$(BIN)/hpcsweep data generate --process zprime --mass 600 --events 2000
 
-test: $(STAMP) ## run the test suite (PYTEST_ARGS= passes options to pytest)
+test: $(DEV_STAMP) ## run the test suite (PYTEST_ARGS= passes options to pytest)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-test-fast: $(STAMP) ## the tests without real sweeps, SLURM or Chromium (under 90 s): the loop while editing
+test-fast: $(DEV_STAMP) ## the tests without real sweeps, SLURM or Chromium (under 90 s): the loop while editing
 	$(BIN)/pytest -m "not slow and not slurm" $(PYTEST_ARGS)
 
 $(BENCH_STAMP): $(STAMP)
@@ -84,12 +91,12 @@ bench-compress: $(STAMP) ## only the compression benchmarks (the compression swe
 chaos: $(STAMP) ## kill a 12-trial sweep 15 times at random (EXECUTOR=local|slurm) -> counts in docs/reliability.md
 	$(BIN)/python benchmarks/chaos.py --executor $(or $(EXECUTOR),local) --out docs/reliability.md
 
-lint: $(STAMP) ## ruff (lint and formatting) and mypy (types of hpcsweep/)
+lint: $(DEV_STAMP) ## ruff (lint and formatting) and mypy (types of hpcsweep/)
 	$(BIN)/ruff check hpcsweep tests benchmarks
 	$(BIN)/ruff format --check hpcsweep tests benchmarks
 	$(BIN)/mypy
 
-format: $(STAMP) ## ruff: apply formatting and safe fixes
+format: $(DEV_STAMP) ## ruff: apply formatting and safe fixes
 	$(BIN)/ruff check --fix hpcsweep tests benchmarks
 	$(BIN)/ruff format hpcsweep tests benchmarks
 

@@ -10,7 +10,7 @@ gets the fewest bits (every precision tried) that keep all its values within the
 bound, in log space or on the raw values, whichever takes fewer bytes. Each column
 is one stream; bytes per jet count every stream with its header.
 
-The libraries are the optional extra `compare` (in `dev`); without them
+The libraries are the optional extra `compare` (which `make` installs); without them
 `available()` is empty and evaluations carry no peers.
 """
 

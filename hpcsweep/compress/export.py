@@ -157,7 +157,7 @@ def export_onnx(trial_file: Path, stem: Path) -> tuple[Path, ...]:
     import importlib.util
 
     if importlib.util.find_spec("onnxscript") is None:
-        raise UserError("--onnx needs the optional extra 'onnx': pip install 'hpcsweep[onnx]' (make installs it)")
+        raise UserError("--onnx needs the optional extra 'onnx': pip install 'hpcsweep[onnx]' (or: make dev)")
     import torch
 
     from hpcsweep.compress.onnx import export_score
