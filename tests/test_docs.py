@@ -37,7 +37,7 @@ NOT_RUN = {
     "hpcsweep sweep default --epochs 50": "a changed definition, which a finished folder refuses (tests/sweep/test_faults.py)",
     "hpcsweep sweep default --set lr=1e-3 --set data.events=2000": "a changed definition, as above (tests/test_cli.py sets keys)",
     "hpcsweep sweep huge --allow-large": "a grid past max_trials, run on purpose: hours of trials (tests/test_cli.py counts it)",
-    "pip install -e '.[tracking]'": "installs packages (make installs the dev extra, which holds them)",
+    "pip install -e '.[tracking]'": "installs packages (make dev installs the dev extra, which holds them)",
     "hpcsweep export-tracking results/default --to mlflow -o /scratch/me/mlruns-default": "writes to a site's scratch disk",
     "tensorboard --logdir results/<sweep>/tensorboard": "a web UI that runs until stopped",
     "pip install mlflow==3.17.2": "installs a package",
