@@ -10,7 +10,8 @@ from hpcsweep.sweep.state import edited_config
 
 
 def _sweep():
-    return validate_sweep({"name": "survey", "grid": {"z": [2, 4], "lr": [1e-3, 1e-2], "seed": [0, 1]}}, "test")
+    grid = {"z": [2, 4], "lr": [1e-3, 1e-2], "seed": [0, 1]}
+    return validate_sweep({"name": "survey", "grid": grid, "evaluation": {"signals": []}}, "test")  # no signal to evaluate them on
 
 
 def test_every_planned_config_stored_as_a_trial_file_stores_it_hashes_to_its_trial():
