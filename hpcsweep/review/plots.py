@@ -153,14 +153,29 @@ def _figure(path: Path, figsize: tuple[float, float], title: str = "", minor: bo
                 if title:
                     fig.suptitle(title, fontsize="medium")
                 path.parent.mkdir(parents=True, exist_ok=True)
+                _lay_out(fig, DPI)
                 _save(fig, path.with_suffix(".png"), dpi=DPI)
                 if pdf:
-                    fig.set_layout_engine("none")  # the layout as made for the PNG
                     _save(fig, path.with_suffix(".pdf"))
             finally:
                 plt.close(fig)
     finally:
         mathtext.setLevel(level)
+
+
+def _lay_out(fig: Any, dpi: float) -> None:
+    """Place the panels by constrained layout once, at the PNG's `dpi` (text extents are measured in its pixels), and
+    keep them there for every file; the figure keeps its own dpi (a PDF's rasterized parts).
+
+    `savefig` of a figure that still has a layout engine draws the whole figure once without rendering, only to run
+    the layout, and then again to render it. That pass costs a 24-panel figure 0.2-0.4 s of CPU; the render after it
+    reuses some of its work, so the net saving measured is a few per cent (the same pixels).
+    """
+    own = fig.dpi
+    fig.set_dpi(dpi)
+    fig.get_layout_engine().execute(fig)
+    fig.set_layout_engine("none")
+    fig.set_dpi(own)
 
 
 def _save(fig: Any, path: Path, **options: Any) -> None:
