@@ -16,7 +16,6 @@ them. Without one, nothing of this exists and training is what it was.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -161,132 +160,28 @@ def _kl_bernoulli(rho: Tensor, rho_hat: Tensor) -> Tensor:
     return rho * torch.log(rho / rho_hat) + (1 - rho) * torch.log((1 - rho) / (1 - rho_hat))
 
 
-def _mlp(widths: list[int], activation: str, batchnorm: bool, dropout: float) -> Blocks:
+def _mlp(widths: list[int], activation: str, batchnorm: bool, dropout: float) -> nn.Sequential:
     layers: list[nn.Module] = []
     for n_in, n_out in zip(widths[:-2], widths[1:-1], strict=True):
-        layers += [nn.Linear(n_in, n_out), ACTIVATIONS[activation]()]
+        layers += [nn.Linear(n_in, n_out), _activation(activation)]
         if batchnorm:
             layers.append(nn.BatchNorm1d(n_out))
         if dropout:
             layers.append(nn.Dropout(dropout))
     layers.append(nn.Linear(widths[-2], widths[-1]))
-    return Blocks(*layers)
+    return nn.Sequential(*layers)
 
 
-class Blocks(nn.Sequential):
-    """The layers of one half, run in training with each activation and the BatchNorm after it as one fused step.
+def _activation(name: str) -> nn.Module:
+    """The activation after a Linear layer, in place where torch offers it (ReLU, LeakyReLU).
 
-    The layers, their order and so their state_dict keys are those of the plain `nn.Sequential` (stored trials,
-    bundles and `fold_batchnorm` read them by those keys and types); only the training forward differs:
-    `ActivationBatchNorm` makes one pass fewer over the activations forward and backward than the activation
-    and `nn.BatchNorm1d` one after the other (docs/benchmarks.md, "Where a step's time goes"). In evaluation,
-    and wherever a layer is called on its own (the sparse AE's penalty reads each activation), the layers run
-    one by one.
+    In place is safe there: the Linear layer's output is this activation's alone (addmm's backward keeps its
+    inputs, not its output) and the activations' backward reads their output. It spares a fresh activation-sized
+    buffer per hidden layer and step (docs/benchmarks.md, "Where a step's time goes"); the numbers are the same
+    bit for bit, and layers without parameters leave the state_dict keys as they were.
     """
-
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.training:
-            return super().forward(x)
-        layers = list(self)
-        i = 0
-        while i < len(layers):
-            after = layers[i + 1] if i + 1 < len(layers) else None
-            if isinstance(after, nn.BatchNorm1d) and _fusable(layers[i], after):
-                x = activation_batchnorm(x, layers[i], after)
-                i += 2
-            else:
-                x = layers[i](x)
-                i += 1
-        return x
-
-
-def _fusable(activation: nn.Module, norm: nn.BatchNorm1d) -> bool:
-    """An activation before a BatchNorm that normalises with this batch's statistics (training, tracked or not)."""
-    return type(activation) in ACTIVATIONS.values() and norm.training
-
-
-def activation_batchnorm(h: Tensor, activation: nn.Module, norm: nn.BatchNorm1d) -> Tensor:
-    """`norm(activation(h))` in training, as `ActivationBatchNorm`; the running statistics are updated as
-    `nn.BatchNorm1d.forward` updates them (momentum, or a cumulative average when it is None)."""
-    momentum = 0.0
-    if norm.track_running_stats:
-        assert norm.num_batches_tracked is not None  # tracked statistics come with their counter
-        norm.num_batches_tracked.add_(1)
-        momentum = 1.0 / float(norm.num_batches_tracked) if norm.momentum is None else norm.momentum
-    slope = activation.negative_slope if isinstance(activation, nn.LeakyReLU) else 0.0
-    out: Tensor = ActivationBatchNorm.apply(
-        h, norm.weight, norm.bias, norm.running_mean, norm.running_var, momentum, norm.eps, type(activation).__name__, slope
-    )
-    return out
-
-
-class ActivationBatchNorm(torch.autograd.Function):
-    """y = activation(h), then BatchNorm of y with the batch's statistics, forward and backward each in fewer passes.
-
-    `nn.BatchNorm1d` on a (jets x units) batch runs aten's generic kernel, which is slow for 2-D input, and the
-    activation's backward is a pass of its own. Here the statistics are column sums (contiguous, vectorised),
-    the normalisation one `addcmul`, and the backward is BatchNorm's closed form, dy = a*g + b*y + c per unit,
-    written in two passes, then the activation's backward from the saved y. Only y is kept for backward (the
-    unfused pair keeps y and BatchNorm's own copies of the statistics). The numbers are those of the unfused
-    pair up to float32 rounding (tests/trial/test_models.py).
-    """
-
-    @staticmethod
-    def forward(
-        ctx: Any,
-        h: Tensor,
-        weight: Tensor | None,
-        bias: Tensor | None,
-        running_mean: Tensor | None,
-        running_var: Tensor | None,
-        momentum: float,
-        eps: float,
-        activation: str,
-        slope: float,
-    ) -> Tensor:
-        with torch.profiler.record_function("ActivationBatchNorm"):
-            y = _ACTIVATE[activation](h, slope)
-            n = y.shape[0]
-            mean = y.sum(0) / n
-            centred = y - mean
-            var = centred.square().sum(0) / n
-            invstd = torch.rsqrt(var + eps)
-            scale = invstd if weight is None else invstd * weight
-            out = torch.addcmul(torch.zeros_like(mean) if bias is None else bias, centred, scale)
-            if running_mean is not None and running_var is not None:
-                running_mean.lerp_(mean, momentum)
-                running_var.lerp_(var * (n / max(n - 1, 1)), momentum)
-        ctx.save_for_backward(y, mean, invstd, weight)
-        ctx.activation, ctx.slope, ctx.has_bias = activation, slope, bias is not None
-        return out
-
-    @staticmethod
-    def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:
-        y, mean, invstd, weight = ctx.saved_tensors
-        n = y.shape[0]
-        g_sum = g.sum(0)
-        g_centred = (g * y).sum(0) - mean * g_sum  # sum of g * (y - mean)
-        scale = invstd if weight is None else invstd * weight
-        k = scale * invstd * invstd * g_centred / n  # dy = scale * g - k * (y - mean) - scale * g_sum / n
-        dy = torch.addcmul(k * mean - scale * g_sum / n, g, scale)
-        dy.addcmul_(y, k, value=-1.0)
-        dh = _ACTIVATION_BACKWARD[ctx.activation](dy, y, ctx.slope)
-        d_weight = invstd * g_centred if weight is not None and ctx.needs_input_grad[1] else None
-        d_bias = g_sum if ctx.has_bias and ctx.needs_input_grad[2] else None
-        return dh, d_weight, d_bias, None, None, None, None, None, None
-
-
-#: activation(h, slope) and its backward from the output y, (dy, y, slope) -> dh, for each of ACTIVATIONS.
-_ACTIVATE: dict[str, Callable[[Tensor, float], Tensor]] = {
-    "LeakyReLU": lambda h, slope: nn.functional.leaky_relu(h, slope),
-    "ReLU": lambda h, _: torch.relu(h),
-    "Tanh": lambda h, _: torch.tanh(h),
-}
-_ACTIVATION_BACKWARD: dict[str, Callable[[Tensor, Tensor, float], Tensor]] = {
-    "LeakyReLU": lambda dy, y, slope: torch.ops.aten.leaky_relu_backward(dy, y, slope, True),
-    "ReLU": lambda dy, y, _: torch.ops.aten.threshold_backward(dy, y, 0.0),
-    "Tanh": lambda dy, y, _: torch.ops.aten.tanh_backward(dy, y),
-}
+    cls = ACTIVATIONS[name]
+    return cls(inplace=True) if cls in (nn.LeakyReLU, nn.ReLU) else cls()
 
 
 def fold_batchnorm(model: Autoencoder) -> Autoencoder:
