@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
 
-from hpcsweep.config import ModelConfig
+from hpcsweep.config import ModelConfig, TrainConfig
+from hpcsweep.data import load_varset, make_normaliser, open_cache
 from hpcsweep.store import read_trial, trial_path
 from hpcsweep.trial import run_trial
 from hpcsweep.trial.models import Autoencoder, SparseAutoencoder, VariationalAutoencoder, build_model, fold_batchnorm
+from hpcsweep.trial.train import train
 from tests.conftest import trial_spec
 
 
@@ -91,3 +95,57 @@ def test_vae_trains_and_is_evaluated_from_its_mean(qcd_file, tmp_path):
     assert run_trial(spec, threads=1, log=lambda _: None) == "done"
     record = read_trial(trial_path(tmp_path, spec.trial_id))
     assert record.evaluation["validation"]["mse"] == pytest.approx(record.metrics["best_val_mse"], rel=1e-5)
+
+
+def _real_jets(qcd_file, results) -> torch.Tensor:
+    """The session's Pythia jets, normalised as a trial normalises them."""
+    spec = trial_spec(qcd_file, results)
+    x = open_cache(spec.dataset).matrix()
+    return torch.from_numpy(make_normaliser(spec.config.data.normalisation, load_varset("generated")).fit(x).transform(x))
+
+
+def _out_of_place(model: Autoencoder) -> Autoencoder:
+    """A copy of `model` whose activations write fresh tensors: the step as it was before they ran in place."""
+    copied = copy.deepcopy(model)
+    for module in copied.modules():
+        if isinstance(module, (nn.LeakyReLU, nn.ReLU)):
+            module.inplace = False
+    return copied
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        ModelConfig(hidden=[64, 64], latent=4),
+        ModelConfig(kind="sparse", hidden=[64, 32], latent=4, sparsity="kl", dropout=0.1),
+        ModelConfig(kind="vae", hidden=[64, 64], latent=4, activation="relu", batchnorm=False, beta=1e-3),
+    ],
+)
+def test_in_place_activations_train_as_out_of_place_ones(qcd_file, tmp_path, config):
+    """Activations run in place on the Linear layers' outputs; on real jets, the step and three epochs of training are
+    those of out-of-place activations bit for bit (losses, gradients, weights, running statistics, state_dict keys)."""
+    x = _real_jets(qcd_file, tmp_path)
+    torch.manual_seed(0)
+    model = build_model(config, x.shape[1])
+    plain = _out_of_place(model)
+    assert any(getattr(m, "inplace", False) for m in model.modules()), "precondition: activations in place"
+    assert not any(getattr(m, "inplace", False) for m in plain.modules())
+    steps = []
+    for each in (model, plain):
+        torch.manual_seed(1)
+        loss, mse = each.objective(x[:512])
+        loss.backward()
+        steps.append(([loss, mse], {k: p.grad for k, p in each.named_parameters()}, each.state_dict()))
+    (losses, grads, state), (plain_losses, plain_grads, plain_state) = steps
+    assert all(torch.equal(a, b) for a, b in zip(losses, plain_losses, strict=True))
+    assert grads.keys() == plain_grads.keys() and all(torch.equal(grads[k], plain_grads[k]) for k in grads)
+    assert state.keys() == plain_state.keys() and all(torch.equal(state[k], plain_state[k]) for k in state)
+    results = []
+    for each in (model, plain):
+        torch.manual_seed(2)
+        train_config = TrainConfig(epochs=3, batch_size=256, lr=1e-3, schedule="constant")
+        results.append(train(each, x[: len(x) * 4 // 5], x[len(x) * 4 // 5 :], train_config, log=lambda _: None, compile="never"))
+    ours, theirs = results
+    assert ours.history == theirs.history and ours.best_epoch == theirs.best_epoch
+    assert ours.best_state.keys() == theirs.best_state.keys() == plain_state.keys()
+    assert all(torch.equal(ours.best_state[k], theirs.best_state[k]) for k in plain_state)
