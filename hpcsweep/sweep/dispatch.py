@@ -96,7 +96,10 @@ def _evaluated_on_new_signals(spec: TrialSpec, state: TrialState) -> TrialState:
     if new and spec.config.model.autoencoder:
         from hpcsweep.trial import evaluate_signals  # torch is imported in the worker only
 
-        evaluate_signals(path, spec.dataset, new)
+        try:
+            evaluate_signals(path, spec.dataset, new)
+        except Exception as error:  # the trial stays done; the next run of the sweep tries the signals again
+            print(f"trial {spec.trial_id}: evaluating it on {', '.join(new)} failed: {type(error).__name__}: {error}", file=sys.stderr)
     return state
 
 
