@@ -35,7 +35,7 @@ def test_threads_follow_the_allocation(monkeypatch):
 
 #: The layers of the house, lowest first (docs/pipeline.md): a module imports only from its own layer or below.
 LAYERS = ("base", "config", "data", "coding", "store", "trial", "sweep", "review", "compress", "cli")
-BASE = ("states", "files", "allocation", "claims", "errors", "paths", "provenance", "terminal")
+BASE = ("states", "files", "allocation", "claims", "errors", "exports", "paths", "provenance", "terminal")
 #: The one import against the grain: the configuration asks the backend registry for the executor names (at validation).
 ALLOWED_UP = {("hpcsweep.config", "hpcsweep.sweep.backends")}
 

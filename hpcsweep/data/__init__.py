@@ -6,8 +6,7 @@ configuration, which reads variable-set names) stays light.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from hpcsweep.exports import lazy_exports
 
 _EXPORTS = {
     "data_root": "dataset",
@@ -33,7 +32,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"hpcsweep.data.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'hpcsweep.data' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -10,8 +10,7 @@ configuration's check of an executor name) does not import the dispatch and subm
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from hpcsweep.exports import lazy_exports
 
 _EXPORTS = {
     "Backend": "backends",
@@ -32,7 +31,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"hpcsweep.sweep.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'hpcsweep.sweep' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)
