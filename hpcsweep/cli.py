@@ -17,7 +17,7 @@ from hpcsweep.errors import PATH_FAULTS, UserError, path_fault
 from hpcsweep.states import TrialState
 
 if TYPE_CHECKING:
-    from hpcsweep.config import DataConfig, SweepConfig
+    from hpcsweep.config import SweepConfig
     from hpcsweep.review import Review
 
 SWEEP_HELP = "a sweep file, or the name of one in sweeps/ (e.g. 'default')"
@@ -634,7 +634,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         folder = prepare(data.model_copy(update={"process": "zprime", "zprime_mass": mass, "events": args.events}))
         label, split = args.label or f"zprime{mass:g}", False
     else:
-        folder = _own_data(path, config, data)
+        folder = _own_data(path, config)
         label, split = args.label or "validation", True
         signals = {  # the samples it was evaluated on before, read again from their files: anomaly figures of merit
             name: str(prepare(DataConfig.model_validate({**data.model_dump(), "source": result["source"]}, context={"base": Path.cwd()})))
@@ -642,7 +642,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             if name != "validation" and Path(result.get("source") or "/nonexistent").is_file()
         }
     if args.signal:  # a signal is scored against the trial's validation jets, as in a sweep
-        background = open_cache(_own_data(path, config, data))
+        background = open_cache(_own_data(path, config))
     try:
         summary = evaluate_stored(path, label, open_cache(folder), split, signals=signals, background=background)
     except ValueError as err:
@@ -652,21 +652,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _own_data(path: Path, config: dict[str, Any], data: DataConfig) -> Path:
-    """The cache of the data a trial trained on (from the files it recorded, wherever this runs), refused when the
-    data changed since (its split cannot be rebuilt)."""
-    from hpcsweep.data import prepare, recorded_files
-    from hpcsweep.data.read import data_version, open_cache
+def _own_data(path: Path, config: dict[str, Any]) -> Path:
+    """The cache of the data a trial trained on (`data.trained_data`), its refusal naming the trial file."""
+    from hpcsweep.data import trained_data
     from hpcsweep.store import read_summary
 
-    folder = prepare(data, recorded=recorded_files(read_summary(path).get("provenance", {})))
-    trained_on, now = config.get("data_version", ""), data_version(open_cache(folder).meta)
-    if trained_on and trained_on != now:
-        raise UserError(
-            f"{path}: its data changed since it was trained (version {trained_on}, now {now}): its validation split cannot "
-            "be rebuilt; evaluate another file with --source FILE"
-        )
-    return folder
+    what = "its validation split cannot be rebuilt; evaluate another file with --source FILE"
+    try:
+        return trained_data(config, read_summary(path).get("provenance", {}), what)
+    except UserError as err:
+        raise UserError(f"{path}: {err}") from None
 
 
 def _is_number(text: str) -> bool:

@@ -144,9 +144,15 @@ def open_input(source: Path, bundle: Bundle, tree: str | None, verb: str) -> tup
         raise UserError(f"{file.path}: holds no entries to {verb}")
     model = {find_branch(v.name, v.branches, varset.prefixes, file.available, file.path, file.tree): v for v in varset.variables}
     first, _, _ = next(iter(file.iterate(list(model), STEP)))
-    raw, _, _ = model_columns(first, model)
+    physical, kept = in_set_units(model_columns(first, model)[0], model, varset)
+    return file, model, bundle.check_jets(physical[kept], file.path)
+
+
+def in_set_units(raw: np.ndarray, model: dict[str, Variable], varset: VarSet) -> tuple[np.ndarray, np.ndarray]:
+    """A chunk's model columns in the variable set's units, and which of its jets the model applies to
+    (`VarSet.selected`)."""
     physical = raw * np.array([v.unit_scale for v in model.values()])
-    return file, model, bundle.check_jets(physical[varset.selected(dict(zip(varset.names, physical.T, strict=True)))], file.path)
+    return physical, varset.selected(dict(zip(varset.names, physical.T, strict=True)))
 
 
 def layout(file: InputFile) -> tuple[str, list[str], dict[str, str]]:
@@ -236,8 +242,7 @@ def _split_chunk(
 ) -> tuple[np.ndarray, dict[str, bytes], int]:
     """The jets of a chunk to code (physical units, inside the cuts), the chunk's other parts packed, and its jets."""
     raw, counts, missing = model_columns(arrays, model)
-    physical = raw * np.array([v.unit_scale for v in model.values()])
-    kept = varset.selected(dict(zip(varset.names, physical.T, strict=True)))
+    physical, kept = in_set_units(raw, model, varset)
     sections = {"kept": _zstd(np.packbits(kept).tobytes()), "lossless": _zstd(raw[~kept].tobytes())}
     if counts is not None:
         sections["counts"] = _zstd(counts.astype("<i8").tobytes())

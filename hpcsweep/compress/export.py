@@ -47,15 +47,12 @@ def training_jets(config: dict, provenance: dict) -> tuple[np.ndarray, dict]:
     """The training split a trial was trained on (physical units), and its dataset's description (read from the
     files its `provenance` recorded, wherever this runs)."""
     from hpcsweep.config import DataConfig
-    from hpcsweep.data import prepare, recorded_files
-    from hpcsweep.data.read import data_version, open_cache
+    from hpcsweep.data import trained_data
+    from hpcsweep.data.read import open_cache
     from hpcsweep.trial import split_indices
 
     data = DataConfig.model_validate(config["data"])
-    table = open_cache(prepare(data, recorded=recorded_files(provenance)))
-    trained_on, now = config.get("data_version", ""), data_version(table.meta)
-    if trained_on and trained_on != now:
-        raise UserError(f"the trial's data changed since it was trained (version {trained_on}, now {now}): its training jets are gone")
+    table = open_cache(trained_data(config, provenance, "its training jets are gone"))
     x = table.matrix(slice(0, data.max_jets))
     train_rows, _ = split_indices(len(x), data.val_fraction, data.split_seed)
     return x[train_rows], table.meta

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hpcsweep.compress.apply import STEP, Summary, atomic, header_of, layout, model_columns, open_input, writer_for
+from hpcsweep.compress.apply import STEP, Summary, atomic, header_of, in_set_units, layout, model_columns, open_input, writer_for
 from hpcsweep.compress.bundle import Bundle
 from hpcsweep.errors import UserError
 
@@ -55,8 +55,7 @@ def score_file(
                 jets["counter"] = jets["counter"] or f"n{jets['name']}"
                 writer = writer_for(output, header)
             raw, counts, _ = model_columns(arrays, model)
-            physical = raw * np.array([v.unit_scale for v in model.values()])
-            kept = varset.selected(dict(zip(varset.names, physical.T, strict=True)))
+            physical, kept = in_set_units(raw, model, varset)
             scores = np.full(len(raw), np.nan, dtype=np.float32)
             scores[kept] = score(physical[kept])
             column = ak.unflatten(scores, counts) if counts is not None else ak.Array(scores)

@@ -13,6 +13,7 @@ _EXPORTS = {
     "prepare": "dataset",
     "prepared": "dataset",
     "recorded_files": "dataset",
+    "trained_data": "dataset",
     "source_files": "dataset",
     "Sample": "generate",
     "generate": "generate",

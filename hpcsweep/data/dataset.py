@@ -35,6 +35,20 @@ def source_files(config: DataConfig, progress: bool = True, root: Path | None = 
     return str(generate(_sample(config), (root or data_root()) / "generated", progress=progress))
 
 
+def trained_data(config: dict, provenance: dict, what: str) -> Path:
+    """The cache of the data a stored trial trained on (its config and provenance as stored), read from the files it
+    recorded wherever this runs; refused when the data changed since it was trained (`what`: what then cannot be done)."""
+    from hpcsweep.config import DataConfig
+    from hpcsweep.data.read import data_version, open_cache
+    from hpcsweep.errors import UserError
+
+    folder = prepare(DataConfig.model_validate(config["data"]), recorded=recorded_files(provenance))
+    trained_on, now = config.get("data_version", ""), data_version(open_cache(folder).meta)
+    if trained_on and trained_on != now:
+        raise UserError(f"the trial's data changed since it was trained (version {trained_on}, now {now}): {what}")
+    return folder
+
+
 def recorded_files(provenance: dict) -> list[str]:
     """The paths of the files a trial recorded it read (`provenance.data_files`)."""
     return [entry["path"] for entry in provenance.get("data_files", []) if isinstance(entry, dict) and "path" in entry]
