@@ -249,6 +249,11 @@ def test_a_replaced_data_file_trains_anew_and_the_tables_keep_the_versions_apart
     assert int(versions["Jets"][1].replace(",", "")) < int(versions["Jets"][0].replace(",", ""))
     trials = pd.read_csv(results / "mine" / "trials.csv")
     assert len(trials) == 2 and trials["data_version"].nunique() == 1
+    old = results / "mine" / "trials" / next(iter(first))  # a trial of the replaced jets
+    capsys.readouterr()
+    assert main(["evaluate", str(old)]) == 2, "an old version's trial: its validation split is gone with its jets"
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"hpcsweep: error: {old}: the trial's data changed since it was trained") and "--source FILE" in err
 
 
 @pytest.mark.slow
