@@ -19,6 +19,7 @@ from hpcsweep.states import TrialState
 if TYPE_CHECKING:
     from hpcsweep.config import SweepConfig
     from hpcsweep.review import Review
+    from hpcsweep.review.aggregator import Detail
 
 SWEEP_HELP = "a sweep file, or the name of one in sweeps/ (e.g. 'default')"
 WRITE_HELP = "the file to write (.root or .parquet)"
@@ -90,7 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "chapter 2.3. Reads summaries and the best trials' evaluations, never weights.")  # fmt: skip
     aggregate.add_argument("sweep", help=RESULTS_HELP)
     _add_results_option(aggregate)
-    aggregate.add_argument("--no-detail", action="store_true", help="skip the per-trial figures of the best trial per z")
+    detail = aggregate.add_mutually_exclusive_group()
+    detail.add_argument("--detail", action="store_true", help="the per-trial figures of the best trial per z, not only of the best trial")
+    detail.add_argument("--no-detail", action="store_true", help="no per-trial figures")
     aggregate.add_argument(
         "--pdf", action="store_true", help="also write each figure as PDF, for papers (default: the sweep file's review.pdf, else PNG only)"
     )
@@ -512,14 +515,15 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
     results_dir = _results_dir(args.sweep, args.results)
     if not (results_dir / "trials").is_dir():
         raise UserError(f"{results_dir}: no trials yet; run 'hpcsweep sweep {args.sweep}' first")
-    _show_tables(results_dir, detail=not args.no_detail, wide=args.wide, pdf=args.pdf or None, verify=args.verify)
+    detail: Detail = "all" if args.detail else "none" if args.no_detail else "best"
+    _show_tables(results_dir, detail=detail, wide=args.wide, pdf=args.pdf or None, verify=args.verify)
     return 0
 
 
 def _show_tables(
     results_dir: Path,
     latents: list[int] | None = None,
-    detail: bool = True,
+    detail: Detail = "all",
     wide: bool = False,
     pdf: bool | None = None,
     verify: bool = False,
@@ -556,6 +560,9 @@ def _show_tables(
         named |= set(table.columns)
     for line in review.headlines:
         print(line)
+    if review.undrawn:
+        print(f"per-trial figures drawn for the best trial; those of the best trial at z = {', '.join(map(str, review.undrawn))}: "
+              f"'hpcsweep aggregate {results_dir} --detail'")  # fmt: skip
     for warning in review.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"written: {len(review.paths)} files under {results_dir}: summary.md, tables/, figures/")
@@ -603,7 +610,7 @@ def cmd_rerun_best(args: argparse.Namespace) -> int:
     if not _followed(args, sweep):
         print(f"when it is done: hpcsweep aggregate {rerun.name}")
         return 0
-    _show_tables(rerun.results_dir, detail=False, wide=args.wide)
+    _show_tables(rerun.results_dir, detail="none", wide=args.wide)
     return _exit_status(states, sweep, rerun.results_dir, rerun.name)
 
 

@@ -126,6 +126,9 @@ RUN_HERE = [
     "hpcsweep sweep default --wait-for-lease",
     "hpcsweep sweep default --retry-failed",
     "make aggregate",
+    "hpcsweep aggregate default",
+    "hpcsweep aggregate default --detail",
+    "hpcsweep aggregate default --no-detail",
     "make report",
     "make rerun-best SEEDS=3",
     "hpcsweep aggregate default --pdf",
@@ -231,7 +234,7 @@ YAML_CHECKED = {
     ("docs/sweeps.md", 6): "a whole sweep file",
     ("docs/sweeps.md", 98): "points and grid, onto the sweep file above",
     ("docs/compression.md", 96): "codec, evaluation and rank_by, onto it",
-    ("docs/review.md", 112): "review, onto it",
+    ("docs/review.md", 124): "review, onto it",
     ("docs/slurm.md", 82): "a search, onto it",
     ("docs/data.md", 63): "a drafted variable set",
     ("docs/data.md", 108): "a sweep file of one's own file, with that variable set beside it",
@@ -242,7 +245,7 @@ def test_every_yaml_block_is_a_valid_sweep_file_fragment_or_variable_set(generat
     base = _yaml("docs/sweeps.md", 6)
     _validated(base, tmp_path)
     without_grid = {key: value for key, value in base.items() if key not in ("grid", "points")}
-    for name, line in (("docs/sweeps.md", 98), ("docs/compression.md", 96), ("docs/review.md", 112), ("docs/slurm.md", 82)):
+    for name, line in (("docs/sweeps.md", 98), ("docs/compression.md", 96), ("docs/review.md", 124), ("docs/slurm.md", 82)):
         _validated(without_grid | _yaml(name, line), tmp_path)
     drafted = _yaml("docs/data.md", 63)
     (tmp_path / "jets_vars.yaml").write_text(yaml.safe_dump(drafted))

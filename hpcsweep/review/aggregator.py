@@ -11,7 +11,7 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import pandas as pd
@@ -76,6 +76,12 @@ def select(results_dir: Path, summaries: dict[str, dict[str, Any]], definition: 
     return Selection({t: s for t, s in summaries.items() if t in members}, Ranking.of(definition), definition, notes)
 
 
+#: The per-trial figures `aggregate` draws: of no trial, of the best trial of the sweep, or of the best trial per z. Each
+#: trial's four cost 5-6 s of a core (the 24-panel ones most): the first review of a sweep draws the best trial's only
+#: and lists the others as a command away (`Review.undrawn`); the end of a sweep and the report draw them all.
+Detail = Literal["none", "best", "all"]
+
+
 @dataclass
 class Figure:
     section: str
@@ -114,18 +120,20 @@ class Review:
     pdf: bool = False  # figures are also written as PDF
     rank_by: str = "reference_mse"  # what ranks the trials
     to_draw: list[_ToDraw] = field(default_factory=list, repr=False)  # figures whose data changed, drawn at the end
+    undrawn: list[int] = field(default_factory=list)  # latent dimensions whose best trial's figures were not asked for
 
 
 def aggregate(
     results_dir: Path,
     plot: bool = True,
-    detail: bool = True,
+    detail: Detail = "all",
     definition: SweepConfig | None = None,
     drawing: Log | None = None,
     pdf: bool | None = None,
     verify: bool = False,
 ) -> Review:
-    """Write a sweep's tables and figures; `detail` adds the per-trial figures of the best trial per z; `verify` checks
+    """Write a sweep's tables and figures; `detail`: the per-trial figures of no trial, of the sweep's best trial or of
+    the best trial per z (those of the others that are on disk and current are kept and listed); `verify` checks
     every trial file's checksum again (not only those the index has not seen).
     `drawing` is told the title of each figure before it is drawn (those drawn before from the same data are not).
     Figures are PNGs; `pdf` adds a PDF of each (default: the sweep's `review.pdf`).
@@ -317,7 +325,7 @@ def _experiment_label(definition: SweepConfig | None, records: dict[str, TrialRe
 
 
 def _add_figures(
-    review: Review, ranked: _Ranked, records: dict[str, TrialRecord], detail: bool, varset: VarSet, label: plots.ExperimentLabel | None
+    review: Review, ranked: _Ranked, records: dict[str, TrialRecord], detail: Detail, varset: VarSet, label: plots.ExperimentLabel | None
 ) -> None:
     networks = [ranked.frame, ranked.best, ranked.median]  # the autoencoders' figures: the coder alone (z = 0) has its own
     frame, best, median = (table[table["kind"] != "codec"] for table in networks)
@@ -354,29 +362,46 @@ def _add_figures(
     stamp = [done, {t: _mtime(review, t) for t in records}, ranking.description, __version__, plots.STYLE, repr(label)]
     for section, title, draw, stem in sweep_figures:
         _draw(review, Figure(section, title, folder / stem), draw, stamp)
-    if detail:
-        for trial in best.itertuples():
-            if trial.trial_id in records:
-                _trial_figures(review, records[trial.trial_id], int(trial.latent), folder, label)
+    drawn = _detailed(best, detail)
+    for trial in best.itertuples():
+        listed = trial.trial_id not in records or _trial_figures(
+            review, records[trial.trial_id], int(trial.latent), folder, label, trial.trial_id in drawn
+        )
+        if not listed:
+            review.undrawn.append(int(trial.latent))
+
+
+def _detailed(best: pd.DataFrame, detail: Detail) -> set[str]:
+    """The trials whose own figures are drawn where missing or out of date: none, the best trial of the sweep (the
+    first in rank), or the best trial per z."""
+    chosen = {"none": best.iloc[:0], "best": best.sort_values(["rank", "trial_id"]).head(1), "all": best}[detail]
+    return set(chosen["trial_id"])
 
 
 def _mtime(review: Review, trial_id: str) -> int:
     return trial_path(review.results_dir, trial_id).stat().st_mtime_ns
 
 
-def _draw(review: Review, figure: Figure, draw: _Drawing, stamp: Any) -> None:
-    """List `figure`, to be drawn unless it was drawn from the same data (`stamp`) before (figures/.drawn.json) and
-    its files are there (the PDF too, when asked).
+def _draw(review: Review, figure: Figure, draw: _Drawing, stamp: Any, redraw: bool = True) -> bool:
+    """List `figure` (and say whether it is listed), to be drawn unless it was drawn from the same data (`stamp`) before (figures/.drawn.json) and
+    its files are there (the PDF too, when asked). Without `redraw`, a figure that is not current is not drawn and
+    its files go: they show a trial that is no longer the one its name says.
 
     Re-aggregating a sweep whose files did not change draws nothing; a new best trial at
     one z redraws the sweep figures and that z's per-trial figures only.
     """
     key = hashlib.sha256(json.dumps(stamp, sort_keys=True, default=str).encode()).hexdigest()
     suffixes = (".png", ".pdf") if review.pdf else (".png",)
-    drawn = _read_json(figure.path.parent / ".drawn.json").get(figure.path.name) == key
-    if not (drawn and all(figure.path.with_suffix(s).exists() for s in suffixes)):
+    current = _read_json(figure.path.parent / ".drawn.json").get(figure.path.name) == key
+    if not (current and all(figure.path.with_suffix(s).exists() for s in suffixes)):
+        if not redraw:
+            if not current:
+                for suffix in (".png", ".pdf"):
+                    figure.path.with_suffix(suffix).unlink(missing_ok=True)
+            return False
         review.to_draw.append(_ToDraw(figure, draw, key))
     review.figures.append(figure)
+    return True
 
 
 def _draw_figures(review: Review) -> None:
@@ -420,8 +445,11 @@ def _keep_stamp(item: _ToDraw, pdf: bool) -> None:
     write_atomically(stamps_path, json.dumps(stamps, indent=1))
 
 
-def _trial_figures(review: Review, record: TrialRecord, latent: int, folder: Path, label: plots.ExperimentLabel | None = None) -> None:
-    """Inputs versus decoded, residuals, their correlations and the dijet mass of one trial (redrawn when its file changes)."""
+def _trial_figures(
+    review: Review, record: TrialRecord, latent: int, folder: Path, label: plots.ExperimentLabel | None = None, redraw: bool = True
+) -> bool:
+    """Inputs versus decoded, residuals, their correlations and the dijet mass of one trial (redrawn when its file
+    changes; without `redraw` only those on disk and current are listed); whether every one is listed."""
     varset: VarSet = load_varset(record.varset or record.config["data"]["varset"])
     section = f"Best trial at z = {latent} ({record.trial_id})"
     title = f"Best AE at $z$ = {latent} (trial {record.trial_id})"
@@ -439,7 +467,7 @@ def _trial_figures(review: Review, record: TrialRecord, latent: int, folder: Pat
              partial(plots.residual_histograms, validation, varset, title=title, discrete=discrete, label=label)),
             ("Residual correlations", "corner", partial(plots.residual_corner, validation, varset, title=title, label=label)),
         ]  # fmt: skip
-    else:
+    elif redraw:
         review.warnings.append(
             f"trial {record.trial_id} (z={latent}) has no residual histograms or correlations (written by an older hpcsweep); "
             f"'hpcsweep evaluate {review.results_dir / 'trials' / record.trial_id}.h5' adds them"
@@ -452,8 +480,8 @@ def _trial_figures(review: Review, record: TrialRecord, latent: int, folder: Pat
              partial(plots.dijet_mass, arrays, signals, title=title, label=label))
         )  # fmt: skip
     stamp = [record.trial_id, _mtime(review, record.trial_id), __version__, plots.STYLE, repr(label)]
-    for caption, stem, draw in drawn:
-        _draw(review, Figure(section, caption, folder / f"{stem}_z{latent}"), draw, stamp)
+    listed = [_draw(review, Figure(section, caption, folder / f"{stem}_z{latent}"), draw, stamp, redraw) for caption, stem, draw in drawn]
+    return all(listed)
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -312,7 +312,7 @@ def test_a_trial_file_with_odd_anomaly_figures_does_not_stop_the_review(reviewed
         record = read_trial(path)
         record.metrics["anomaly"] = ["not", "a", "mapping"] if i == 0 else {"zprime350": {"auc": 0.9, "rejection_at_50": None}}
         write_trial(path, record)
-    table = aggregate(folder, detail=False).tables["anomaly_per_latent"][1]
+    table = aggregate(folder, detail="none").tables["anomaly_per_latent"][1]
     assert len(table) and set(table["rejection at 50 %"]) == {"> ?"} and set(table["AUC"]) == {"0.900"}
 
 
@@ -337,6 +337,32 @@ def test_figures_are_redrawn_only_when_their_trials_change(reviewed, tmp_path):
     sweep_figures = FIGURES - ({"compression"} if best["trial_id"] not in set(compressors["trial"]) else set())
     assert redrawn == {f"{name}.png" for name in sweep_figures | {f"{stem}_z{z}" for stem in PER_TRIAL}}, (
         "the sweep figures and that z's own"
+    )
+
+
+@pytest.mark.slow
+def test_a_first_aggregate_draws_the_best_trials_own_figures_and_names_the_other_zs(reviewed, tmp_path, capsys):
+    """`hpcsweep aggregate` draws the per-trial figures of the sweep's best trial only (each trial's cost seconds);
+    `--detail` draws those of the best trial per z; an out-of-date figure that is not redrawn is removed."""
+    folder = _copy_sweep(reviewed, tmp_path)
+    frame = pd.read_csv(folder / "trials.csv")
+    done = frame[frame["state"] == "done"].sort_values(["rank", "trial_id"])
+    best_z = int(done.iloc[0]["latent"])
+    other_z = next(int(z) for z in sorted(done["latent"].unique()) if z != best_z)
+    shutil.rmtree(folder / "figures")
+    capsys.readouterr()
+    assert main(["aggregate", str(folder)]) == 0
+    own = {p.stem for p in (folder / "figures").glob("*_z*.png")}
+    assert own == {f"{stem}_z{best_z}" for stem in PER_TRIAL}
+    assert f"those of the best trial at z = {other_z}: 'hpcsweep aggregate {folder} --detail'" in capsys.readouterr().out
+    assert main(["aggregate", str(folder), "--detail"]) == 0
+    assert {p.stem for p in (folder / "figures").glob("*_z*.png")} == {f"{s}_z{z}" for s in PER_TRIAL for z in (best_z, other_z)}
+    assert "--detail'" not in capsys.readouterr().out, "every z's figures are current: nothing left to ask for"
+    other = done[done["latent"] == other_z].iloc[0]["trial_id"]
+    write_trial(trial_path(folder, other), read_trial(trial_path(folder, other)))  # that z's best trial changed
+    assert main(["aggregate", str(folder)]) == 0
+    assert {p.stem for p in (folder / "figures").glob("*_z*.png")} == {f"{stem}_z{best_z}" for stem in PER_TRIAL}, (
+        "figures that no longer show their trial's file are removed, not left out of date"
     )
 
 
