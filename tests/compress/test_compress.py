@@ -330,7 +330,7 @@ def chunked(generated_bundle, qcd_file, tmp_path_factory) -> tuple[Path, Path]:
 
 def _records(path: Path) -> tuple[bytes, list[bytes]]:
     """A compressed file's magic and its records, each as its bytes: type | length | payload | sha256."""
-    from hpcsweep.compress.apply import MAGIC
+    from hpcsweep.compress.container import MAGIC
 
     data = path.read_bytes()
     at, records = len(MAGIC), []
@@ -700,12 +700,12 @@ def test_a_full_disk_names_the_output_and_says_where_else_to_write(generated_bun
     """A write's ENOSPC names no file: the message names the output and suggests -o, not the sweeps' --results."""
     import errno
 
-    from hpcsweep.compress import apply
+    from hpcsweep.compress.container import RecordWriter
 
     def full(self) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(apply._RecordWriter, "end", full)
+    monkeypatch.setattr(RecordWriter, "end", full)
     out = tmp_path / "x.hpcz"
     assert main(["compress", str(qcd_file), "--model", str(generated_bundle), "-o", str(out)]) == 2
     _one_line_error(capsys, f"{out}: No space left on device; free some space (or write -o elsewhere) and run again: nothing was written")
