@@ -1,7 +1,8 @@
 """Compress a jet file with a bundle's compressor, and give it back: chunk by chunk, memory flat in the file size.
 
-The file's records, framing and checksums: `container`. The model's variables are compressed within the bound; their jets outside the
-variable set's cuts (which the model never saw) are stored losslessly, as are
+The file's records, framing and checksums: `container`; coding in worker
+processes: `pool`. The model's variables are compressed within the bound; their
+jets outside the variable set's cuts (which the model never saw) are stored losslessly, as are
 every other branch (awkward buffers + zstd) and the jaggedness. Decompressing
 writes the same tree, branch names, types and jaggedness (ROOT via uproot,
 or Parquet); a jagged group's counter branch is written by uproot as int32.
@@ -10,15 +11,12 @@ or Parquet); a jagged group's counter branch is written by uproot as int32.
 from __future__ import annotations
 
 import json
-import os
 import struct
 import time
-from collections import deque
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +25,7 @@ import numpy as np
 from hpcsweep import files
 from hpcsweep.compress.bundle import Bundle
 from hpcsweep.compress.container import RecordWriter, read_compressed
+from hpcsweep.compress.pool import Coders
 from hpcsweep.errors import UserError
 
 if TYPE_CHECKING:
@@ -34,12 +33,13 @@ if TYPE_CHECKING:
     import pyarrow.parquet as pq
     import uproot
 
-    from hpcsweep.codec import Compressor
     from hpcsweep.data.read import InputFile
     from hpcsweep.data.varset import Variable, VarSet
 
 STEP = "16 MB"  # of input per chunk: ~160k flat jets of 24 variables, ~0.5 GB of coding arrays
 LEVEL = 3  # zstd level of the lossless parts
+PARALLEL_ABOVE = 32_000_000  # input bytes (compressed files: an eighth) from which chunks are coded in worker processes
+Pending = tuple[Future, dict[str, bytes], int, int]  # a chunk being coded: its future, its other parts, entries and jets
 
 
 @dataclass
@@ -68,7 +68,7 @@ def compress_file(
     summary, started = Summary(notes=notes), time.perf_counter()
     with (
         atomic(output) as out,
-        _Coders(bundle, bound, file.path.stat().st_size > PARALLEL_ABOVE) as coders,
+        Coders(bundle, bound, file.path.stat().st_size > PARALLEL_ABOVE) as coders,
         tqdm(total=file.n_entries, desc=f"compressing {file.path.name}", unit="entry", disable=not progress) as bar,
     ):
         records = RecordWriter(out)
@@ -87,7 +87,7 @@ def compress_file(
                 header = header_of(file, kind, counters, arrays, model, bundle, bound)
                 records.header(header)
             coded, sections, n_jets = _split_chunk(arrays, model, varset, summary)
-            coders.queue((coders.submit(_encode, coded), sections, stop - start, n_jets), write)
+            coders.queue((coders.encode(coded), sections, stop - start, n_jets), write)
             summary.entries += stop - start
         coders.drain(write)
         records.end()
@@ -241,7 +241,7 @@ def decompress_file(source: Path, bundle: Bundle, output: Path, progress: bool =
     parallel = Path(source).stat().st_size > PARALLEL_ABOVE / 8
     with (
         atomic(output, binary=False) as tmp,
-        _Coders(bundle, header["bound"], parallel) as coders,
+        Coders(bundle, header["bound"], parallel) as coders,
         tqdm(desc=f"decompressing {Path(source).name}", unit="chunk", disable=not progress) as bar,
     ):
 
@@ -259,7 +259,7 @@ def decompress_file(source: Path, bundle: Bundle, output: Path, progress: bool =
             bar.update()
 
         for chunk in chunks:  # each checked as it is read: a refusal mid-file leaves no output (the temporary goes)
-            coders.queue((coders.submit(_decode, chunk.sections["model"]), chunk.sections, chunk.entries, chunk.jets), write)
+            coders.queue((coders.decode(chunk.sections["model"]), chunk.sections, chunk.entries, chunk.jets), write)
         coders.drain(write)
         writer.close()
     summary.total_bytes = output.stat().st_size
@@ -370,93 +370,6 @@ def writer_for(output: Path, header: dict[str, Any]) -> _RootWriter | _ParquetWr
     if output.suffix == ".parquet":
         return _ParquetWriter(header)
     raise UserError(f"{output}: write .root or .parquet (by the name's suffix)")
-
-
-# --- coding in worker processes ------------------------------------------------------------------
-PARALLEL_ABOVE = 32_000_000  # input bytes (compressed files: an eighth) from which chunks are coded in worker processes
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-Pending = tuple[Future, dict[str, bytes], int, int]  # a chunk being coded: its future, its other parts, entries and jets
-_coder: tuple[Compressor, float] | None = None  # the compressor and bound of this process (a worker's, or this one's in process)
-
-
-def _start_worker(path: str, checksum: str, bound: float) -> None:
-    global _coder
-    from hpcsweep.compress.bundle import load_bundle
-
-    bundle = load_bundle(path)
-    if bundle.checksum != checksum:
-        raise RuntimeError(f"{path} changed while it was in use")
-    _coder = (bundle.compressor, bound)
-
-
-def _encode(x: np.ndarray) -> bytes:
-    assert _coder is not None  # set as the worker starts, or as `_Coders` enters
-    compressor, bound = _coder
-    return compressor.encode(x, bound)
-
-
-def _decode(data: bytes) -> np.ndarray:
-    assert _coder is not None  # set as the worker starts, or as `_Coders` enters
-    compressor, bound = _coder
-    return compressor.decode(data, bound)
-
-
-class _Coders:
-    """A bundle's compressor run on chunks in worker processes (one per allocated core, each with one BLAS thread: the
-    processes are the parallelism), results taken in file order; in this process for one core or a small file."""
-
-    def __init__(self, bundle: Bundle, bound: float, parallel: bool) -> None:
-        from hpcsweep.allocation import allocated_cores
-
-        self.bundle, self.bound = bundle, bound
-        self.workers = allocated_cores() if parallel else 1
-        self.pending: deque[Pending] = deque()
-        self.pool: ProcessPoolExecutor | None = None
-        self.saved: dict[str, str | None] = {}
-
-    def __enter__(self) -> _Coders:
-        global _coder
-        if self.workers == 1:
-            _coder = (self.bundle.compressor, self.bound)
-            return self
-        self.saved = {name: os.environ.get(name) for name in THREAD_VARIABLES}
-        os.environ.update(dict.fromkeys(THREAD_VARIABLES, "1"))  # read by the workers as they start (this process's BLAS is set up)
-        self.pool = ProcessPoolExecutor(
-            self.workers,
-            mp_context=get_context("spawn"),
-            initializer=_start_worker,
-            initargs=(str(self.bundle.path), self.bundle.checksum, self.bound),
-        )
-        return self
-
-    def submit(self, function: Callable[..., Any], *args: Any) -> Future:
-        if self.pool is not None:
-            return self.pool.submit(function, *args)
-        future: Future = Future()
-        try:
-            future.set_result(function(*args))
-        except Exception as err:  # handed to whoever takes the result, as a worker's would be
-            future.set_exception(err)
-        return future
-
-    def queue(self, item: Pending, done: Callable[[Pending], None]) -> None:
-        """Keep `item` (a future first) pending; hand the oldest to `done` once more are pending than workers run."""
-        self.pending.append(item)
-        while len(self.pending) > self.workers:
-            done(self.pending.popleft())
-
-    def drain(self, done: Callable[[Pending], None]) -> None:
-        while self.pending:
-            done(self.pending.popleft())
-
-    def __exit__(self, *error: object) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(cancel_futures=True)
-            for name, value in self.saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
 
 
 # --- records and helpers --------------------------------------------------------------------------
