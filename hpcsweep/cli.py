@@ -733,7 +733,7 @@ def _bound(text: str) -> float:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from hpcsweep.codec import AMORTISED_OVER
-    from hpcsweep.compress.export import best_trial, export_bundle, export_onnx
+    from hpcsweep.compress import best_trial, export_bundle, export_onnx
     from hpcsweep.store import trial_path
 
     if sum(option is not None for option in (args.z, args.trial, args.best)) != 1:
@@ -758,8 +758,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
-    from hpcsweep.compress.apply import compress_file
-    from hpcsweep.compress.bundle import load_bundle
+    from hpcsweep.compress import compress_file, load_bundle
 
     summary = compress_file(Path(args.input), load_bundle(args.model), args.max_error, Path(args.output), tree=args.tree)
     size, bundle = Path(args.input).stat().st_size, Path(args.model).stat().st_size
@@ -773,8 +772,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
 
 def cmd_decompress(args: argparse.Namespace) -> int:
-    from hpcsweep.compress.apply import decompress_file
-    from hpcsweep.compress.bundle import load_bundle
+    from hpcsweep.compress import decompress_file, load_bundle
 
     summary = decompress_file(Path(args.input), load_bundle(args.model), Path(args.output))
     print(f"{summary.jets:,} jets in {summary.entries:,} entries -> {args.output} ({summary.total_bytes / 1e6:.2f} MB), "
@@ -785,8 +783,7 @@ def cmd_decompress(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from hpcsweep.compress.bundle import load_bundle
-    from hpcsweep.compress.score import score_file
+    from hpcsweep.compress import load_bundle, score_file
 
     summary = score_file(Path(args.input), load_bundle(args.model), Path(args.output), tree=args.tree)
     print(f"{summary.jets:,} jets in {summary.entries:,} entries scored -> {args.output}, {summary.jets / summary.seconds:,.0f} jets/s")

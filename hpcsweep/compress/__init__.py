@@ -1,1 +1,23 @@
-"""Compression stage: how many bytes a jet takes, within a bound on every value (the peers physicists already have)."""
+"""Compression stage: a trial's model and compressor exported as a bundle, and applied to users' files (compress,
+decompress, score) within a bound on every value.
+
+No torch here: the ONNX export and scoring import it inside their calls.
+"""
+
+from hpcsweep.compress.apply import compress_file, decompress_file
+from hpcsweep.compress.bundle import Bundle, load_bundle
+from hpcsweep.compress.container import read_compressed
+from hpcsweep.compress.export import best_trial, export_bundle, export_onnx
+from hpcsweep.compress.score import score_file
+
+__all__ = [
+    "Bundle",
+    "best_trial",
+    "compress_file",
+    "decompress_file",
+    "export_bundle",
+    "export_onnx",
+    "load_bundle",
+    "read_compressed",
+    "score_file",
+]

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from hpcsweep.compress.apply import STEP, Summary, atomic, header_of, in_set_units, layout, model_columns, open_input, writer_for
+from hpcsweep.compress.apply import Summary
 from hpcsweep.compress.bundle import Bundle
+from hpcsweep.compress.io import STEP, Writer, in_set_units, model_columns, open_input, writer_for
 from hpcsweep.errors import UserError
+from hpcsweep.files import atomic
 
 SCORE = "anomaly_score"
 
@@ -32,34 +35,22 @@ def score_file(
         raise UserError(f"{bundle.path}: the bundle of a trial of model kind codec holds no autoencoder to score jets with")
     score = Scorer(bundle)
     varset = bundle.varset
-    file, model, notes = open_input(source, bundle, tree, "score")
-    kind, branches, counters = layout(file)
-    summary, started, writer = Summary(notes=notes), time.perf_counter(), None
+    jets = open_input(source, bundle, tree, "score")
+    summary, started = Summary(notes=jets.notes), time.perf_counter()
+    writer: Writer | None = None
     with (
-        atomic(output, binary=False) as tmp,
-        tqdm(total=file.n_entries, desc=f"scoring {file.path.name}", unit="entry", disable=not progress) as bar,
+        atomic(output) as tmp,
+        tqdm(total=jets.file.n_entries, desc=f"scoring {jets.file.path.name}", unit="entry", disable=not progress) as bar,
     ):
-        for arrays, start, stop in file.iterate(branches, step_size):
+        for arrays, start, stop in jets.chunks(step_size):
             if writer is None:
-                header = header_of(file, kind, counters, arrays, model, bundle, 0.0)
-                jets = next(b for b in header["branches"] if "variable" in b)
-                header["branches"].append(
-                    {
-                        "name": SCORE,
-                        "dtype": "float32",
-                        "jagged": jets["jagged"],
-                        "counter": jets["counter"] or f"n{jets['name']}",
-                        "optional": False,
-                    }
-                )
-                jets["counter"] = jets["counter"] or f"n{jets['name']}"
-                writer = writer_for(output, header)
-            raw, counts, _ = model_columns(arrays, model)
-            physical, kept = in_set_units(raw, model, varset)
+                writer = writer_for(output)(tmp, _with_score(jets.header(arrays, bundle, 0.0)))
+            raw, counts, _ = model_columns(arrays, jets.model)
+            physical, kept = in_set_units(raw, jets.model, varset)
             scores = np.full(len(raw), np.nan, dtype=np.float32)
             scores[kept] = score(physical[kept])
             column = ak.unflatten(scores, counts) if counts is not None else ak.Array(scores)
-            writer.write(tmp, {name: arrays[name] for name in arrays.fields} | {SCORE: column})
+            writer.write({name: arrays[name] for name in arrays.fields} | {SCORE: column})
             summary.entries += stop - start
             summary.jets += len(raw)
             summary.lossless_jets += int((~kept).sum())
@@ -71,6 +62,15 @@ def score_file(
     if summary.lossless_jets:
         summary.notes.append(f"{summary.lossless_jets:,} jets outside the variable set's cuts (or not finite) score NaN")
     return summary
+
+
+def _with_score(header: dict[str, Any]) -> dict[str, Any]:
+    """The input's header with the score branch after the others, jagged as the jets are and in their counter's group
+    (a flat file's jets are given a counter, n<first model branch>, so that uproot groups the two)."""
+    jets = next(b for b in header["branches"] if "variable" in b)
+    jets["counter"] = jets["counter"] or f"n{jets['name']}"
+    header["branches"].append({"name": SCORE, "dtype": "float32", "jagged": jets["jagged"], "counter": jets["counter"], "optional": False})
+    return header
 
 
 class Scorer:

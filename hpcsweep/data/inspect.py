@@ -120,8 +120,7 @@ def _inspect_table(path: Path, name: str | None, max_entries: int | None, progre
     from tqdm import tqdm
 
     source = InputFile(path, name)
-    kind = "Parquet" if source.format == "Parquet" else _root_kind(path, source.tree)
-    readable, skipped = _plain_branches(source, kind)
+    readable, skipped = _plain_branches(source)
     branches: dict[str, Branch] = {}
     limit = min(source.n_entries, max_entries or source.n_entries)
     with tqdm(total=limit, unit="entry", desc=f"inspecting {path.name}:{source.tree}", disable=not progress) as bar:
@@ -140,24 +139,18 @@ def _inspect_table(path: Path, name: str | None, max_entries: int | None, progre
             bar.update(min(stop, limit) - start)
             if stop >= limit:
                 break
-    return Table(path, source.tree, kind, source.n_entries, list(branches.values()), [s for s in skipped if s not in branches])
+    return Table(path, source.tree, source.kind, source.n_entries, list(branches.values()), [s for s in skipped if s not in branches])
 
 
-def _plain_branches(source: InputFile, kind: str) -> tuple[list[str], list[str]]:
+def _plain_branches(source: InputFile) -> tuple[list[str], list[str]]:
     """Branches uproot reads as plain arrays, and the others (objects of a class, which no jet variable is)."""
-    if kind != "TTree":
+    if source.kind != "TTree":
         return list(source.available), []
     import uproot
 
     table = uproot.open(source.path)[source.tree]
     plain = {b.name for b in table.itervalues(recursive=True) if isinstance(b.interpretation, uproot.AsDtype | uproot.AsJagged)}
     return [n for n in source.available if n in plain], [n for n in source.available if n not in plain]
-
-
-def _root_kind(path: Path, tree: str) -> str:
-    import uproot
-
-    return "RNTuple" if uproot.open(path)[tree].classname == "ROOT::RNTuple" else "TTree"
 
 
 def _numbers(values: ak.Array) -> np.ndarray | None:

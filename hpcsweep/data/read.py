@@ -264,11 +264,16 @@ def _raw_to_npy(raw: Path, npy: Path, dtype: np.dtype, n: int) -> None:
 
 
 class InputFile:
-    """One input file: its tree (or RNTuple, or the Parquet table), entries, branch names, and its chunks."""
+    """One input file: its tree (or RNTuple, or the Parquet table), entries, branch names, and its chunks.
+
+    `format` is the file's ('ROOT' or 'Parquet'), `kind` its table's ('TTree', 'RNTuple' or 'Parquet'): the one place
+    that tells them apart, for the reading here, `inspect` and the files `compress` writes back.
+    """
 
     def __init__(self, path: Path, tree: str | None):
         self.path = path
         self.format = file_format(path)
+        self.kind = "Parquet"
         if self.format == "Parquet":
             import pyarrow.parquet as pq
 
@@ -288,6 +293,7 @@ class InputFile:
                 raise UserError(f"{path}: not a readable ROOT file ({err})") from None
             self.tree = _pick_tree(handle, path, tree)
             table = handle[self.tree]
+            self.kind = "RNTuple" if table.classname == "ROOT::RNTuple" else "TTree"
             self.n_entries = table.num_entries
             self.available = [b.name for b in table.itervalues(recursive=True)]
 

@@ -330,7 +330,7 @@ def chunked(generated_bundle, qcd_file, tmp_path_factory) -> tuple[Path, Path]:
 
 def _records(path: Path) -> tuple[bytes, list[bytes]]:
     """A compressed file's magic and its records, each as its bytes: type | length | payload | sha256."""
-    from hpcsweep.compress.apply import MAGIC
+    from hpcsweep.compress.container import MAGIC
 
     data = path.read_bytes()
     at, records = len(MAGIC), []
@@ -384,7 +384,7 @@ def test_a_tampered_compressed_file_is_refused_in_one_line_and_nothing_written(c
     """Chunks dropped, doubled, swapped or taken from another file of the same bundle (each would decode as valid
     data), bytes after the end, a length past the end, totals that do not add up, an older layout: exit 2, one line
     naming the file and the fault, no output, no temporary."""
-    from hpcsweep.compress import apply
+    from hpcsweep.compress import read_compressed
     from hpcsweep.errors import UserError
 
     magic, records = _records(chunked[0])
@@ -396,7 +396,7 @@ def test_a_tampered_compressed_file_is_refused_in_one_line_and_nothing_written(c
     _one_line_error(capsys, f"{tampered}: ", expected.format(n=len(records) - 2))
     assert not out.exists() and not list(tmp_path.glob(".*.tmp")), "nothing written, no temporary left"
     with pytest.raises(UserError, match="tampered.hpcz: "):
-        list(apply.read_compressed(tampered)[1])
+        list(read_compressed(tampered)[1])
 
 
 @pytest.mark.slow
@@ -472,14 +472,14 @@ def test_rank_by_bytes_ranks_trials_by_the_ae_as_a_bounded_compressor(own, tmp_p
 @pytest.mark.slow
 def test_worker_processes_write_the_same_bytes_as_one_process(generated_bundle, qcd_file, tmp_path, monkeypatch):
     """Large files are coded by one worker process per core; the chunks, and so the file, do not depend on it."""
-    from hpcsweep.compress import apply
+    from hpcsweep.compress import apply, read_compressed
 
     bundle = load_bundle(generated_bundle)
     apply.compress_file(qcd_file, bundle, 0.01, tmp_path / "one.hpcz", step_size="100 kB", progress=False)
     monkeypatch.setattr(apply, "PARALLEL_ABOVE", 0)
     monkeypatch.setattr("hpcsweep.allocation.allocated_cores", lambda: 2)
     summary = apply.compress_file(qcd_file, bundle, 0.01, tmp_path / "two.hpcz", step_size="100 kB", progress=False)
-    one, two = (list(apply.read_compressed(tmp_path / name)[1]) for name in ("one.hpcz", "two.hpcz"))
+    one, two = (list(read_compressed(tmp_path / name)[1]) for name in ("one.hpcz", "two.hpcz"))
     assert summary.entries == 600 and one == two, "the same chunks (the files differ only by their random ids)"
     assert len(two) > 2, "several chunks, so both workers coded some"
     apply.decompress_file(tmp_path / "two.hpcz", bundle, tmp_path / "back.root", progress=False)
@@ -700,12 +700,12 @@ def test_a_full_disk_names_the_output_and_says_where_else_to_write(generated_bun
     """A write's ENOSPC names no file: the message names the output and suggests -o, not the sweeps' --results."""
     import errno
 
-    from hpcsweep.compress import apply
+    from hpcsweep.compress.container import RecordWriter
 
     def full(self) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(apply._RecordWriter, "end", full)
+    monkeypatch.setattr(RecordWriter, "end", full)
     out = tmp_path / "x.hpcz"
     assert main(["compress", str(qcd_file), "--model", str(generated_bundle), "-o", str(out)]) == 2
     _one_line_error(capsys, f"{out}: No space left on device; free some space (or write -o elsewhere) and run again: nothing was written")

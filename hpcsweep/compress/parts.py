@@ -1,0 +1,108 @@
+"""A chunk's parts: the model's jets to code, everything else stored losslessly, and the branches assembled back.
+
+The model's variables are compressed within the bound; their jets outside the
+variable set's selection (which the model never saw) are stored losslessly, as
+are every other branch (awkward buffers + zstd), the jaggedness (jets per
+entry) and where optional branches miss a value. Each part is one section of the
+chunk's record (`container.Chunk.sections`); the coded variables are "model".
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from hpcsweep.compress.io import in_set_units, model_columns
+
+if TYPE_CHECKING:
+    import awkward as ak
+
+    from hpcsweep.data.varset import Variable, VarSet
+
+LEVEL = 3  # zstd level of the lossless parts
+
+
+def split(arrays: ak.Array, model: dict[str, Variable], varset: VarSet) -> tuple[np.ndarray, dict[str, bytes], int]:
+    """The jets of a chunk to code (physical units, those the model applies to), the chunk's other parts packed, and its
+    jets (those not coded were stored losslessly)."""
+    raw, counts, missing = model_columns(arrays, model)
+    physical, kept = in_set_units(raw, model, varset)
+    sections = {"kept": _zstd(np.packbits(kept).tobytes()), "lossless": _zstd(raw[~kept].tobytes())}
+    if counts is not None:
+        sections["counts"] = _zstd(counts.astype("<i8").tobytes())
+    sections |= {f"missing/{name}": _zstd(np.packbits(mask).tobytes()) for name, mask in missing.items() if mask.any()}
+    others = [name for name in arrays.fields if name not in model]
+    if others:
+        sections["other"] = _zstd(_to_buffers(arrays[others]))
+    return physical[kept], sections, len(raw)
+
+
+def assemble(decoded: np.ndarray, sections: dict[str, bytes], header: dict[str, Any], names: list[str], n_jets: int) -> dict[str, Any]:
+    """The chunk's branches (name -> awkward array), from the decoded model variables (columns in the order of `names`,
+    the compressor's) and the stored parts."""
+    import awkward as ak
+
+    order = {name: i for i, name in enumerate(names)}
+    model = sorted((b for b in header["branches"] if "variable" in b), key=lambda b: order[b["variable"]])
+    kept = np.unpackbits(np.frombuffer(_unzstd(sections["kept"]), dtype=np.uint8), count=n_jets).astype(bool)
+    values = np.empty((n_jets, len(model)))
+    values[kept] = decoded / np.array([b["unit_scale"] for b in model])
+    values[~kept] = np.frombuffer(_unzstd(sections["lossless"]), dtype=np.float64).reshape(-1, len(model))
+    counts = np.frombuffer(_unzstd(sections["counts"]), dtype="<i8") if "counts" in sections else None
+    others = _from_buffers(_unzstd(sections["other"])) if "other" in sections else None
+    out = {}
+    for branch in header["branches"]:
+        if "variable" not in branch:
+            assert others is not None  # the branches outside the model are the chunk's "other" part
+            out[branch["name"]] = others[branch["name"]]
+            continue
+        column = ak.Array(_cast(values[:, order[branch["variable"]]], branch["dtype"]))
+        if branch["optional"]:
+            stored = sections.get(f"missing/{branch['name']}")
+            missing = (
+                np.unpackbits(np.frombuffer(_unzstd(stored), np.uint8), count=n_jets).astype(bool) if stored else np.zeros(n_jets, bool)
+            )
+            column = ak.mask(column, ~missing)
+        out[branch["name"]] = ak.unflatten(column, counts) if counts is not None else column
+    return out
+
+
+def _cast(values: np.ndarray, dtype: str) -> np.ndarray:
+    kind = np.dtype(dtype)
+    return np.round(values).astype(kind) if kind.kind in "iub" else values.astype(kind)
+
+
+def _to_buffers(array: ak.Array) -> bytes:
+    import awkward as ak
+
+    form, length, container = ak.to_buffers(ak.to_packed(array))
+    blobs = {key: np.asarray(value).tobytes() for key, value in container.items()}
+    head = json.dumps({"form": form.to_json(), "length": length, "keys": [[k, len(v)] for k, v in blobs.items()]}).encode()
+    return struct.pack("<Q", len(head)) + head + b"".join(blobs.values())
+
+
+def _from_buffers(data: bytes) -> ak.Array:
+    import awkward as ak
+
+    (size,) = struct.unpack_from("<Q", data)
+    head = json.loads(data[8 : 8 + size])
+    container, at = {}, 8 + size
+    for key, length in head["keys"]:
+        container[key] = np.frombuffer(data, dtype=np.uint8, count=length, offset=at)
+        at += length
+    return ak.from_buffers(ak.forms.from_json(head["form"]), head["length"], container)
+
+
+def _zstd(data: bytes) -> bytes:
+    import zstandard
+
+    return zstandard.ZstdCompressor(level=LEVEL).compress(data)
+
+
+def _unzstd(data: bytes) -> bytes:
+    import zstandard
+
+    return zstandard.ZstdDecompressor().decompress(data)
