@@ -14,7 +14,6 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -32,7 +31,7 @@ from pydantic import (
 )
 
 from hpcsweep.data.varset import resolve_varset
-from hpcsweep.errors import UserError, closest, one_line
+from hpcsweep.errors import UserError, closest, one_line, read_yaml
 from hpcsweep.paths import locate
 
 #: The choices of the typed keys; the data stage reads its lists from here (typing.get_args).
@@ -500,11 +499,7 @@ def load_site(name: str, folder: Path = SITE_DIR) -> SiteConfig:
         found = sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
         raise UserError(f"unknown site {name!r} (no {path}); valid choices: {', '.join(found) or 'none found'}")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise UserError(f"{path}: not valid YAML ({getattr(err, 'problem', err)})") from None
-    try:
-        return SiteConfig.model_validate(raw)
+        return SiteConfig.model_validate(read_yaml(path))
     except ValidationError as err:
         raise UserError(one_line(err, str(path), SiteConfig)) from None
 
@@ -720,12 +715,7 @@ def load_sweep(path: str | Path) -> SweepConfig:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such sweep file")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise UserError(f"{path}:{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
+    raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise UserError(f"{path}: expected a mapping of keys (name, data, model, train, grid, dispatch)")
     raw.setdefault("name", path.stem)
