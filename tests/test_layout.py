@@ -61,16 +61,21 @@ def _imports(path):
             yield from ((alias.name, node.lineno) for alias in node.names)
 
 
-def test_imports_go_one_way_down_the_layers():
-    """Every import, at the top of a module or inside a function: data flows one way, and a lower stage never reaches up."""
+def _modules():
+    """(module name, its file) of every module of hpcsweep."""
     from pathlib import Path
 
     import hpcsweep
 
     root = Path(hpcsweep.__file__).parent
-    against = []
     for path in sorted(root.rglob("*.py")):
-        module = ".".join(("hpcsweep", *path.relative_to(root).with_suffix("").parts)).removesuffix(".__init__")
+        yield ".".join(("hpcsweep", *path.relative_to(root).with_suffix("").parts)).removesuffix(".__init__"), path
+
+
+def test_imports_go_one_way_down_the_layers():
+    """Every import, at the top of a module or inside a function: data flows one way, and a lower stage never reaches up."""
+    against = []
+    for module, path in _modules():
         source = _layer(module)
         for target, line in _imports(path):
             layer = _layer(target)
@@ -78,6 +83,19 @@ def test_imports_go_one_way_down_the_layers():
                 against.append(f"{module}:{line} ({source}) imports {target} ({layer})")
     assert not against, "\n".join(against)
     assert {_layer(m) for m in ("hpcsweep.sweep.run", "hpcsweep.review.tables", "hpcsweep.states")} == {"sweep", "review", "base"}
+
+
+def test_no_two_modules_import_each_other():
+    """Within a layer too: two modules that import each other (inside a function, or for types only) share a piece
+    that has no home of its own (a package and its own modules aside)."""
+    imported = {module: {target for target, _ in _imports(path)} for module, path in _modules()}
+    loops = [
+        f"{a} <-> {b}"
+        for a, targets in imported.items()
+        for b in sorted(targets)
+        if a < b and a in imported.get(b, ()) and not b.startswith(f"{a}.")
+    ]
+    assert not loops, "\n".join(loops)
 
 
 def test_package_inits_only_reexport():

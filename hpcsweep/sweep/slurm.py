@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -21,7 +21,7 @@ from hpcsweep.config import DispatchConfig, Section
 from hpcsweep.errors import UserError, one_line, read_yaml
 
 if TYPE_CHECKING:
-    from hpcsweep.sweep.backends import Job
+    from submitit import Job
 
 _SLURM_TIME = re.compile(r"^(?:(?P<d>\d+)-)?(?P<a>\d+)(?::(?P<b>\d+))?(?::(?P<c>\d+))?$")
 
@@ -199,7 +199,7 @@ def slurm_parameters(dispatch: DispatchConfig) -> dict:
     return parameters
 
 
-def submit_arrays(function: Callable[..., Any], columns: list[list], dispatch: DispatchConfig, log_dir: Path) -> Sequence[Job]:
+def submit_arrays(function: Callable[..., Any], columns: list[list], dispatch: DispatchConfig, log_dir: Path) -> list[Job[Any]]:
     """Submit one array task per argument (columns as map_array takes them), in arrays no larger than the cluster allows."""
     import submitit
 
