@@ -135,6 +135,16 @@ def test_a_missing_data_file_names_what_exists_and_starts_nothing(tmp_path, caps
     assert not results.exists()
 
 
+def test_every_rank_by_choice_has_its_one_measure():
+    """The choices are listed once (`RankBy`, which validates them); what each means to tables and figures, once too."""
+    from typing import get_args
+
+    from hpcsweep.config import RankBy
+    from hpcsweep.sweep.rank import MEASURES
+
+    assert list(MEASURES) == list(get_args(RankBy))
+
+
 def test_the_data_version_is_part_of_the_identity_and_the_path_is_not(tmp_path):
     one = TrialConfig(data={"source": str(tmp_path / "a.root"), "varset": "fourvec"})
     moved = TrialConfig(data={"source": str(tmp_path / "b.root"), "varset": "fourvec"})
