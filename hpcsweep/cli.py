@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal, NoReturn, get_args, get_origin
 import yaml
 
 from hpcsweep import __version__
-from hpcsweep.config import Process, RankBy
+from hpcsweep.config import MAX_BOUND, Process, RankBy, is_bound
 from hpcsweep.errors import PATH_FAULTS, UserError, path_fault
 from hpcsweep.states import TrialState
 
@@ -726,8 +726,8 @@ def _bound(text: str) -> float:
         value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a bound; write e.g. 1% or 0.001") from None
-    if not 0 < value < 0.5:
-        raise argparse.ArgumentTypeError(f"{text!r}: a bound lies between 0 and 50%")
+    if not is_bound(value):
+        raise argparse.ArgumentTypeError(f"{text!r}: a bound lies between 0 and {100 * MAX_BOUND:g}%")
     return value
 
 

@@ -235,6 +235,16 @@ class TrainConfig(Section):
         return segments
 
 
+#: Every bound on a value's error lies in (0, MAX_BOUND): relative for scale variables (0.5 is 50 %), absolute for angles
+#: and signed ones.
+MAX_BOUND = 0.5
+
+
+def is_bound(value: float) -> bool:
+    """Whether `value` may bound the compressor's error (sweep files and the command line both ask)."""
+    return 0 < value < MAX_BOUND
+
+
 class CodecConfig(Section):
     """The learned error-bounded compressor every trial fits and ships (hpcsweep.codec): one small MLP per variable
     predicting its bin from the variables decoded before it (and, for an autoencoder, from what its quantised latents
@@ -260,8 +270,8 @@ class CodecConfig(Section):
     @classmethod
     def _bounds(cls, bounds: list[float]) -> list[float]:
         for bound in bounds:
-            if not 0 < bound < 0.5:
-                raise ValueError(f"a bound must lie between 0 and 0.5 (got {bound!r}: 0.01 is 1 %)")
+            if not is_bound(bound):
+                raise ValueError(f"a bound must lie between 0 and {MAX_BOUND:g} (got {bound!r}: 0.01 is 1 %)")
         return sorted(set(bounds), reverse=True)
 
 
@@ -283,7 +293,7 @@ class EvaluationConfig(Section):
     max_error: float = Field(
         0.01,
         gt=0,
-        lt=0.5,
+        lt=MAX_BOUND,
         description="the bound trials are compared at (relative for scale variables, absolute for angles and signed ones): "
         "each trial's compressor at it (one of codec.bounds) and the peers (SZ3, ZFP, ...); rank_by: bytes ranks on its bytes per jet",
     )
