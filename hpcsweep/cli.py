@@ -512,8 +512,10 @@ def _results_dir(sweep: str, results_root: str) -> Path:
 
 
 def cmd_aggregate(args: argparse.Namespace) -> int:
+    from hpcsweep.store import trials_dir
+
     results_dir = _results_dir(args.sweep, args.results)
-    if not (results_dir / "trials").is_dir():
+    if not trials_dir(results_dir).is_dir():
         raise UserError(f"{results_dir}: no trials yet; run 'hpcsweep sweep {args.sweep}' first")
     detail: Detail = "all" if args.detail else "none" if args.no_detail else "best"
     _show_tables(results_dir, detail=detail, wide=args.wide, pdf=args.pdf or None, verify=args.verify)
@@ -794,9 +796,10 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def cmd_export_tracking(args: argparse.Namespace) -> int:
     from hpcsweep.review.tracking import export_tracking
+    from hpcsweep.store import trials_dir
 
     results_dir = _results_dir(args.sweep, args.results)
-    if not (results_dir / "trials").is_dir():
+    if not trials_dir(results_dir).is_dir():
         raise UserError(f"{results_dir}: no trials yet; run 'hpcsweep sweep {args.sweep}' first")
     exported = export_tracking(results_dir, args.to, Path(args.output) if args.output else None)
     for problem in exported.unreadable:

@@ -469,7 +469,7 @@ def _trial_figures(
     elif redraw:
         review.warnings.append(
             f"trial {record.trial_id} (z={latent}) has no residual histograms or correlations (written by an older hpcsweep); "
-            f"'hpcsweep evaluate {review.results_dir / 'trials' / record.trial_id}.h5' adds them"
+            f"'hpcsweep evaluate {trial_path(review.results_dir, record.trial_id)}' adds them"
         )
     signals = {name: summary["dijet"] for name, summary in record.evaluation.items() if isinstance(summary, dict) and "dijet" in summary}
     if signals:

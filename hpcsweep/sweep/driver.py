@@ -12,7 +12,7 @@ from pathlib import Path
 from hpcsweep.config import SweepConfig, TrialConfig, TrialSpec
 from hpcsweep.errors import Log, UserError
 from hpcsweep.provenance import git_commit
-from hpcsweep.store import record_submission
+from hpcsweep.store import logs_dir, record_submission
 from hpcsweep.sweep.backends import Backend, Job
 from hpcsweep.sweep.datasets import Datasets
 from hpcsweep.sweep.definition import keep_definition
@@ -60,7 +60,7 @@ class Driver:
 
     def submit(self, function: Callable, arguments: list[tuple], carried: list[list[str]]) -> Sequence[Job]:
         """Submit one job per argument tuple and log which trials each carries; say where to follow them if not followed."""
-        jobs = self.backend.submit(function, arguments, self.sweep.dispatch, private_folder(self.results_dir / "logs", self.log))
+        jobs = self.backend.submit(function, arguments, self.sweep.dispatch, private_folder(logs_dir(self.results_dir), self.log))
         names = [self.backend.job_name(job) for job in jobs]
         record_submission(self.results_dir, self.backend.name, dict(zip(names, carried, strict=True)))
         if not self.follows:

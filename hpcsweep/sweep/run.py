@@ -20,7 +20,7 @@ from pathlib import Path
 from hpcsweep.config import SweepConfig, TrialConfig, TrialSpec
 from hpcsweep.errors import Log
 from hpcsweep.states import TrialState
-from hpcsweep.store import read_progress, rebuild_index, reset_attempts, trial_path
+from hpcsweep.store import CLAIMS, logs_dir, read_progress, rebuild_index, reset_attempts, trial_path
 from hpcsweep.sweep.backends import Job, backend, wait_for
 from hpcsweep.sweep.datasets import Datasets
 from hpcsweep.sweep.definition import check_definition
@@ -77,7 +77,7 @@ def run_grid(driver: Driver, retry_failed: bool) -> Counter:
         planned = _reset_budgets(driver, planned)
     _describe(driver, planned)
     if not planned.todo:
-        if any(p.name != "claims" for p in driver.results_dir.iterdir()):  # it now counts this definition (e.g. the full grid)
+        if any(p.name != CLAIMS for p in driver.results_dir.iterdir()):  # it now counts this definition (e.g. the full grid)
             driver.keep()
         return (adopt(driver, planned) if driver.follows else planned).counts()
     specs = [driver.spec(p.trial_id, p.config) for p in planned.todo]
@@ -165,7 +165,7 @@ def _follow_files(driver: Driver, jobs: Sequence[Job], specs: list[TrialSpec]) -
     labels = {s.trial_id: _label(s.trial_id, s.config) for s in specs}
     wait_for(driver.backend, jobs, written, len(specs), driver.progress, driver.log, running)
     if written() < len(specs):
-        driver.log(f"{len(specs) - written()} trials left no result (job killed or cancelled?); logs in {driver.results_dir / 'logs'}; "
+        driver.log(f"{len(specs) - written()} trials left no result (job killed or cancelled?); logs in {logs_dir(driver.results_dir)}; "
                    "running the sweep again retries them")  # fmt: skip
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from hpcsweep.config import EvaluationConfig, SweepConfig, TrialConfig
 from hpcsweep.states import TrialState
-from hpcsweep.store import read_attempts, read_submissions, scan
+from hpcsweep.store import attempts_dir, read_attempts, read_submissions, scan
 from hpcsweep.sweep.backends import JobTeller
 from hpcsweep.sweep.datasets import Datasets
 from hpcsweep.sweep.grid import identified
@@ -154,7 +154,7 @@ def _searched(summaries: dict, flight: InFlight, results_dir: Path) -> list[Plan
     planned = [
         PlannedTrial(t, TrialConfig.model_validate(s["config"]), TrialState(s["state"]), s.get("failure", "")) for t, s in summaries.items()
     ]
-    for path in sorted((results_dir / "attempts").glob("*.jsonl")):
+    for path in sorted(attempts_dir(results_dir).glob("*.jsonl")):
         attempts = read_attempts(results_dir, path.stem)
         if path.stem not in summaries and attempts and attempts[-1].get("config"):
             planned.append(PlannedTrial(path.stem, TrialConfig.model_validate(attempts[-1]["config"]), *flight.state(path.stem)))
