@@ -408,7 +408,11 @@ class DispatchConfig(Section):
     """How trials are run; not part of a trial's identity."""
 
     executor: str = Field("local", description="where trials run: a registered backend (local, debug, slurm)")
-    workers: PositiveInt | None = Field(None, description="trials (local) or search workers at once (none set: cores // threads)")
+    workers: PositiveInt | None = Field(
+        None,
+        description="local: trials at once; a search: its workers (none set: cores // threads_per_trial; slurm: one per trial "
+        "left, at most 8; slurm runs a grid's trials as array tasks of dispatch.pack)",
+    )
     threads_per_trial: PositiveInt = Field(1, description="torch threads per trial")
     timeout_min: PositiveInt = Field(24 * 60, description="local: time limit of a job")
     checkpoint_every: PositiveInt = Field(10, description="epochs between checkpoints (also written on SIGTERM/SIGUSR1/SIGUSR2)")

@@ -156,6 +156,7 @@ class SlurmBackend(Backend):
         return [specs[i : i + dispatch.pack] for i in range(0, len(specs), dispatch.pack)]
 
     def workers(self, dispatch: DispatchConfig, wanted: int) -> int:
+        """A search's workers (a grid's array tasks are its batches): one per trial left, at most 8."""
         return dispatch.workers or min(wanted, 8)
 
     def submit(self, function: Callable[..., Any], arguments: list[tuple], dispatch: DispatchConfig, log_dir: Path) -> Sequence[Job]:
