@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal, NoReturn, get_args, get_origin
 import yaml
 
 from hpcsweep import __version__
-from hpcsweep.config import Process, RankBy
+from hpcsweep.config import MAX_BOUND, Process, RankBy, is_bound
 from hpcsweep.errors import PATH_FAULTS, UserError, path_fault
 from hpcsweep.states import TrialState
 
@@ -512,8 +512,10 @@ def _results_dir(sweep: str, results_root: str) -> Path:
 
 
 def cmd_aggregate(args: argparse.Namespace) -> int:
+    from hpcsweep.store import trials_dir
+
     results_dir = _results_dir(args.sweep, args.results)
-    if not (results_dir / "trials").is_dir():
+    if not trials_dir(results_dir).is_dir():
         raise UserError(f"{results_dir}: no trials yet; run 'hpcsweep sweep {args.sweep}' first")
     detail: Detail = "all" if args.detail else "none" if args.no_detail else "best"
     _show_tables(results_dir, detail=detail, wide=args.wide, pdf=args.pdf or None, verify=args.verify)
@@ -726,8 +728,8 @@ def _bound(text: str) -> float:
         value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a bound; write e.g. 1% or 0.001") from None
-    if not 0 < value < 0.5:
-        raise argparse.ArgumentTypeError(f"{text!r}: a bound lies between 0 and 50%")
+    if not is_bound(value):
+        raise argparse.ArgumentTypeError(f"{text!r}: a bound lies between 0 and {100 * MAX_BOUND:g}%")
     return value
 
 
@@ -794,9 +796,10 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def cmd_export_tracking(args: argparse.Namespace) -> int:
     from hpcsweep.review.tracking import export_tracking
+    from hpcsweep.store import trials_dir
 
     results_dir = _results_dir(args.sweep, args.results)
-    if not (results_dir / "trials").is_dir():
+    if not trials_dir(results_dir).is_dir():
         raise UserError(f"{results_dir}: no trials yet; run 'hpcsweep sweep {args.sweep}' first")
     exported = export_tracking(results_dir, args.to, Path(args.output) if args.output else None)
     for problem in exported.unreadable:

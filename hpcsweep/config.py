@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -32,7 +30,8 @@ from pydantic import (
 )
 
 from hpcsweep.data.varset import resolve_varset
-from hpcsweep.errors import UserError, closest, one_line
+from hpcsweep.errors import UserError, closest, one_line, read_yaml
+from hpcsweep.executors import check_option, known
 from hpcsweep.paths import locate
 
 #: The choices of the typed keys; the data stage reads its lists from here (typing.get_args).
@@ -56,7 +55,9 @@ GRID_ALIASES = {
 }
 
 
-class _Section(BaseModel):
+class Section(BaseModel):
+    """A part of a configuration: unknown keys are refused, and values do not change once validated."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -74,7 +75,7 @@ def _base(info: ValidationInfo) -> Path | None:
     return (info.context or {}).get("base")
 
 
-class DataConfig(_Section):
+class DataConfig(Section):
     """Where the jets come from and how they become normalised tensors."""
 
     source: str | list[str] = Field(
@@ -155,7 +156,7 @@ class DataConfig(_Section):
         return self.source == "generated"
 
 
-class ModelConfig(_Section):
+class ModelConfig(Section):
     """An MLP autoencoder, hidden widths mirrored around the latent layer: plain, sparse or variational; or no autoencoder
     at all (`codec`: the learned compressor alone, z = 0)."""
 
@@ -196,7 +197,7 @@ class ModelConfig(_Section):
         return self.kind != "codec"
 
 
-class TrainConfig(_Section):
+class TrainConfig(Section):
     """AdamW with a learning-rate schedule; best-validation weights are kept."""
 
     epochs: PositiveInt = 100
@@ -234,7 +235,17 @@ class TrainConfig(_Section):
         return segments
 
 
-class CodecConfig(_Section):
+#: Every bound on a value's error lies in (0, MAX_BOUND): relative for scale variables (0.5 is 50 %), absolute for angles
+#: and signed ones.
+MAX_BOUND = 0.5
+
+
+def is_bound(value: float) -> bool:
+    """Whether `value` may bound the compressor's error (sweep files and the command line both ask)."""
+    return 0 < value < MAX_BOUND
+
+
+class CodecConfig(Section):
     """The learned error-bounded compressor every trial fits and ships (hpcsweep.codec): one small MLP per variable
     predicting its bin from the variables decoded before it (and, for an autoencoder, from what its quantised latents
     decode to), the residual bins range-coded per scale class."""
@@ -259,12 +270,12 @@ class CodecConfig(_Section):
     @classmethod
     def _bounds(cls, bounds: list[float]) -> list[float]:
         for bound in bounds:
-            if not 0 < bound < 0.5:
-                raise ValueError(f"a bound must lie between 0 and 0.5 (got {bound!r}: 0.01 is 1 %)")
+            if not is_bound(bound):
+                raise ValueError(f"a bound must lie between 0 and {MAX_BOUND:g} (got {bound!r}: 0.01 is 1 %)")
         return sorted(set(bounds), reverse=True)
 
 
-class EvaluationConfig(_Section):
+class EvaluationConfig(Section):
     """How finished trials are evaluated and compared (not part of a trial's identity)."""
 
     signals: list[PositiveFloat | str] | None = Field(
@@ -282,7 +293,7 @@ class EvaluationConfig(_Section):
     max_error: float = Field(
         0.01,
         gt=0,
-        lt=0.5,
+        lt=MAX_BOUND,
         description="the bound trials are compared at (relative for scale variables, absolute for angles and signed ones): "
         "each trial's compressor at it (one of codec.bounds) and the peers (SZ3, ZFP, ...); rank_by: bytes ranks on its bytes per jet",
     )
@@ -321,7 +332,7 @@ class EvaluationConfig(_Section):
         }
 
 
-class ReviewConfig(_Section):
+class ReviewConfig(Section):
     """How the review draws a sweep's figures (not part of a trial's identity, nor of what its results folder compares)."""
 
     label: str | None = Field(
@@ -336,7 +347,7 @@ class ReviewConfig(_Section):
     )
 
 
-class TrialConfig(_Section):
+class TrialConfig(Section):
     """Everything that determines a trial's result, and nothing else.
 
     `data_version` is the checksum of the jets as read (after cuts), set once the data are
@@ -378,7 +389,7 @@ class TrialConfig(_Section):
         return self.model_copy(update={"data_version": version})
 
 
-class TrialSpec(_Section):
+class TrialSpec(Section):
     """A trial as dispatched: its config plus where its data is and where its result goes."""
 
     trial_id: str
@@ -393,11 +404,15 @@ class TrialSpec(_Section):
     compile: Compile = "auto"
 
 
-class DispatchConfig(_Section):
+class DispatchConfig(Section):
     """How trials are run; not part of a trial's identity."""
 
     executor: str = Field("local", description="where trials run: a registered backend (local, debug, slurm)")
-    workers: PositiveInt | None = Field(None, description="trials (local) or search workers at once (none set: cores // threads)")
+    workers: PositiveInt | None = Field(
+        None,
+        description="local: trials at once; a search: its workers (none set: cores // threads_per_trial; slurm: one per trial "
+        "left, at most 8; slurm runs a grid's trials as array tasks of dispatch.pack)",
+    )
     threads_per_trial: PositiveInt = Field(1, description="torch threads per trial")
     timeout_min: PositiveInt = Field(24 * 60, description="local: time limit of a job")
     checkpoint_every: PositiveInt = Field(10, description="epochs between checkpoints (also written on SIGTERM/SIGUSR1/SIGUSR2)")
@@ -415,101 +430,19 @@ class DispatchConfig(_Section):
     array_parallelism: PositiveInt | None = Field(None, description="slurm: array tasks running at once (default: the site's)")
     max_array: PositiveInt | None = Field(None, description="slurm: array tasks per job array (default: the cluster's MaxArraySize - 1)")
 
-    @field_validator("time")
-    @classmethod
-    def _slurm_time(cls, value: str | None) -> str | None:
-        if value is not None:
-            slurm_minutes(value)
-        return value
-
     @field_validator("executor")
     @classmethod
     def _registered(cls, value: str) -> str:
-        from hpcsweep.sweep.backends import backend_names  # the registry sits above the configuration
+        return known(value)
 
-        if value not in backend_names():
-            raise ValueError(f"unknown executor {value!r}; valid choices: {', '.join(backend_names())}")
-        return value
-
-
-_SLURM_TIME = re.compile(r"^(?:(?P<d>\d+)-)?(?P<a>\d+)(?::(?P<b>\d+))?(?::(?P<c>\d+))?$")
-
-
-def slurm_minutes(value: str) -> int:
-    """Minutes (rounded up) of a SLURM time: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS."""
-    match = _SLURM_TIME.match(str(value).strip())
-    if not match:
-        raise ValueError(f"{value!r} is not a SLURM time; valid forms: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS")
-    days, a, b, c = (int(g) if g is not None else None for g in match.group("d", "a", "b", "c"))
-    assert a is not None  # the pattern's one group that is not optional
-    if days is None:
-        seconds = a * 60 + (b or 0) if c is None else a * 3600 + (b or 0) * 60 + c
-    else:
-        seconds = days * 86400 + a * 3600 + (b or 0) * 60 + (c or 0)
-    return max(1, -(-seconds // 60))
-
-
-class PartitionSettings(_Section):
-    """What one array task asks of a partition."""
-
-    cpus_per_task: PositiveInt = 1
-    mem_gb: PositiveFloat = 4.0
-    time: str = "01:00:00"
-    gpus: int = Field(0, ge=0)
-
-    @field_validator("time")
+    @field_validator("*")
     @classmethod
-    def _slurm_time(cls, value: str) -> str:
-        slurm_minutes(value)
-        return value
+    def _checked_by_the_executors(cls, value: Any, info: ValidationInfo) -> Any:
+        """A key an executor reads is checked by that executor (slurm: its time limits), which the registry knows."""
+        return check_option(info.field_name or "", value)
 
 
-class SiteConfig(_Section):
-    """A SLURM site: its partitions and how its jobs must be asked for (slurm_templates/<site>.yaml)."""
-
-    description: str = ""
-    default_partition: str
-    partitions: dict[str, PartitionSettings] = Field(min_length=1)
-    gpu_request: Literal["gres", "gpus_per_node"] = Field("gres", description="--gres=gpu:N or --gpus-per-node=N")
-    account: str | None = None
-    qos: str | None = None
-    constraint: str | None = None
-    extra_sbatch: list[str] = Field(default_factory=list, description="more #SBATCH options, e.g. --exclusive or --mail-type=END")
-    setup: list[str] = Field(default_factory=list, description="shell lines run before the job (module loads, environment)")
-    array_parallelism: PositiveInt = 64
-    signal_delay_s: PositiveInt = Field(90, description="seconds before the time limit at which SIGUSR2 asks for a checkpoint")
-    max_requeue: int = Field(3, ge=0, description="requeues after a time-out (preemptions are always requeued)")
-
-    @model_validator(mode="after")
-    def _default_exists(self) -> SiteConfig:
-        if self.default_partition not in self.partitions:
-            raise ValueError(f"default_partition {self.default_partition!r} is not among partitions: {', '.join(self.partitions)}")
-        for line in self.extra_sbatch:
-            if not line.startswith("--"):
-                raise ValueError(f"extra_sbatch {line!r} must be an sbatch option starting with --")
-        return self
-
-
-SITE_DIR = Path("slurm_templates")
-
-
-def load_site(name: str, folder: Path = SITE_DIR) -> SiteConfig:
-    """Read and validate slurm_templates/<name>.yaml (or a site file given by its path)."""
-    path = Path(name) if name.endswith((".yaml", ".yml")) else folder / f"{name}.yaml"
-    if not path.is_file():
-        found = sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
-        raise UserError(f"unknown site {name!r} (no {path}); valid choices: {', '.join(found) or 'none found'}")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise UserError(f"{path}: not valid YAML ({getattr(err, 'problem', err)})") from None
-    try:
-        return SiteConfig.model_validate(raw)
-    except ValidationError as err:
-        raise UserError(one_line(err, str(path), SiteConfig)) from None
-
-
-class Range(_Section):
+class Range(Section):
     """A range to sample for a random or TPE search (integers when the key is an integer)."""
 
     low: float
@@ -526,7 +459,7 @@ class Range(_Section):
         return self
 
 
-class SweepConfig(_Section):
+class SweepConfig(Section):
     """A base trial and a grid over some of its keys, or a search space for Optuna."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -720,12 +653,7 @@ def load_sweep(path: str | Path) -> SweepConfig:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such sweep file")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise UserError(f"{path}:{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
+    raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise UserError(f"{path}: expected a mapping of keys (name, data, model, train, grid, dispatch)")
     raw.setdefault("name", path.stem)

@@ -1,5 +1,5 @@
 """What reaches the user: the one exception type that means "the user asked for something we cannot do", its
-one-line messages (validation errors, files that cannot be written), and `Log`, where a stage writes progress lines.
+one-line messages (validation errors, YAML files that do not parse, files that cannot be written), and `Log`, where a stage writes progress lines.
 
 The CLI prints its message as a single line and exits with status 2; anything
 else that escapes is a bug and keeps its traceback.
@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pydantic import BaseModel, ValidationError
@@ -54,6 +55,18 @@ def one_line(err: ValidationError, source: str, root: type[BaseModel], prefix: s
             message += f" (got {first['input']!r})"
     more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
     return f"{source}: {message}{more}"
+
+
+def read_yaml(path: Path) -> Any:
+    """A YAML file the user wrote (a sweep, a variable set, a site), parsed; a syntax error is one line naming its place."""
+    import yaml
+
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise UserError(f"{path}:{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
 
 
 def _model_at(root: type[BaseModel], loc: list[str]) -> type[BaseModel]:

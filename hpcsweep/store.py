@@ -98,8 +98,23 @@ def _brief(summary: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+#: The folders of a results folder, named here only: trial files, checkpoints, attempts logs, the jobs' own logs, claims
+#: and heartbeats.
+TRIALS, CHECKPOINTS, ATTEMPTS, LOGS, CLAIMS, PROGRESS = "trials", "checkpoints", "attempts", "logs", "claims", "progress"
+
+
 def trials_dir(results_dir: Path) -> Path:
-    return Path(results_dir) / "trials"
+    return Path(results_dir) / TRIALS
+
+
+def checkpoints_dir(results_dir: Path) -> Path:
+    """Where running trials keep their checkpoints (removed once the trial file is written)."""
+    return Path(results_dir) / CHECKPOINTS
+
+
+def logs_dir(results_dir: Path) -> Path:
+    """Where the jobs' own files go: submitit's pickled calls, stdout and stderr."""
+    return Path(results_dir) / LOGS
 
 
 def trial_path(results_dir: Path, trial_id: str) -> Path:
@@ -369,7 +384,11 @@ def _read_lines(path: Path) -> list[dict[str, Any]]:
 
 
 def attempts_path(results_dir: Path, trial_id: str) -> Path:
-    return Path(results_dir) / "attempts" / f"{trial_id}.jsonl"
+    return attempts_dir(results_dir) / f"{trial_id}.jsonl"
+
+
+def attempts_dir(results_dir: Path) -> Path:
+    return Path(results_dir) / ATTEMPTS
 
 
 def open_attempt(results_dir: Path, trial_id: str, config: dict[str, Any]) -> None:
@@ -439,7 +458,7 @@ def _attempts(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def claims_dir(results_dir: Path) -> Path:
     """Where the claims of a results folder live: its driver's lease and each running trial's claim."""
-    return Path(results_dir) / "claims"
+    return Path(results_dir) / CLAIMS
 
 
 def jobs_path(results_dir: Path) -> Path:
@@ -461,7 +480,7 @@ def progress_path(results_dir: Path, trial_id: str) -> Path:
 
 
 def _progress_dir(results_dir: Path) -> Path:
-    return Path(results_dir) / "progress"
+    return Path(results_dir) / PROGRESS
 
 
 def write_progress(results_dir: Path, trial_id: str, epoch: int, epochs: int, best_val: float, best_epoch: int) -> None:

@@ -88,6 +88,7 @@ def test_epochs_and_set_overrides_fix_keys_and_remove_their_axes():
         ("name: x\nsearch: random\nbudget: 3\nspace: {data.events: [10, 20]}\n", ["a search cannot vary data.events"]),
         ("name: x\nspace: {lr: [0.1]}\n", ["space: is for search: random or tpe"]),
         ("name: x\ndata: {events: null}\n", ["data: events is null, but generated data need it", "the default, 10000"]),
+        ("name: x\ndispatch: {time: 2h}\n", ["dispatch.time", "'2h' is not a SLURM time", "valid forms: MM, MM:SS"]),
         ("name: x\ndispatch: {executor: slrum}\n", ["dispatch.executor", "unknown executor 'slrum'", "valid choices: local, debug, slurm"]),
         ("name: x\nmodel: {latent: 0}\n", ["model", "an autoencoder needs model.latent >= 1", "model.kind: codec"]),
         (
@@ -132,6 +133,16 @@ def test_a_missing_data_file_names_what_exists_and_starts_nothing(tmp_path, caps
     err = capsys.readouterr().err
     assert "jets_2019.root: no such data file" in err and "jets_2018.root" in err
     assert not results.exists()
+
+
+def test_every_rank_by_choice_has_its_one_measure():
+    """The choices are listed once (`RankBy`, which validates them); what each means to tables and figures, once too."""
+    from typing import get_args
+
+    from hpcsweep.config import RankBy
+    from hpcsweep.sweep.rank import MEASURES
+
+    assert list(MEASURES) == list(get_args(RankBy))
 
 
 def test_the_data_version_is_part_of_the_identity_and_the_path_is_not(tmp_path):
@@ -180,7 +191,14 @@ def test_a_default_compressor_leaves_identities_as_they_were_and_any_setting_mak
     assert len({base.identity(), *(TrialConfig.model_validate(c).identity() for c in changed)}) == 1 + len(changed)
 
 
-def test_validating_a_sweep_file_imports_nothing_heavy(tmp_path):
+@pytest.mark.parametrize(
+    "validate",
+    [
+        "load_sweep(sys.argv[1]).with_overrides(dispatch={'executor': 'local'})",
+        "SweepConfig(name='s', dispatch={'executor': 'slurm', 'time': '30'}, grid={'z': [2, 3]})",
+    ],
+)
+def test_validating_a_sweep_imports_nothing_heavy(tmp_path, validate):
     """The configuration is read by every command, also those that run nothing: no numpy, h5py, submitit or torch."""
     import subprocess
     import sys
@@ -188,8 +206,19 @@ def test_validating_a_sweep_file_imports_nothing_heavy(tmp_path):
     sweep = tmp_path / "s.yaml"
     sweep.write_text("name: s\ndispatch: {executor: slurm, time: '30'}\ngrid: {z: [2, 3]}\n")
     code = (
-        "import sys; from hpcsweep.config import load_sweep; load_sweep(sys.argv[1]).with_overrides(dispatch={'executor': 'local'}); "
+        f"import sys; from hpcsweep.config import SweepConfig, load_sweep; {validate}; "
         "print(sorted(m for m in ('numpy', 'h5py', 'submitit', 'torch', 'pandas') if m in sys.modules))"
     )
     loaded = subprocess.run([sys.executable, "-c", code, str(sweep)], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "[]", loaded
+
+
+def test_the_executors_own_checks_run_in_a_fresh_process():
+    """The slurm backend's check of its time limits reaches the configuration through the registry, with nothing of
+    the sweep stage imported beforehand."""
+    import subprocess
+    import sys
+
+    code = "from hpcsweep.config import SweepConfig; SweepConfig(name='s', dispatch={'time': '2h'})"
+    refused = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert refused.returncode != 0 and "dispatch.time" in refused.stderr and "'2h' is not a SLURM time" in refused.stderr

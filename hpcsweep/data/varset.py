@@ -18,11 +18,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hpcsweep.data.cuts import CutError, parse_cut
-from hpcsweep.errors import UserError, closest, one_line
+from hpcsweep.errors import UserError, closest, one_line, read_yaml
 from hpcsweep.paths import locate
 
 VARSET_DIR = Path(__file__).parent / "varsets"
@@ -238,10 +237,7 @@ def _from_file(value: str, base: Path | None) -> VarSet:
     if not path.is_file():
         where = f" (looked beside the sweep file, in {base}, and in the working directory)" if base else ""
         raise UserError(f"variable set {value}: no such file{where}")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise UserError(f"{path}: not valid YAML ({getattr(err, 'problem', err)})") from None
+    raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise UserError(f"{path}: a variable set is a mapping (name, variables, cuts, ...); see docs/data.md")
     raw.setdefault("name", path.stem)

@@ -45,7 +45,7 @@ from hpcsweep.review.tables import (
 )
 from hpcsweep.states import TrialState
 from hpcsweep.store import TrialRecord, read_trial, rebuild_index, trial_path
-from hpcsweep.sweep import Datasets, kept_sweep, plan
+from hpcsweep.sweep import Datasets, kept_sweep, listed
 from hpcsweep.sweep.datasets import data_versions
 from hpcsweep.sweep.rank import Ranking, loss_space_warning
 
@@ -69,11 +69,10 @@ def select(results_dir: Path, summaries: dict[str, dict[str, Any]], definition: 
     definition = definition or kept_sweep(results_dir)
     if definition is None:
         return Selection(summaries, Ranking(), None, ["no sweep definition is kept with these results: every trial file is counted"])
-    planned = plan(definition, results_dir, datasets=Datasets(results_dir, prepare=False, progress=False))
-    members = {p.trial_id for p in planned.trials}
-    notes = [n for n in (planned.describe_others(), loss_space_warning(definition)) if n]
-    notes += [f"data not read ({problem}): trials counted with the version last recorded" for problem in planned.data_problems]
-    return Selection({t: s for t, s in summaries.items() if t in members}, Ranking.of(definition), definition, notes)
+    listing = listed(definition, results_dir, datasets=Datasets(results_dir, prepare=False, progress=False)).with_others(summaries)
+    notes = [n for n in (listing.describe_others(), loss_space_warning(definition)) if n]
+    notes += [f"data not read ({problem}): trials counted with the version last recorded" for problem in listing.data_problems]
+    return Selection({t: s for t, s in summaries.items() if t not in listing.others}, Ranking.of(definition), definition, notes)
 
 
 #: The per-trial figures `aggregate` draws: of no trial, of the best trial of the sweep, or of the best trial per z. Each
@@ -470,7 +469,7 @@ def _trial_figures(
     elif redraw:
         review.warnings.append(
             f"trial {record.trial_id} (z={latent}) has no residual histograms or correlations (written by an older hpcsweep); "
-            f"'hpcsweep evaluate {review.results_dir / 'trials' / record.trial_id}.h5' adds them"
+            f"'hpcsweep evaluate {trial_path(review.results_dir, record.trial_id)}' adds them"
         )
     signals = {name: summary["dijet"] for name, summary in record.evaluation.items() if isinstance(summary, dict) and "dijet" in summary}
     if signals:

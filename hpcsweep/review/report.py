@@ -20,6 +20,7 @@ import pandas as pd
 from hpcsweep import __version__
 from hpcsweep.files import write_atomically
 from hpcsweep.states import TrialState
+from hpcsweep.store import TRIALS
 
 if TYPE_CHECKING:
     from hpcsweep.review import Review
@@ -154,7 +155,7 @@ def _trials(frame: pd.DataFrame) -> str:
         return "<p>No trial files.</p>"
     axes = [column for column in frame.columns if "." in column]  # varied config keys, e.g. data.normalisation
     rows = "".join(
-        f"<tr><td><a href='{_href('..', 'trials', str(t['trial_id']) + '.h5')}'>{_text(t['trial_id'])}</a></td><td>{_text(t['state'])}</td>"
+        f"<tr><td><a href='{_href('..', TRIALS, str(t['trial_id']) + '.h5')}'>{_text(t['trial_id'])}</a></td><td>{_text(t['state'])}</td>"
         f"<td>{_number(t['latent'], 'd')}</td><td>{_number(t['batch_size'], 'd')}</td><td>{_number(t['lr'], 'g')}</td>"
         f"<td>{_number(t['weight_decay'], 'g')}</td><td>{_number(t['seed'], 'd')}</td>"
         + "".join(f"<td>{_text(t[a])}</td>" for a in axes)

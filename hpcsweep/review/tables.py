@@ -135,7 +135,7 @@ def numeric_table(picks: pd.DataFrame, axes: list[str] | None = None, ranking: R
         table[snake_case(axis)] = picks[axis]
     table["val_loss"] = picks["val_mse"].astype(float)
     table["reference_mse"] = picks["reference_mse"].astype(float)
-    if ranking.rank_by in _OWN_FIGURE:
+    if ranking.own_figure:
         table[ranking.rank_by] = picks["rank"].astype(float)
     table["best_epoch"] = picks["best_epoch"].astype("Int64")
     table["train_time_s"] = picks["train_time_s"].astype(float)
@@ -148,10 +148,6 @@ def numeric_table(picks: pd.DataFrame, axes: list[str] | None = None, ranking: R
 def snake_case(key: str) -> str:
     """'data.normalisation' -> 'data_normalisation': a config key as a column name."""
     return re.sub(r"\W+", "_", key).strip("_").lower()
-
-
-#: Rankings whose figure is not one of the losses: their own column follows the losses.
-_OWN_FIGURE = ("residual_width", "bytes", "auc")
 
 
 def thesis_table(picks: pd.DataFrame, axes: list[str] | None = None, ranking: Ranking | None = None) -> pd.DataFrame:
@@ -171,7 +167,7 @@ def thesis_table(picks: pd.DataFrame, axes: list[str] | None = None, ranking: Ra
         table[axis] = numbers[snake_case(axis)].map(lambda v: "" if v is None or (isinstance(v, float) and pd.isna(v)) else str(v))
     table["Validation loss (own normalisation)"] = numbers["val_loss"].map(_sci)
     table["Reference MSE"] = numbers["reference_mse"].map(_sci)
-    if ranking.rank_by in _OWN_FIGURE:
+    if ranking.own_figure:
         table[ranking.label] = numbers[ranking.rank_by].map(lambda v: "" if pd.isna(v) else f"{v:.4g}")
     table["Epoch of best"] = numbers["best_epoch"].map(lambda v: "" if pd.isna(v) or v == 0 else str(v))
     table["Training time"] = numbers["train_time_s"].map(lambda s: "" if pd.isna(s) else str(timedelta(seconds=round(s))))

@@ -25,6 +25,7 @@ _EXPORTS = {
     "run_sweep": "run",
     "Plan": "state",
     "PlannedTrial": "state",
+    "listed": "state",
     "plan": "state",
 }
 

@@ -1,11 +1,13 @@
-"""Where a sweep's jobs run: one `Backend` per executor, registered by name.
+"""Where a sweep's jobs run: one `Backend` per executor, registered by name with `hpcsweep.executors`.
 
 A backend packs trials into jobs, submits them (through submitit), names each
 job as the attempts log and the claims know it, and answers whether a job
-lives. Everything that differs between running here and running on a
-scheduler is in here; the sweep, the state reader and the CLI ask the backend
-of the sweep's `dispatch.executor` and never test its name. A new executor is
-a subclass and a `register` call (see tests/sweep/test_backends.py).
+lives; it declares the checks of the dispatch keys it reads (`options`), which
+the configuration runs through the registry. Everything that differs between
+running here and running on a scheduler is in here (the SLURM side itself in
+`hpcsweep.sweep.slurm`); the sweep, the state reader and the CLI ask the
+backend of the sweep's `dispatch.executor` and never test its name. A new
+executor is a subclass and a `register` call (see tests/sweep/test_backends.py).
 """
 
 from __future__ import annotations
@@ -21,7 +23,10 @@ from typing import Any, ClassVar, Protocol
 from hpcsweep.allocation import allocated_cores, local_job, local_job_name
 from hpcsweep.config import DispatchConfig, TrialSpec
 from hpcsweep.errors import Log, UserError
+from hpcsweep.executors import Options, executor, executor_names, executors, register
+from hpcsweep.executors import unregister as unregister  # the registry's, as the sweep stage names it
 from hpcsweep.files import pid_alive
+from hpcsweep.sweep import slurm
 from hpcsweep.terminal import TrialProgress, TrialsView
 
 
@@ -45,6 +50,7 @@ class Backend(ABC):
     outlives_driver: ClassVar[bool] = False  # jobs go on when the driver stops (it may return once they are submitted)
     poll_s: ClassVar[float] = 0.5  # how often a following driver looks at its jobs
     job_word: ClassVar[str] = "jobs"
+    options: ClassVar[Options] = {}  # the dispatch keys it checks when a sweep is validated (through the registry)
 
     def check(self, dispatch: DispatchConfig) -> None:
         """Refuse settings this backend cannot run, before any work is done (a `UserError`)."""
@@ -99,6 +105,7 @@ class Backend(ABC):
         return ""
 
 
+@register
 class LocalBackend(Backend):
     """Processes on this machine (submitit's LocalExecutor). An interrupted driver (Ctrl-C) cancels them; a killed one
     (SIGKILL) cannot, and they go on: the next driver finds their trials running and follows them to their end."""
@@ -113,6 +120,7 @@ class LocalBackend(Backend):
         return executor.map_array(function, *_columns(arguments))
 
 
+@register
 class DebugBackend(LocalBackend):
     """Every job in the driver's own process, one after another, when the driver follows them (for debuggers)."""
 
@@ -128,6 +136,7 @@ class DebugBackend(LocalBackend):
             job.result()
 
 
+@register
 class SlurmBackend(Backend):
     """Array tasks of a SLURM cluster (see `hpcsweep.sweep.slurm`); they outlive the driver and are requeued on time-outs."""
 
@@ -135,34 +144,30 @@ class SlurmBackend(Backend):
     outlives_driver = True
     poll_s = 2.0  # one squeue call per poll
     job_word = "array tasks"
+    options: ClassVar[Options] = {"time": slurm.slurm_time}
 
     def check(self, dispatch: DispatchConfig) -> None:
-        from hpcsweep.sweep.slurm import cluster_answers, slurm_parameters
-
-        if not cluster_answers():
+        if not slurm.cluster_answers():
             raise UserError("no SLURM controller answers here (scontrol ping); start the local one with 'make slurm-up'")
-        slurm_parameters(dispatch)  # a wrong site, partition or array size stops here
+        slurm.slurm_parameters(dispatch)  # a wrong site, partition or array size stops here
 
     def batches(self, specs: list[TrialSpec], dispatch: DispatchConfig) -> list[list[TrialSpec]]:
         """`dispatch.pack` trials one after another in each array task."""
         return [specs[i : i + dispatch.pack] for i in range(0, len(specs), dispatch.pack)]
 
     def workers(self, dispatch: DispatchConfig, wanted: int) -> int:
+        """A search's workers (a grid's array tasks are its batches): one per trial left, at most 8."""
         return dispatch.workers or min(wanted, 8)
 
     def submit(self, function: Callable[..., Any], arguments: list[tuple], dispatch: DispatchConfig, log_dir: Path) -> Sequence[Job]:
-        from hpcsweep.sweep.slurm import submit_arrays
-
-        return submit_arrays(function, _columns(arguments), dispatch, log_dir)
+        return slurm.submit_arrays(function, _columns(arguments), dispatch, log_dir)
 
     def job_name(self, job: Job) -> str:
         return job.job_id
 
     def any_alive(self, jobs: Sequence[Job]) -> bool:
         """squeue's answer (a cancelled job is seen gone; submitit without accounting would wait on it forever)."""
-        from hpcsweep.sweep.slurm import live_jobs
-
-        live = live_jobs()
+        live = slurm.live_jobs()
         return live is None or any(job.job_id in live for job in jobs)
 
     @staticmethod
@@ -175,40 +180,22 @@ class SlurmBackend(Backend):
         self._live: dict[str, str] | None = None
 
     def alive(self, job: str, pid: int | None = None) -> bool | None:
-        from hpcsweep.sweep.slurm import live_jobs
-
         if not self._asked:  # squeue is asked once per backend object (one state survey)
-            self._live, self._asked = live_jobs(), True
+            self._live, self._asked = slurm.live_jobs(), True
         return None if self._live is None else job in self._live
 
     def outcome(self, job: str) -> str:
-        from hpcsweep.sweep.slurm import job_outcomes
-
-        return job_outcomes([job]).get(job, "")  # sacct -X names array tasks as squeue does: <array>_<index>
+        return slurm.job_outcomes([job]).get(job, "")  # sacct -X names array tasks as squeue does: <array>_<index>
 
 
-_REGISTRY: dict[str, type[Backend]] = {}
-
-
-def register(backend: type[Backend]) -> type[Backend]:
-    """Make a backend available by its name (in sweep files, --executor and the logs' job names)."""
-    _REGISTRY[backend.name] = backend
-    return backend
-
-
-def unregister(name: str) -> None:
-    _REGISTRY.pop(name, None)
-
-
-def backend_names() -> list[str]:
-    return list(_REGISTRY)
+backend_names = executor_names
 
 
 def backend(name: str) -> Backend:
     """A fresh backend object of that name (its answers about jobs are cached for its lifetime)."""
-    if name not in _REGISTRY:
-        raise UserError(f"unknown executor {name!r}; valid choices: {', '.join(_REGISTRY)}")
-    return _REGISTRY[name]()
+    kind = executor(name)
+    assert issubclass(kind, Backend)  # every executor is a backend
+    return kind()
 
 
 class JobTeller:
@@ -218,8 +205,8 @@ class JobTeller:
         self._asked: dict[str, Backend] = {}
 
     def _owner(self, job: str) -> Backend | None:
-        for name, kind in _REGISTRY.items():
-            if kind.owns(job):
+        for name, kind in executors().items():
+            if issubclass(kind, Backend) and kind.owns(job):
                 return self._asked.setdefault(name, kind())
         return None
 
@@ -269,7 +256,3 @@ def wait_for(
 def _columns(arguments: list[tuple]) -> list[list]:
     """Argument tuples as map_array takes them: one list per parameter."""
     return [list(column) for column in zip(*arguments, strict=True)]
-
-
-for _builtin in (LocalBackend, DebugBackend, SlurmBackend):
-    register(_builtin)

@@ -19,7 +19,7 @@ from pathlib import Path
 from hpcsweep.claims import Claim, sweep_claims
 from hpcsweep.errors import Log, UserError
 from hpcsweep.files import sweep_temporaries
-from hpcsweep.store import claims_dir, trials_dir
+from hpcsweep.store import checkpoints_dir, claims_dir, trials_dir
 from hpcsweep.sweep.backends import JobTeller, job_alive
 from hpcsweep.sweep.dispatch import TRIAL_STALE_S
 
@@ -59,7 +59,7 @@ def driver_lease(results_dir: Path, wait: bool = False, log: Log = print) -> Ite
 def tidy(results_dir: Path, log: Log = print) -> None:
     """Remove the temporaries and claims that writers and workers now gone left in the folder (the lease held)."""
     results_dir = Path(results_dir)
-    folders = (results_dir, trials_dir(results_dir), results_dir / "checkpoints", claims_dir(results_dir))
+    folders = (results_dir, trials_dir(results_dir), checkpoints_dir(results_dir), claims_dir(results_dir))
     removed = [path for folder in folders for path in sweep_temporaries(folder)]
     claims = sweep_claims(claims_dir(results_dir), TRIAL_STALE_S, JobTeller().alive) if claims_dir(results_dir).is_dir() else []
     if removed or claims:

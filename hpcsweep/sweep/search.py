@@ -33,7 +33,7 @@ from hpcsweep.sweep.state import plan
 if TYPE_CHECKING:
     import optuna
 
-    from hpcsweep.sweep.run import Driver
+    from hpcsweep.sweep.driver import Driver
     from hpcsweep.trial.train import Report
 
 #: A finished trial's state as Optuna is told it: COMPLETE (with the value), PRUNED or FAIL.

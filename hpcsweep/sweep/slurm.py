@@ -1,4 +1,5 @@
-"""The SLURM side: a site's settings turned into a submitit executor, and what the cluster says.
+"""The SLURM side: a site's file (`slurm_templates/<site>.yaml`) and the dispatch settings turned into a submitit
+executor, and what the cluster says.
 
 Nothing here waits on a job: the sweep asks `squeue` which of its jobs live and
 reads the store for what is done, so a cancelled job (which submitit without
@@ -7,17 +8,99 @@ accounting would wait on forever) is simply seen as gone.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from hpcsweep.config import DispatchConfig, load_site, slurm_minutes
-from hpcsweep.errors import UserError
+from pydantic import Field, PositiveFloat, PositiveInt, ValidationError, field_validator, model_validator
+
+from hpcsweep.config import DispatchConfig, Section
+from hpcsweep.errors import UserError, one_line, read_yaml
 
 if TYPE_CHECKING:
-    from hpcsweep.sweep.backends import Job
+    from submitit import Job
+
+_SLURM_TIME = re.compile(r"^(?:(?P<d>\d+)-)?(?P<a>\d+)(?::(?P<b>\d+))?(?::(?P<c>\d+))?$")
+
+
+def slurm_minutes(value: str) -> int:
+    """Minutes (rounded up) of a SLURM time: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS."""
+    match = _SLURM_TIME.match(str(value).strip())
+    if not match:
+        raise ValueError(f"{value!r} is not a SLURM time; valid forms: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS")
+    days, a, b, c = (int(g) if g is not None else None for g in match.group("d", "a", "b", "c"))
+    assert a is not None  # the pattern's one group that is not optional
+    if days is None:
+        seconds = a * 60 + (b or 0) if c is None else a * 3600 + (b or 0) * 60 + c
+    else:
+        seconds = days * 86400 + a * 3600 + (b or 0) * 60 + (c or 0)
+    return max(1, -(-seconds // 60))
+
+
+def slurm_time(value: str | None) -> str | None:
+    """`dispatch.time` as given, once it reads as a SLURM time (the check the slurm backend declares to the registry)."""
+    if value is not None:
+        slurm_minutes(value)
+    return value
+
+
+class PartitionSettings(Section):
+    """What one array task asks of a partition."""
+
+    cpus_per_task: PositiveInt = 1
+    mem_gb: PositiveFloat = 4.0
+    time: str = "01:00:00"
+    gpus: int = Field(0, ge=0)
+
+    @field_validator("time")
+    @classmethod
+    def _slurm_time(cls, value: str) -> str:
+        slurm_minutes(value)
+        return value
+
+
+class SiteConfig(Section):
+    """A SLURM site: its partitions and how its jobs must be asked for (slurm_templates/<site>.yaml)."""
+
+    description: str = ""
+    default_partition: str
+    partitions: dict[str, PartitionSettings] = Field(min_length=1)
+    gpu_request: Literal["gres", "gpus_per_node"] = Field("gres", description="--gres=gpu:N or --gpus-per-node=N")
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    extra_sbatch: list[str] = Field(default_factory=list, description="more #SBATCH options, e.g. --exclusive or --mail-type=END")
+    setup: list[str] = Field(default_factory=list, description="shell lines run before the job (module loads, environment)")
+    array_parallelism: PositiveInt = 64
+    signal_delay_s: PositiveInt = Field(90, description="seconds before the time limit at which SIGUSR2 asks for a checkpoint")
+    max_requeue: int = Field(3, ge=0, description="requeues after a time-out (preemptions are always requeued)")
+
+    @model_validator(mode="after")
+    def _default_exists(self) -> SiteConfig:
+        if self.default_partition not in self.partitions:
+            raise ValueError(f"default_partition {self.default_partition!r} is not among partitions: {', '.join(self.partitions)}")
+        for line in self.extra_sbatch:
+            if not line.startswith("--"):
+                raise ValueError(f"extra_sbatch {line!r} must be an sbatch option starting with --")
+        return self
+
+
+SITE_DIR = Path("slurm_templates")
+
+
+def load_site(name: str, folder: Path = SITE_DIR) -> SiteConfig:
+    """Read and validate slurm_templates/<name>.yaml (or a site file given by its path)."""
+    path = Path(name) if name.endswith((".yaml", ".yml")) else folder / f"{name}.yaml"
+    if not path.is_file():
+        found = sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+        raise UserError(f"unknown site {name!r} (no {path}); valid choices: {', '.join(found) or 'none found'}")
+    try:
+        return SiteConfig.model_validate(read_yaml(path))
+    except ValidationError as err:
+        raise UserError(one_line(err, str(path), SiteConfig)) from None
 
 
 def _run(command: list[str], timeout: float = 20) -> str | None:
@@ -116,7 +199,7 @@ def slurm_parameters(dispatch: DispatchConfig) -> dict:
     return parameters
 
 
-def submit_arrays(function: Callable[..., Any], columns: list[list], dispatch: DispatchConfig, log_dir: Path) -> Sequence[Job]:
+def submit_arrays(function: Callable[..., Any], columns: list[list], dispatch: DispatchConfig, log_dir: Path) -> list[Job[Any]]:
     """Submit one array task per argument (columns as map_array takes them), in arrays no larger than the cluster allows."""
     import submitit
 

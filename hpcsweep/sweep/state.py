@@ -18,7 +18,7 @@ from typing import Any
 
 from hpcsweep.config import EvaluationConfig, SweepConfig, TrialConfig
 from hpcsweep.states import TrialState
-from hpcsweep.store import read_attempts, read_submissions, scan
+from hpcsweep.store import attempts_dir, read_attempts, read_submissions, scan
 from hpcsweep.sweep.backends import JobTeller
 from hpcsweep.sweep.datasets import Datasets
 from hpcsweep.sweep.grid import identified
@@ -60,11 +60,15 @@ class Plan:
         summaries, unreadable = scan(self.results_dir)
         flight = InFlight(self.results_dir)
         if self.search:
-            return replace(self, trials=_searched(summaries, flight, self.results_dir), unreadable=unreadable)
-        trials = [_survey(p.trial_id, p.config, summaries, flight, self.max_attempts, self._signals(p.config)) for p in self.trials]
-        ids = {p.trial_id for p in trials}
-        others = {trial_id: summary for trial_id, summary in summaries.items() if trial_id not in ids}
-        return replace(self, trials=trials, unreadable=unreadable, others=others)
+            trials = _searched(summaries, flight, self.results_dir)
+        else:
+            trials = [_survey(p.trial_id, p.config, summaries, flight, self.max_attempts, self._signals(p.config)) for p in self.trials]
+        return replace(self, trials=trials, unreadable=unreadable).with_others(summaries)
+
+    def with_others(self, summaries: dict[str, dict[str, Any]]) -> Plan:
+        """The plan with `others`: the files among `summaries` not of its trials (a search's files are all its own)."""
+        ids = set(summaries) if self.search else {p.trial_id for p in self.trials}
+        return replace(self, others={trial_id: summary for trial_id, summary in summaries.items() if trial_id not in ids})
 
     def _signals(self, config: TrialConfig) -> set[str]:
         """The labels of the signals a trial of `config` is evaluated on (none for the coder alone: no score)."""
@@ -92,10 +96,18 @@ def _config_identity(summary: dict[str, Any]) -> str:
 
 def plan(sweep: SweepConfig, results_dir: Path, source: str = "sweep", datasets: Datasets | None = None) -> Plan:
     """The sweep's trials with their states (their data versions from `datasets`, by default looked up without generating)."""
+    return listed(sweep, results_dir, source, datasets).refreshed()
+
+
+def listed(sweep: SweepConfig, results_dir: Path, source: str = "sweep", datasets: Datasets | None = None) -> Plan:
+    """The sweep's trials as its definition lists them, each pending until `refreshed` surveys it: no trial file is
+    read and no scheduler asked, which is all the review needs to tell a definition's files from the others."""
     datasets = datasets or Datasets(results_dir, prepare=False, progress=False)
     trials = {} if sweep.search != "grid" else identified(sweep, source, datasets.version)
-    empty = Plan(results_dir, [], sweep.max_attempts, sweep.search != "grid", data_problems=datasets.problems, evaluation=sweep.evaluation)
-    return replace(empty, trials=[PlannedTrial(trial_id, t, TrialState.PENDING) for trial_id, t in trials.items()]).refreshed()
+    pending = [PlannedTrial(trial_id, t, TrialState.PENDING) for trial_id, t in trials.items()]
+    return Plan(
+        results_dir, pending, sweep.max_attempts, sweep.search != "grid", data_problems=datasets.problems, evaluation=sweep.evaluation
+    )
 
 
 def _survey(
@@ -142,7 +154,7 @@ def _searched(summaries: dict, flight: InFlight, results_dir: Path) -> list[Plan
     planned = [
         PlannedTrial(t, TrialConfig.model_validate(s["config"]), TrialState(s["state"]), s.get("failure", "")) for t, s in summaries.items()
     ]
-    for path in sorted((results_dir / "attempts").glob("*.jsonl")):
+    for path in sorted(attempts_dir(results_dir).glob("*.jsonl")):
         attempts = read_attempts(results_dir, path.stem)
         if path.stem not in summaries and attempts and attempts[-1].get("config"):
             planned.append(PlannedTrial(path.stem, TrialConfig.model_validate(attempts[-1]["config"]), *flight.state(path.stem)))

@@ -22,7 +22,7 @@ from hpcsweep.data.varset import VarSet, load_varset
 from hpcsweep.errors import Log
 from hpcsweep.provenance import package_versions
 from hpcsweep.states import TrialState
-from hpcsweep.store import TrialRecord, clear_progress, close_attempt, read_trial, write_ended, write_progress, write_trial
+from hpcsweep.store import TrialRecord, checkpoints_dir, clear_progress, close_attempt, read_trial, write_ended, write_progress, write_trial
 from hpcsweep.trial.compressor import compressor_metrics, evaluate_compressor, fit_trial_compressor
 from hpcsweep.trial.evaluate import (
     WITHIN,
@@ -50,7 +50,7 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, n
 
 
 def checkpoint_path(spec: TrialSpec) -> Path:
-    return Path(spec.results_dir) / "checkpoints" / f"{spec.trial_id}.pt"
+    return checkpoints_dir(Path(spec.results_dir)) / f"{spec.trial_id}.pt"
 
 
 def run_trial(

@@ -251,6 +251,25 @@ def test_trial_files_not_of_the_definition_are_left_out_and_counted(reviewed, tm
 
 
 @pytest.mark.slow
+def test_aggregate_never_asks_a_scheduler(reviewed, tmp_path, monkeypatch):
+    """Aggregating needs the definition's trial ids, not their states: a trial without a file is not surveyed (which
+    would ask squeue, or whether a pid lives) even with no scheduler that answers."""
+    from hpcsweep.sweep import slurm
+    from hpcsweep.sweep.backends import JobTeller
+
+    folder = _copy_sweep(reviewed, tmp_path)
+    sorted((folder / "trials").glob("*.h5"))[0].unlink()  # its state would be asked of the job that carried it
+
+    def asked(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the scheduler was asked")
+
+    for owner, name in ((JobTeller, "alive"), (JobTeller, "outcome"), (slurm, "_run")):
+        monkeypatch.setattr(owner, name, asked)
+    review = aggregate(folder, plot=False)
+    assert len(review.frame) == 3 and not [w for w in review.warnings if "asked" in w]
+
+
+@pytest.mark.slow
 def test_reading_a_report_needs_no_weights(reviewed, monkeypatch):
     """Aggregation reads summaries and the best trials without their networks."""
     import hpcsweep.review.aggregator as review
