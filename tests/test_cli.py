@@ -63,6 +63,7 @@ def test_a_dry_run_shows_no_trial_id_before_the_data_is_read_and_the_real_ones_a
     sweep.write_text(
         f"name: dr\ndata: {{events: {QCD.events}, generator_seed: {QCD.seed}}}\nmodel: {{hidden: [16]}}\n"
         "train: {epochs: 1, batch_size: 256}\ncodec: {steps: 5}\ngrid: {z: [2, 3]}\nevaluation: {signals: [], timing_repeats: 1}\n"
+        "dispatch: {executor: debug}\n"
     )
     command = ["sweep", str(sweep), "--results", str(tmp_path / "results")]
     assert main([*command, "--dry-run"]) == 0

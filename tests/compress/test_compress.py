@@ -34,7 +34,7 @@ from tests.conftest import QCD
 from tests.data.test_own_data import ATLAS4, _write
 
 
-def _export(tmp_path_factory, sweep_text: str, folder: Path, onnx: bool = False) -> Path:
+def _export(tmp_path_factory, sweep_text: str, folder: Path) -> Path:
     """The bundle of the sweep's trial at z = 4, as the trial fitted and measured its compressor (its results folder
     beside it as results.txt)."""
     sweep = folder / "sweep.yaml"
@@ -42,10 +42,23 @@ def _export(tmp_path_factory, sweep_text: str, folder: Path, onnx: bool = False)
     results = tmp_path_factory.mktemp("results")
     assert main(["sweep", str(sweep), "--results", str(results), "--no-review"]) == 0
     bundle = folder / "model.h5"
-    options = ["--onnx"] if onnx else []
-    assert main(["export", "s", "--results", str(results), "--z", "4", "-o", str(bundle), *options]) == 0
+    assert main(["export", "s", "--results", str(results), "--z", "4", "-o", str(bundle)]) == 0
     (folder / "results.txt").write_text(str(results / "s"))
     return bundle
+
+
+@pytest.fixture(scope="module")
+def onnx_bundles(generated_bundle, own_bundle, tmp_path_factory) -> tuple[Path, Path]:
+    """The two bundles exported again from their trials with `--onnx`, into a folder of their own (torch.onnx takes
+    seconds per bundle: only the tests of the ONNX graphs pay for them)."""
+    folder = tmp_path_factory.mktemp("onnx")
+    exported = []
+    for name, bundle in (("generated", generated_bundle), ("own", own_bundle)):
+        results = Path(bundle.with_name("results.txt").read_text())
+        exported.append(folder / name / "model.h5")
+        exported[-1].parent.mkdir()
+        assert main(["export", "s", "--results", str(results.parent), "--z", "4", "-o", str(exported[-1]), "--onnx"]) == 0
+    return exported[0], exported[1]
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +71,7 @@ def generated_bundle(tmp_path_factory, qcd_file) -> Path:
         "codec: {bounds: [0.01, 0.001], steps: 150}\n"
         "dispatch: {executor: debug}\nevaluation: {timing_repeats: 1, signals: []}\n"
     )
-    return _export(tmp_path_factory, text, folder, onnx=True)
+    return _export(tmp_path_factory, text, folder)
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +111,7 @@ def own_bundle(tmp_path_factory, own) -> Path:
         "model: {hidden: [32, 32], latent: 4}\ntrain: {epochs: 5, batch_size: 128}\ncodec: {steps: 150}\n"
         "dispatch: {executor: debug}\nevaluation: {timing_repeats: 1}\n"
     )
-    return _export(tmp_path_factory, text, own, onnx=True)
+    return _export(tmp_path_factory, text, own)
 
 
 def _round_trip(source: Path, bundle: Path, folder: Path, suffix: str, bound: str = "1%") -> Path:
@@ -487,7 +500,7 @@ def test_worker_processes_write_the_same_bytes_as_one_process(generated_bundle, 
 
 
 @pytest.mark.slow
-def test_the_onnx_encoder_and_decoder_reproduce_torch_on_validation_jets(generated_bundle, qcd_file):
+def test_the_onnx_encoder_and_decoder_reproduce_torch_on_validation_jets(onnx_bundles, qcd_file):
     """onnxruntime runs the exported halves (normalised jets in, latents out, and back) on real jets: the same
     numbers as torch to float32 precision, for any number of jets."""
     ort = pytest.importorskip("onnxruntime")
@@ -497,6 +510,7 @@ def test_the_onnx_encoder_and_decoder_reproduce_torch_on_validation_jets(generat
     from hpcsweep.data.normalize import Normaliser
     from hpcsweep.trial.models import build_model
 
+    generated_bundle = onnx_bundles[0]
     bundle = load_bundle(generated_bundle)
     config = bundle.texts["config"]
     model = build_model(ModelConfig.model_validate(config["model"]), len(bundle.varset.names), config["train"].get("rate_lambda", 0.0))
@@ -517,16 +531,15 @@ def test_the_onnx_encoder_and_decoder_reproduce_torch_on_validation_jets(generat
     assert np.abs(latent - expected_latent).max() < 1e-4 and np.abs(decoded - expected).max() < 1e-4
 
 
-def test_the_onnx_score_takes_a_files_own_columns_by_name_and_gives_what_hpcsweep_score_writes(
-    generated_bundle, qcd_file, own, own_bundle, tmp_path
-):
+@pytest.mark.slow
+def test_the_onnx_score_takes_a_files_own_columns_by_name_and_gives_what_hpcsweep_score_writes(onnx_bundles, qcd_file, own, tmp_path):
     """A file's raw columns fed by variable name in any order: the scores of `hpcsweep score` to 1e-5 relative, NaN for
     exactly the same jets. The generated jets (jagged; the cut |eta| < 4.5, discrete tables, log floors) and a user's
     flat file in MeV (the set's unit_scale 0.001 inside the graph; negative masses of a positive m)."""
     ort = pytest.importorskip("onnxruntime")
     from hpcsweep.compress.score import SCORE
 
-    for n, (bundle, source, tree) in enumerate(((generated_bundle, qcd_file, "events"), (own_bundle, own / "jets.root", "jets"))):
+    for n, (bundle, source, tree) in enumerate(((onnx_bundles[0], qcd_file, "events"), (onnx_bundles[1], own / "jets.root", "jets"))):
         scored = tmp_path / f"scored{n}.root"
         assert main(["score", str(source), "--model", str(bundle), "-o", str(scored)]) == 0
         expected = ak.to_numpy(ak.flatten(uproot.open(scored)[tree][SCORE].array(), axis=None))

@@ -24,6 +24,7 @@ def swept(tmp_path_factory, qcd_file) -> Path:
     sweep_file.write_text(
         f"name: default\ndata: {{events: {QCD.events}, generator_seed: {QCD.seed}}}\nmodel: {{hidden: [32]}}\n"
         "train: {epochs: 3, batch_size: 256}\ncodec: {steps: 20}\ngrid: {z: [2, 3], lr: [1.0e-2]}\nevaluation: {signals: [], timing_repeats: 1}\n"
+        "dispatch: {executor: debug}\n"
     )
     assert main(["sweep", str(sweep_file), "--results", str(folder / "results"), "--no-review"]) == 0
     return folder
