@@ -1,24 +1,17 @@
-"""Shared fixtures: small real samples (Pythia 8 + FastJet), generated once per test session."""
+"""Shared fixtures: small real samples (Pythia 8 + FastJet) and a tiny real sweep, made once per test session.
+What tests share besides fixtures lives in tests/helpers.py."""
 
 from __future__ import annotations
 
 import os
-import subprocess
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import awkward as ak
-import numpy as np
 import pytest
-import uproot
 
 from hpcsweep import allocation
-from hpcsweep.config import TrialConfig, TrialSpec
-from hpcsweep.data import cache_jets, load_varset
-from hpcsweep.data.generate import Sample, generate
-
-QCD = Sample("qcd", 600, seed=7)
-ZPRIME = Sample("zprime", 400, seed=3, zprime_mass=350.0)
+from hpcsweep.data.generate import generate
+from tests.helpers import QCD, TINY_SWEEP, ZPRIME
 
 
 def pytest_collection_modifyitems(config, items):
@@ -50,58 +43,16 @@ def zprime_file(data_home: Path) -> Path:
     return generate(ZPRIME, data_home / "generated", progress=False)
 
 
-def write_tree(path: Path, name: str, branches: dict[str, object]) -> Path:
-    """Write a TTree with uproot; jagged branches are given as lists of lists."""
-    arrays = {k: ak.values_astype(ak.Array(v), np.float32) if isinstance(v, list) else v for k, v in branches.items()}
-    types = {k: (a.type.content if isinstance(a, ak.Array) else a.dtype) for k, a in arrays.items()}
-    with uproot.recreate(path) as handle:
-        handle.mktree(name, types).extend(arrays)
-    return path
+@pytest.fixture(scope="session")
+def tiny_sweep(tmp_path_factory: pytest.TempPathFactory, qcd_file: Path) -> Path:
+    """The folder of tiny.yaml (TINY_SWEEP) and results/tiny, swept once with its review; each module takes a copy
+    (shutil.copytree), so that what one changes no other sees."""
+    folder = tmp_path_factory.mktemp("tiny")
+    (folder / "tiny.yaml").write_text(TINY_SWEEP)
+    from hpcsweep.cli import main
 
-
-#: The compressor every test trial fits, when the test is not about it: few training steps (a second, not ten).
-QUICK_CODEC = {"steps": 20}
-
-
-def trial_spec(
-    qcd_file: Path, results: Path, model: dict | None = None, train: dict | None = None, codec: dict | None = None, **spec
-) -> TrialSpec:
-    """A small trial on the session's QCD sample: 64-64 AE at z=4, 25 epochs, a quick compressor (override any part)."""
-    config = TrialConfig.model_validate(
-        {
-            "data": {"events": QCD.events, "generator_seed": QCD.seed},
-            "model": {"hidden": [64, 64], "latent": 4, **(model or {})},
-            "train": {"epochs": 25, "batch_size": 256, "lr": 1e-2, **(train or {})},
-            "codec": {**QUICK_CODEC, **(codec or {})},
-        }
-    )
-    folder = cache_jets(qcd_file, load_varset("generated"), results.parent / "cache")
-    spec = {"evaluation": {"timing_repeats": 1}, **spec}
-    return TrialSpec(trial_id=config.identity(), sweep="unit", config=config, dataset=str(folder), results_dir=str(results), **spec)
-
-
-def race_drivers(command: list[str], timeout: float) -> None:
-    """Start two drivers, and a third with --wait-for-lease, at the same moment: at least one is refused (exit 2,
-    naming the lease's holder), none fails, and the one that waited ends with 0."""
-    drivers = [
-        subprocess.Popen(command + extra, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for extra in ([], [], ["--wait-for-lease"])
-    ]
-    outputs = [driver.communicate(timeout=timeout)[0] for driver in drivers]
-    codes = [driver.returncode for driver in drivers]
-    refused = [out for code, out in zip(codes, outputs, strict=True) if code == 2]
-    assert refused and all("is being run by another hpcsweep driver" in out for out in refused), outputs
-    assert all(code in (0, 2) for code in codes) and codes[2] == 0, outputs
-
-
-def assert_trained_once(folder: Path, trials: int) -> None:
-    """Every trial of the folder is done, and its attempts log shows one attempt, which finished."""
-    from hpcsweep.store import read_attempts, scan
-
-    summaries, unreadable = scan(folder)
-    assert not unreadable and len(summaries) == trials and {s["state"] for s in summaries.values()} == {"done"}
-    for trial_id in summaries:
-        assert [a.get("outcome") for a in read_attempts(folder, trial_id)] == ["done"], "trained exactly once"
+    assert main(["sweep", str(folder / "tiny.yaml"), "--results", str(folder / "results")]) == 0
+    return folder
 
 
 @pytest.fixture

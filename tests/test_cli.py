@@ -56,7 +56,7 @@ def test_a_dry_run_shows_no_trial_id_before_the_data_is_read_and_the_real_ones_a
     that the sweep will not use."""
     import shutil
 
-    from tests.conftest import QCD
+    from tests.helpers import QCD
 
     monkeypatch.setenv("HPCSWEEP_DATA", str(tmp_path / "data"))  # a fresh data root: nothing read here yet
     sweep = tmp_path / "dr.yaml"

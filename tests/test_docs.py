@@ -19,7 +19,7 @@ import yaml
 from hpcsweep.cli import main
 from hpcsweep.config import load_sweep
 from hpcsweep.data import load_jets, load_varset
-from tests.conftest import QCD
+from tests.helpers import QCD
 
 ROOT = Path(__file__).parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

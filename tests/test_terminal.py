@@ -11,7 +11,7 @@ from hpcsweep.cli import main
 from hpcsweep.store import progress_path, read_progress, trial_path
 from hpcsweep.terminal import TrialProgress, TrialsView, labelled_bar, print_table
 from hpcsweep.trial import run_trial
-from tests.conftest import trial_spec
+from tests.helpers import trial_spec
 
 THESIS = ["Latent space dimensions", "Batch size", "Learning rate", "Weight decay", "Validation loss (own normalisation)",
           "Reference MSE", "Epoch of best", "Training time", "PCA reference MSE", "PCA / AE"]  # fmt: skip

@@ -30,8 +30,7 @@ from hpcsweep.compress.bundle import load_bundle
 from hpcsweep.data import load_jets, load_varset
 from hpcsweep.store import read_trial, scan
 from hpcsweep.trial import split_indices
-from tests.conftest import QCD
-from tests.data.test_own_data import ATLAS4, _write
+from tests.helpers import ATLAS4, QCD, write_flat
 
 
 def _export(tmp_path_factory, sweep_text: str, folder: Path) -> Path:
@@ -99,7 +98,7 @@ def own(tmp_path_factory, qcd_file) -> Path:
         handle.mktree("jets", {**{k: v.dtype for k, v in columns.items()}, "track_pt": tracks.type.content}).extend(
             columns | {"track_pt": tracks}
         )
-    _write(folder / "jets_rntuple.root", {k: v for k, v in columns.items()}, "rntuple")
+    write_flat(folder / "jets_rntuple.root", {k: v for k, v in columns.items()}, "rntuple")
     pd.DataFrame(columns).to_parquet(folder / "jets.parquet")
     return folder
 
@@ -709,7 +708,7 @@ def test_the_learned_coder_alone_is_a_trial_exported_in_seconds_and_the_winner_b
     _one_line_error(capsys, "(model kind codec: no network)")
 
 
-def test_a_full_disk_names_the_output_and_says_where_else_to_write(generated_bundle, qcd_file, tmp_path, monkeypatch, capsys):
+def test_a_full_disk_names_the_output_and_says_where_else_towrite_flat(generated_bundle, qcd_file, tmp_path, monkeypatch, capsys):
     """A write's ENOSPC names no file: the message names the output and suggests -o, not the sweeps' --results."""
     import errno
 

@@ -10,7 +10,7 @@ from hpcsweep.data import load_jets, load_varset
 from hpcsweep.data.read import evaluate_cut
 from hpcsweep.data.varset import varset_names
 from hpcsweep.errors import UserError
-from tests.conftest import write_tree
+from tests.helpers import write_tree
 
 ATLAS_PREFIX = "HLT_xAOD__JetContainer_TrigHLTJetDSSelectorCollectionAuxDyn."
 GOOD = {  # a clean central jet, energies in MeV as in the ATLAS files

@@ -13,7 +13,7 @@ import uproot
 from hpcsweep.data import dijet_mass, load_jets, load_varset, peak_and_width
 from hpcsweep.data.generate import JET_FLOATS, JET_INTS, Sample, generate
 from hpcsweep.errors import UserError
-from tests.conftest import QCD
+from tests.helpers import QCD
 
 
 def _arrays(path):

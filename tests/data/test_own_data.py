@@ -17,20 +17,10 @@ from hpcsweep.cli import main
 from hpcsweep.data import cache_jets, load_jets, load_varset, open_cache
 from hpcsweep.errors import UserError
 from hpcsweep.store import read_attempts, read_summary, read_trial, scan
+from tests.helpers import ATLAS4, write_flat
+
 
 #: The variable set a user writes for their file: MeV in the file, GeV inside, m may be 0 or slightly negative.
-ATLAS4 = """\
-name: atlas4
-description: leading-jet four-momentum, MeV in the file
-four_momentum: {pt: pt, eta: eta, phi: phi, mass: m}
-variables:
-  - {name: m, unit: GeV, unit_scale: 0.001, positive: true, transform: {kind: log10, offset: 1, scale: 1.8}}
-  - {name: pt, unit: GeV, unit_scale: 0.001, positive: true, transform: {kind: log10, shift: 1.3, scale: 1.2}}
-  - {name: eta, transform: {scale: 5}}
-  - {name: phi, unit: rad, residual: phi, transform: {scale: 3}}
-"""
-
-
 def _sweep_text(source: Path, grid: str = "  lr: [1.0e-2, 3.0e-2]\n", extra: str = "") -> str:
     return (
         f"name: mine\ndata: {{source: {source}, varset: atlas4.yaml}}\n"
@@ -52,25 +42,13 @@ def jets(qcd_file) -> dict[str, np.ndarray]:
     return columns
 
 
-def _write(path: Path, columns: dict[str, np.ndarray], kind: str) -> Path:
-    if kind == "rntuple":
-        with uproot.recreate(path) as handle:
-            handle["jets"] = columns  # uproot's default: an RNTuple
-    elif kind == "ttree":
-        with uproot.recreate(path) as handle:
-            handle.mktree("jets", {k: v.dtype for k, v in columns.items()}).extend(columns)
-    else:
-        pd.DataFrame(columns).to_parquet(path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def own(tmp_path_factory, jets) -> Path:
     """A folder as a user has it: their jet files, their variable set, and their sweep file."""
     folder = tmp_path_factory.mktemp("own")
     (folder / "atlas4.yaml").write_text(ATLAS4)
     for kind, name in (("rntuple", "jets.root"), ("ttree", "jets_ttree.root"), ("parquet", "jets.parquet")):
-        _write(folder / name, jets, kind)
+        write_flat(folder / name, jets, kind)
     return folder
 
 
@@ -228,7 +206,7 @@ def test_a_signal_added_to_a_finished_sweep_is_evaluated_on_the_next_run_without
 
 @pytest.mark.slow
 def test_a_replaced_data_file_trains_anew_and_the_tables_keep_the_versions_apart(own, jets, tmp_path, capsys):
-    data = _write(tmp_path / "jets.root", jets, "rntuple")
+    data = write_flat(tmp_path / "jets.root", jets, "rntuple")
     (tmp_path / "atlas4.yaml").write_text(ATLAS4)
     sweep = tmp_path / "mine.yaml"
     sweep.write_text(_sweep_text(data))
@@ -236,7 +214,7 @@ def test_a_replaced_data_file_trains_anew_and_the_tables_keep_the_versions_apart
     assert main(["sweep", str(sweep), "--results", str(results)]) == 0
     first = _mtimes(results / "mine")
     half = {k: v[: len(v) // 2] for k, v in jets.items()}
-    _write(data, half, "rntuple")  # the same path, other jets
+    write_flat(data, half, "rntuple")  # the same path, other jets
     capsys.readouterr()
     assert main(["sweep", str(sweep), "--results", str(results), "--dry-run"]) == 0
     out = capsys.readouterr().out
@@ -307,10 +285,10 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(own, jets, tmp_path, c
         (tmp_path / "eta.yaml").write_text(ATLAS4.replace("{name: eta,", "{name: eta, positive: true,"))
         text = text.replace(str(own / "atlas4.yaml"), "eta.yaml")
     elif case == "a variable NaN in every jet":
-        _write(tmp_path / "nan.root", jets | {"m": np.full_like(jets["m"], np.nan)}, "ttree")
+        write_flat(tmp_path / "nan.root", jets | {"m": np.full_like(jets["m"], np.nan)}, "ttree")
         text = text.replace(str(own / "jets.root"), str(tmp_path / "nan.root"))
     elif case == "a missing-value sentinel":  # FLT_MAX where a value is missing
-        _write(
+        write_flat(
             tmp_path / "max.root",
             jets | {"pt": np.where(np.isin(np.arange(len(jets["pt"])), [5, 9]), np.finfo(np.float32).max, jets["pt"])},
             "ttree",

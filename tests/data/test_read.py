@@ -13,7 +13,7 @@ import uproot
 from hpcsweep.data import cache_jets, load_jets, load_varset, open_cache
 from hpcsweep.data.read import DISCRETE_LIMIT, file_checksum
 from hpcsweep.errors import UserError
-from tests.conftest import write_tree
+from tests.helpers import write_tree
 
 
 def test_chunked_read_equals_reading_at_once(qcd_file):

@@ -11,7 +11,7 @@ import pytest
 import hpcsweep
 from hpcsweep.cli import main
 from hpcsweep.errors import UserError
-from tests.conftest import QCD
+from tests.helpers import QCD
 
 DOC = Path(__file__).parents[2] / "docs" / "notebook.md"
 

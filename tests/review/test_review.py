@@ -98,27 +98,13 @@ def test_the_child_sweep_of_rerun_best_holds_the_original_trials_and_new_seeds()
         validate_sweep({"name": "s", "search": "random", "budget": 2, "space": {"lr": [1e-2]}, "points": [{"z": 4}]}, "test")
 
 
-TINY = """\
-name: review
-data: {events: 600, generator_seed: 7, val_fraction: 0.25}
-model: {hidden: [64, 64]}
-train: {epochs: 20, batch_size: 256}
-codec: {steps: 20}
-grid:
-  z: [3, 6]
-  lr: [1.0e-2, 3.0e-2]
-evaluation: {signals: [350], signal_events: 400, timing_repeats: 1}
-"""
-
-
 @pytest.fixture(scope="module")
-def reviewed(tmp_path_factory, qcd_file) -> Path:
-    """A tiny real sweep, its report, and its seed-stability child sweep."""
-    folder = tmp_path_factory.mktemp("review")
-    (folder / "review.yaml").write_text(TINY)
+def reviewed(tmp_path_factory, tiny_sweep) -> Path:
+    """A copy of the session's tiny real sweep with its report: the results root."""
+    folder = tmp_path_factory.mktemp("review") / "tiny"
+    shutil.copytree(tiny_sweep, folder)
     results = folder / "results"
-    assert main(["sweep", str(folder / "review.yaml"), "--results", str(results)]) == 0
-    assert main(["report", "review", "--results", str(results)]) == 0
+    assert main(["report", "tiny", "--results", str(results)]) == 0
     return results
 
 
@@ -137,7 +123,7 @@ PER_TRIAL = {"inputs", "residuals", "corner", "dijet"}
 
 @pytest.mark.slow
 def test_aggregate_writes_every_table_in_three_formats_and_every_figure_as_png(reviewed):
-    folder = reviewed / "review"
+    folder = reviewed / "tiny"
     stems = {
         "best_per_latent",
         "median_per_latent",
@@ -169,7 +155,7 @@ def test_aggregate_writes_every_table_in_three_formats_and_every_figure_as_png(r
 
 @pytest.mark.slow
 def test_the_report_holds_every_table_figure_state_and_trial_link(reviewed):
-    folder = reviewed / "review"
+    folder = reviewed / "tiny"
     page = (folder / "report" / "index.html").read_text()
     images = re.findall(r"<img src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
     assert len(images) == len(FIGURES) + 2 * len(PER_TRIAL) and all(len(i) > 1000 for i in images)
@@ -184,11 +170,11 @@ def test_the_report_holds_every_table_figure_state_and_trial_link(reviewed):
 
 @pytest.mark.slow
 def test_rerun_best_reuses_the_originals_and_reports_stability(reviewed, capsys):
-    assert main(["rerun-best", "review", "--top", "1", "--seeds", "2", "--results", str(reviewed)]) == 0
-    child = reviewed / "review-top1-seeds2"
+    assert main(["rerun-best", "tiny", "--top", "1", "--seeds", "2", "--results", str(reviewed)]) == 0
+    child = reviewed / "tiny-top1-seeds2"
     summaries, _ = scan(child)
     assert len(summaries) == 2 * 3 and {s["state"] for s in summaries.values()} == {"done"}
-    parent, _ = scan(reviewed / "review")
+    parent, _ = scan(reviewed / "tiny")
     reused = set(summaries) & set(parent)
     assert len(reused) == 2 and all(summaries[t]["metrics"] == parent[t]["metrics"] for t in reused)
     table = pd.read_csv(child / "tables" / "stability.csv", dtype=str)
@@ -196,17 +182,17 @@ def test_rerun_best_reuses_the_originals_and_reports_stability(reviewed, capsys)
     assert (child / "figures" / "stability_curves.png").stat().st_size > 10_000
     assert "Seed stability" in capsys.readouterr().out
     capsys.readouterr()
-    assert main(["rerun-best", "review", "--top", "1", "--seeds", "2", "--results", str(reviewed)]) == 0
+    assert main(["rerun-best", "tiny", "--top", "1", "--seeds", "2", "--results", str(reviewed)]) == 0
     assert "6 finished, 0 in flight, 0 failed or lost to retry, 0 new" in capsys.readouterr().out, "a second call runs nothing"
-    assert main(["report", "review", "--results", str(reviewed)]) == 0
-    page = (reviewed / "review" / "report" / "index.html").read_text()
-    assert "Seed stability of the best configs (sweep review-top1-seeds2)" in page, "the parent's report shows its reruns"
-    assert "href='../../review-top1-seeds2/tables/stability.csv'" in page
+    assert main(["report", "tiny", "--results", str(reviewed)]) == 0
+    page = (reviewed / "tiny" / "report" / "index.html").read_text()
+    assert "Seed stability of the best configs (sweep tiny-top1-seeds2)" in page, "the parent's report shows its reruns"
+    assert "href='../../tiny-top1-seeds2/tables/stability.csv'" in page
 
 
 def _copy_sweep(reviewed: Path, tmp_path: Path) -> Path:
-    folder = tmp_path / "review"
-    shutil.copytree(reviewed / "review", folder, ignore=shutil.ignore_patterns("report", "tables"))  # figures kept: not redrawn
+    folder = tmp_path / "tiny"
+    shutil.copytree(reviewed / "tiny", folder, ignore=shutil.ignore_patterns("report", "tables"))  # figures kept: not redrawn
     return folder
 
 
@@ -276,7 +262,7 @@ def test_reading_a_report_needs_no_weights(reviewed, monkeypatch):
 
     seen = []
     monkeypatch.setattr(review, "read_trial", lambda path, weights=True: seen.append(weights) or read_trial(path, weights))
-    aggregate(reviewed / "review", plot=False)
+    aggregate(reviewed / "tiny", plot=False)
     assert seen and not any(seen)
 
 
@@ -293,7 +279,7 @@ def test_the_report_opens_in_headless_chromium_with_every_image_loaded(reviewed)
         options.add_argument(argument)
     browser = webdriver.Chrome(service=webdriver.ChromeService(executable_path=chromedriver), options=options)
     try:
-        browser.get((reviewed / "review" / "report" / "index.html").resolve().as_uri())
+        browser.get((reviewed / "tiny" / "report" / "index.html").resolve().as_uri())
         images = browser.execute_script("return Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth])")
         assert len(images) == len(FIGURES) + 2 * len(PER_TRIAL)
         assert all(complete and width > 300 for _, complete, width in images), [i for i in images if not (i[1] and i[2] > 300)]
@@ -352,7 +338,7 @@ def test_figures_are_redrawn_only_when_their_trials_change(reviewed, tmp_path):
     aggregate(folder)
     redrawn = {name for name, mtime in stamps().items() if mtime != before[name]}
     z = int(best["latent"])
-    compressors = pd.read_csv(reviewed / "review" / "tables" / "compressors.csv")
+    compressors = pd.read_csv(reviewed / "tiny" / "tables" / "compressors.csv")
     sweep_figures = FIGURES - ({"compression"} if best["trial_id"] not in set(compressors["trial"]) else set())
     assert redrawn == {f"{name}.png" for name in sweep_figures | {f"{stem}_z{z}" for stem in PER_TRIAL}}, (
         "the sweep figures and that z's own"
@@ -388,7 +374,7 @@ def test_a_first_aggregate_draws_the_best_trials_own_figures_and_names_the_other
 @pytest.mark.slow
 def test_review_pdf_in_the_sweep_file_adds_a_pdf_of_every_figure_and_the_report_links_them(reviewed, tmp_path):
     folder = _copy_sweep(reviewed, tmp_path)
-    assert not list((folder / "figures").glob("*.pdf")) and "PDF</a>" not in (reviewed / "review" / "report" / "index.html").read_text()
+    assert not list((folder / "figures").glob("*.pdf")) and "PDF</a>" not in (reviewed / "tiny" / "report" / "index.html").read_text()
     kept = json.loads((folder / "definition.json").read_text())
     kept.setdefault("review", {})["pdf"] = True  # as a sweep file with review: {pdf: true} leaves it
     (folder / "definition.json").write_text(json.dumps(kept))
@@ -507,8 +493,8 @@ def test_a_config_key_with_a_slash_gets_its_table_files_inside_the_folder(hostil
 def test_rank_by_auc_picks_the_best_detector_per_z_beside_the_mse_ranking(reviewed, tmp_path):
     """The same trials ranked as anomaly detectors (1 - AUC of the reconstruction error, Z' 350 against the
     validation jets) instead of by reference MSE: each z's best is its trial of highest AUC."""
-    folder = tmp_path / "review"
-    shutil.copytree(reviewed / "review", folder)
+    folder = tmp_path / "tiny"
+    shutil.copytree(reviewed / "tiny", folder)
     summaries, _ = scan(folder)
     frame = pd.DataFrame(
         {"z": s["config"]["model"]["latent"], "auc": s["metrics"]["anomaly"]["zprime350"]["auc"], "mse": s["metrics"]["reference_mse"]}

@@ -15,7 +15,7 @@ from hpcsweep.cli import main
 from hpcsweep.states import TrialState
 from hpcsweep.store import TrialRecord, read_trial, scan, trial_path, write_trial
 from hpcsweep.trial import run_trial
-from tests.conftest import trial_spec
+from tests.helpers import trial_spec
 
 #: Three real trials (two learning rates, a second latent dimension; 3 and 4 epochs): (model, train) overrides.
 TRAINED = [({}, {"epochs": 3, "lr": 1e-2}), ({}, {"epochs": 4, "lr": 3e-3}), ({"latent": 2}, {"epochs": 3, "lr": 1e-2})]

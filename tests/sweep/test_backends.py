@@ -17,7 +17,7 @@ from hpcsweep.states import TrialState
 from hpcsweep.store import TrialRecord, close_attempt, ended_attempts, read_attempts, trial_path, write_trial
 from hpcsweep.sweep import Backend, backend, backend_names, plan, register, run_sweep
 from hpcsweep.sweep.backends import JobTeller, unregister
-from tests.conftest import QCD
+from tests.helpers import QCD
 
 GRID = {"z": [1, 2], "lr": [1e-3, 1e-2]}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.chaos import run_chaos
-from tests.conftest import QCD
+from tests.helpers import QCD
 
 pytestmark = pytest.mark.slow  # real sweeps, end to end
 

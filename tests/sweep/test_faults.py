@@ -20,7 +20,7 @@ from hpcsweep.config import load_sweep
 from hpcsweep.store import TrialRecord, read_attempts, read_summary, read_trial, rebuild_index, scan, trial_path, trials_dir, write_trial
 from hpcsweep.sweep.state import plan
 from hpcsweep.trial import run_trial
-from tests.conftest import QCD, assert_trained_once, race_drivers, trial_spec
+from tests.helpers import QCD, assert_trained_once, race_drivers, trial_spec
 
 
 def _sweep(tmp_path, epochs: int = 250):

@@ -12,7 +12,7 @@ from hpcsweep.cli import main
 from hpcsweep.config import load_sweep
 from hpcsweep.store import scan
 from hpcsweep.sweep.search import study_for
-from tests.conftest import QCD
+from tests.helpers import QCD
 
 pytestmark = pytest.mark.slow  # real sweeps, end to end
 

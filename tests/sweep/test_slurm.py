@@ -16,7 +16,7 @@ from hpcsweep.store import jobs_path, read_attempts, read_trial, scan, trial_pat
 from hpcsweep.sweep import run_sweep
 from hpcsweep.sweep.state import plan
 from hpcsweep.trial import run_trial
-from tests.conftest import QCD, assert_trained_once, race_drivers
+from tests.helpers import QCD, assert_trained_once, race_drivers
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 SITE = str(Path(__file__).parents[2] / "slurm_templates" / "local.yaml")

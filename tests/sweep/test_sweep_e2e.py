@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -14,29 +15,17 @@ from hpcsweep.config import TrialSpec, load_sweep
 from hpcsweep.store import read_summary, scan, trial_path
 from hpcsweep.sweep import plan
 from hpcsweep.sweep.dispatch import record_failure
+from tests.helpers import TINY_SWEEP
 
 pytestmark = pytest.mark.slow  # real sweeps, end to end
 
-TINY = """\
-name: tiny
-data: {events: 600, generator_seed: 7, val_fraction: 0.25}
-model: {hidden: [64, 64]}
-train: {epochs: 30, batch_size: 256}
-codec: {steps: 20}
-grid:
-  z: [3, 6]
-  lr: [1.0e-2, 3.0e-2]
-evaluation: {signals: [350], signal_events: 400, timing_repeats: 2}
-"""
-
 
 @pytest.fixture(scope="module")
-def finished_sweep(tmp_path_factory, qcd_file) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("sweep")
-    sweep_file = folder / "tiny.yaml"
-    sweep_file.write_text(TINY)
-    assert main(["sweep", str(sweep_file), "--results", str(folder / "results")]) == 0
-    return sweep_file, folder / "results" / "tiny"
+def finished_sweep(tmp_path_factory, tiny_sweep) -> tuple[Path, Path]:
+    """A copy of the session's tiny sweep, swept with its review: this module's to rerun, fail and resume."""
+    folder = tmp_path_factory.mktemp("sweep") / "tiny"
+    shutil.copytree(tiny_sweep, folder)
+    return folder / "tiny.yaml", folder / "results" / "tiny"
 
 
 def _mtimes(results: Path) -> dict[str, int]:
@@ -57,7 +46,7 @@ def test_every_trial_is_done_and_the_ae_beats_pca(finished_sweep):
     summary = (results / "summary.md").read_text()
     assert all(value in summary for value in best["Reference MSE"]), "the Markdown table shows the CSV's numbers"
     assert (results / "figures" / "loss_vs_latent.png").stat().st_size > 10_000
-    assert (results / "sweep.yaml").read_text() == TINY
+    assert (results / "sweep.yaml").read_text() == TINY_SWEEP
 
 
 def test_running_again_reruns_nothing(finished_sweep, capsys):

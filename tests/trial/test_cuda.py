@@ -16,7 +16,7 @@ from hpcsweep.store import read_trial, trial_path
 from hpcsweep.trial import run_trial
 from hpcsweep.trial.models import build_model
 from hpcsweep.trial.train import COMPILE_FROM_JETS, select_device, training_objective
-from tests.conftest import trial_spec
+from tests.helpers import trial_spec
 
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="no CUDA GPU visible to this process (torch.cuda.is_available() is False)"

@@ -11,7 +11,7 @@ from hpcsweep.data.normalize import make_normaliser
 from hpcsweep.store import read_trial, trial_path, write_trial
 from hpcsweep.trial import run_trial
 from hpcsweep.trial.evaluate import JetMeasure, compression, residual_arrays, residual_table, residual_values, truncation_baselines
-from tests.conftest import trial_spec
+from tests.helpers import trial_spec
 
 
 def test_discrete_variables_come_back_as_training_values_and_signs_are_kept():

@@ -14,7 +14,7 @@ from hpcsweep.store import read_trial, trial_path
 from hpcsweep.trial import run_trial
 from hpcsweep.trial.models import Autoencoder, SparseAutoencoder, VariationalAutoencoder, build_model, fold_batchnorm
 from hpcsweep.trial.train import train
-from tests.conftest import trial_spec
+from tests.helpers import trial_spec
 
 
 def test_thesis_architectures_are_mirrored():

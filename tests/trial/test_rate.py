@@ -10,7 +10,7 @@ from hpcsweep.store import read_trial, trial_path
 from hpcsweep.trial import run_trial
 from hpcsweep.trial.models import build_model
 from hpcsweep.trial.train import train
-from tests.conftest import trial_spec
+from tests.helpers import trial_spec
 
 #: Losses of three epochs of each kind on seeded random data, written by hpcsweep before the rate term existed
 #: (commit bf12707, CPU, one thread): the same code path must give the same floats.

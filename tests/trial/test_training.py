@@ -17,7 +17,7 @@ from hpcsweep.store import read_trial, trial_path
 from hpcsweep.trial import checkpoint_path, run_trial
 from hpcsweep.trial.models import build_model
 from hpcsweep.trial.train import COMPILE_FROM_JETS, learning_rate_schedule, train, training_objective
-from tests.conftest import trial_spec
+from tests.helpers import trial_spec
 
 
 def _rates(config: TrainConfig, steps_per_epoch: int) -> tuple[list[float], list[float]]:

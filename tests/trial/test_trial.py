@@ -9,7 +9,7 @@ from hpcsweep.data import Normaliser, open_cache
 from hpcsweep.store import read_trial, trial_path
 from hpcsweep.trial import run_trial, split_indices
 from hpcsweep.trial.models import Autoencoder
-from tests.conftest import trial_spec
+from tests.helpers import trial_spec
 
 
 def test_split_is_fixed_by_its_seed_and_disjoint():
