@@ -18,17 +18,32 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
-SAFETY = 0.999  # bounds handed to the libraries are shrunk by this: float32 rounding of the decoded values stays inside
-PEERS = ("SZ3", "ZFP", "fpzip", "mantissa + zstd")
-_MODULES = {"SZ3": "pysz", "ZFP": "zfpy", "fpzip": "fpzip", "mantissa + zstd": "zstandard"}
+from hpcsweep.codec.coder import SAFETY  # bounds handed to the libraries are shrunk by it, as the coder's grid steps are
+
+#: A peer's coder: (values, bound) -> (bytes, decoded values); a peer by precision takes a bound per value too.
+Code = Callable[..., tuple[int, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class Peer:
+    """One compressor held to the bound: its name in tables and figures, the library it needs (beside zstandard, which
+    keeps the lossless columns), how it codes a column, and whether it takes a precision rather than a bound (then a
+    relatively bounded column is also coded as its raw values, a float's precision being relative already, and the
+    fewer bytes of the two domains count)."""
+
+    name: str
+    module: str
+    code: Code
+    by_precision: bool = False
 
 
 def available() -> list[str]:
     """The peers whose library is installed."""
-    return [peer for peer in PEERS if all(importlib.util.find_spec(module) for module in (_MODULES[peer], "zstandard"))]
+    return [peer.name for peer in TABLE if all(importlib.util.find_spec(module) for module in (peer.module, "zstandard"))]
 
 
 def compress_with_peers(x: np.ndarray, kinds: list[str], discrete: list[bool], bound: float) -> dict[str, tuple[float, np.ndarray]]:
@@ -37,33 +52,33 @@ def compress_with_peers(x: np.ndarray, kinds: list[str], discrete: list[bool], b
     `kinds[i]` is variable i's residual kind ('relative', 'absolute', 'phi'), `discrete[i]` whether it is stored losslessly.
     """
     out = {}
-    for peer in available():
-        codec = _CODECS[peer]
+    by_name = {peer.name: peer for peer in TABLE}
+    for name in available():
         total, decoded = 0, np.empty_like(x, dtype=np.float32)
         for i, kind in enumerate(kinds):
-            size, decoded[:, i] = _column(x[:, i], kind, discrete[i], bound, codec)
+            size, decoded[:, i] = _column(x[:, i], kind, discrete[i], bound, by_name[name])
             total += size
-        out[peer] = (total / len(x), decoded)
+        out[name] = (total / len(x), decoded)
     return out
 
 
-def _column(values: np.ndarray, kind: str, discrete: bool, bound: float, codec: Callable) -> tuple[int, np.ndarray]:
+def _column(values: np.ndarray, kind: str, discrete: bool, bound: float, peer: Peer) -> tuple[int, np.ndarray]:
     """Bytes and decoded values of one variable: lossless if discrete, as is (absolute), or under a relative bound in
     log space, and, for a peer that takes a precision (fpzip, mantissa bits), also on the raw values: the fewer bytes."""
     values = np.asarray(values, dtype=np.float32)
     if discrete:
         return len(_zstd(values.tobytes())), values
     if kind != "relative":
-        size, back = codec(values.astype(np.float64), bound * SAFETY)
+        size, back = peer.code(values.astype(np.float64), bound * SAFETY)
         return size, back.astype(np.float32)
-    logged = _in_logs(values, bound, codec)
-    if codec not in _BY_PRECISION:
+    logged = _in_logs(values, bound, peer.code)
+    if not peer.by_precision:
         return logged
-    raw = codec(values.astype(np.float64), bound * SAFETY * np.abs(values.astype(np.float64)))  # a relative bound per value
+    raw = peer.code(values.astype(np.float64), bound * SAFETY * np.abs(values.astype(np.float64)))  # a relative bound per value
     return min(logged, (raw[0], raw[1].astype(np.float32)), key=lambda coded: coded[0])
 
 
-def _in_logs(values: np.ndarray, bound: float, codec: Callable) -> tuple[int, np.ndarray]:
+def _in_logs(values: np.ndarray, bound: float, codec: Code) -> tuple[int, np.ndarray]:
     """A relative bound as an absolute one on log(x), the one domain SZ3 and ZFP can keep it in; zeros go in a mask."""
     zero = values <= 0
     logs = np.log(np.where(zero, 1.0, values).astype(np.float64))
@@ -131,13 +146,12 @@ def _mantissa(values: np.ndarray, bound: float | np.ndarray) -> tuple[int, np.nd
     return _fewest_bits(values, bound, encode, range(1, 24))
 
 
-_CODECS: dict[str, Callable[..., tuple[int, np.ndarray]]] = {
-    "SZ3": _sz3,
-    "ZFP": _zfp,
-    "fpzip": _fpzip,
-    "mantissa + zstd": _mantissa,
-}
-
-#: The peers that take a precision: under a relative bound each column is also coded as its raw values (a float's
-#: precision is relative already), and the fewer bytes of the two domains count.
-_BY_PRECISION = (_fpzip, _mantissa)
+#: The peers, in the order of every table and figure: adding a peer is adding its row (and its library to the extra
+#: `compare` in pyproject.toml).
+TABLE: tuple[Peer, ...] = (
+    Peer("SZ3", "pysz", _sz3),
+    Peer("ZFP", "zfpy", _zfp),
+    Peer("fpzip", "fpzip", _fpzip, by_precision=True),
+    Peer("mantissa + zstd", "zstandard", _mantissa, by_precision=True),
+)
+PEERS = tuple(peer.name for peer in TABLE)

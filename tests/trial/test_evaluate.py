@@ -109,6 +109,29 @@ def test_error_bounded_peers_keep_every_value_within_the_bound_in_fewer_bytes(qc
     assert peers["SZ3"][0] < 0.3 * 4 * x.shape[1], "SZ3 stores these jets in under 30 % of float32's bytes"
 
 
+def test_a_new_peer_is_one_row_of_the_table_and_is_held_to_the_bound_like_the_others(qcd_file, monkeypatch):
+    """A toy peer (values rounded to a grid of twice the bound, then zstd) added as one row: it is available, codes
+    every column in the domain its kind asks for, and keeps every value within the bound."""
+    import zstandard
+
+    from hpcsweep.codec import peers
+    from hpcsweep.data import load_jets
+
+    def grid_and_zstd(values: np.ndarray, bound: float) -> tuple[int, np.ndarray]:
+        steps = np.round(values / (2 * bound)).astype(np.int64)
+        return len(zstandard.ZstdCompressor(level=19).compress(steps.tobytes())), steps * (2 * bound)
+
+    monkeypatch.setattr(peers, "TABLE", (*peers.TABLE, peers.Peer("grid + zstd", "zstandard", grid_and_zstd)))
+    assert peers.available()[-1] == "grid + zstd"
+    varset = load_varset("generated")
+    x = load_jets(qcd_file, varset).matrix()
+    measure = JetMeasure.of(varset, {v.name: np.unique(x[:, i]) for i, v in enumerate(varset.variables) if v.discrete})
+    kinds = [measure.residual_kind[name] for name in measure.names]
+    coded = peers.compress_with_peers(x, kinds, [name in measure.allowed for name in measure.names], bound=0.01)
+    bytes_per_jet, decoded = coded["grid + zstd"]
+    assert np.nanmax(np.abs(residual_table(x, decoded, measure))) <= 0.01 and 0 < bytes_per_jet < 4 * x.shape[1]
+
+
 def test_a_peer_that_takes_a_precision_gets_every_precision_in_its_better_domain(qcd_file):
     """fpzip and mantissa bits, per relative column: the fewer bytes of log space and the raw values, each within the
     bound; for fpzip fewer bytes in all than log space at even precisions only (what the review showed before)."""
@@ -118,12 +141,14 @@ def test_a_peer_that_takes_a_precision_gets_every_precision_in_its_better_domain
     varset = load_varset("generated")
     x = load_jets(qcd_file, varset).matrix().astype(np.float32)
     columns = [x[:, i] for i, v in enumerate(varset.variables) if v.residual == "relative" and not v.discrete and (x[:, i] > 0).all()]
-    for codec in (peers._fpzip, peers._mantissa):
+    by_precision = [peer for peer in peers.TABLE if peer.by_precision]
+    assert [peer.name for peer in by_precision] == ["fpzip", "mantissa + zstd"]
+    for peer in by_precision:
         for values in columns:
-            size, decoded = peers._column(values, "relative", False, 0.01, codec)
-            assert np.all(np.abs(decoded.astype(np.float64) - values) <= 0.01 * np.abs(values)), codec.__name__
-            assert size <= peers._in_logs(values, 0.01, codec)[0]
-    now = sum(peers._column(values, "relative", False, 0.01, peers._fpzip)[0] for values in columns)
+            size, decoded = peers._column(values, "relative", False, 0.01, peer)
+            assert np.all(np.abs(decoded.astype(np.float64) - values) <= 0.01 * np.abs(values)), peer.name
+            assert size <= peers._in_logs(values, 0.01, peer.code)[0]
+    now = sum(peers._column(values, "relative", False, 0.01, by_precision[0])[0] for values in columns)
     before = sum(len(_fpzip_at_even_precisions(np.log(values.astype(np.float64)), np.log1p(0.01) * peers.SAFETY)) for values in columns)
     assert now < before, f"fpzip on {len(columns)} columns: {now} B now, {before} B in log space at even precisions"
 
