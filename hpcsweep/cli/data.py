@@ -1,0 +1,152 @@
+"""The data commands: data generate (Pythia + FastJet), inspect (a file of one's own), info (as a sweep reads it), varsets."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import get_args
+
+from hpcsweep.cli.common import print_rows
+from hpcsweep.cli.options import input_file
+from hpcsweep.config import Process
+from hpcsweep.errors import UserError
+
+
+def add_data(commands: argparse._SubParsersAction) -> None:
+    data = commands.add_parser("data", help="generate and inspect jet data",
+                               description="Jets for sweeps: simulate them (generate), see what a ROOT or Parquet file of one's "
+                                           "own holds and draft a variable set for it (inspect), read it as a sweep would (info), "
+                                           "list the built-in sets (varsets).")  # fmt: skip
+    data_commands = data.add_subparsers(title="data commands", metavar="COMMAND")
+    for add in (_add_generate, _add_inspect, _add_info, _add_varsets):
+        add(data_commands)
+
+    def data_help(_: argparse.Namespace) -> int:
+        data.print_help()
+        return 2
+
+    data.set_defaults(handler=data_help)
+
+
+def _add_generate(commands: argparse._SubParsersAction) -> None:
+    generate = commands.add_parser("generate", help="simulate jets with Pythia 8 + FastJet into a ROOT file",
+                                   description="pp at 13 TeV, anti-kt R=0.4 jets with pt > 20 GeV, 24 variables per jet. "
+                                               "Cached: the same sample is generated once.")  # fmt: skip
+    generate.add_argument("--process", choices=get_args(Process), default="qcd", help="QCD dijets (background) or Z' -> q qbar (signal)")
+    generate.add_argument("--mass", type=float, default=350.0, metavar="GEV", help="Z' mass (default 350)")
+    generate.add_argument("--events", type=int, default=10000, metavar="N", help="events to simulate (default 10000)")
+    generate.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    generate.add_argument("--workers", type=int, metavar="N", help="parallel processes (default: all cores)")
+    generate.add_argument("--out", metavar="DIR", help="output folder (default: $HPCSWEEP_DATA/generated, else data/generated)")
+    generate.set_defaults(handler=cmd_generate)
+
+
+def _add_inspect(commands: argparse._SubParsersAction) -> None:
+    inspect = commands.add_parser("inspect", help="what a ROOT or Parquet file holds: tables, branches, types, ranges; "
+                                                  "--draft-varset writes a variable set to edit",
+                                  description="Every TTree and RNTuple of a ROOT file (or the table of a Parquet file): "
+                                              "entries, branches with types, jagged or flat, and one pass of statistics "
+                                              "(values, min, max, NaN/inf, negative, distinct). With --draft-varset, a "
+                                              "variable set guessed from names and values, to check and edit.")  # fmt: skip
+    inspect.add_argument("file", type=input_file, help="a ROOT or Parquet file")
+    inspect.add_argument("--tree", help="only this TTree or RNTuple")
+    inspect.add_argument("--max-entries", type=int, metavar="N", help="statistics of the first N entries of each table (default: all)")
+    inspect.add_argument("--draft-varset", metavar="OUT.yaml", help="write a variable set drafted from the (only, or --tree) table")
+    inspect.set_defaults(handler=cmd_inspect)
+
+
+def _add_info(commands: argparse._SubParsersAction) -> None:
+    info = commands.add_parser("info", help="describe a jet file as a variable set sees it (counts, ranges, cuts, dijet mass)",
+                               description="Read a ROOT or Parquet file (or several: a glob) with a variable set, as a sweep "
+                                           "would: jets and events, each variable's range, what each cleaning step removed, "
+                                           "and the dijet-mass peak when the set has a four-momentum.")  # fmt: skip
+    info.add_argument("file", help="a ROOT or Parquet file, or a glob of several")
+    info.add_argument(
+        "--varset", default="generated", help="a built-in set (see 'hpcsweep data varsets') or a YAML file; default generated"
+    )
+    info.add_argument("--tree", help="tree name (default: the variable set's, or the only tree)")
+    info.set_defaults(handler=cmd_info)
+
+
+def _add_varsets(commands: argparse._SubParsersAction) -> None:
+    varsets = commands.add_parser("varsets", help="list the built-in variable sets",
+                                  description="The variable sets shipped with hpcsweep. A sweep's data.varset also takes the "
+                                              "path of a YAML file of one's own, or a mapping inline (docs/data.md).")  # fmt: skip
+    varsets.set_defaults(handler=cmd_varsets)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from hpcsweep.config import DataConfig
+    from hpcsweep.data import data_root
+    from hpcsweep.data.generate import Sample, generate
+    from hpcsweep.errors import one_line
+
+    try:
+        DataConfig.model_validate({"events": args.events})  # at least 1, and not years of generation
+    except ValidationError as err:
+        raise UserError(one_line(err, "--events", DataConfig).replace("--events: events: ", "--events: ")) from None
+    sample = Sample(args.process, args.events, args.seed, args.mass)
+    out = Path(args.out) if args.out else data_root() / "generated"
+    path = generate(sample, out, workers=args.workers)
+    print(path)
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from hpcsweep.data.inspect import describe, draft_varset, inspect_file
+
+    tables = inspect_file(args.file, tree=args.tree, max_entries=args.max_entries, progress=sys.stderr.isatty())
+    for title, header, rows in describe(tables):
+        print_rows(title, header, rows)
+    if args.draft_varset:
+        if len(tables) > 1:
+            raise UserError(f"{args.file} holds {len(tables)} tables ({', '.join(t.name for t in tables)}); choose one with --tree")
+        out = Path(args.draft_varset)
+        if out.exists():
+            raise UserError(f"{out} exists; give another name (a draft never overwrites a file)")
+        out.write_text(draft_varset(tables[0], out.stem))
+        print(f"drafted {out}: check it (the comments at its top say what to check), then use it in a sweep as data.varset: {out}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from hpcsweep.data.physics import MIN_PEAK_EVENTS, dijet_mass, peak_and_width
+    from hpcsweep.data.read import load_jets
+    from hpcsweep.data.varset import load_varset
+    from hpcsweep.paths import locate
+
+    varset = load_varset(args.varset, Path.cwd())
+    table = load_jets(locate(args.file, None), varset, tree=args.tree)
+    n_events = len(np.unique(table.event))
+    print(
+        f"{args.file}: {len(table):,} jets in {n_events:,} events with jets; variable set {varset.name!r} ({len(varset.names)} variables)"
+    )
+    rows = []
+    for name in table.names:
+        column = np.asarray(table.columns[name], dtype=np.float64)
+        rows.append([name, f"{column.min():.4g}", f"{column.mean():.4g}", f"{column.max():.4g}"] if len(column) else [name, "", "", ""])
+    print_rows("variables", ["variable", "min", "mean", "max"], rows)
+    cuts = [[c.name, c.expression, c.removed, ", ".join(f"{k}: {n:,}" for k, n in c.by_variable.items())] for c in table.cuts]
+    print_rows("cleaning", ["step", "rule", "jets removed", "by variable"], cuts)
+    if varset.four_momentum:
+        mass = dijet_mass(table.columns, table.event, table.rank, varset.four_momentum)
+        if len(mass) >= MIN_PEAK_EVENTS:
+            peak, width = peak_and_width(mass)
+            print(f"dijet mass of the two leading jets ({len(mass):,} events): peak {peak:.1f} GeV, "
+                  f"Gaussian-equivalent width {width:.1f} GeV (FWHM/2.355)")  # fmt: skip
+    return 0
+
+
+def cmd_varsets(_: argparse.Namespace) -> int:
+    from hpcsweep.data.varset import load_varset, varset_names
+
+    rows = [[name, len(load_varset(name).variables), load_varset(name).description] for name in varset_names()]
+    print_rows("built-in variable sets", ["name", "variables", "description"], rows)
+    print("A sweep's data.varset also takes the path of a YAML file of your own (relative to the sweep file) or an inline "
+          "mapping; 'hpcsweep data inspect FILE --draft-varset mine.yaml' drafts one. See docs/data.md.")  # fmt: skip
+    return 0

@@ -1,0 +1,154 @@
+"""The review's commands: aggregate (tables and figures, printed), report (one HTML page), export-tracking."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hpcsweep.cli.common import print_rows, results_dir, swept_dir
+from hpcsweep.cli.options import RESULTS_HELP, add_results_option, add_verify_option, add_wide_option
+from hpcsweep.errors import UserError
+from hpcsweep.states import TrialState
+
+if TYPE_CHECKING:
+    from hpcsweep.config import SweepConfig
+    from hpcsweep.review import Review
+    from hpcsweep.review.aggregator import Detail
+
+
+def add_aggregate(commands: argparse._SubParsersAction) -> None:
+    aggregate = commands.add_parser("aggregate", help="write a sweep's tables (Markdown, CSV, LaTeX) and figures (PNG; PDF with --pdf)",
+                                    description="Best and median trial per latent dimension, comparisons by every other axis the "
+                                                "sweep varied, baselines, compression, seed stability; the figures of the thesis' "
+                                                "chapter 2.3. Reads summaries and the best trials' evaluations, never weights.")  # fmt: skip
+    aggregate.add_argument("sweep", help=RESULTS_HELP)
+    add_results_option(aggregate)
+    detail = aggregate.add_mutually_exclusive_group()
+    detail.add_argument("--detail", action="store_true", help="the per-trial figures of the best trial per z, not only of the best trial")
+    detail.add_argument("--no-detail", action="store_true", help="no per-trial figures")
+    aggregate.add_argument(
+        "--pdf", action="store_true", help="also write each figure as PDF, for papers (default: the sweep file's review.pdf, else PNG only)"
+    )
+    add_verify_option(aggregate)
+    add_wide_option(aggregate)
+    aggregate.set_defaults(handler=cmd_aggregate)
+
+
+def add_report(commands: argparse._SubParsersAction) -> None:
+    report = commands.add_parser("report", help="write results/<sweep>/report/index.html: every table and figure on one page",
+                                 description="Aggregate the sweep, then write one self-contained HTML page (figures embedded) "
+                                             "with its tables, figures, definition, state counts and links to each trial file.")  # fmt: skip
+    report.add_argument("sweep", help=RESULTS_HELP)
+    add_results_option(report)
+    report.set_defaults(handler=cmd_report)
+
+
+def add_export_tracking(commands: argparse._SubParsersAction) -> None:
+    tracking = commands.add_parser("export-tracking", help="write a sweep's trials as TensorBoard or MLflow runs",
+                                   description="One run per trial file (failed ones with their state): per-epoch train_loss, "
+                                               "val_loss and lr, the final metrics, the config as hyperparameters (TensorBoard's "
+                                               "HParams tab, MLflow params). Running it again replaces the last export; needs "
+                                               "the extra 'tracking'.")  # fmt: skip
+    tracking.add_argument("sweep", help=RESULTS_HELP)
+    tracking.add_argument("--to", required=True, choices=("tensorboard", "mlflow"), help="a TensorBoard log dir, or a local MLflow "
+                                                                                       "store (SQLite, no server)")  # fmt: skip
+    tracking.add_argument("-o", "--output", metavar="DIR", help="the folder to write (default: results/<sweep>/tensorboard or "
+                                                                "results/<sweep>/mlruns); replaced whole by each export")  # fmt: skip
+    add_results_option(tracking)
+    tracking.set_defaults(handler=cmd_export_tracking)
+
+
+def cmd_aggregate(args: argparse.Namespace) -> int:
+    detail: Detail = "all" if args.detail else "none" if args.no_detail else "best"
+    show_tables(swept_dir(args.sweep, args.results), detail=detail, wide=args.wide, pdf=args.pdf or None, verify=args.verify)
+    return 0
+
+
+def show_tables(
+    results_dir: Path,
+    latents: list[int] | None = None,
+    detail: Detail = "all",
+    wide: bool = False,
+    pdf: bool | None = None,
+    verify: bool = False,
+) -> Review:
+    """Aggregate (saying so while it draws), print the best/median (residuals, stability) tables and the warnings.
+    `pdf`: also PDFs of the figures (None: as the sweep's review.pdf says)."""
+    from rich.console import Console
+
+    from hpcsweep.review import aggregate
+
+    with Console(stderr=True).status(f"aggregating {results_dir}: tables") as status:
+        drawn = itertools.count(1)
+        review = aggregate(
+            results_dir,
+            detail=detail,
+            pdf=pdf,
+            drawing=lambda title: status.update(f"drawing figure {next(drawn)}: {title}"),
+            verify=verify,
+        )
+    shown = ["best_per_latent", "median_per_latent", "stability"]
+    residuals = review.tables.get("residuals_per_latent")
+    if residuals is not None and residuals[1]["Variable"].nunique() <= 8:  # a few variables: their residuals fit a terminal
+        shown.insert(2, "residuals_per_latent")
+    if review.rank_by == "bytes":  # a sweep for a compressor ends with the frontier and the compressors against the peers
+        shown += ["rate_frontier", "compressors"]
+    named: set[str] = set()
+    for stem in shown:
+        if stem not in review.tables:
+            continue
+        title, table = review.tables[stem]
+        if latents is not None and "Latent space dimensions" in table:
+            table = table[table["Latent space dimensions"].isin(latents)]
+        print_rows(title, list(table.columns), table.values.tolist(), wide, legend=not set(table.columns) <= named)
+        named |= set(table.columns)
+    for line in review.headlines:
+        print(line)
+    if review.undrawn:
+        print(f"per-trial figures drawn for the best trial; those of the best trial at z = {', '.join(map(str, review.undrawn))}: "
+              f"'hpcsweep aggregate {results_dir} --detail'")  # fmt: skip
+    for warning in review.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"written: {len(review.paths)} files under {results_dir}: summary.md, tables/, figures/")
+    return review
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from hpcsweep.review import aggregate, write_report
+    from hpcsweep.sweep import kept_sweep
+
+    folder = results_dir(args.sweep, args.results)
+    if not folder.is_dir():
+        raise UserError(f"{folder}: no such sweep results; run 'hpcsweep sweep {args.sweep}' first")
+    review = aggregate(folder)
+    definition = kept_sweep(folder)
+    states = _definition_states(definition, folder) if definition else dict(Counter(review.frame["state"]))
+    kept = folder / "sweep.yaml"
+    path = write_report(review, kept.read_text() if kept.is_file() else "", states)
+    for warning in review.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"report: {path} ({len(review.tables)} tables, {len(review.figures)} figures); open it in a browser, no server needed")
+    return 0
+
+
+def _definition_states(sweep: SweepConfig, results_dir: Path) -> dict[str, int]:
+    """The sweep definition's trials counted by state (pending: no trial file yet)."""
+    from hpcsweep.sweep import plan
+
+    counts = plan(sweep, results_dir).counts()
+    return {str(state): counts[state] for state in TrialState if counts[state]}
+
+
+def cmd_export_tracking(args: argparse.Namespace) -> int:
+    from hpcsweep.review.tracking import export_tracking
+
+    exported = export_tracking(swept_dir(args.sweep, args.results), args.to, Path(args.output) if args.output else None)
+    for problem in exported.unreadable:
+        print(f"warning: left out {problem}", file=sys.stderr)
+    states = ", ".join(f"{count} {state}" for state, count in sorted(exported.states.items()))
+    print(f"{sum(exported.states.values())} runs ({states}) -> {exported.folder}; open with: {exported.open_with}")
+    return 0
