@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +60,12 @@ def print_rows(title: str, header: list[str], rows: list[list[Any]], wide: bool 
     from hpcsweep.terminal import print_table
 
     print_table(title, header, rows, wide, legend)
+
+
+def print_warnings(warnings: Iterable[str]) -> None:
+    """What a stage warns of, on stderr."""
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 def print_notes(notes: list[str]) -> None:

@@ -73,18 +73,13 @@ def add_score(commands: argparse._SubParsersAction) -> None:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from hpcsweep.codec import AMORTISED_OVER
-    from hpcsweep.compress import best_trial, export_bundle, export_onnx
-    from hpcsweep.store import trial_path
+    from hpcsweep.compress import export_bundle, export_onnx, trial_to_export
 
     if sum(option is not None for option in (args.z, args.trial, args.best)) != 1:
         raise UserError("give one of --z Z (the best trial at that latent dimension), --trial ID or --best MEASURE")
     if args.steps is not None and not args.refit:
         raise UserError("--steps sets how a compressor is fitted anew: it goes with --refit")
-    folder = results_dir(args.sweep, args.results)
-    trial_id = args.trial or best_trial(folder, args.z, args.best)
-    path = trial_path(folder, trial_id)
-    if not path.is_file():
-        raise UserError(f"{path}: no such trial in {folder}")
+    trial_id, path = trial_to_export(results_dir(args.sweep, args.results), args.z, args.trial, args.best)
     bounds = tuple(dict.fromkeys(args.max_error)) if args.max_error else None
     if args.onnx:
         for written in export_onnx(path, Path(args.output).with_suffix("")):

@@ -96,49 +96,31 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from hpcsweep.data.inspect import describe, draft_varset, inspect_file
+    from hpcsweep.data.inspect import describe, inspect_file, write_draft
 
     tables = inspect_file(args.file, tree=args.tree, max_entries=args.max_entries, progress=sys.stderr.isatty())
     for title, header, rows in describe(tables):
         print_rows(title, header, rows)
     if args.draft_varset:
-        if len(tables) > 1:
-            raise UserError(f"{args.file} holds {len(tables)} tables ({', '.join(t.name for t in tables)}); choose one with --tree")
         out = Path(args.draft_varset)
-        if out.exists():
-            raise UserError(f"{out} exists; give another name (a draft never overwrites a file)")
-        out.write_text(draft_varset(tables[0], out.stem))
+        write_draft(args.file, tables, out)
         print(f"drafted {out}: check it (the comments at its top say what to check), then use it in a sweep as data.varset: {out}")
     return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    import numpy as np
+    from hpcsweep.data import file_info
 
-    from hpcsweep.data.physics import MIN_PEAK_EVENTS, dijet_mass, peak_and_width
-    from hpcsweep.data.read import load_jets
-    from hpcsweep.data.varset import load_varset
-    from hpcsweep.paths import locate
-
-    varset = load_varset(args.varset, Path.cwd())
-    table = load_jets(locate(args.file, None), varset, tree=args.tree)
-    n_events = len(np.unique(table.event))
-    print(
-        f"{args.file}: {len(table):,} jets in {n_events:,} events with jets; variable set {varset.name!r} ({len(varset.names)} variables)"
-    )
-    rows = []
-    for name in table.names:
-        column = np.asarray(table.columns[name], dtype=np.float64)
-        rows.append([name, f"{column.min():.4g}", f"{column.mean():.4g}", f"{column.max():.4g}"] if len(column) else [name, "", "", ""])
+    info = file_info(args.file, args.varset, args.tree)
+    print(f"{args.file}: {len(info.table):,} jets in {info.events():,} events with jets; "
+          f"variable set {info.varset.name!r} ({len(info.varset.names)} variables)")  # fmt: skip
+    rows = [[name, *(f"{x:.4g}" for x in at)] if at else [name, "", "", ""] for name, at in info.ranges().items()]
     print_rows("variables", ["variable", "min", "mean", "max"], rows)
-    cuts = [[c.name, c.expression, c.removed, ", ".join(f"{k}: {n:,}" for k, n in c.by_variable.items())] for c in table.cuts]
+    cuts = [[c.name, c.expression, c.removed, ", ".join(f"{k}: {n:,}" for k, n in c.by_variable.items())] for c in info.table.cuts]
     print_rows("cleaning", ["step", "rule", "jets removed", "by variable"], cuts)
-    if varset.four_momentum:
-        mass = dijet_mass(table.columns, table.event, table.rank, varset.four_momentum)
-        if len(mass) >= MIN_PEAK_EVENTS:
-            peak, width = peak_and_width(mass)
-            print(f"dijet mass of the two leading jets ({len(mass):,} events): peak {peak:.1f} GeV, "
-                  f"Gaussian-equivalent width {width:.1f} GeV (FWHM/2.355)")  # fmt: skip
+    if peak := info.dijet_peak():
+        print(f"dijet mass of the two leading jets ({peak[0]:,} events): peak {peak[1]:.1f} GeV, "
+              f"Gaussian-equivalent width {peak[2]:.1f} GeV (FWHM/2.355)")  # fmt: skip
     return 0
 
 

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from hpcsweep.cli.common import print_rows
-from hpcsweep.errors import UserError
 
 
 def add_evaluate(commands: argparse._SubParsersAction) -> None:
@@ -26,68 +25,13 @@ def add_evaluate(commands: argparse._SubParsersAction) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from hpcsweep.config import DataConfig
-    from hpcsweep.data import prepare
-    from hpcsweep.data.read import open_cache
-    from hpcsweep.store import read_summary, read_trial
-    from hpcsweep.trial import evaluate_stored
+    from hpcsweep.trial import reevaluate
 
     path = Path(args.trial)
-    if not path.is_file():
-        raise UserError(f"{path}: no such trial file (they live in results/<sweep>/trials/)")
-    config = read_summary(path)["config"]
-    data = DataConfig.model_validate(config["data"])
-    signals, background = None, None  # re-evaluating the validation split also re-evaluates the trial's signal samples
-    other = args.source or (args.signal if args.signal and not _is_number(args.signal) else None)
-    if other:  # another file, read with the trial's variable set
-        folder = prepare(DataConfig.model_validate({**data.model_dump(), "source": other}, context={"base": Path.cwd()}))
-        label, split = args.label or Path(other).stem, False
-    elif args.signal:
-        if not data.generated:
-            raise UserError(
-                f"{path}: trial of file data ({data.source}): --signal {args.signal} would be a generated Z' sample, which a model "
-                "of other jets was not trained to compare with; give a signal file instead: --signal FILE"
-            )
-        mass = float(args.signal)
-        folder = prepare(data.model_copy(update={"process": "zprime", "zprime_mass": mass, "events": args.events}))
-        label, split = args.label or f"zprime{mass:g}", False
-    else:
-        folder = _own_data(path, config)
-        label, split = args.label or "validation", True
-        signals = {  # the samples it was evaluated on before, read again from their files: anomaly figures of merit
-            name: str(prepare(DataConfig.model_validate({**data.model_dump(), "source": result["source"]}, context={"base": Path.cwd()})))
-            for name, result in read_trial(path, weights=False).evaluation.items()
-            if name != "validation" and Path(result.get("source") or "/nonexistent").is_file()
-        }
-    if args.signal:  # a signal is scored against the trial's validation jets, as in a sweep
-        background = open_cache(_own_data(path, config))
-    try:
-        summary = evaluate_stored(path, label, open_cache(folder), split, signals=signals, background=background)
-    except ValueError as err:
-        raise UserError(str(err)) from None
+    label, summary = reevaluate(path, args.source, args.signal, args.events, args.label)
     _print_evaluation(label, summary)
     print(f"written into {path} under evaluation[{label!r}]")
     return 0
-
-
-def _own_data(path: Path, config: dict[str, Any]) -> Path:
-    """The cache of the data a trial trained on (`data.trained_data`), its refusal naming the trial file."""
-    from hpcsweep.data import trained_data
-    from hpcsweep.store import read_summary
-
-    what = "its validation split cannot be rebuilt; evaluate another file with --source FILE"
-    try:
-        return trained_data(config, read_summary(path).get("provenance", {}), what)
-    except UserError as err:
-        raise UserError(f"{path}: {err}") from None
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _print_evaluation(label: str, summary: dict[str, Any]) -> None:

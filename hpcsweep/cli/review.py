@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import sys
-from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hpcsweep.cli.common import print_rows, results_dir, swept_dir
+from hpcsweep.cli.common import print_rows, print_warnings, results_dir, swept_dir
 from hpcsweep.cli.options import RESULTS_HELP, add_results_option, add_verify_option, add_wide_option
 from hpcsweep.errors import UserError
-from hpcsweep.states import TrialState
 
 if TYPE_CHECKING:
-    from hpcsweep.config import SweepConfig
     from hpcsweep.review import Review
     from hpcsweep.review.aggregator import Detail
 
@@ -111,44 +107,28 @@ def show_tables(
     if review.undrawn:
         print(f"per-trial figures drawn for the best trial; those of the best trial at z = {', '.join(map(str, review.undrawn))}: "
               f"'hpcsweep aggregate {results_dir} --detail'")  # fmt: skip
-    for warning in review.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+    print_warnings(review.warnings)
     print(f"written: {len(review.paths)} files under {results_dir}: summary.md, tables/, figures/")
     return review
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from hpcsweep.review import aggregate, write_report
-    from hpcsweep.sweep import kept_sweep
+    from hpcsweep.review import report_sweep
 
     folder = results_dir(args.sweep, args.results)
     if not folder.is_dir():
         raise UserError(f"{folder}: no such sweep results; run 'hpcsweep sweep {args.sweep}' first")
-    review = aggregate(folder)
-    definition = kept_sweep(folder)
-    states = _definition_states(definition, folder) if definition else dict(Counter(review.frame["state"]))
-    kept = folder / "sweep.yaml"
-    path = write_report(review, kept.read_text() if kept.is_file() else "", states)
-    for warning in review.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+    review, path = report_sweep(folder)
+    print_warnings(review.warnings)
     print(f"report: {path} ({len(review.tables)} tables, {len(review.figures)} figures); open it in a browser, no server needed")
     return 0
-
-
-def _definition_states(sweep: SweepConfig, results_dir: Path) -> dict[str, int]:
-    """The sweep definition's trials counted by state (pending: no trial file yet)."""
-    from hpcsweep.sweep import plan
-
-    counts = plan(sweep, results_dir).counts()
-    return {str(state): counts[state] for state in TrialState if counts[state]}
 
 
 def cmd_export_tracking(args: argparse.Namespace) -> int:
     from hpcsweep.review.tracking import export_tracking
 
     exported = export_tracking(swept_dir(args.sweep, args.results), args.to, Path(args.output) if args.output else None)
-    for problem in exported.unreadable:
-        print(f"warning: left out {problem}", file=sys.stderr)
+    print_warnings(f"left out {problem}" for problem in exported.unreadable)
     states = ", ".join(f"{count} {state}" for state, count in sorted(exported.states.items()))
     print(f"{sum(exported.states.values())} runs ({states}) -> {exported.folder}; open with: {exported.open_with}")
     return 0

@@ -27,6 +27,7 @@ from hpcsweep.states import TrialState
 
 if TYPE_CHECKING:
     from hpcsweep.config import SweepConfig
+    from hpcsweep.sweep import Plan
 
 
 def add_sweep(commands: argparse._SubParsersAction) -> None:
@@ -95,27 +96,44 @@ def _overridden_sweep(args: argparse.Namespace, path: Path) -> tuple[SweepConfig
     return definition, definition.with_overrides(latent=args.latent, dispatch=dispatch) if args.latent or dispatch else definition
 
 
-def _followed(args: argparse.Namespace, sweep: SweepConfig) -> bool:
-    """Whether the driver followed its jobs to the end (not when they outlive it and --wait was not given)."""
-    from hpcsweep.sweep import backend
-
-    return args.wait or not backend(sweep.dispatch.executor).outlives_driver
-
-
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from hpcsweep.sweep import expand, run_sweep
+    from hpcsweep.sweep import expand, preview
 
     path = resolve_sweep_file(args.sweep)
     definition, sweep = _overridden_sweep(args, path)
     folder = Path(args.results) / sweep.name
     if args.dry_run:
-        return _dry_run(sweep, folder, path, args.wide)
-    states = run_sweep(sweep, folder, source=path, definition=definition, **driver_options(args))
-    if not _followed(args, sweep):
+        _print_preview(sweep.name, preview(sweep, folder, str(path)), args.wide)
+        return 0
+    states = _run(args, sweep, folder, path, definition)
+    if states is None:
         return 0
     if not args.no_review:
         show_tables(folder, sorted({trial.model.latent for trial in expand(sweep)}), wide=args.wide)
     return _exit_status(states, sweep, folder, args.sweep)
+
+
+def cmd_rerun_best(args: argparse.Namespace) -> int:
+    from hpcsweep.review.rerun import plan_rerun
+
+    rerun = plan_rerun(results_dir(args.sweep, args.results), Path(args.results), args.top, args.seeds)
+    sweep = rerun.start(dispatch_overrides(args), f"hpcsweep rerun-best {args.sweep} --top {args.top} --seeds {args.seeds}")
+    print(f"{len(rerun.originals)} configs x {args.seeds} new seeds -> sweep {rerun.name!r} ({rerun.sweep_file})")
+    states = _run(args, sweep, rerun.results_dir, rerun.sweep_file, rerun.definition)
+    if states is None:
+        print(f"when it is done: hpcsweep aggregate {rerun.name}")
+        return 0
+    show_tables(rerun.results_dir, detail="none", wide=args.wide)
+    return _exit_status(states, sweep, rerun.results_dir, rerun.name)
+
+
+def _run(args: argparse.Namespace, sweep: SweepConfig, folder: Path, source: Path, definition: SweepConfig) -> Counter | None:
+    """`run_sweep` as the options say; the count of states, or None when the driver did not follow its jobs to the
+    end (they outlive it and --wait was not given)."""
+    from hpcsweep.sweep import backend, run_sweep
+
+    states = run_sweep(sweep, folder, source=source, definition=definition, **driver_options(args))
+    return states if args.wait or not backend(sweep.dispatch.executor).outlives_driver else None
 
 
 #: The exit status of `sweep` (and `rerun-best`) that followed its trials to the end (docs/sweeps.md).
@@ -141,13 +159,10 @@ def _exit_status(states: Counter, sweep: SweepConfig, results_dir: Path, name: s
     return EXIT_UNFINISHED
 
 
-def _dry_run(sweep: SweepConfig, results_dir: Path, path: Path, wide: bool = False) -> int:
-    """The trials of a sweep with every varied axis and their states; nothing is run, generated or written."""
+def _print_preview(name: str, planned: Plan, wide: bool) -> None:
+    """A dry run: the trials with every varied axis and their states."""
     from hpcsweep.review.tables import config_value, varied_axes
-    from hpcsweep.sweep import check_definition, plan
 
-    check_definition(results_dir, sweep)  # what the sweep itself would refuse, the dry run refuses too
-    planned = plan(sweep, results_dir, str(path))
     configs = {p.trial_id: {"config": p.config.model_dump(mode="json")} for p in planned.trials}
     axes = varied_axes(configs) + (["train.seed"] if len({p.config.train.seed for p in planned.trials}) > 1 else [])
     rows: list[list[Any]] = []
@@ -157,70 +172,52 @@ def _dry_run(sweep: SweepConfig, results_dir: Path, path: Path, wide: bool = Fal
         network = [train.batch_size, train.lr, train.weight_decay, train.epochs] if p.config.model.autoencoder else [""] * 4
         rows.append([p.trial_id if p.config.data_version else "(once read)", p.config.model.latent, *network, *values, p.state])
     versions = sorted({p.config.data_version or "not read yet" for p in planned.trials})
-    title = f"{sweep.name}: {len(planned.trials)} trials (data version {', '.join(versions)})"
+    title = f"{name}: {len(planned.trials)} trials (data version {', '.join(versions)})"
     if "not read yet" in versions:  # an id is the hash of the config with its data's version: none to show before
         title += "; trial ids take the data's version: they are known once the sweep has generated or read it"
     print_rows(title, ["trial", "z", "bs", "lr", "wd", "epochs", *axes, "state"], rows, wide)
-    for line in [planned.describe_others(), *planned.data_problems]:
-        if line:
-            print(line)
-    return 0
+    _print_others(planned)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     from hpcsweep.sweep import plan
-    from hpcsweep.terminal import labelled_bar
 
     path = sweep_definition(args.sweep, Path(args.results))
     _, sweep = _overridden_sweep(args, path)
-    if args.verify:
-        from hpcsweep.store import rebuild_index
+    planned = plan(sweep, Path(args.results) / sweep.name, str(path), verify=args.verify)
+    _print_counts(sweep, planned, args.wide)
+    retried = [p for p in planned.trials if p.state in (TrialState.FAILED, TrialState.LOST, TrialState.EXHAUSTED)]
+    if retried:
+        rows = [[p.trial_id, p.config.model.latent, p.state, f"{p.failures}/{sweep.max_attempts}", p.detail or "?"] for p in retried[:20]]
+        more = f" (the first 20 of {len(retried)})" if len(retried) > 20 else ""
+        print_rows(f"failed, lost and given-up trials{more}", ["trial", "z", "state", "attempts", "last reason"], rows, args.wide)
+    _print_others(planned)
+    for problem in planned.unreadable:
+        print(f"unreadable trial file: {problem}")
+    return 0
 
-        rebuild_index(Path(args.results) / sweep.name, verify=True)
-    planned = plan(sweep, Path(args.results) / sweep.name, str(path))
+
+def _print_counts(sweep: SweepConfig, planned: Plan, wide: bool) -> None:
+    """The trials by latent dimension and state, how many of the goal finished, and what carries those in flight."""
+    from hpcsweep.terminal import labelled_bar
+
     counts = Counter((p.config.model.latent, p.state) for p in planned.trials)
     rows: list[list[Any]] = [[z, *(counts[(z, s)] for s in TrialState)] for z in sorted({p.config.model.latent for p in planned.trials})]
     total = planned.counts()
     rows.append(["all", *(total[s] for s in TrialState)])
-    finished = sum(n for state, n in total.items() if state.is_finished())
-    goal = sweep.budget if sweep.search != "grid" else len(planned.trials)
-    assert goal is not None  # a search without a budget is refused by the configuration
+    finished, goal = planned.finished(), planned.goal
     print_rows(
-        f"{sweep.name}: {len(planned.trials)} trials, {finished} of {goal} finished ({sweep.search} search)",
-        ["z", *TrialState],
-        rows,
-        args.wide,
+        f"{sweep.name}: {len(planned.trials)} trials, {finished} of {goal} finished ({sweep.search} search)", ["z", *TrialState], rows, wide
     )
     labelled_bar("finished", min(finished, goal), goal)
     for state in (s for s in TrialState if s.in_flight()):
         details = Counter(p.detail or "?" for p in planned.trials if p.state == state)
         if details:
             print(f"{state}: " + ", ".join(f"{detail} ({n})" for detail, n in details.most_common(8)))
-    retried = [p for p in planned.trials if p.state in (TrialState.FAILED, TrialState.LOST, TrialState.EXHAUSTED)]
-    if retried:
-        rows = [[p.trial_id, p.config.model.latent, p.state, f"{p.failures}/{sweep.max_attempts}", p.detail or "?"] for p in retried[:20]]
-        more = f" (the first 20 of {len(retried)})" if len(retried) > 20 else ""
-        print_rows(f"failed, lost and given-up trials{more}", ["trial", "z", "state", "attempts", "last reason"], rows, args.wide)
+
+
+def _print_others(planned: Plan) -> None:
+    """What else the folder holds, and the data that could not be read to learn its version."""
     for line in [planned.describe_others(), *planned.data_problems]:
         if line:
             print(line)
-    for problem in planned.unreadable:
-        print(f"unreadable trial file: {problem}")
-    return 0
-
-
-def cmd_rerun_best(args: argparse.Namespace) -> int:
-    from hpcsweep.review.rerun import plan_rerun
-    from hpcsweep.sweep import backend, run_sweep
-
-    rerun = plan_rerun(results_dir(args.sweep, args.results), Path(args.results), args.top, args.seeds)
-    sweep = rerun.definition.with_overrides(dispatch=dispatch_overrides(args))
-    backend(sweep.dispatch.executor).check(sweep.dispatch)  # before the child's folder is made
-    rerun.write(f"hpcsweep rerun-best {args.sweep} --top {args.top} --seeds {args.seeds}")
-    print(f"{len(rerun.originals)} configs x {args.seeds} new seeds -> sweep {rerun.name!r} ({rerun.sweep_file})")
-    states = run_sweep(sweep, rerun.results_dir, source=rerun.sweep_file, definition=rerun.definition, **driver_options(args))
-    if not _followed(args, sweep):
-        print(f"when it is done: hpcsweep aggregate {rerun.name}")
-        return 0
-    show_tables(rerun.results_dir, detail="none", wide=args.wide)
-    return _exit_status(states, sweep, rerun.results_dir, rerun.name)
