@@ -7,17 +7,13 @@ from pathlib import Path
 from typing import get_args
 
 from hpcsweep.cli.common import print_notes, results_dir
-from hpcsweep.cli.options import RESULTS_HELP, WRITE_HELP, add_bundle_io, add_results_option, bound, output_file
+from hpcsweep.cli.options import RESULTS_HELP, WRITE_HELP, add_bundle_io, add_command, add_results_option, bound, output_file
 from hpcsweep.config import RankBy
 from hpcsweep.errors import UserError
 
 
 def add_export(commands: argparse._SubParsersAction) -> None:
-    export = commands.add_parser("export", help="write one trial's model and compressor into a self-contained bundle",
-                                 description="The best trial at --z (or --trial, or the best of the sweep by --best): its "
-                                             "weights, normaliser, variable set, discrete tables, trial id and data checksum, "
-                                             "and the compressor it fitted and measured, as it was (--refit fits one anew). "
-                                             "Loadable without the sweep folder; 'hpcsweep compress' uses it.")  # fmt: skip
+    export = add_command(commands, "export", "write one trial's model and compressor into a self-contained bundle", cmd_export)
     export.add_argument("sweep", help=RESULTS_HELP)
     export.add_argument(
         "--z", type=int, metavar="Z", help="take the best finished trial at this latent dimension (0: the compressor alone)"
@@ -38,40 +34,32 @@ def add_export(commands: argparse._SubParsersAction) -> None:
                                                            "inputs/outputs) and BUNDLE.score.onnx (a file's own columns by name "
                                                            "-> anomaly_score, as 'hpcsweep score'); needs the extra 'onnx'")  # fmt: skip
     add_results_option(export)
-    export.set_defaults(handler=cmd_export)
 
 
 def add_compress(commands: argparse._SubParsersAction) -> None:
-    compress = commands.add_parser("compress", help="compress a jet file with a bundle, every model value within --max-error",
-                                   description="Reads a ROOT (TTree or RNTuple, flat or jagged) or Parquet file in chunks; the "
-                                               "bundle's variables are coded within the bound, jets outside its cuts and every "
-                                               "other branch losslessly. The bundle's checksum is recorded.")  # fmt: skip
+    compress = add_command(commands, "compress", "compress a jet file with a bundle, every model value within --max-error", cmd_compress)
     add_bundle_io(compress, "a ROOT or Parquet file", "a bundle made by 'hpcsweep export'", "OUT.hpcz", "the compressed file to write")
     compress.add_argument("--max-error", type=bound, default=0.01, metavar="BOUND", help="'1%%' (default) or '0.1%%': one of the bundle's")
     compress.add_argument("--tree", help="tree or RNTuple to read (default: the variable set's, or the only one)")
-    compress.set_defaults(handler=cmd_compress)
 
 
 def add_decompress(commands: argparse._SubParsersAction) -> None:
-    decompress = commands.add_parser("decompress", help="give back a compressed file's tree as ROOT or Parquet",
-                                     description="The input's tree, branch names, types and jaggedness (a jagged group's "
-                                                 "counter is written as int32); needs the bundle it was compressed with.")  # fmt: skip
+    decompress = add_command(commands, "decompress", "give back a compressed file's tree as ROOT or Parquet", cmd_decompress)
     add_bundle_io(decompress, "a file made by 'hpcsweep compress'", "the bundle it was compressed with", "RECO.root", WRITE_HELP)
-    decompress.set_defaults(handler=cmd_decompress)
 
 
 def add_score(commands: argparse._SubParsersAction) -> None:
-    score = commands.add_parser("score", help="write each jet's anomaly score (the AE's reconstruction error) beside a file's branches",
-                                description="The bundle's AE applied to a ROOT or Parquet file (flat or jagged), chunk by chunk: "
-                                            "the output is the input's tree with one more branch, anomaly_score, each jet's "
-                                            "mean squared reconstruction error in the trial's reference space (NaN outside "
-                                            "the variable set's cuts). Larger: less like the jets the AE learned.")  # fmt: skip
+    score = add_command(
+        commands, "score", "write each jet's anomaly score (the AE's reconstruction error) beside a file's branches", cmd_score
+    )
     add_bundle_io(score, "a ROOT or Parquet file", "a bundle made by 'hpcsweep export'", "OUT.root", WRITE_HELP)
     score.add_argument("--tree", help="tree or RNTuple to read (default: the variable set's, or the only one)")
-    score.set_defaults(handler=cmd_score)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    """The best trial at --z (or --trial, or the best of the sweep by --best): its weights, normaliser, variable set,
+    discrete tables, trial id and data checksum, and the compressor it fitted and measured, as it was (--refit fits one
+    anew). Loadable without the sweep folder; 'hpcsweep compress' uses it."""
     from hpcsweep.codec import AMORTISED_OVER
     from hpcsweep.compress import export_bundle, export_onnx, trial_to_export
 
@@ -93,6 +81,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
+    """Reads a ROOT (TTree or RNTuple, flat or jagged) or Parquet file in chunks; the bundle's variables are coded within
+    the bound, jets outside its cuts and every other branch losslessly. The bundle's checksum is recorded."""
     from hpcsweep.compress import compress_file, load_bundle
 
     summary = compress_file(Path(args.input), load_bundle(args.model), args.max_error, Path(args.output), tree=args.tree)
@@ -106,6 +96,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
 
 def cmd_decompress(args: argparse.Namespace) -> int:
+    """The input's tree, branch names, types and jaggedness (a jagged group's counter is written as int32); needs the
+    bundle it was compressed with."""
     from hpcsweep.compress import decompress_file, load_bundle
 
     summary = decompress_file(Path(args.input), load_bundle(args.model), Path(args.output))
@@ -116,6 +108,9 @@ def cmd_decompress(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
+    """The bundle's AE applied to a ROOT or Parquet file (flat or jagged), chunk by chunk: the output is the input's tree
+    with one more branch, anomaly_score, each jet's mean squared reconstruction error in the trial's reference space
+    (NaN outside the variable set's cuts). Larger: less like the jets the AE learned."""
     from hpcsweep.compress import load_bundle, score_file
 
     summary = score_file(Path(args.input), load_bundle(args.model), Path(args.output), tree=args.tree)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import get_args
 
 from hpcsweep.cli.common import print_rows
-from hpcsweep.cli.options import input_file
+from hpcsweep.cli.options import add_command, input_file
 from hpcsweep.config import Process
 from hpcsweep.errors import UserError
 
@@ -30,53 +30,43 @@ def add_data(commands: argparse._SubParsersAction) -> None:
 
 
 def _add_generate(commands: argparse._SubParsersAction) -> None:
-    generate = commands.add_parser("generate", help="simulate jets with Pythia 8 + FastJet into a ROOT file",
-                                   description="pp at 13 TeV, anti-kt R=0.4 jets with pt > 20 GeV, 24 variables per jet. "
-                                               "Cached: the same sample is generated once.")  # fmt: skip
+    generate = add_command(commands, "generate", "simulate jets with Pythia 8 + FastJet into a ROOT file", cmd_generate)
     generate.add_argument("--process", choices=get_args(Process), default="qcd", help="QCD dijets (background) or Z' -> q qbar (signal)")
     generate.add_argument("--mass", type=float, default=350.0, metavar="GEV", help="Z' mass (default 350)")
     generate.add_argument("--events", type=int, default=10000, metavar="N", help="events to simulate (default 10000)")
     generate.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     generate.add_argument("--workers", type=int, metavar="N", help="parallel processes (default: all cores)")
     generate.add_argument("--out", metavar="DIR", help="output folder (default: $HPCSWEEP_DATA/generated, else data/generated)")
-    generate.set_defaults(handler=cmd_generate)
 
 
 def _add_inspect(commands: argparse._SubParsersAction) -> None:
-    inspect = commands.add_parser("inspect", help="what a ROOT or Parquet file holds: tables, branches, types, ranges; "
-                                                  "--draft-varset writes a variable set to edit",
-                                  description="Every TTree and RNTuple of a ROOT file (or the table of a Parquet file): "
-                                              "entries, branches with types, jagged or flat, and one pass of statistics "
-                                              "(values, min, max, NaN/inf, negative, distinct). With --draft-varset, a "
-                                              "variable set guessed from names and values, to check and edit.")  # fmt: skip
+    inspect = add_command(
+        commands,
+        "inspect",
+        "what a ROOT or Parquet file holds: tables, branches, types, ranges; --draft-varset writes a variable set to edit",
+        cmd_inspect,
+    )
     inspect.add_argument("file", type=input_file, help="a ROOT or Parquet file")
     inspect.add_argument("--tree", help="only this TTree or RNTuple")
     inspect.add_argument("--max-entries", type=int, metavar="N", help="statistics of the first N entries of each table (default: all)")
     inspect.add_argument("--draft-varset", metavar="OUT.yaml", help="write a variable set drafted from the (only, or --tree) table")
-    inspect.set_defaults(handler=cmd_inspect)
 
 
 def _add_info(commands: argparse._SubParsersAction) -> None:
-    info = commands.add_parser("info", help="describe a jet file as a variable set sees it (counts, ranges, cuts, dijet mass)",
-                               description="Read a ROOT or Parquet file (or several: a glob) with a variable set, as a sweep "
-                                           "would: jets and events, each variable's range, what each cleaning step removed, "
-                                           "and the dijet-mass peak when the set has a four-momentum.")  # fmt: skip
+    info = add_command(commands, "info", "describe a jet file as a variable set sees it (counts, ranges, cuts, dijet mass)", cmd_info)
     info.add_argument("file", help="a ROOT or Parquet file, or a glob of several")
     info.add_argument(
         "--varset", default="generated", help="a built-in set (see 'hpcsweep data varsets') or a YAML file; default generated"
     )
     info.add_argument("--tree", help="tree name (default: the variable set's, or the only tree)")
-    info.set_defaults(handler=cmd_info)
 
 
 def _add_varsets(commands: argparse._SubParsersAction) -> None:
-    varsets = commands.add_parser("varsets", help="list the built-in variable sets",
-                                  description="The variable sets shipped with hpcsweep. A sweep's data.varset also takes the "
-                                              "path of a YAML file of one's own, or a mapping inline (docs/data.md).")  # fmt: skip
-    varsets.set_defaults(handler=cmd_varsets)
+    add_command(commands, "varsets", "list the built-in variable sets", cmd_varsets)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    """pp at 13 TeV, anti-kt R=0.4 jets with pt > 20 GeV, 24 variables per jet. Cached: the same sample is generated once."""
     from pydantic import ValidationError
 
     from hpcsweep.config import DataConfig
@@ -96,6 +86,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    """Every TTree and RNTuple of a ROOT file (or the table of a Parquet file): entries, branches with types, jagged or
+    flat, and one pass of statistics (values, min, max, NaN/inf, negative, distinct). With --draft-varset, a variable
+    set guessed from names and values, to check and edit."""
     from hpcsweep.data.inspect import describe, inspect_file, write_draft
 
     tables = inspect_file(args.file, tree=args.tree, max_entries=args.max_entries, progress=sys.stderr.isatty())
@@ -109,6 +102,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    """Read a ROOT or Parquet file (or several: a glob) with a variable set, as a sweep would: jets and events, each
+    variable's range, what each cleaning step removed, and the dijet-mass peak when the set has a four-momentum."""
     from hpcsweep.data import file_info
 
     info = file_info(args.file, args.varset, args.tree)
@@ -125,6 +120,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_varsets(_: argparse.Namespace) -> int:
+    """The variable sets shipped with hpcsweep. A sweep's data.varset also takes the path of a YAML file of one's own, or a
+    mapping inline (docs/data.md)."""
     from hpcsweep.data.varset import load_varset, varset_names
 
     rows = [[name, len(load_varset(name).variables), load_varset(name).description] for name in varset_names()]

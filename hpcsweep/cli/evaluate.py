@@ -7,13 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from hpcsweep.cli.common import print_rows
+from hpcsweep.cli.options import add_command
 
 
 def add_evaluate(commands: argparse._SubParsersAction) -> None:
-    evaluate = commands.add_parser("evaluate", help="(re)compute a stored trial's evaluation, on its own data or another sample",
-                                   description="Residuals in physical units, histograms, baselines, compression and timing for the "
-                                               "trial's validation split; or residuals and the dijet-mass closure on another sample "
-                                               "(a model trained on QCD jets tested on a signal it never saw).")  # fmt: skip
+    evaluate = add_command(commands, "evaluate", "(re)compute a stored trial's evaluation, on its own data or another sample", cmd_evaluate)
     evaluate.add_argument("trial", help="a trial file, results/<sweep>/trials/<id>.h5")
     on = evaluate.add_mutually_exclusive_group()
     on.add_argument("--source", metavar="FILE", help="a ROOT or Parquet file (or glob), read with the trial's variable set")
@@ -21,10 +19,12 @@ def add_evaluate(commands: argparse._SubParsersAction) -> None:
                                                         "a generated Z' -> q qbar sample of this mass")  # fmt: skip
     evaluate.add_argument("--events", type=int, default=2000, metavar="N", help="events of a generated --signal sample (default 2000)")
     evaluate.add_argument("--label", help="name of the result in the trial file (default: validation, zprime<GEV> or the file's stem)")
-    evaluate.set_defaults(handler=cmd_evaluate)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Residuals in physical units, histograms, baselines, compression and timing for the trial's validation split; or
+    residuals and the dijet-mass closure on another sample (a model trained on QCD jets tested on a signal it never
+    saw)."""
     from hpcsweep.trial import reevaluate
 
     path = Path(args.trial)

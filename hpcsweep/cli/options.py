@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
@@ -11,6 +12,17 @@ from hpcsweep.config import MAX_BOUND, is_bound
 SWEEP_HELP = "a sweep file, or the name of one in sweeps/ (e.g. 'default')"
 WRITE_HELP = "the file to write (.root or .parquet)"
 RESULTS_HELP = "a sweep name (folder under --results), a results folder, or a sweep file"
+
+#: What runs a command: its parsed arguments in, its exit status out.
+Handler = Callable[[argparse.Namespace], int]
+
+
+def add_command(commands: argparse._SubParsersAction, name: str, help: str, handler: Handler, **options: Any) -> argparse.ArgumentParser:
+    """A command's parser, run by `handler`, whose docstring is the command's description in --help (argparse fills
+    its lines anew): what a command does is written once."""
+    parser = commands.add_parser(name, help=help, description=handler.__doc__, **options)
+    parser.set_defaults(handler=handler)
+    return parser
 
 
 def input_file(text: str) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hpcsweep.cli.common import print_rows, print_warnings, results_dir, swept_dir
-from hpcsweep.cli.options import RESULTS_HELP, add_results_option, add_verify_option, add_wide_option
+from hpcsweep.cli.options import RESULTS_HELP, add_command, add_results_option, add_verify_option, add_wide_option
 from hpcsweep.errors import UserError
 
 if TYPE_CHECKING:
@@ -17,10 +17,9 @@ if TYPE_CHECKING:
 
 
 def add_aggregate(commands: argparse._SubParsersAction) -> None:
-    aggregate = commands.add_parser("aggregate", help="write a sweep's tables (Markdown, CSV, LaTeX) and figures (PNG; PDF with --pdf)",
-                                    description="Best and median trial per latent dimension, comparisons by every other axis the "
-                                                "sweep varied, baselines, compression, seed stability; the figures of the thesis' "
-                                                "chapter 2.3. Reads summaries and the best trials' evaluations, never weights.")  # fmt: skip
+    aggregate = add_command(
+        commands, "aggregate", "write a sweep's tables (Markdown, CSV, LaTeX) and figures (PNG; PDF with --pdf)", cmd_aggregate
+    )
     aggregate.add_argument("sweep", help=RESULTS_HELP)
     add_results_option(aggregate)
     detail = aggregate.add_mutually_exclusive_group()
@@ -31,34 +30,28 @@ def add_aggregate(commands: argparse._SubParsersAction) -> None:
     )
     add_verify_option(aggregate)
     add_wide_option(aggregate)
-    aggregate.set_defaults(handler=cmd_aggregate)
 
 
 def add_report(commands: argparse._SubParsersAction) -> None:
-    report = commands.add_parser("report", help="write results/<sweep>/report/index.html: every table and figure on one page",
-                                 description="Aggregate the sweep, then write one self-contained HTML page (figures embedded) "
-                                             "with its tables, figures, definition, state counts and links to each trial file.")  # fmt: skip
+    report = add_command(commands, "report", "write results/<sweep>/report/index.html: every table and figure on one page", cmd_report)
     report.add_argument("sweep", help=RESULTS_HELP)
     add_results_option(report)
-    report.set_defaults(handler=cmd_report)
 
 
 def add_export_tracking(commands: argparse._SubParsersAction) -> None:
-    tracking = commands.add_parser("export-tracking", help="write a sweep's trials as TensorBoard or MLflow runs",
-                                   description="One run per trial file (failed ones with their state): per-epoch train_loss, "
-                                               "val_loss and lr, the final metrics, the config as hyperparameters (TensorBoard's "
-                                               "HParams tab, MLflow params). Running it again replaces the last export; needs "
-                                               "the extra 'tracking'.")  # fmt: skip
+    tracking = add_command(commands, "export-tracking", "write a sweep's trials as TensorBoard or MLflow runs", cmd_export_tracking)
     tracking.add_argument("sweep", help=RESULTS_HELP)
     tracking.add_argument("--to", required=True, choices=("tensorboard", "mlflow"), help="a TensorBoard log dir, or a local MLflow "
                                                                                        "store (SQLite, no server)")  # fmt: skip
     tracking.add_argument("-o", "--output", metavar="DIR", help="the folder to write (default: results/<sweep>/tensorboard or "
                                                                 "results/<sweep>/mlruns); replaced whole by each export")  # fmt: skip
     add_results_option(tracking)
-    tracking.set_defaults(handler=cmd_export_tracking)
 
 
 def cmd_aggregate(args: argparse.Namespace) -> int:
+    """Best and median trial per latent dimension, comparisons by every other axis the sweep varied, baselines,
+    compression, seed stability; the figures of the thesis' chapter 2.3. Reads summaries and the best trials'
+    evaluations, never weights."""
     detail: Detail = "all" if args.detail else "none" if args.no_detail else "best"
     show_tables(swept_dir(args.sweep, args.results), detail=detail, wide=args.wide, pdf=args.pdf or None, verify=args.verify)
     return 0
@@ -113,6 +106,8 @@ def show_tables(
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    """Aggregate the sweep, then write one self-contained HTML page (figures embedded) with its tables, figures,
+    definition, state counts and links to each trial file."""
     from hpcsweep.review import report_sweep
 
     folder = results_dir(args.sweep, args.results)
@@ -125,6 +120,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_export_tracking(args: argparse.Namespace) -> int:
+    """One run per trial file (failed ones with their state): per-epoch train_loss, val_loss and lr, the final metrics, the
+    config as hyperparameters (TensorBoard's HParams tab, MLflow params). Running it again replaces the last export;
+    needs the extra 'tracking'."""
     from hpcsweep.review.tracking import export_tracking
 
     exported = export_tracking(swept_dir(args.sweep, args.results), args.to, Path(args.output) if args.output else None)

@@ -13,6 +13,7 @@ import yaml
 from hpcsweep.cli.common import print_rows, resolve_sweep_file, results_dir, sweep_definition
 from hpcsweep.cli.options import (
     SWEEP_HELP,
+    add_command,
     add_definition_options,
     add_dispatch_options,
     add_results_option,
@@ -29,15 +30,16 @@ if TYPE_CHECKING:
     from hpcsweep.config import SweepConfig
     from hpcsweep.sweep import Plan
 
+#: The exit status of `sweep` (and `rerun-best`) that followed its trials to the end (docs/sweeps.md), as --help says it.
+EXIT_FAILED, EXIT_UNFINISHED = 1, 3
+EXIT_HELP = (
+    "Exit status (when it follows its trials to the end): 0 every trial finished; 1 some failed or were given up; 2 a "
+    "mistake in what was asked (nothing run); 3 some trials have no result (lost, killed): run it again."
+)
+
 
 def add_sweep(commands: argparse._SubParsersAction) -> None:
-    sweep = commands.add_parser("sweep", help="run the unfinished trials of a sweep, then print its tables",
-                                description="Expand a sweep's grid, skip finished trials, run the rest (and follow any "
-                                            "an earlier, killed driver left running), and print the best/median trial per "
-                                            "latent dimension.",
-                                epilog="Exit status (when it follows its trials to the end): 0 every trial finished; 1 some "
-                                       "failed or were given up; 2 a mistake in what was asked (nothing run); 3 some trials "
-                                       "have no result (lost, killed): run it again.")  # fmt: skip
+    sweep = add_command(commands, "sweep", "run the unfinished trials of a sweep, then print its tables", cmd_sweep, epilog=EXIT_HELP)
     sweep.add_argument("sweep", help=SWEEP_HELP)
     add_definition_options(sweep)
     add_dispatch_options(sweep)
@@ -47,34 +49,25 @@ def add_sweep(commands: argparse._SubParsersAction) -> None:
         "--no-review", action="store_true", help="run the trials only: no tables or figures ('hpcsweep aggregate' makes them)"
     )
     add_wide_option(sweep)
-    sweep.set_defaults(handler=cmd_sweep)
 
 
 def add_status(commands: argparse._SubParsersAction) -> None:
-    status = commands.add_parser("status", help="count a sweep's trials by state and latent dimension",
-                                 description="The trials of a sweep file (with the same overrides as 'sweep') by state and "
-                                             "latent dimension: done, diverged, pruned, failed, running, queued, lost, pending; "
-                                             "and what else its results folder holds.")  # fmt: skip
+    status = add_command(commands, "status", "count a sweep's trials by state and latent dimension", cmd_status)
     status.add_argument("sweep", help=SWEEP_HELP)
     add_definition_options(status)
     add_results_option(status)
     add_verify_option(status)
     add_wide_option(status)
-    status.set_defaults(handler=cmd_status)
 
 
 def add_rerun_best(commands: argparse._SubParsersAction) -> None:
-    rerun = commands.add_parser("rerun-best", help="retrain the K best configs per latent dimension with N new seeds",
-                                description="Make the child sweep <sweep>-top<K>-seeds<N> (the best configs, their original "
-                                            "trials reused, N new seeds each), dispatch it like any sweep, and print the "
-                                            "stability table: mean, std, min, max val loss; runs above 1.5x the median flagged.")  # fmt: skip
+    rerun = add_command(commands, "rerun-best", "retrain the K best configs per latent dimension with N new seeds", cmd_rerun_best)
     rerun.add_argument("sweep", help="the sweep whose best trials are rerun (a name under --results)")
     rerun.add_argument("--top", type=int, default=1, metavar="K", help="best configs per latent dimension (default 1)")
     rerun.add_argument("--seeds", type=int, default=3, metavar="N", help="new seeds per config (default 3)")
     add_results_option(rerun)
     add_dispatch_options(rerun)
     add_wide_option(rerun)
-    rerun.set_defaults(handler=cmd_rerun_best)
 
 
 def _overridden_sweep(args: argparse.Namespace, path: Path) -> tuple[SweepConfig, SweepConfig]:
@@ -97,6 +90,8 @@ def _overridden_sweep(args: argparse.Namespace, path: Path) -> tuple[SweepConfig
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    """Expand a sweep's grid, skip finished trials, run the rest (and follow any an earlier, killed driver left running),
+    and print the best/median trial per latent dimension."""
     from hpcsweep.sweep import expand, preview
 
     path = resolve_sweep_file(args.sweep)
@@ -114,6 +109,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_rerun_best(args: argparse.Namespace) -> int:
+    """Make the child sweep <sweep>-top<K>-seeds<N> (the best configs, their original trials reused, N new seeds each),
+    dispatch it like any sweep, and print the stability table: mean, std, min, max val loss; runs above 1.5x the median
+    flagged."""
     from hpcsweep.review.rerun import plan_rerun
 
     rerun = plan_rerun(results_dir(args.sweep, args.results), Path(args.results), args.top, args.seeds)
@@ -134,10 +132,6 @@ def _run(args: argparse.Namespace, sweep: SweepConfig, folder: Path, source: Pat
 
     states = run_sweep(sweep, folder, source=source, definition=definition, **driver_options(args))
     return states if args.wait or not backend(sweep.dispatch.executor).outlives_driver else None
-
-
-#: The exit status of `sweep` (and `rerun-best`) that followed its trials to the end (docs/sweeps.md).
-EXIT_FAILED, EXIT_UNFINISHED = 1, 3
 
 
 def _exit_status(states: Counter, sweep: SweepConfig, results_dir: Path, name: str) -> int:
@@ -180,6 +174,8 @@ def _print_preview(name: str, planned: Plan, wide: bool) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    """The trials of a sweep file (with the same overrides as 'sweep') by state and latent dimension: done, diverged,
+    pruned, failed, running, queued, lost, pending; and what else its results folder holds."""
     from hpcsweep.sweep import plan
 
     path = sweep_definition(args.sweep, Path(args.results))
