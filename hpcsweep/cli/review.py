@@ -64,22 +64,39 @@ def show_tables(
     wide: bool = False,
     pdf: bool | None = None,
     verify: bool = False,
-) -> Review:
+) -> None:
     """Aggregate (saying so while it draws), print the best/median (residuals, stability) tables and the warnings.
     `pdf`: also PDFs of the figures (None: as the sweep's review.pdf says)."""
+    review = _aggregate(results_dir, detail, pdf, verify)
+    _print_tables(review, latents, wide)
+    for line in review.headlines:
+        print(line)
+    if review.undrawn:
+        print(f"per-trial figures drawn for the best trial; those of the best trial at z = {', '.join(map(str, review.undrawn))}: "
+              f"'hpcsweep aggregate {results_dir} --detail'")  # fmt: skip
+    print_warnings(review.warnings)
+    print(f"written: {len(review.paths)} files under {results_dir}: summary.md, tables/, figures/")
+
+
+def _aggregate(results_dir: Path, detail: Detail, pdf: bool | None, verify: bool) -> Review:
+    """`aggregate`, with a line on stderr saying which figure it draws (a review of many trials takes a while)."""
     from rich.console import Console
 
     from hpcsweep.review import aggregate
 
     with Console(stderr=True).status(f"aggregating {results_dir}: tables") as status:
         drawn = itertools.count(1)
-        review = aggregate(
+        return aggregate(
             results_dir,
             detail=detail,
             pdf=pdf,
             drawing=lambda title: status.update(f"drawing figure {next(drawn)}: {title}"),
             verify=verify,
         )
+
+
+def _print_tables(review: Review, latents: list[int] | None, wide: bool) -> None:
+    """The tables a terminal shows (only the rows of `latents`), each heading's short form named once."""
     shown = ["best_per_latent", "median_per_latent", "stability"]
     residuals = review.tables.get("residuals_per_latent")
     if residuals is not None and residuals[1]["Variable"].nunique() <= 8:  # a few variables: their residuals fit a terminal
@@ -95,14 +112,6 @@ def show_tables(
             table = table[table["Latent space dimensions"].isin(latents)]
         print_rows(title, list(table.columns), table.values.tolist(), wide, legend=not set(table.columns) <= named)
         named |= set(table.columns)
-    for line in review.headlines:
-        print(line)
-    if review.undrawn:
-        print(f"per-trial figures drawn for the best trial; those of the best trial at z = {', '.join(map(str, review.undrawn))}: "
-              f"'hpcsweep aggregate {results_dir} --detail'")  # fmt: skip
-    print_warnings(review.warnings)
-    print(f"written: {len(review.paths)} files under {results_dir}: summary.md, tables/, figures/")
-    return review
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -201,7 +201,7 @@ def _print_counts(sweep: SweepConfig, planned: Plan, wide: bool) -> None:
     rows: list[list[Any]] = [[z, *(counts[(z, s)] for s in TrialState)] for z in sorted({p.config.model.latent for p in planned.trials})]
     total = planned.counts()
     rows.append(["all", *(total[s] for s in TrialState)])
-    finished, goal = planned.finished(), planned.goal
+    finished, goal = planned.finished(), planned.goal()
     print_rows(
         f"{sweep.name}: {len(planned.trials)} trials, {finished} of {goal} finished ({sweep.search} search)", ["z", *TrialState], rows, wide
     )

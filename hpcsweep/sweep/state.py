@@ -61,7 +61,6 @@ class Plan:
         """How many trials ended for good (done, diverged, pruned)."""
         return sum(1 for p in self.trials if p.state.is_finished())
 
-    @property
     def goal(self) -> int:
         """How many trials the sweep is to finish: a grid's every trial, a search's budget."""
         if not self.search:
