@@ -7,7 +7,7 @@ No torch here: the ONNX export and scoring import it inside their calls.
 from hpcsweep.compress.apply import compress_file, decompress_file
 from hpcsweep.compress.bundle import Bundle, load_bundle
 from hpcsweep.compress.container import read_compressed
-from hpcsweep.compress.export import best_trial, export_bundle, export_onnx
+from hpcsweep.compress.export import best_trial, export_bundle, export_onnx, trial_to_export
 from hpcsweep.compress.score import score_file
 
 __all__ = [
@@ -20,4 +20,5 @@ __all__ = [
     "load_bundle",
     "read_compressed",
     "score_file",
+    "trial_to_export",
 ]

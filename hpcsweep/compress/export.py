@@ -43,6 +43,18 @@ def best_trial(results_dir: Path, latent: int | None = None, rank_by: str | None
     return str(at["trial_id"].iloc[0])  # the frame is sorted by rank
 
 
+def trial_to_export(results_dir: Path, latent: int | None, trial_id: str | None, rank_by: str | None) -> tuple[str, Path]:
+    """Trial `trial_id`, else the best trial at `latent` or by `rank_by` (`best_trial`), and its file; refused when
+    the folder has no such file."""
+    from hpcsweep.store import trial_path
+
+    trial_id = trial_id or best_trial(results_dir, latent, rank_by)
+    path = trial_path(results_dir, trial_id)
+    if not path.is_file():
+        raise UserError(f"{path}: no such trial in {results_dir}")
+    return trial_id, path
+
+
 def training_jets(config: dict, provenance: dict) -> tuple[np.ndarray, dict]:
     """The training split a trial was trained on (physical units), and its dataset's description (read from the
     files its `provenance` recorded, wherever this runs)."""

@@ -15,6 +15,7 @@ _EXPORTS = {
     "recorded_files": "dataset",
     "trained_data": "dataset",
     "source_files": "dataset",
+    "file_info": "info",
     "Sample": "generate",
     "generate": "generate",
     "JetTable": "read",

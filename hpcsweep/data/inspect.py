@@ -232,6 +232,16 @@ def draft_varset(table: Table, name: str) -> str:
     return "\n".join(header) + "\n" + yaml.safe_dump(mapping, sort_keys=False, width=140)
 
 
+def write_draft(file: str, tables: list[Table], out: Path) -> None:
+    """Draft a variable set for the one table of `file` (`tables`, as `inspect_file` read them) into `out`; refused
+    when the file holds several (one is chosen with --tree) or `out` exists (a draft never overwrites a file)."""
+    if len(tables) > 1:
+        raise UserError(f"{file} holds {len(tables)} tables ({', '.join(t.name for t in tables)}); choose one with --tree")
+    if out.exists():
+        raise UserError(f"{out} exists; give another name (a draft never overwrites a file)")
+    out.write_text(draft_varset(tables[0], out.stem))
+
+
 def _variable(branch: Branch, prefix: str) -> tuple[dict, list[str]]:
     """A variable set entry guessed for one branch, and notes for the user."""
     short = branch.name[len(prefix) :]

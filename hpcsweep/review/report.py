@@ -11,19 +11,19 @@ import html
 import os
 import re
 import time
+from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import pandas as pd
 
 from hpcsweep import __version__
+from hpcsweep.config import SweepConfig
 from hpcsweep.files import write_atomically
+from hpcsweep.review.aggregator import Review, aggregate
 from hpcsweep.states import TrialState
 from hpcsweep.store import TRIALS
-
-if TYPE_CHECKING:
-    from hpcsweep.review import Review
+from hpcsweep.sweep import kept_sweep, plan
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; padding: 0 1em; color: #222; }
@@ -37,6 +37,22 @@ figcaption { font-size: 0.9em; color: #555; }
 .warning { background: #fff4e5; border-left: 4px solid #f0a020; padding: 0.5em 1em; margin: 0.4em 0; }
 pre { background: #f7f7f7; padding: 1em; overflow-x: auto; } nav a { margin-right: 1em; }
 """
+
+
+def report_sweep(results_dir: Path) -> tuple[Review, Path]:
+    """Aggregate a sweep's folder and write its report (`write_report`) with the sweep file it keeps (sweep.yaml) and
+    its trials' states: those of the definition it keeps, else those of its files. Returns the review and the page."""
+    review = aggregate(results_dir)
+    definition = kept_sweep(results_dir)
+    states = _definition_states(definition, results_dir) if definition else dict(Counter(review.frame["state"]))
+    kept = results_dir / "sweep.yaml"
+    return review, write_report(review, kept.read_text() if kept.is_file() else "", states)
+
+
+def _definition_states(sweep: SweepConfig, results_dir: Path) -> dict[str, int]:
+    """The sweep definition's trials counted by state (pending: no trial file yet)."""
+    counts = plan(sweep, results_dir).counts()
+    return {str(state): counts[state] for state in TrialState if counts[state]}
 
 
 def write_report(review: Review, definition: str, states: dict[str, int]) -> Path:

@@ -20,7 +20,7 @@ from hpcsweep.review.stability import rerun_best_sweep
 from hpcsweep.review.tables import trials_frame
 from hpcsweep.states import TrialState
 from hpcsweep.store import copy_trial, scan, trial_path
-from hpcsweep.sweep import check_definition, kept_sweep
+from hpcsweep.sweep import backend, check_definition, kept_sweep
 
 
 @dataclass(frozen=True)
@@ -38,12 +38,17 @@ class Rerun:
     def name(self) -> str:
         return str(self.raw["name"])
 
-    def write(self, made_by: str) -> None:
-        """Write the child's sweep file and copy the parent's original-seed trials into its folder."""
+    def start(self, dispatch: dict[str, Any], made_by: str) -> SweepConfig:
+        """The child sweep to run, with the command line's `dispatch` keys. Its executor's settings are checked before
+        its folder is made; then its sweep file is written (saying it was `made_by`) and the parent's original-seed
+        trials are copied into its folder."""
+        sweep = self.definition.with_overrides(dispatch=dispatch)
+        backend(sweep.dispatch.executor).check(sweep.dispatch)
         self.results_dir.mkdir(parents=True, exist_ok=True)
         write_atomically(self.sweep_file, f"# made by: {made_by}\n" + yaml.safe_dump(self.raw, sort_keys=False))
         for trial_id in self.originals:
             copy_trial(trial_path(self.parent_dir, trial_id), self.results_dir)
+        return sweep
 
 
 def plan_rerun(parent_dir: Path, results_root: Path, top: int, seeds: int) -> Rerun:

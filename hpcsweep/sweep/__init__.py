@@ -27,6 +27,7 @@ _EXPORTS = {
     "PlannedTrial": "state",
     "listed": "state",
     "plan": "state",
+    "preview": "state",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -20,7 +20,7 @@ from pathlib import Path
 from hpcsweep.config import SweepConfig, TrialConfig, TrialSpec
 from hpcsweep.errors import Log
 from hpcsweep.states import TrialState
-from hpcsweep.store import CLAIMS, logs_dir, read_progress, rebuild_index, reset_attempts, trial_path
+from hpcsweep.store import CLAIMS, logs_dir, read_progress, reset_attempts, trial_path
 from hpcsweep.sweep.backends import Job, backend, wait_for
 from hpcsweep.sweep.datasets import Datasets
 from hpcsweep.sweep.definition import check_definition
@@ -71,8 +71,8 @@ def run_sweep(
 
 def run_grid(driver: Driver, retry_failed: bool) -> Counter:
     """The grid's run: plan it once, dispatch what is to do as batches, follow the trial files, count the states."""
-    rebuild_index(driver.results_dir, verify=True)  # every file's checksum, so a file rotted in place runs again
-    planned = plan(driver.sweep, driver.results_dir, driver.label, driver.datasets)  # data first: a bad source stops here
+    # every file's checksum first, so a file rotted in place runs again; then the data: a bad source stops here
+    planned = plan(driver.sweep, driver.results_dir, driver.label, driver.datasets, verify=True)
     if retry_failed:
         planned = _reset_budgets(driver, planned)
     _describe(driver, planned)

@@ -18,9 +18,10 @@ from typing import Any
 
 from hpcsweep.config import EvaluationConfig, SweepConfig, TrialConfig
 from hpcsweep.states import TrialState
-from hpcsweep.store import attempts_dir, read_attempts, read_submissions, scan
+from hpcsweep.store import attempts_dir, read_attempts, read_submissions, rebuild_index, scan
 from hpcsweep.sweep.backends import JobTeller
 from hpcsweep.sweep.datasets import Datasets
+from hpcsweep.sweep.definition import check_definition
 from hpcsweep.sweep.grid import identified
 
 
@@ -45,6 +46,7 @@ class Plan:
     others: dict[str, dict[str, Any]] = field(default_factory=dict)  # trial id -> summary, for files not of this definition
     data_problems: list[str] = field(default_factory=list)  # data that could not be read to learn its version
     evaluation: EvaluationConfig | None = None  # its signals: a finished trial not yet evaluated on one is dispatched
+    budget: int | None = None  # a search's: the trials it is to finish
 
     @property
     def todo(self) -> list[PlannedTrial]:
@@ -54,6 +56,17 @@ class Plan:
     def counts(self) -> Counter:
         """How many trials are in each state."""
         return Counter(p.state for p in self.trials)
+
+    def finished(self) -> int:
+        """How many trials ended for good (done, diverged, pruned)."""
+        return sum(1 for p in self.trials if p.state.is_finished())
+
+    def goal(self) -> int:
+        """How many trials the sweep is to finish: a grid's every trial, a search's budget."""
+        if not self.search:
+            return len(self.trials)
+        assert self.budget is not None  # a search without a budget is refused by the configuration
+        return self.budget
 
     def refreshed(self) -> Plan:
         """The same trials surveyed again (after a run, or a reset of their retry budgets); the grid is not expanded again."""
@@ -94,19 +107,30 @@ def _config_identity(summary: dict[str, Any]) -> str:
         return ""
 
 
-def plan(sweep: SweepConfig, results_dir: Path, source: str = "sweep", datasets: Datasets | None = None) -> Plan:
-    """The sweep's trials with their states (their data versions from `datasets`, by default looked up without generating)."""
+def plan(sweep: SweepConfig, results_dir: Path, source: str = "sweep", datasets: Datasets | None = None, verify: bool = False) -> Plan:
+    """The sweep's trials with their states (their data versions from `datasets`, by default looked up without generating).
+    With `verify`, every trial file's checksum is checked again first, not only those changed since the last look."""
+    if verify:
+        rebuild_index(results_dir, verify=True)
     return listed(sweep, results_dir, source, datasets).refreshed()
+
+
+def preview(sweep: SweepConfig, results_dir: Path, source: str) -> Plan:
+    """The plan a run of `sweep` would make, refused where the run would be (`check_definition`); nothing is run,
+    generated or written (a dry run)."""
+    check_definition(results_dir, sweep)
+    return plan(sweep, results_dir, source)
 
 
 def listed(sweep: SweepConfig, results_dir: Path, source: str = "sweep", datasets: Datasets | None = None) -> Plan:
     """The sweep's trials as its definition lists them, each pending until `refreshed` surveys it: no trial file is
     read and no scheduler asked, which is all the review needs to tell a definition's files from the others."""
     datasets = datasets or Datasets(results_dir, prepare=False, progress=False)
-    trials = {} if sweep.search != "grid" else identified(sweep, source, datasets.version)
+    search = sweep.search != "grid"
+    trials = {} if search else identified(sweep, source, datasets.version)
     pending = [PlannedTrial(trial_id, t, TrialState.PENDING) for trial_id, t in trials.items()]
     return Plan(
-        results_dir, pending, sweep.max_attempts, sweep.search != "grid", data_problems=datasets.problems, evaluation=sweep.evaluation
+        results_dir, pending, sweep.max_attempts, search, data_problems=datasets.problems, evaluation=sweep.evaluation, budget=sweep.budget
     )
 
 

@@ -4,6 +4,7 @@ This package imports torch; the orchestration side (sweep, review, CLI) only
 imports it inside the worker that runs a trial.
 """
 
+from hpcsweep.trial.reevaluate import reevaluate
 from hpcsweep.trial.run import (
     assemble_trained,
     checkpoint_path,
@@ -23,6 +24,7 @@ __all__ = [
     "evaluate_signals",
     "evaluate_stored",
     "load_trained",
+    "reevaluate",
     "run_trial",
     "split_indices",
     "stored_compressor",

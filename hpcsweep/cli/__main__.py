@@ -1,0 +1,5 @@
+import sys
+
+from hpcsweep.cli import main
+
+sys.exit(main())
