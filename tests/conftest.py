@@ -4,7 +4,8 @@ What tests share besides fixtures lives in tests/helpers.py."""
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -33,14 +34,25 @@ def data_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def signal_sample(data_home: Path, request: pytest.FixtureRequest) -> Iterator[Future[Path] | None]:
+    """The Z' sample simulated in the background from the session's start, when a collected test asks for it: the
+    first tests wait for the QCD sample meanwhile, and the two single-chunk simulations share the cores (6 s less)."""
+    if not any("zprime_file" in item.fixturenames for item in request.session.items):
+        yield None
+        return
+    with ThreadPoolExecutor(1) as background:
+        yield background.submit(generate, ZPRIME, data_home / "generated", progress=False)
+
+
 @pytest.fixture(scope="session")
 def qcd_file(data_home: Path) -> Path:
     return generate(QCD, data_home / "generated", progress=False)
 
 
 @pytest.fixture(scope="session")
-def zprime_file(data_home: Path) -> Path:
-    return generate(ZPRIME, data_home / "generated", progress=False)
+def zprime_file(signal_sample: Future[Path] | None, data_home: Path) -> Path:
+    return signal_sample.result() if signal_sample else generate(ZPRIME, data_home / "generated", progress=False)
 
 
 @pytest.fixture(scope="session")
