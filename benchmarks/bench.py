@@ -293,7 +293,8 @@ def review_lines() -> list[str]:
         "Target: the first `hpcsweep aggregate` of 1000 trial files under 10 s. Figures are PNG unless `--pdf` (or `review.pdf`)",
         "asks for PDF too, and are drawn in one worker process per core; files new to the index are checked in workers too. Weights are read once per new or changed file, when the",
         "scan checks its checksum (the sweep index remembers the files it checked), never to draw. Per-trial figures (inputs",
-        "vs decoded, residuals, corner, dijet) are drawn for the best trial of each z and redrawn only when that trial's file changes.",
+        "vs decoded, residuals, corner, dijet) are drawn for the sweep's best trial (`--detail`: the best trial of each z, as the",
+        "end of a sweep and the report draw them) and redrawn only when that trial's file changes.",
         "",
         *review_table(),
     ]

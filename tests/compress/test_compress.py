@@ -181,6 +181,34 @@ def test_a_flat_file_of_ones_own_comes_back_with_its_branches(own, own_bundle, t
         assert uproot.open(back)["jets"]["track_pt"].count_branch is not None, "a jagged branch keeps a counter"
 
 
+def test_a_new_output_kind_is_one_writer_class(own, own_bundle, tmp_path, monkeypatch):
+    """A toy writer (JSON lines, one object per jet) added as one entry of WRITERS: decompress writes it, and it holds
+    what the Parquet output holds, jagged branch included."""
+    from hpcsweep.compress import io
+
+    class JsonLinesWriter:
+        def __init__(self, path: Path, header: dict) -> None:
+            self.path, self.chunks = path, []
+
+        def write(self, arrays: dict) -> None:
+            self.chunks.append(ak.zip(arrays, depth_limit=1))
+
+        def close(self) -> None:  # Python's json writes a float by the digits that read back as the same float
+            self.path.write_text("".join(f"{json.dumps(jet)}\n" for chunk in self.chunks for jet in chunk.to_list()))
+
+    monkeypatch.setitem(io.WRITERS, ".jsonl", JsonLinesWriter)
+    packed = tmp_path / "jets.hpcz"
+    assert main(["compress", str(own / "jets.root"), "--model", str(own_bundle), "-o", str(packed)]) == 0
+    for suffix in (".jsonl", ".parquet"):
+        assert main(["decompress", str(packed), "--model", str(own_bundle), "-o", str(tmp_path / f"back{suffix}")]) == 0
+    lines = ak.Array([json.loads(line) for line in (tmp_path / "back.jsonl").read_text().splitlines()])
+    parquet = ak.from_parquet(tmp_path / "back.parquet")
+    assert lines.fields == parquet.fields and len(lines) == len(parquet) == len(_arrays(own / "jets.root", "jets"))
+    for field in parquet.fields:
+        written = ak.to_numpy(ak.ravel(parquet[field]))
+        np.testing.assert_array_equal(ak.to_numpy(ak.ravel(lines[field])).astype(written.dtype), written, err_msg=field)
+
+
 @pytest.mark.slow
 def test_the_learned_compressor_beats_coding_each_variable_alone_and_sz3(qcd_file):
     """On held-out jets of the 24-variable sample, at 1 %: fewer bytes than independent quantisation + range coding
