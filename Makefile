@@ -75,7 +75,7 @@ data: $(STAMP) ## generate the default QCD sample and the Z' 350/600 GeV signal 
 test: $(DEV_STAMP) ## run the test suite (PYTEST_ARGS= passes options to pytest)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-test-fast: $(DEV_STAMP) ## the tests without real sweeps, SLURM or Chromium (113 s on 2 cores): the loop while editing
+test-fast: $(DEV_STAMP) ## the tests without real sweeps, SLURM or Chromium (about 90 s on 2 cores): the loop while editing
 	$(BIN)/pytest -m "not slow and not slurm" $(PYTEST_ARGS)
 
 $(BENCH_STAMP): $(STAMP)

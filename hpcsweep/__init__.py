@@ -1,6 +1,7 @@
 """hpcsweep: run, survive and review hyperparameter sweeps of jet-compressing autoencoders.
 
-The pipeline, one way: data -> trial -> store -> sweep -> review; `cli` sits on top.
+The pipeline, one way: data -> trial -> store -> sweep -> review, and compress (a trial's model and compressor
+applied to files); `cli` sits on top. docs/pipeline.md draws the house.
 `load_sweep(name_or_folder)` opens a sweep's results for notebooks.
 """
 

@@ -27,6 +27,8 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 #: Lines of shell blocks that no test runs, and why.
 NOT_RUN = {
     "make test": "the test suite itself (.ci/run runs it)",
+    "make test-fast": "the fast tests, this one among them (a test cannot run the suite it is part of)",
+    "make lint": "ruff and mypy: CI's lint step, not a test",
     "make slurm-up": "starts a SLURM cluster: .ci/run does, and tests/sweep/test_slurm.py runs sweeps on it",
     "make sweep LATENT=18 EXECUTOR=slurm": "on the cluster: tests/sweep/test_slurm.py",
     ".venv/bin/hpcsweep sweep default --executor slurm --site lunarc-aurora --partition snic": "a site that is not here",

@@ -22,14 +22,14 @@ def best_trial(results_dir: Path, latent: int | None = None, rank_by: str | None
     """The id of the best finished trial at latent dimension `latent` (0: the compressor alone), by the sweep's own
     ranking; or, with `rank_by`, the best of the whole sweep by that measure (any z, any kind)."""
     from hpcsweep.review import select
-    from hpcsweep.review.tables import trials_frame
+    from hpcsweep.review.tables import ranked, trials_frame
     from hpcsweep.store import scan
     from hpcsweep.sweep.rank import Ranking
 
     selection = select(results_dir, scan(results_dir)[0])
     ranking = Ranking(rank_by) if rank_by else selection.ranking
     frame = trials_frame(selection.summaries, ranking)
-    done = frame[(frame["state"] == TrialState.DONE) & frame["rank"].notna()]
+    done = ranked(frame)
     if not len(done):
         raise UserError(f"{results_dir}: no finished trial to export" + (f" with a {ranking.noun}" if rank_by else "") +
                         f"; run 'hpcsweep sweep {results_dir.name}' first")  # fmt: skip

@@ -26,12 +26,15 @@ import pandas as pd
 
 from hpcsweep.data.varset import Variable, VarSet
 from hpcsweep.files import atomic
+from hpcsweep.review.tables import ranked
 from hpcsweep.states import TrialState
 from hpcsweep.sweep.rank import Ranking
 
 #: Bumped whenever the figures change: the review's stamps hold it, so results drawn by an earlier style are redrawn.
 STYLE = 2
 DPI = 90
+#: Trial id -> its stored evaluation (as `TrialRecord.evaluation`): what the figures of the best trials per z read.
+Evaluations = dict[str, dict[str, Any]]
 #: mplhep's ROOT style is made for one plot per page; figures of many panels need smaller type and ticks.
 _COMPACT = {"font.size": 15, "xtick.major.size": 6, "xtick.minor.size": 3, "ytick.major.size": 6, "ytick.minor.size": 3}
 #: The generator's beams (hpcsweep.data.generate: Pythia 8 at 13 TeV).
@@ -462,7 +465,7 @@ def grid_summary(
     """Per latent dimension: the yardstick versus lr, one series per (bs, wd and any other key the grid varies, such
     as the normalisation), the best trial starred (thesis Fig. 2.13)."""
     ranking = ranking or Ranking()
-    done = frame[(frame["state"] == TrialState.DONE) & frame["rank"].notna()]
+    done = ranked(frame)
     latents = sorted(done["latent"].astype(int).unique())
     columns = min(3, len(latents))
     with _figure(path, _size(len(latents), columns, 6.0, 5.0), pdf=pdf) as fig:
@@ -487,13 +490,7 @@ def grid_summary(
 
 
 def residuals_vs_latent(
-    best: pd.DataFrame,
-    evaluations: dict[str, dict[str, Any]],
-    varset: VarSet,
-    path: Path,
-    *,
-    label: ExperimentLabel | None = None,
-    pdf: bool = False,
+    best: pd.DataFrame, evaluations: Evaluations, varset: VarSet, path: Path, *, label: ExperimentLabel | None = None, pdf: bool = False
 ) -> Path:
     """Per variable: median (marker) and 68 % half-width (bar) of the best AE's residual versus z (Fig. 2.18).
 
@@ -542,7 +539,7 @@ def training_curves(
 
 
 def timing_vs_latent(
-    best: pd.DataFrame, evaluations: dict[str, dict[str, Any]], path: Path, *, label: ExperimentLabel | None = None, pdf: bool = False
+    best: pd.DataFrame, evaluations: Evaluations, path: Path, *, label: ExperimentLabel | None = None, pdf: bool = False
 ) -> Path:
     """Encode and decode time per jet of the best AE versus z (thesis Fig. 2.19)."""
     rows = [(int(t["latent"]), evaluations.get(t["trial_id"], {}).get("validation", {}).get("timing", {})) for _, t in best.iterrows()]
@@ -560,13 +557,7 @@ def timing_vs_latent(
 
 
 def rate_distortion(
-    best: pd.DataFrame,
-    evaluations: dict[str, dict[str, Any]],
-    varset: VarSet,
-    path: Path,
-    *,
-    label: ExperimentLabel | None = None,
-    pdf: bool = False,
+    best: pd.DataFrame, evaluations: Evaluations, varset: VarSet, path: Path, *, label: ExperimentLabel | None = None, pdf: bool = False
 ) -> Path:
     """Bytes per jet versus residual width of pt and m: AE and PCA per z (float16 latents), each best trial's own
     compressor (what `hpcsweep compress` writes), float truncation, and the error-bounded compressors (SZ3, ZFP,

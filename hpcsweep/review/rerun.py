@@ -17,8 +17,7 @@ from hpcsweep.errors import UserError
 from hpcsweep.files import write_atomically
 from hpcsweep.review.aggregator import select
 from hpcsweep.review.stability import rerun_best_sweep
-from hpcsweep.review.tables import trials_frame
-from hpcsweep.states import TrialState
+from hpcsweep.review.tables import ranked, trials_frame
 from hpcsweep.store import copy_trial, scan, trial_path
 from hpcsweep.sweep import backend, check_definition, kept_sweep
 
@@ -59,7 +58,7 @@ def plan_rerun(parent_dir: Path, results_root: Path, top: int, seeds: int) -> Re
     summaries, _ = scan(parent_dir)
     selection = select(parent_dir, summaries)
     frame = trials_frame(selection.summaries, selection.ranking)
-    done = frame[(frame["state"] == TrialState.DONE) & frame["rank"].notna()]
+    done = ranked(frame)
     if not len(done):
         raise UserError(f"{parent_dir}: no finished trial to rerun; run 'hpcsweep sweep {parent_dir.name}' first")
     best = [t for _, group in done.groupby("latent") for t in group["trial_id"][:top]]  # the frame is sorted by rank

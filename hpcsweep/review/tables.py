@@ -102,13 +102,20 @@ def _axis_value(value: Any) -> Any:
     return value if value is None or isinstance(value, str | int | float | bool) else json.dumps(value)
 
 
+def ranked(frame: pd.DataFrame) -> pd.DataFrame:
+    """The finished trials that have a rank (older files may lack the sweep's measure), best first within each z, ties
+    by trial id: what every table, figure, export and rerun picks from."""
+    done = frame[(frame["state"] == TrialState.DONE) & frame["rank"].notna()]
+    return done.sort_values(["latent", "rank", "trial_id"])
+
+
 def best_and_median(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per latent dimension, the done trial ranked first and the median one (trials without a rank are left out).
 
     The median trial is a real trial: for an even count, the worse of the two middle ones.
     Ties are broken by trial id, so the choice is reproducible.
     """
-    done = frame[(frame["state"] == TrialState.DONE) & frame["rank"].notna()].sort_values(["latent", "rank", "trial_id"])
+    done = ranked(frame)
     groups = [group for _, group in done.groupby("latent", sort=True)]
     best = pd.DataFrame([g.iloc[0] for g in groups], columns=done.columns)
     median = pd.DataFrame([g.iloc[len(g) // 2] for g in groups], columns=done.columns)
@@ -178,7 +185,7 @@ def thesis_table(picks: pd.DataFrame, axes: list[str] | None = None, ranking: Ra
 
 def comparison_table(frame: pd.DataFrame, axis: str) -> pd.DataFrame:
     """Best and median rank value per value of `axis` (rows) and latent dimension (columns), done trials only."""
-    done = frame[(frame["state"] == TrialState.DONE) & frame["rank"].notna()]
+    done = ranked(frame)
     rows = []
     for value, group in done.groupby(axis, sort=True):
         row: dict[str, Any] = {axis: value}

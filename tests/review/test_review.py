@@ -404,6 +404,7 @@ def _write(folder: Path, trial_id: str, latent: int, loss: float, lr: float) -> 
 SWEEP_FIGURES = {"loss_vs_latent", "grid_summary", "training_curves"}  # of trials without evaluations
 
 
+@pytest.mark.slow  # three figures drawn three times, as PNG and PDF: seconds
 def test_figures_are_pngs_and_a_pdf_only_when_asked(tmp_path):
     folder = _written(tmp_path / "written")
     figures = folder / "figures"
