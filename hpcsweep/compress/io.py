@@ -61,6 +61,7 @@ class Input:
                 "jagged": jagged,
                 "counter": self.counters.get(name) if jagged else None,
                 "optional": _optional(array),
+                "absent": jagged and _entries_optional(array),
             }
             if name in self.model:
                 entry["variable"] = self.model[name].name
@@ -102,18 +103,18 @@ def in_set_units(raw: np.ndarray, model: dict[str, Variable], varset: VarSet) ->
 
 
 def model_columns(arrays: ak.Array, model: dict[str, Variable]) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray]]:
-    """A chunk's model branches as (jets x variables) float64 file values, the jets per entry (None: flat), and
-    where optional branches miss a value (coded as NaN)."""
+    """A chunk's model branches as (jets x variables) float64 file values, the jets per entry (None: flat; -1: an entry
+    missing as a whole, a Parquet list column's null row), and where optional branches miss a value (coded as NaN)."""
     import awkward as ak
 
     names = list(model)
     missing: dict[str, np.ndarray] = {}
     first = arrays[names[0]]
-    counts = ak.to_numpy(ak.num(first)) if first.ndim > 1 else None
+    counts = _jets_per_entry(first) if first.ndim > 1 else None
     columns = []
     for name in names:
         array = arrays[name]
-        if counts is not None and not np.array_equal(ak.to_numpy(ak.num(array)), counts):
+        if counts is not None and not np.array_equal(_jets_per_entry(array), counts):
             raise UserError(f"branches {names[0]!r} and {name!r} hold different numbers of jets per entry: they are not one jet collection")
         flat = ak.flatten(array) if counts is not None else array
         columns.append(ak.to_numpy(ak.fill_none(flat, np.nan) if _optional(array) else flat).astype(np.float64))
@@ -141,9 +142,31 @@ def _format_name(file: InputFile) -> str:
     return file.kind if file.kind == file.format else f"{file.format} {file.kind}"
 
 
+def _jets_per_entry(array: ak.Array) -> np.ndarray:
+    """The jets of each entry of a jagged branch, -1 where the entry itself is missing."""
+    import awkward as ak
+
+    return ak.to_numpy(ak.fill_none(ak.num(array), -1)).astype(np.int64)
+
+
+def unflattened(column: ak.Array, counts: np.ndarray, entries_optional: bool = False) -> ak.Array:
+    """Per-jet values back in their entries (`counts` as `model_columns` gives them); an entry counted -1 comes back
+    missing, and `entries_optional` keeps the branch's type one whose entries may be missing, in every chunk."""
+    import awkward as ak
+
+    absent = counts < 0
+    out = ak.unflatten(column, np.where(absent, 0, counts))
+    return ak.mask(out, ~absent) if entries_optional or absent.any() else out
+
+
 def _optional(array: ak.Array) -> bool:
     """Whether values may be missing (Parquet columns written by pandas are)."""
     return "?" in str(array.type.content)
+
+
+def _entries_optional(array: ak.Array) -> bool:
+    """Whether a jagged branch's entries may be missing as a whole (a Parquet list column that may be null)."""
+    return str(array.type.content).startswith("option[")
 
 
 def _leaf_dtype(array: ak.Array) -> str:
@@ -193,10 +216,10 @@ class RootWriter:
             name = branch["name"]
             group = next((g for g, members in self.groups.items() if name in members), None)
             if group is None:
-                chunk[name] = arrays[name]
+                chunk[name] = _without_nulls(arrays[name], name)
             elif group not in placed:
                 placed.add(group)
-                chunk[group] = ak.zip({m: arrays[m] for m in self.groups[group]})
+                chunk[group] = ak.zip({m: _without_nulls(arrays[m], m) for m in self.groups[group]})
         if self.file is None:
             self.file = uproot.recreate(self.path)
             self.file.mktree(
@@ -210,6 +233,20 @@ class RootWriter:
     def close(self) -> None:
         if self.file is not None:
             self.file.close()
+
+
+def _without_nulls(array: ak.Array, name: str) -> ak.Array:
+    """A branch for a TTree, which holds no missing value: a Parquet column that may be null but is not, as a plain
+    one; one that is null somewhere is refused (the caller's temporary goes, nothing is written)."""
+    import awkward as ak
+
+    if not _optional(array) and not _entries_optional(array):
+        return array
+    if any(bool(ak.any(ak.is_none(array, axis=axis))) for axis in range(array.ndim)):
+        raise UserError(
+            f"branch {name!r} has missing values (nulls of the input's Parquet table), which a ROOT TTree cannot hold: write .parquet"
+        )
+    return ak.drop_none(array)
 
 
 class ParquetWriter:

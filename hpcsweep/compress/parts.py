@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hpcsweep.compress.io import in_set_units, model_columns
+from hpcsweep.compress.io import in_set_units, model_columns, unflattened
 
 if TYPE_CHECKING:
     import awkward as ak
@@ -66,7 +66,7 @@ def assemble(decoded: np.ndarray, sections: dict[str, bytes], header: dict[str, 
                 np.unpackbits(np.frombuffer(_unzstd(stored), np.uint8), count=n_jets).astype(bool) if stored else np.zeros(n_jets, bool)
             )
             column = ak.mask(column, ~missing)
-        out[branch["name"]] = ak.unflatten(column, counts) if counts is not None else column
+        out[branch["name"]] = unflattened(column, counts, branch.get("absent", False)) if counts is not None else column
     return out
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from hpcsweep.compress.apply import Summary
 from hpcsweep.compress.bundle import Bundle
-from hpcsweep.compress.io import STEP, Writer, in_set_units, model_columns, open_input, writer_for
+from hpcsweep.compress.io import STEP, Writer, in_set_units, model_columns, open_input, unflattened, writer_for
 from hpcsweep.errors import UserError
 from hpcsweep.files import atomic
 
@@ -49,7 +49,7 @@ def score_file(
             physical, kept = in_set_units(raw, jets.model, varset)
             scores = np.full(len(raw), np.nan, dtype=np.float32)
             scores[kept] = score(physical[kept])
-            column = ak.unflatten(scores, counts) if counts is not None else ak.Array(scores)
+            column = unflattened(ak.Array(scores), counts) if counts is not None else ak.Array(scores)
             writer.write({name: arrays[name] for name in arrays.fields} | {SCORE: column})
             summary.entries += stop - start
             summary.jets += len(raw)

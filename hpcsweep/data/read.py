@@ -419,8 +419,7 @@ class _Reader:
         import awkward as ak
 
         def values(branch: str) -> ak.Array:
-            array = arrays[branch]
-            return ak.fill_none(array, np.nan, axis=None) if _has_options(array) else array
+            return without_options(arrays[branch])
 
         first = values(branches[self.varset.names[0]])
         rank_branch = branches.get(self.varset.rank_by) if self.varset.rank_by else None
@@ -552,6 +551,28 @@ def _count(report: CutReport, removed: np.ndarray, by_variable: dict[str, np.nda
 def _has_options(array: ak.Array) -> bool:
     """Whether an awkward array may hold missing values (Parquet columns from pandas do)."""
     return "?" in str(array.type) or "option" in str(array.type)
+
+
+def absent_entries(array: ak.Array) -> np.ndarray | None:
+    """Which entries of a jagged branch are missing as a whole (a Parquet list column's null rows), else None."""
+    import awkward as ak
+
+    if array.ndim < 2 or not _has_options(array):
+        return None
+    absent = ak.to_numpy(ak.is_none(array, axis=0))
+    return absent if absent.any() else None
+
+
+def without_options(array: ak.Array) -> ak.Array:
+    """A branch without missing values: a jagged branch's missing entries hold no jets, missing values become NaN
+    (jets the checks then count as not finite)."""
+    import awkward as ak
+
+    if not _has_options(array):
+        return array
+    if array.ndim > 1:
+        array = ak.fill_none(array, [], axis=0)
+    return ak.fill_none(array, np.nan, axis=None)
 
 
 def _in_units(values: np.ndarray, scale: float) -> np.ndarray:

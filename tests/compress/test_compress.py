@@ -147,7 +147,8 @@ def _assert_same_tree(source: Path, back: Path, tree: str, varset, bound: float)
         assert str(ak.type(a).content) == str(ak.type(b).content), f"{field}: type {ak.type(a)} came back as {ak.type(b)}"
         assert len(a) == len(b)
         if a.ndim > 1:
-            np.testing.assert_array_equal(ak.num(a), ak.num(b), err_msg=f"{field}: jaggedness changed")
+            jets = [ak.to_numpy(ak.fill_none(ak.num(x), -1)) for x in (a, b)]  # -1: an entry missing as a whole
+            np.testing.assert_array_equal(*jets, err_msg=f"{field}: jaggedness changed")
         flat_a, flat_b = (ak.to_numpy(ak.flatten(x, axis=None)) for x in (a, b))
         name = model.get(field)
         if name is None or kinds[name] == "discrete":
@@ -179,6 +180,38 @@ def test_a_flat_file_of_ones_own_comes_back_with_its_branches(own, own_bundle, t
     assert m_in[[40, 50]].tobytes() == m_out[[40, 50]].tobytes() == np.float32([-0.5, -0.5]).tobytes(), "the file's own bits"
     if name == "jets.root":
         assert uproot.open(back)["jets"]["track_pt"].count_branch is not None, "a jagged branch keeps a counter"
+
+
+def test_a_parquet_list_column_with_null_rows_comes_back_with_them(own, own_bundle, tmp_path, capsys):
+    """Jets grouped per event in a Parquet table whose list columns have null rows (`option[var * float32]`): read
+    for training as events without jets; compressed and decompressed to Parquet with the same type, the same null
+    rows and every value within the bound; to ROOT, which cannot hold a null, refused in one line, nothing written (a
+    table whose columns may be null but are not goes to ROOT as plain branches)."""
+    flat = ak.from_parquet(own / "jets.parquet")
+    rng = np.random.default_rng(5)
+    counts = rng.integers(0, 4, 2 * len(flat) // 3)
+    counts[-1] += len(flat) - counts.sum()  # every jet in an event
+    null = np.zeros(len(counts), bool)
+    null[np.flatnonzero(counts == 0)[:3]] = True  # three events with no list at all (and no jets)
+    events = {name: ak.mask(ak.unflatten(flat[name], counts), ~null) for name in ("m", "pt", "eta", "phi")}
+    source = tmp_path / "events.parquet"
+    ak.to_parquet(ak.zip(events, depth_limit=1), source)
+    assert str(ak.from_parquet(source).type.content).count("option[var") == 4
+    varset = load_varset(own / "atlas4.yaml")
+    assert len(load_jets(source, varset)) == len(load_jets(own / "jets.parquet", varset)), "a null row: an event without jets"
+    back = _round_trip(source, own_bundle, tmp_path, ".parquet")
+    original, decoded = ak.from_parquet(source), ak.from_parquet(back)
+    assert decoded.type == original.type
+    for name in ("m", "pt", "eta", "phi"):
+        assert ak.to_numpy(ak.is_none(decoded[name])).tolist() == null.tolist()
+    _assert_same_tree(source, back, "jets", varset, 0.01)
+    capsys.readouterr()
+    out = tmp_path / "events.root"
+    assert main(["decompress", str(tmp_path / "events.hpcz"), "--model", str(own_bundle), "-o", str(out)]) == 2
+    _one_line_error(capsys, "branch 'm' has missing values", "which a ROOT TTree cannot hold: write .parquet")
+    assert not out.exists() and not list(tmp_path.glob(".events.root*"))
+    plain = _round_trip(own / "jets.parquet", own_bundle, tmp_path, ".root")  # columns that may be null, but are not
+    assert ak.to_numpy(uproot.open(plain)["jets"]["run"].array()).tolist() == ak.to_numpy(flat["run"]).tolist()
 
 
 def test_a_new_output_kind_is_one_writer_class(own, own_bundle, tmp_path, monkeypatch):
