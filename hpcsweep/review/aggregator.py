@@ -363,10 +363,10 @@ def _add_figures(
         _draw(review, Figure(section, title, folder / stem), draw, stamp)
     drawn = _detailed(best, detail)
     for trial in best.itertuples():
-        listed = trial.trial_id not in records or _trial_figures(
+        shown = trial.trial_id not in records or _trial_figures(
             review, records[trial.trial_id], int(trial.latent), folder, label, trial.trial_id in drawn
         )
-        if not listed:
+        if not shown:
             review.undrawn.append(int(trial.latent))
 
 
@@ -382,9 +382,9 @@ def _mtime(review: Review, trial_id: str) -> int:
 
 
 def _draw(review: Review, figure: Figure, draw: _Drawing, stamp: Any, redraw: bool = True) -> bool:
-    """List `figure` (and say whether it is listed), to be drawn unless it was drawn from the same data (`stamp`) before (figures/.drawn.json) and
-    its files are there (the PDF too, when asked). Without `redraw`, a figure that is not current is not drawn and
-    its files go: they show a trial that is no longer the one its name says.
+    """List `figure`, to be drawn unless it was drawn from the same data (`stamp`) before (figures/.drawn.json) and
+    its files are there (the PDF too, when asked); say whether it is listed. Without `redraw`, a figure that is not
+    current is not drawn and its files go: they show a trial that is no longer the one its name says.
 
     Re-aggregating a sweep whose files did not change draws nothing; a new best trial at
     one z redraws the sweep figures and that z's per-trial figures only.
@@ -479,8 +479,8 @@ def _trial_figures(
              partial(plots.dijet_mass, arrays, signals, title=title, label=label))
         )  # fmt: skip
     stamp = [record.trial_id, _mtime(review, record.trial_id), __version__, plots.STYLE, repr(label)]
-    listed = [_draw(review, Figure(section, caption, folder / f"{stem}_z{latent}"), draw, stamp, redraw) for caption, stem, draw in drawn]
-    return all(listed)
+    shown = [_draw(review, Figure(section, caption, folder / f"{stem}_z{latent}"), draw, stamp, redraw) for caption, stem, draw in drawn]
+    return all(shown)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
