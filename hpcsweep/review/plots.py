@@ -35,6 +35,8 @@ STYLE = 2
 DPI = 90
 #: Trial id -> its stored evaluation (as `TrialRecord.evaluation`): what the figures of the best trials per z read.
 Evaluations = dict[str, dict[str, Any]]
+#: A trial's stored arrays by name (its `validation/...` histograms, its `discrete/...` values).
+Arrays = dict[str, np.ndarray]
 #: mplhep's ROOT style is made for one plot per page; figures of many panels need smaller type and ticks.
 _COMPACT = {"font.size": 15, "xtick.major.size": 6, "xtick.minor.size": 3, "ytick.major.size": 6, "ytick.minor.size": 3}
 #: The generator's beams (hpcsweep.data.generate: Pythia 8 at 13 TeV).
@@ -64,6 +66,10 @@ class ExperimentLabel:
         generated data add the centre-of-mass energy on the right."""
         left = ("Simulation" if generated else "") if label is None else label
         return cls(left, GENERATED_ENERGY if generated else "") if left else None
+
+
+#: A figure's label, or none (a folder of the user's own jets whose sweep names no `review.label`).
+Label = ExperimentLabel | None
 
 
 def _parts(name: str) -> tuple[str, str | None]:
@@ -428,13 +434,7 @@ def _flow_ticks(ax: Any) -> None:
 
 
 def loss_vs_latent(
-    best: pd.DataFrame,
-    median: pd.DataFrame,
-    path: Path,
-    ranking: Ranking | None = None,
-    *,
-    label: ExperimentLabel | None = None,
-    pdf: bool = False,
+    best: pd.DataFrame, median: pd.DataFrame, path: Path, ranking: Ranking | None = None, *, label: Label = None, pdf: bool = False
 ) -> Path:
     """The sweep's yardstick (default: the reference-space MSE) of the best and median AE, and of PCA, versus z."""
     ranking = ranking or Ranking()
@@ -454,13 +454,7 @@ def loss_vs_latent(
 
 
 def grid_summary(
-    frame: pd.DataFrame,
-    best: pd.DataFrame,
-    path: Path,
-    ranking: Ranking | None = None,
-    *,
-    label: ExperimentLabel | None = None,
-    pdf: bool = False,
+    frame: pd.DataFrame, best: pd.DataFrame, path: Path, ranking: Ranking | None = None, *, label: Label = None, pdf: bool = False
 ) -> Path:
     """Per latent dimension: the yardstick versus lr, one series per (bs, wd and any other key the grid varies, such
     as the normalisation), the best trial starred (thesis Fig. 2.13)."""
@@ -490,7 +484,7 @@ def grid_summary(
 
 
 def residuals_vs_latent(
-    best: pd.DataFrame, evaluations: Evaluations, varset: VarSet, path: Path, *, label: ExperimentLabel | None = None, pdf: bool = False
+    best: pd.DataFrame, evaluations: Evaluations, varset: VarSet, path: Path, *, label: Label = None, pdf: bool = False
 ) -> Path:
     """Per variable: median (marker) and 68 % half-width (bar) of the best AE's residual versus z (Fig. 2.18).
 
@@ -521,7 +515,7 @@ def residuals_vs_latent(
 
 
 def training_curves(
-    histories: dict[str, dict[str, np.ndarray]], path: Path, title: str = "", *, label: ExperimentLabel | None = None, pdf: bool = False
+    histories: dict[str, dict[str, np.ndarray]], path: Path, title: str = "", *, label: Label = None, pdf: bool = False
 ) -> Path:
     """Training (dashed) and validation (solid) loss per epoch of chosen trials (thesis Fig. 2.14)."""
     with _figure(path, (9, 6.5), title, pdf=pdf) as fig:
@@ -538,9 +532,7 @@ def training_curves(
     return path
 
 
-def timing_vs_latent(
-    best: pd.DataFrame, evaluations: Evaluations, path: Path, *, label: ExperimentLabel | None = None, pdf: bool = False
-) -> Path:
+def timing_vs_latent(best: pd.DataFrame, evaluations: Evaluations, path: Path, *, label: Label = None, pdf: bool = False) -> Path:
     """Encode and decode time per jet of the best AE versus z (thesis Fig. 2.19)."""
     rows = [(int(t["latent"]), evaluations.get(t["trial_id"], {}).get("validation", {}).get("timing", {})) for _, t in best.iterrows()]
     rows = [(z, timing) for z, timing in rows if timing]
@@ -557,7 +549,7 @@ def timing_vs_latent(
 
 
 def rate_distortion(
-    best: pd.DataFrame, evaluations: Evaluations, varset: VarSet, path: Path, *, label: ExperimentLabel | None = None, pdf: bool = False
+    best: pd.DataFrame, evaluations: Evaluations, varset: VarSet, path: Path, *, label: Label = None, pdf: bool = False
 ) -> Path:
     """Bytes per jet versus residual width of pt and m: AE and PCA per z (float16 latents), each best trial's own
     compressor (what `hpcsweep compress` writes), float truncation, and the error-bounded compressors (SZ3, ZFP,
@@ -607,14 +599,7 @@ def rate_distortion(
 
 
 def compression(
-    picks: pd.DataFrame,
-    frame: pd.DataFrame,
-    evaluations: dict[str, dict[str, Any]],
-    bound: float,
-    path: Path,
-    *,
-    label: ExperimentLabel | None = None,
-    pdf: bool = False,
+    picks: pd.DataFrame, frame: pd.DataFrame, evaluations: Evaluations, bound: float, path: Path, *, label: Label = None, pdf: bool = False
 ) -> Path:
     """What `hpcsweep compress` writes at `bound`, in bytes per jet (the compressor itself spread over 1M jets).
 
@@ -675,7 +660,7 @@ def compression(
     return path
 
 
-def roc_curves(curves: dict[int, dict[str, np.ndarray]], path: Path, *, label: ExperimentLabel | None = None, pdf: bool = False) -> Path:
+def roc_curves(curves: dict[int, dict[str, np.ndarray]], path: Path, *, label: Label = None, pdf: bool = False) -> Path:
     """Background rejection (1/efficiency) versus signal efficiency of the reconstruction error, one panel per
     signal, one curve per latent dimension (the best trial's)."""
     signals = sorted({k.split("/")[0] for arrays in curves.values() for k in arrays if k.endswith("/roc_signal_efficiency")})
@@ -714,14 +699,7 @@ def _residual_candidates(variable: Variable, discrete: dict[str, np.ndarray] | N
 
 
 def inputs_vs_decoded(
-    arrays: dict[str, np.ndarray],
-    varset: VarSet,
-    path: Path,
-    title: str,
-    *,
-    discrete: dict[str, np.ndarray] | None = None,
-    label: ExperimentLabel | None = None,
-    pdf: bool = False,
+    arrays: Arrays, varset: VarSet, path: Path, title: str, *, discrete: Arrays | None = None, label: Label = None, pdf: bool = False
 ) -> Path:
     """Input and decoded distributions of every variable, with a decoded/input ratio panel (Figs. 2.15/2.16).
 
@@ -766,14 +744,7 @@ def inputs_vs_decoded(
 
 
 def residual_histograms(
-    arrays: dict[str, np.ndarray],
-    varset: VarSet,
-    path: Path,
-    title: str,
-    *,
-    discrete: dict[str, np.ndarray] | None = None,
-    label: ExperimentLabel | None = None,
-    pdf: bool = False,
+    arrays: Arrays, varset: VarSet, path: Path, title: str, *, discrete: Arrays | None = None, label: Label = None, pdf: bool = False
 ) -> Path:
     """Residual distribution of every variable (0.5-99.5 % range), relative ones in percent; integer-valued
     discrete variables (whose residuals are integers) get one bin per value."""
@@ -795,7 +766,7 @@ def residual_histograms(
 
 
 def residual_corner(
-    arrays: dict[str, np.ndarray], varset: VarSet, path: Path, title: str, *, label: ExperimentLabel | None = None, pdf: bool = False
+    arrays: dict[str, np.ndarray], varset: VarSet, path: Path, title: str, *, label: Label = None, pdf: bool = False
 ) -> Path:
     """Corner plot of residual pairs over a sample of jets; each cell's background is the correlation
     coefficient on the whole validation set (thesis Figs. 2.7/2.17). Drawn in one axes: fast at 27 variables."""
@@ -837,13 +808,7 @@ def _nice_step(span: float, bins: int) -> float:
 
 
 def dijet_mass(
-    arrays: dict[str, dict[str, np.ndarray]],
-    closures: dict[str, dict[str, float]],
-    path: Path,
-    title: str,
-    *,
-    label: ExperimentLabel | None = None,
-    pdf: bool = False,
+    arrays: dict[str, Arrays], closures: dict[str, dict[str, float]], path: Path, title: str, *, label: Label = None, pdf: bool = False
 ) -> Path:
     """Dijet mass of the two leading jets before and after compression, per signal sample (Figs. 2.20/2.21): round
     bins over the input's 1-99 % range, the events beyond it in under- and overflow bins."""
@@ -869,9 +834,7 @@ def dijet_mass(
     return path
 
 
-def rerun_curves(
-    curves: dict[str, dict[str, dict[str, np.ndarray]]], path: Path, *, label: ExperimentLabel | None = None, pdf: bool = False
-) -> Path:
+def rerun_curves(curves: dict[str, dict[str, dict[str, np.ndarray]]], path: Path, *, label: Label = None, pdf: bool = False) -> Path:
     """Validation loss per epoch of each rerun (seed) of each config, one panel per config."""
     columns = min(3, len(curves))
     with _figure(path, _size(len(curves), columns, 5.5, 5.0), pdf=pdf) as fig:
