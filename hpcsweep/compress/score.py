@@ -44,12 +44,14 @@ def score_file(
     ):
         for arrays, start, stop in jets.chunks(step_size):
             if writer is None:
-                writer = writer_for(output)(tmp, _with_score(jets.header(arrays, bundle, 0.0)))
+                header = _with_score(jets.header(arrays, bundle, 0.0))
+                writer = writer_for(output)(tmp, header)
+                entries_optional = next(b for b in header["branches"] if "variable" in b)["absent"]  # in every chunk
             raw, counts, _ = model_columns(arrays, jets.model)
             physical, kept = in_set_units(raw, jets.model, varset)
             scores = np.full(len(raw), np.nan, dtype=np.float32)
             scores[kept] = score(physical[kept])
-            column = unflattened(ak.Array(scores), counts) if counts is not None else ak.Array(scores)
+            column = unflattened(ak.Array(scores), counts, entries_optional) if counts is not None else ak.Array(scores)
             writer.write({name: arrays[name] for name in arrays.fields} | {SCORE: column})
             summary.entries += stop - start
             summary.jets += len(raw)

@@ -553,16 +553,6 @@ def _has_options(array: ak.Array) -> bool:
     return "?" in str(array.type) or "option" in str(array.type)
 
 
-def absent_entries(array: ak.Array) -> np.ndarray | None:
-    """Which entries of a jagged branch are missing as a whole (a Parquet list column's null rows), else None."""
-    import awkward as ak
-
-    if array.ndim < 2 or not _has_options(array):
-        return None
-    absent = ak.to_numpy(ak.is_none(array, axis=0))
-    return absent if absent.any() else None
-
-
 def without_options(array: ak.Array) -> ak.Array:
     """A branch without missing values: a jagged branch's missing entries hold no jets, missing values become NaN
     (jets the checks then count as not finite)."""

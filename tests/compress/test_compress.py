@@ -210,6 +210,13 @@ def test_a_parquet_list_column_with_null_rows_comes_back_with_them(own, own_bund
     assert main(["decompress", str(tmp_path / "events.hpcz"), "--model", str(own_bundle), "-o", str(out)]) == 2
     _one_line_error(capsys, "branch 'm' has missing values", "which a ROOT TTree cannot hold: write .parquet")
     assert not out.exists() and not list(tmp_path.glob(".events.root*"))
+    from hpcsweep.compress import score_file
+    from hpcsweep.compress.score import SCORE
+
+    scored = tmp_path / "scored.parquet"  # in chunks of a few events: only some hold a null row
+    score_file(source, load_bundle(own_bundle), scored, step_size="2 kB", progress=False)
+    scores = ak.from_parquet(scored)[SCORE]
+    assert str(scores.type.content) == "option[var * float32]" and ak.to_numpy(ak.is_none(scores)).tolist() == null.tolist()
     plain = _round_trip(own / "jets.parquet", own_bundle, tmp_path, ".root")  # columns that may be null, but are not
     assert ak.to_numpy(uproot.open(plain)["jets"]["run"].array()).tolist() == ak.to_numpy(flat["run"]).tolist()
 
