@@ -226,11 +226,10 @@ def review_table(n_trials: int = 1000) -> list[str]:
             print(lines[-1], flush=True)
     lines += [
         "",
-        f"Target: the first aggregate under 10 s: {verdict(seconds[0] < 10)} ({seconds[0]:.1f} s). Much of a first aggregate "
-        f"is the sweep index: each new file read whole and its checksum checked, at HDF5's cost per object ({objects} a "
-        f"file, most of them the trial's stored compressor). Once the index is built, the tables and sweep figures take "
-        f"{seconds[3]:.1f} s; a first aggregate with the figures of the best trial per z (`--detail`, 28 figures of up to 24 "
-        f"panels, as the end of a sweep and the report draw them) {seconds[4]:.1f} s.",
+        f"Target: the first aggregate under 10 s: {verdict(seconds[0] < 10)} ({seconds[0]:.1f} s). The sweep index "
+        f"checks each new file's seal (a sha256 of its bytes, whatever its {objects} HDF5 objects); once it is built, the "
+        f"tables and sweep figures take {seconds[3]:.1f} s; a first aggregate with the figures of the best trial per z "
+        f"(`--detail`, 28 figures of up to 24 panels, as the end of a sweep and the report draw them) {seconds[4]:.1f} s.",
     ]
     return lines
 
@@ -304,8 +303,8 @@ def gpu_lines() -> list[str]:
 def review_lines() -> list[str]:
     return [
         "Target: the first `hpcsweep aggregate` of 1000 trial files under 10 s. Figures are PNG unless `--pdf` (or `review.pdf`)",
-        "asks for PDF too, and are drawn in one worker process per core; files new to the index are checked in workers too. Weights are read once per new or changed file, when the",
-        "scan checks its checksum (the sweep index remembers the files it checked), never to draw. Per-trial figures (inputs",
+        "asks for PDF too, and are drawn in one worker process per core; files new to the index are checked in workers too. A new or changed file is read once, when the",
+        "scan checks its seal (the sweep index remembers the files it checked); weights are never read to draw. Per-trial figures (inputs",
         "vs decoded, residuals, corner, dijet) are drawn for the sweep's best trial (`--detail`: the best trial of each z, as the",
         "end of a sweep and the report draw them) and redrawn only when that trial's file changes.",
         "",

@@ -457,30 +457,61 @@ def grid_summary(
     frame: pd.DataFrame, best: pd.DataFrame, path: Path, ranking: Ranking | None = None, *, label: Label = None, pdf: bool = False
 ) -> Path:
     """Per latent dimension: the yardstick versus lr, one series per (bs, wd and any other key the grid varies, such
-    as the normalisation), the best trial starred (thesis Fig. 2.13)."""
+    as the normalisation), the best trial starred (thesis Fig. 2.13).
+
+    A series keeps its look in every panel: its colour says the batch size, its marker the rest; one legend below
+    the panels names each once (a legend per panel of 16 series hid the points and cost a third of the drawing)."""
+    from matplotlib.lines import Line2D
+
     ranking = ranking or Ranking()
     done = ranked(frame)
     latents = sorted(done["latent"].astype(int).unique())
+    axes = [column for column in done.columns if "." in column]  # the grid's other varied keys (dotted)
+    colours, markers = _series_looks(done, axes)
     columns = min(3, len(latents))
     with _figure(path, _size(len(latents), columns, 6.0, 5.0), pdf=pdf) as fig:
         for ax, z in zip(_grid(fig, len(latents), columns, label), latents, strict=True):
             trials = done[done["latent"] == z]
-            axes = [column for column in trials.columns if "." in column]  # the grid's other varied keys (dotted)
-            for key, series in trials.groupby(["batch_size", "weight_decay", *axes], sort=True, dropna=False):
+            for key, series in trials.groupby(["batch_size", *_REST, *axes], sort=True, dropna=False):
                 series = series.groupby("lr")["rank"].min()  # the seeds: the best trial at each lr
-                others = ", ".join(f"{axis.split('.')[-1]} {value}" for axis, value in zip(axes, key[2:], strict=True))
-                ax.plot(
-                    series.index, series.values, "o-", ms=5, label=f"bs {int(key[0])}, wd {key[1]:g}" + (f", {others}" if others else "")
-                )
+                ax.plot(series.index, series.values, "-", marker=markers[str(key[1:])][1], ms=5, color=colours[str(key[0])][1])
             star = best[best["latent"] == z]
-            ax.plot(star["lr"], star["rank"], "*", ms=18, color="gold", markeredgecolor="k", label="best", zorder=5)
+            ax.plot(star["lr"], star["rank"], "*", ms=18, color="gold", markeredgecolor="k", zorder=5)
             losses = trials["rank"].dropna()
             wide = len(losses) and losses.max() > 10 * losses.min()  # log only where the values span decades
             ax.set(xscale="log", yscale="log" if wide else "linear", xlabel="Learning rate", ylabel=ranking.label)
             if not wide:
                 ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
-            ax.legend(fontsize="x-small", title=f"$z$ = {z}", title_fontsize="small")
+            ax.set_title(f"$z$ = {z}", fontsize="small")
+        handles = [Line2D([], [], color=colour, label=name) for name, colour in colours.values()]
+        handles += [Line2D([], [], ls="none", color="k", marker=marker, label=name) for name, marker in markers.values()]
+        handles.append(Line2D([], [], ls="none", marker="*", ms=14, color="gold", markeredgecolor="k", label="best"))
+        fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6), fontsize="x-small")
     return path
+
+
+#: What a grid-summary series' marker tells apart, besides the grid's own dotted keys: the weight decay.
+_REST = ("weight_decay",)
+_MARKERS = "osD^vPXph<>"
+
+
+def _series_looks(done: pd.DataFrame, axes: list[str]) -> tuple[dict[str, tuple[str, str]], dict[str, tuple[str, str]]]:
+    """The name and colour of each batch size, and the name and marker of each combination of the other keys
+    (cycled beyond ten of each), by the text of its key: a key may hold NaN, never equal to itself."""
+    import matplotlib
+
+    palette = [matplotlib.colors.to_hex(matplotlib.colormaps["tab10"](i)) for i in range(10)]
+    keys = list(done.groupby(["batch_size", *_REST, *axes], sort=True, dropna=False).groups)
+    sizes = {str(key[0]): f"bs {key[0]:g}" for key in keys}
+    rests = {str(key[1:]): _series_name(key[1:], axes) for key in keys}
+    colours = {text: (name, palette[i % len(palette)]) for i, (text, name) in enumerate(sizes.items())}
+    return colours, {text: (name, _MARKERS[i % len(_MARKERS)]) for i, (text, name) in enumerate(rests.items())}
+
+
+def _series_name(rest: tuple[Any, ...], axes: list[str]) -> str:
+    """'wd 0.0001', then each other varied key ('wd 0, normalisation minmax')."""
+    others = [f"{axis.split('.')[-1]} {value}" for axis, value in zip(axes, rest[1:], strict=True)]
+    return ", ".join([f"wd {rest[0]:g}", *others])
 
 
 def residuals_vs_latent(
@@ -605,8 +636,9 @@ def compression(
 
     Left: versus z, the fewest-bytes trial of each autoencoder kind per z, the learned coder alone (z = 0, a line
     across), and the peers on the same jets (dashed; those beyond 1.2x SZ3 named in the legend only). Right: every
-    autoencoder trial's latents against its coded residuals, coloured by z and labelled by rate weight, with lines of
-    equal total through the coder alone: where the latents pay for themselves.
+    autoencoder trial's latents against its coded residuals, coloured by z, with lines of equal total through the
+    coder alone: where the latents pay for themselves. The trials no other beats in both are labelled by rate weight
+    (a label per trial buried a sweep of hundreds under its text).
     """
     done = frame[(frame["state"] == TrialState.DONE) & frame["bytes_per_jet"].notna()]
     networks = done[done["kind"] != "codec"]
@@ -645,7 +677,7 @@ def compression(
             residuals = networks["payload_per_jet"].astype(float) - latents
             dots = right.scatter(latents, residuals, c=networks["latent"].astype(float), cmap="viridis", s=30, zorder=3)
             fig.colorbar(dots, ax=right, label="$z$")
-            for x, y, rate in zip(latents, residuals, networks["rate_lambda"].fillna(0.0), strict=True):
+            for x, y, rate in _frontier(latents, residuals, networks["rate_lambda"].fillna(0.0)):
                 right.annotate(f"{rate:g}", (x, y), textcoords="offset points", xytext=(4, 3), fontsize="xx-small")
         reference = float(alone["payload_per_jet"].min()) if len(alone) else float(done["payload_per_jet"].min())
         if len(alone):
@@ -658,6 +690,18 @@ def compression(
             right.annotate(f"{total:.1f} B/jet in all", (high, total - high), fontsize="xx-small", color="grey", ha="right", va="bottom")
         right.set(xlabel="Latents (bytes per jet)", ylabel="Coded residuals (bytes per jet)", xlim=(-0.05 * high, high))
     return path
+
+
+def _frontier(x: pd.Series, y: pd.Series, labels: pd.Series) -> list[tuple[float, float, Any]]:
+    """The points (x, y, label) that no other point beats in both x and y (fewer bytes of latents and of residuals),
+    each place and label once."""
+    points = sorted(set(zip(x.astype(float), y.astype(float), labels, strict=True)), key=lambda p: (p[0], p[1], str(p[2])))
+    front, lowest = [], np.inf
+    for point in points:  # by x: a point is on the front when it is below every point left of it
+        if point[1] < lowest:
+            front.append(point)
+            lowest = point[1]
+    return front
 
 
 def roc_curves(curves: dict[int, dict[str, np.ndarray]], path: Path, *, label: Label = None, pdf: bool = False) -> Path:
@@ -705,7 +749,7 @@ def inputs_vs_decoded(
 
     `discrete`: the values of the discrete variables (a trial's `discrete/<name>` arrays), which then get one bin
     per value."""
-    from matplotlib.ticker import NullFormatter
+    from matplotlib.ticker import NullLocator
 
     edges, before, after = arrays["hist_edges"], arrays["hist_original"], arrays["hist_decoded"]
     n = len(varset.variables)
@@ -720,7 +764,7 @@ def inputs_vs_decoded(
             top.tick_params(labelbottom=False, labelsize="x-small")
             _draw_hists(top, stored.hists, label=["Input", "Decoded"], color=["k", "tab:red"])
             top.set_yscale("log")
-            top.yaxis.set_minor_formatter(NullFormatter())
+            top.yaxis.set_minor_locator(NullLocator())
             noun = "Jets" if stored.per_value else _per_bin("Jets", stored.width, variable.unit)
             top.set_ylabel(noun, fontsize="small")
             source, decoded = (h.values(flow=True) for h in stored.hists)

@@ -234,14 +234,24 @@ def test_no_text_overlaps_with_27_variables(trial_figures):
 
 
 def test_the_grid_summary_shows_every_varied_key_as_its_own_series(drawn, tmp_path):
-    """A grid over the normalisation too: its trials are series of their own, named, not hidden behind the best one."""
+    """A grid over the normalisation too: its trials are series of their own, named once in the figure's legend (a
+    colour per batch size, a marker per the rest), the same look in every panel, not hidden behind the best one."""
     frame, _, extra = sweep(load_varset("fourvec"), [4, 8])
     frame = frame.copy()
     frame["data.normalisation"] = np.where(np.arange(len(frame)) % 2, "standard", "custom+standard")
     plots.grid_summary(frame, extra["best"], tmp_path / "grid_summary", label=SIMULATION)
     (figure,) = drawn
-    names = {text.get_text() for ax in figure.axes if ax.get_legend() for text in ax.get_legend().get_texts()}
+    (legend,) = figure.legends
+    names = [text.get_text() for text in legend.get_texts()]
     assert any("normalisation standard" in n for n in names) and any("normalisation custom+standard" in n for n in names), names
+    keys = ["batch_size", "weight_decay", "data.normalisation"]
+    for ax in figure.axes:
+        if not ax.get_title().startswith("$z$"):
+            continue  # the label's header
+        z = int(ax.get_title().split("=")[1].strip())
+        series = frame[frame["latent"] == z].groupby(keys).ngroups
+        looks = {(line.get_color(), line.get_marker()) for line in ax.get_lines() if line.get_marker() != "*"}
+        assert len(looks) == series > 1, (z, looks)
 
 
 def test_no_text_of_a_sweep_figure_overlaps_another(drawn, tmp_path):
@@ -442,3 +452,12 @@ def test_the_review_label_is_a_sweep_key_outside_what_a_folder_compares(tmp_path
 class _Record:
     def __init__(self, data: dict[str, Any]) -> None:
         self.config = {"data": data}
+
+
+def test_the_compression_figure_labels_only_the_trials_no_other_beats_in_both():
+    """Hundreds of trials would bury the scatter under their labels: only the front (fewer latent and fewer residual
+    bytes than any trial left of it) is labelled, each place once."""
+    latents = pd.Series([0.0, 1.0, 2.0, 1.0, 3.0, 3.0])
+    residuals = pd.Series([5.0, 3.0, 4.0, 3.0, 1.0, 2.0])
+    rates = pd.Series([0.0, 0.1, 0.2, 0.1, 1.0, 0.5])
+    assert plots._frontier(latents, residuals, rates) == [(0.0, 5.0, 0.0), (1.0, 3.0, 0.1), (3.0, 1.0, 1.0)]

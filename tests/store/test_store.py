@@ -11,6 +11,7 @@ import pytest
 from hpcsweep import allocation
 from hpcsweep.store import (
     CHECKED_PER_TASK,
+    USER_BLOCK,
     TrialRecord,
     close_attempt,
     index_path,
@@ -22,6 +23,7 @@ from hpcsweep.store import (
     reset_attempts,
     scan,
     trial_path,
+    verify_trial,
     write_trial,
 )
 from hpcsweep.sweep.state import failed_attempts
@@ -118,6 +120,30 @@ def test_a_first_index_checks_many_files_in_worker_processes_and_finds_the_damag
     assert [u.split(":")[0] for u in unreadable] == ["junk.h5", "t007.h5"] and "checksum mismatch" in unreadable[1]
     assert len(json.loads(index_path(tmp_path).read_text())) == 2 * CHECKED_PER_TASK, "the damaged file stays out of the index"
     assert rebuild_index(tmp_path) == here and worker_pools == [2], "indexed: only the two unreadable files are read again, here"
+
+
+def test_a_sealed_file_is_checked_by_its_bytes_and_one_without_a_seal_by_its_checksum(tmp_path):
+    """Schema 4 seals a file (the sha256 of its bytes in HDF5's user block): one flipped byte anywhere after the block
+    is a mismatch. A file without the seal (schema 3, or a damaged block) is checked by its arrays' checksum."""
+    path = trial_path(tmp_path, "abc123")
+    write_trial(path, _record())
+    data = bytearray(path.read_bytes())
+    assert data.startswith(b"hpcsweep trial file") and verify_trial(path)["trial_id"] == "abc123"
+    weights = data.index(np.arange(12, dtype=np.float32).tobytes())
+    for where in (USER_BLOCK, weights, len(data) - 1):
+        damaged = data.copy()
+        damaged[where] ^= 1
+        path.write_bytes(damaged)
+        with pytest.raises(ValueError, match="checksum mismatch"):
+            verify_trial(path)
+    unsealed = bytes(USER_BLOCK) + data[USER_BLOCK:]
+    path.write_bytes(unsealed)
+    assert verify_trial(path)["trial_id"] == "abc123", "unsealed: checked by the checksum, which holds"
+    damaged = bytearray(unsealed)
+    damaged[weights] ^= 1
+    path.write_bytes(damaged)
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        verify_trial(path)
 
 
 def test_files_of_schema_1_are_still_read(tmp_path):
