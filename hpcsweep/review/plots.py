@@ -31,7 +31,7 @@ from hpcsweep.states import TrialState
 from hpcsweep.sweep.rank import Ranking
 
 #: Bumped whenever the figures change: the review's stamps hold it, so results drawn by an earlier style are redrawn.
-STYLE = 2
+STYLE = 3
 DPI = 90
 #: Trial id -> its stored evaluation (as `TrialRecord.evaluation`): what the figures of the best trials per z read.
 Evaluations = dict[str, dict[str, Any]]
