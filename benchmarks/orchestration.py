@@ -101,12 +101,21 @@ def status_rows() -> list[str]:
             )
             write_trial(trial_path(root / "results" / "big", trial.identity()), record)
         status = [sys.executable, "-m", "hpcsweep", "status", str(root / "big.yaml"), "--results", str(root / "results")]
-        for label in ("`hpcsweep status`, 1000 trial files, no index", "the same once the aggregator built the index"):
-            start = time.perf_counter()
-            subprocess.run(status, capture_output=True, check=True)
-            lines.append(f"| {label} | {time.perf_counter() - start:.2f} |")
-            rebuild_index(root / "results" / "big")
+        index = root / "results" / "big" / "index.json"
+        unindexed = statistics.median(_timed(status, before=lambda: index.unlink(missing_ok=True)) for _ in range(3))
+        lines.append(f"| `hpcsweep status`, 1000 trial files, no index (target: under 1 s) | {unindexed:.2f}: {verdict(unindexed < 1)} |")
+        rebuild_index(root / "results" / "big")
+        indexed = statistics.median(_timed(status) for _ in range(3))
+        lines.append(f"| the same once the aggregator built the index | {indexed:.2f} |")
     return lines
+
+
+def _timed(command: list[str], before: Callable[[], object] = lambda: None) -> float:
+    """Seconds `command` takes, from start to exit, after `before`."""
+    before()
+    start = time.perf_counter()
+    subprocess.run(command, capture_output=True, check=True)
+    return time.perf_counter() - start
 
 
 UNPACKED, PACKED, HYDRA = "hpcsweep, 1 trial per task", f"hpcsweep, {PACK} trials per task", "Hydra + submitit launcher"
