@@ -41,11 +41,16 @@ def add_compress(commands: argparse._SubParsersAction) -> None:
     add_bundle_io(compress, "a ROOT or Parquet file", "a bundle made by 'hpcsweep export'", "OUT.hpcz", "the compressed file to write")
     compress.add_argument("--max-error", type=bound, default=0.01, metavar="BOUND", help="'1%%' (default) or '0.1%%': one of the bundle's")
     compress.add_argument("--tree", help="tree or RNTuple to read (default: the variable set's, or the only one)")
+    compress.add_argument("--embed", action=argparse.BooleanOptionalAction,
+                          help="carry the compressor that decodes the file (some 100 kB), so that decompress needs nothing "
+                               "else (default: unless it would make more than 10%% of the file)")  # fmt: skip
 
 
 def add_decompress(commands: argparse._SubParsersAction) -> None:
     decompress = add_command(commands, "decompress", "give back a compressed file's tree as ROOT or Parquet", cmd_decompress)
-    add_bundle_io(decompress, "a file made by 'hpcsweep compress'", "the bundle it was compressed with", "RECO.root", WRITE_HELP)
+    add_bundle_io(decompress, "a file made by 'hpcsweep compress'",
+                  "a bundle holding the compressor it was compressed with (the same trial exported again will do); "
+                  "needed only for a file that does not carry it", "RECO.root", WRITE_HELP, model_required=False)  # fmt: skip
 
 
 def add_score(commands: argparse._SubParsersAction) -> None:
@@ -82,25 +87,28 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_compress(args: argparse.Namespace) -> int:
     """Reads a ROOT (TTree or RNTuple, flat or jagged) or Parquet file in chunks; the bundle's variables are coded within
-    the bound, jets outside its cuts and every other branch losslessly. The bundle's checksum is recorded."""
+    the bound, jets outside its cuts and every other branch losslessly. The file names the compressor that decodes it,
+    and carries it unless it would make more than 10 % of the file (--embed, --no-embed)."""
     from hpcsweep.compress import compress_file, load_bundle
 
-    summary = compress_file(Path(args.input), load_bundle(args.model), args.max_error, Path(args.output), tree=args.tree)
-    size, bundle = Path(args.input).stat().st_size, Path(args.model).stat().st_size
+    summary = compress_file(Path(args.input), load_bundle(args.model), args.max_error, Path(args.output), tree=args.tree, embed=args.embed)
+    size, codec = Path(args.input).stat().st_size, summary.codec_bytes
+    needs = (f"its compressor ({codec / 1e3:.0f} kB) carried" if summary.embedded else
+             f"{size / (summary.total_bytes + codec):.2f}x counting the compressor it needs to be read ({codec / 1e3:.0f} kB, "
+             f"not carried: keep {args.model}, or a bundle of the same trial)")  # fmt: skip
     print(f"{summary.jets:,} jets in {summary.entries:,} entries -> {args.output}: {summary.total_bytes / 1e6:.2f} MB, "
-          f"{size / max(summary.total_bytes, 1):.2f}x smaller than the input; {size / (summary.total_bytes + bundle):.2f}x counting "
-          f"the bundle it needs to be read ({bundle / 1e6:.2f} MB, once for every file compressed with it); model variables "
+          f"{size / max(summary.total_bytes, 1):.2f}x smaller than the input, {needs}; model variables "
           f"{summary.model_bytes / max(summary.jets, 1):.2f} bytes/jet, {summary.jets / summary.seconds:,.0f} jets/s")  # fmt: skip
     print_notes(summary.notes)
     return 0
 
 
 def cmd_decompress(args: argparse.Namespace) -> int:
-    """The input's tree, branch names, types and jaggedness (a jagged group's counter is written as int32); needs the
-    bundle it was compressed with."""
+    """The input's tree, branch names, types and jaggedness (a jagged group's counter is written as int32); decoded by
+    the compressor the file carries, or by --model's when it does not carry one."""
     from hpcsweep.compress import decompress_file, load_bundle
 
-    summary = decompress_file(Path(args.input), load_bundle(args.model), Path(args.output))
+    summary = decompress_file(Path(args.input), load_bundle(args.model) if args.model else None, Path(args.output))
     print(f"{summary.jets:,} jets in {summary.entries:,} entries -> {args.output} ({summary.total_bytes / 1e6:.2f} MB), "
           f"{summary.jets / summary.seconds:,.0f} jets/s")  # fmt: skip
     print_notes(summary.notes)

@@ -50,10 +50,12 @@ def bound(text: str) -> float:
     return value
 
 
-def add_bundle_io(parser: argparse.ArgumentParser, input_help: str, model_help: str, output: str, output_help: str) -> None:
+def add_bundle_io(
+    parser: argparse.ArgumentParser, input_help: str, model_help: str, output: str, output_help: str, model_required: bool = True
+) -> None:
     """The input file, the bundle (--model) and the output (-o) of compress, decompress and score."""
     parser.add_argument("input", type=input_file, help=input_help)
-    parser.add_argument("--model", required=True, metavar="BUNDLE.h5", help=model_help)
+    parser.add_argument("--model", required=model_required, metavar="BUNDLE.h5", help=model_help)
     parser.add_argument("-o", "--output", required=True, type=output_file, metavar=output, help=output_help)
 
 

@@ -8,16 +8,20 @@ from hpcsweep.compress.apply import compress_file, decompress_file
 from hpcsweep.compress.bundle import Bundle, load_bundle
 from hpcsweep.compress.container import read_compressed
 from hpcsweep.compress.export import best_trial, export_bundle, export_onnx, trial_to_export
+from hpcsweep.compress.reading import CompressedFile, iterate_compressed, open_compressed
 from hpcsweep.compress.score import score_file
 
 __all__ = [
     "Bundle",
+    "CompressedFile",
     "best_trial",
     "compress_file",
     "decompress_file",
     "export_bundle",
     "export_onnx",
+    "iterate_compressed",
     "load_bundle",
+    "open_compressed",
     "read_compressed",
     "score_file",
     "trial_to_export",

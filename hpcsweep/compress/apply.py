@@ -6,7 +6,9 @@ worker processes (`pool`), and write the records of the container (`container`);
 back: read and check the records, decode, assemble the branches, and write the
 tree with the writer of the output's kind (`io`). Decompressing gives the same
 tree, branch names, types and jaggedness (ROOT or Parquet); every value outside
-the model's variables comes back exactly, and theirs within the bound.
+the model's variables comes back exactly, and theirs within the bound. A file
+is decoded by the compressor it names (`embed.identity`): the one it carries,
+or that of any bundle holding it.
 """
 
 from __future__ import annotations
@@ -15,12 +17,15 @@ import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from hpcsweep.codec import Compressor
 from hpcsweep.compress.bundle import Bundle
-from hpcsweep.compress.container import RecordWriter, read_compressed
+from hpcsweep.compress.container import RecordWriter, embedded, read_compressed
+from hpcsweep.compress.embed import embedded_by_default, identity, pack, unpack
 from hpcsweep.compress.io import STEP, open_input, writer_for
 from hpcsweep.compress.parts import assemble, split
-from hpcsweep.compress.pool import Coders
+from hpcsweep.compress.pool import Coders, Source
 from hpcsweep.errors import UserError
 from hpcsweep.files import atomic
 
@@ -36,25 +41,36 @@ class Summary:
     jets: int = 0
     lossless_jets: int = 0
     model_bytes: int = 0  # the coded model variables
+    codec_bytes: int = 0  # the compressor that decodes the file, as the file carries it
+    embedded: bool = False  # whether it does
     total_bytes: int = 0
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
 
 def compress_file(
-    source: Path, bundle: Bundle, bound: float, output: Path, tree: str | None = None, step_size: str = STEP, progress: bool = True
+    source: Path,
+    bundle: Bundle,
+    bound: float,
+    output: Path,
+    tree: str | None = None,
+    step_size: str = STEP,
+    progress: bool = True,
+    embed: bool | None = None,
 ) -> Summary:
-    """Compress `source` (ROOT TTree/RNTuple or Parquet, flat or jagged) into `output`, atomically."""
+    """Compress `source` (ROOT TTree/RNTuple or Parquet, flat or jagged) into `output`, atomically; with `embed` the
+    file carries the compressor that decodes it (default: unless it would make more than EMBED_UP_TO of the file)."""
     from tqdm import tqdm
 
     bundle.check_bound(bound)  # a bound the bundle lacks is refused before anything is read
     varset = bundle.varset
     jets = open_input(source, bundle, tree, "compress")
     summary, started = Summary(notes=jets.notes), time.perf_counter()
+    codec = Source(str(bundle.path), bundle.checksum, bound)
     with (
         atomic(output) as tmp,
         open(tmp, "wb") as out,
-        Coders(bundle, bound, jets.file.path.stat().st_size > PARALLEL_ABOVE) as coders,
+        Coders(bundle.compressor, codec, jets.file.path.stat().st_size > PARALLEL_ABOVE) as coders,
         tqdm(total=jets.file.n_entries, desc=f"compressing {jets.file.path.name}", unit="entry", disable=not progress) as bar,
     ):
         records = RecordWriter(out)
@@ -68,13 +84,18 @@ def compress_file(
 
         for index, (arrays, start, stop) in enumerate(jets.chunks(step_size)):
             if index == 0:
-                records.header(jets.header(arrays, bundle, bound))
+                records.header(jets.header(arrays, bundle, bound) | {"codec": identity(bundle.compressor, bound)})
             coded, sections, n_jets = split(arrays, jets.model, varset)
             coders.queue((coders.encode(coded), sections, stop - start, n_jets), write)
             summary.entries += stop - start
             summary.jets += n_jets
             summary.lossless_jets += n_jets - len(coded)
         coders.drain(write)
+        payload = pack(bundle.compressor, bound)
+        summary.codec_bytes = len(payload)
+        summary.embedded = embedded_by_default(len(payload), out.tell()) if embed is None else embed
+        if summary.embedded:
+            records.codec(payload)
         records.end()
         summary.total_bytes = out.tell()
     summary.seconds = time.perf_counter() - started
@@ -85,24 +106,20 @@ def compress_file(
     return summary
 
 
-def decompress_file(source: Path, bundle: Bundle, output: Path, progress: bool = True) -> Summary:
-    """Give back the tree of a compressed file into `output` (.root or .parquet), atomically."""
+def decompress_file(source: Path, bundle: Bundle | None, output: Path, progress: bool = True) -> Summary:
+    """Give back the tree of a compressed file into `output` (.root or .parquet), atomically: decoded by `bundle`'s
+    compressor, which must be the one the file names, or without a bundle by the one the file carries."""
     from tqdm import tqdm
 
     header, chunks = read_compressed(source)
-    if header["bundle"] != bundle.checksum:
-        raise UserError(
-            f"{source}: was compressed with another bundle (trial {header['trial']}, {header['bundle'][:19]}...), "
-            f"not {bundle.path} (trial {bundle.trial_id}, {bundle.checksum[:19]}...)"
-        )
+    compressor, codec = decoder(Path(source), header, bundle)
     summary, started = Summary(), time.perf_counter()
     writer_class = writer_for(output)
-    bundle.check_bound(header["bound"])
-    names = bundle.compressor.names
+    names = compressor.names
     parallel = Path(source).stat().st_size > PARALLEL_ABOVE / 8
     with (
         atomic(output) as tmp,
-        Coders(bundle, header["bound"], parallel) as coders,
+        Coders(compressor, codec, parallel) as coders,
         tqdm(desc=f"decompressing {Path(source).name}", unit="chunk", disable=not progress) as bar,
     ):
         writer = writer_class(tmp, header)
@@ -129,3 +146,30 @@ def decompress_file(source: Path, bundle: Bundle, output: Path, progress: bool =
     if "RNTuple" in header["format"] and output.suffix == ".root":
         summary.notes.append("the input was an RNTuple: written back as a TTree of the same fields")
     return summary
+
+
+def decoder(source: Path, header: dict[str, Any], bundle: Bundle | None) -> tuple[Compressor, Source]:
+    """The compressor that decodes `source`, and where workers find it: `bundle`'s when it holds the one the file names
+    (whatever else the bundle holds), else the one the file carries; anything else is refused in one line."""
+    bound, named = header["bound"], header["codec"]
+    if bundle is not None:
+        bundle.check_bound(bound)
+        if identity(bundle.compressor, bound) != named:
+            raise UserError(
+                f"{source}: was compressed with another compressor (trial {header['trial']}, {named[:19]}...) than the one "
+                f"{bundle.path} holds (trial {bundle.trial_id})"
+            )
+        return bundle.compressor, Source(str(bundle.path), bundle.checksum, bound)
+    payload = embedded(source)
+    if payload is None:
+        raise UserError(
+            f"{source}: carries no compressor (compressed with --no-embed): give the bundle it was compressed with, "
+            f"--model BUNDLE.h5 (trial {header['trial']}, compressor {named[:19]}...)"
+        )
+    try:
+        compressor = unpack(payload)
+    except ValueError as err:
+        raise UserError(f"{source}: damaged (its compressor record is {err})") from None
+    if identity(compressor, bound) != named:
+        raise UserError(f"{source}: damaged (the compressor it carries is not the one its header names)")
+    return compressor, Source(str(source), named, bound, embedded=True)

@@ -2,11 +2,13 @@
 
 A compressed file is MAGIC (whose last byte is the layout's version), then a
 sequence of records, each `type (1 byte) | length (8) | payload | sha256(payload)`:
-a header (JSON: a random id of the file, the bundle's checksum, the bound, the
-input's format, tree and branches with their types and jaggedness), one record
-per chunk (the file's id, the chunk's index, the entries and jets before it and
-its own, then its parts), and an end record (JSON: the file's id, the numbers of
-chunks, entries and jets, and a sha256 of the chunk records' digests in order).
+a header (JSON: a random id of the file, the identity of the compressor that
+decodes it and the bundle's checksum, the bound, the input's format, tree and
+branches with their types and jaggedness), one record per chunk (the file's id,
+the chunk's index, the entries and jets before it and its own, then its parts),
+the compressor itself when the file carries it (`embed`), and an end record
+(JSON: the file's id, the numbers of chunks, entries and jets, and a sha256 of
+the chunk records' digests in order).
 A reader checks the framing against the file's size before it reads a payload
 (a length past the end, bytes after the end record, a missing end record), every
 record's sha256, and that the chunks are this file's, in order, none missing or
@@ -27,9 +29,9 @@ from typing import Any, BinaryIO
 
 from hpcsweep.errors import UserError
 
-PREFIX, VERSION = b"HPCSWEEP-JETS\x00", 2  # 2: chunks numbered under the file's id, end record with totals and digest
+PREFIX, VERSION = b"HPCSWEEP-JETS\x00", 3  # 3: the compressor's identity, and the compressor embedded; 2: chunks numbered
 MAGIC = PREFIX + bytes([VERSION])
-HEADER, CHUNK, END = b"H", b"C", b"E"
+HEADER, CHUNK, CODEC, END = b"H", b"C", b"M", b"E"
 FRAME = struct.Struct("<cQ")  # a record's type and payload length
 DIGEST = 32  # bytes of the sha256 after each payload
 CHUNK_HEAD = struct.Struct("<16sQQQQQ")  # a chunk payload's file id, index, first entry, first jet, entries and jets
@@ -63,6 +65,10 @@ class RecordWriter:
         chunk = Chunk(self.tally.chunks, self.tally.entries, self.tally.jets, entries, jets, sections)
         self.tally.add(chunk, _write(self.out, CHUNK, _payload(self.file_id, chunk)))
 
+    def codec(self, payload: bytes) -> None:
+        """The compressor that decodes the file (`embed.pack`), after its chunks."""
+        _write(self.out, CODEC, payload)
+
     def end(self) -> None:
         _write(self.out, END, json.dumps(self.tally.end_record(self.file_id)).encode())
 
@@ -83,8 +89,17 @@ def read_compressed(source: Path) -> tuple[dict[str, Any], Iterator[Chunk]]:
         end = json.loads(_verified(handle, records[-1], source)[0])
     if end["file_id"] != header["file_id"]:
         raise UserError(f"{source}: damaged (the end record belongs to another file)")
-    sequence = _Sequence(source, bytes.fromhex(header["file_id"]), len(records) - 2, end)
-    return header, sequence.read(records[1:-1])
+    chunks = [record for record in records if record.kind == CHUNK]
+    sequence = _Sequence(source, bytes.fromhex(header["file_id"]), len(chunks), end)
+    return header, sequence.read(chunks)
+
+
+def embedded(source: Path) -> bytes | None:
+    """The payload of a compressed file's codec record (checked against its sha256), or None for a file without one."""
+    with open(source, "rb") as handle:
+        _check_version(handle.read(len(MAGIC)), Path(source))
+        codec = [record for record in _framing(handle, Path(source)) if record.kind == CODEC]
+        return _verified(handle, codec[0], Path(source))[0] if codec else None
 
 
 # --- writing ---------------------------------------------------------------------------------------
@@ -157,6 +172,8 @@ def _framing(handle: BinaryIO, source: Path) -> list[_Record]:
                 f"{source}: truncated or damaged: a record length runs past the end of the file (the record at byte {at} "
                 f"says {length:,} bytes, {max(left, 0):,} are left); compress the input again"
             )
+        if kind == CODEC and any(record.kind == CODEC for record in records):
+            raise UserError(f"{source}: damaged (a second compressor record at byte {at})")
         records.append(_Record(kind, at + FRAME.size, length))
         at += FRAME.size + length + DIGEST
     if at < size:
@@ -166,7 +183,7 @@ def _framing(handle: BinaryIO, source: Path) -> list[_Record]:
 
 def _check_kind(kind: bytes, at: int, first: bool, source: Path) -> None:
     """Refuse a record type that is unknown or out of place (the header comes first, and once)."""
-    if kind not in (HEADER, CHUNK, END):
+    if kind not in (HEADER, CHUNK, CODEC, END):
         raise UserError(f"{source}: damaged (unknown record at byte {at})")
     if first and kind != HEADER:
         raise UserError(f"{source}: damaged (no header record)")

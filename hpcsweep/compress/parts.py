@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -40,25 +41,30 @@ def split(arrays: ak.Array, model: dict[str, Variable], varset: VarSet) -> tuple
     return physical[kept], sections, len(raw)
 
 
-def assemble(decoded: np.ndarray, sections: dict[str, bytes], header: dict[str, Any], names: list[str], n_jets: int) -> dict[str, Any]:
-    """The chunk's branches (name -> awkward array), from the decoded model variables (columns in the order of `names`,
-    the compressor's) and the stored parts."""
+def assemble(
+    decoded: np.ndarray | None,
+    sections: dict[str, bytes],
+    header: dict[str, Any],
+    names: list[str],
+    n_jets: int,
+    wanted: Collection[str] | None = None,
+) -> dict[str, Any]:
+    """The chunk's branches (name -> awkward array, those `wanted`, default all), from the decoded model variables
+    (columns in the order of `names`, the compressor's; None when no model branch is wanted) and the stored parts."""
     import awkward as ak
 
-    order = {name: i for i, name in enumerate(names)}
-    model = sorted((b for b in header["branches"] if "variable" in b), key=lambda b: order[b["variable"]])
-    kept = np.unpackbits(np.frombuffer(_unzstd(sections["kept"]), dtype=np.uint8), count=n_jets).astype(bool)
-    values = np.empty((n_jets, len(model)))
-    values[kept] = decoded / np.array([b["unit_scale"] for b in model])
-    values[~kept] = np.frombuffer(_unzstd(sections["lossless"]), dtype=np.float64).reshape(-1, len(model))
+    branches = [b for b in header["branches"] if wanted is None or b["name"] in wanted]
+    values = _model_values(decoded, sections, header, names, n_jets) if any("variable" in b for b in branches) else None
     counts = np.frombuffer(_unzstd(sections["counts"]), dtype="<i8") if "counts" in sections else None
-    others = _from_buffers(_unzstd(sections["other"])) if "other" in sections else None
+    others = _from_buffers(_unzstd(sections["other"])) if any("variable" not in b for b in branches) else None
+    order = {name: i for i, name in enumerate(names)}
     out = {}
-    for branch in header["branches"]:
+    for branch in branches:
         if "variable" not in branch:
             assert others is not None  # the branches outside the model are the chunk's "other" part
             out[branch["name"]] = others[branch["name"]]
             continue
+        assert values is not None
         column = ak.Array(_cast(values[:, order[branch["variable"]]], branch["dtype"]))
         if branch["optional"]:
             stored = sections.get(f"missing/{branch['name']}")
@@ -68,6 +74,22 @@ def assemble(decoded: np.ndarray, sections: dict[str, bytes], header: dict[str, 
             column = ak.mask(column, ~missing)
         out[branch["name"]] = unflattened(column, counts, branch.get("absent", False)) if counts is not None else column
     return out
+
+
+def _model_values(
+    decoded: np.ndarray | None, sections: dict[str, bytes], header: dict[str, Any], names: list[str], n_jets: int
+) -> np.ndarray:
+    """Every jet's model variables in the file's own units (columns in the order of `names`): the coded jets decoded,
+    the others as stored."""
+    if decoded is None:
+        raise ValueError("the model's branches are wanted: their decoded values are needed")
+    order = {name: i for i, name in enumerate(names)}
+    model = sorted((b for b in header["branches"] if "variable" in b), key=lambda b: order[b["variable"]])
+    kept = np.unpackbits(np.frombuffer(_unzstd(sections["kept"]), dtype=np.uint8), count=n_jets).astype(bool)
+    values = np.empty((n_jets, len(model)))
+    values[kept] = decoded / np.array([b["unit_scale"] for b in model])
+    values[~kept] = np.frombuffer(_unzstd(sections["lossless"]), dtype=np.float64).reshape(-1, len(model))
+    return values
 
 
 def _cast(values: np.ndarray, dtype: str) -> np.ndarray:

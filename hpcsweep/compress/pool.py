@@ -1,12 +1,12 @@
-"""A bundle's compressor run on chunks in worker processes, results taken in file order.
+"""A compressor run on chunks in worker processes, results taken in file order.
 
 One worker per allocated core, each with one BLAS thread (the processes are
 the parallelism); in this process for one core or a small file. A worker loads
-the bundle itself, by path, as it starts (its checksum checked: the bundle must
-not change while in use) rather than receiving the compressor with every chunk;
-`_compressor` keeps it for the worker's later chunks, memoised per process,
-since a task of a process pool reaches what its initializer made only through
-its module.
+the compressor itself as it starts, from where it lies (`Source`: a bundle, or
+a compressed file that carries it; its identity checked: it must not change
+while in use) rather than receiving it with every chunk; `_compressor` keeps it
+for the worker's later chunks, memoised per process, since a task of a process
+pool reaches what its initializer made only through its module.
 """
 
 from __future__ import annotations
@@ -16,28 +16,39 @@ import os
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
 from multiprocessing import get_context
-from typing import TYPE_CHECKING, Any, TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
 from hpcsweep.codec import Compressor
-
-if TYPE_CHECKING:
-    from hpcsweep.compress.bundle import Bundle
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 Item = TypeVar("Item", bound=tuple)  # a chunk being coded: its future first, then what its writing needs
 Operation = Callable[[Compressor, Any, float], Any]  # Compressor.encode or Compressor.decode
 
 
-class Coders:
-    """A bundle's compressor at one bound, run on chunks in worker processes (`parallel`) or in this one."""
+@dataclass(frozen=True)
+class Source:
+    """Where a worker finds the compressor: a bundle (`identity`: its checksum), or a compressed file that carries it
+    (`embedded`; `identity`: the compressor's at `bound`)."""
 
-    def __init__(self, bundle: Bundle, bound: float, parallel: bool) -> None:
+    path: str
+    identity: str
+    bound: float
+    embedded: bool = False
+
+
+class Coders:
+    """`compressor` at one bound, run on chunks in worker processes (`parallel`; each loads it from `source`) or in
+    this one."""
+
+    def __init__(self, compressor: Compressor, source: Source, parallel: bool) -> None:
         from hpcsweep.allocation import allocated_cores
 
-        self.bundle, self.bound = bundle, bound
+        self.compressor, self.source, self.bound = compressor, source, source.bound
         self.workers = allocated_cores() if parallel else 1
         self.pending: deque[Any] = deque()
         self.pool: ProcessPoolExecutor | None = None
@@ -51,7 +62,7 @@ class Coders:
                 self.workers,
                 mp_context=get_context("spawn"),
                 initializer=_compressor,
-                initargs=(str(self.bundle.path), self.bundle.checksum),
+                initargs=(self.source,),
             )
         return self
 
@@ -65,10 +76,10 @@ class Coders:
 
     def _submit(self, operation: Operation, data: Any) -> Future:
         if self.pool is not None:
-            return self.pool.submit(_run, operation, str(self.bundle.path), self.bundle.checksum, self.bound, data)
+            return self.pool.submit(_run, operation, self.source, data)
         future: Future = Future()
         try:
-            future.set_result(operation(self.bundle.compressor, data, self.bound))
+            future.set_result(operation(self.compressor, data, self.bound))
         except Exception as err:  # handed to whoever takes the result, as a worker's would be
             future.set_exception(err)
         return future
@@ -95,16 +106,23 @@ class Coders:
 
 
 @functools.cache
-def _compressor(path: str, checksum: str) -> Compressor:
-    """The bundle's compressor in a worker process: loaded as the worker starts (the pool's initializer), then reused."""
+def _compressor(source: Source) -> Compressor:
+    """The compressor in a worker process: loaded as the worker starts (the pool's initializer), then reused."""
     from hpcsweep.compress.bundle import load_bundle
+    from hpcsweep.compress.container import embedded
+    from hpcsweep.compress.embed import identity, unpack
 
-    bundle = load_bundle(path)
-    if bundle.checksum != checksum:
-        raise RuntimeError(f"{path} changed while it was in use")
-    return bundle.compressor
+    if source.embedded:
+        compressor = unpack(embedded(Path(source.path)) or b"")
+        found = identity(compressor, source.bound)
+    else:
+        bundle = load_bundle(source.path)
+        compressor, found = bundle.compressor, bundle.checksum
+    if found != source.identity:
+        raise RuntimeError(f"{source.path} changed while it was in use")
+    return compressor
 
 
-def _run(operation: Operation, path: str, checksum: str, bound: float, data: Any) -> Any:
+def _run(operation: Operation, source: Source, data: Any) -> Any:
     """A chunk coded in a worker process."""
-    return operation(_compressor(path, checksum), data, bound)
+    return operation(_compressor(source), data, source.bound)

@@ -377,7 +377,7 @@ def test_damaged_truncated_or_foreign_input_is_one_line_exit_2_and_nothing_writt
     assert main(["decompress", str(truncated), "--model", str(own_bundle), "-o", str(out)]) == 2
     _one_line_error(capsys, "truncated")
     assert main(["decompress", str(packed), "--model", str(generated_bundle), "-o", str(out)]) == 2
-    _one_line_error(capsys, "was compressed with another bundle")
+    _one_line_error(capsys, "was compressed with another compressor")
     assert not out.exists() and not list(tmp_path.glob(".*tmp")), "nothing half-written"
 
     assert main(["compress", str(qcd_file), "--model", str(own_bundle), "-o", str(tmp_path / "x.hpcz")]) == 2
@@ -395,6 +395,96 @@ def test_damaged_truncated_or_foreign_input_is_one_line_exit_2_and_nothing_writt
     _one_line_error(capsys, "bad.h5")
     assert main(["export", "s", "--results", str(tmp_path), "-o", str(tmp_path / "b.h5")]) == 2
     _one_line_error(capsys, "give one of --z")
+
+
+def test_a_file_is_read_by_any_bundle_of_its_compressor_or_by_none_when_it_carries_it(own, own_bundle, generated_bundle, tmp_path, capsys):
+    """The compressor at the file's bound identifies it, not the bundle file: the trial exported again (another
+    bundle checksum) decodes it. With --embed the file carries the compressor and needs nothing else; without it,
+    decompressing alone is one line naming the trial and compressor it needs; damage to the carried compressor is
+    refused in one line."""
+    from hpcsweep.compress.container import CODEC
+
+    results = (own_bundle.parent / "results.txt").read_text()
+    again = tmp_path / "again.h5"
+    assert main(["export", "s", "--results", results, "--z", "4", "--max-error", "1%", "-o", str(again)]) == 0
+    assert load_bundle(again).checksum != load_bundle(own_bundle).checksum
+    source = own / "jets.parquet"
+    bare, carried = tmp_path / "bare.hpcz", tmp_path / "carried.hpcz"
+    assert main(["compress", str(source), "--model", str(own_bundle), "--no-embed", "-o", str(bare)]) == 0
+    assert "not carried" in capsys.readouterr().out
+    assert main(["compress", str(source), "--model", str(own_bundle), "--embed", "-o", str(carried)]) == 0
+    assert "carried" in capsys.readouterr().out
+    kinds = [record[:1] for record in _records(carried)[1]]
+    assert kinds.count(CODEC) == 1 and CODEC not in [record[:1] for record in _records(bare)[1]]
+    outputs = {
+        "first bundle": ["decompress", str(bare), "--model", str(own_bundle)],
+        "the trial exported again": ["decompress", str(bare), "--model", str(again)],
+        "carried": ["decompress", str(carried)],
+    }
+    backs = []
+    for name, argv in outputs.items():
+        backs.append(tmp_path / f"{name}.parquet")
+        assert main([*argv, "-o", str(backs[-1])]) == 0, name
+    expected = ak.to_list(ak.from_parquet(backs[0]))
+    assert all(ak.to_list(ak.from_parquet(back)) == expected for back in backs[1:])
+
+    out = tmp_path / "out.parquet"
+    assert main(["decompress", str(bare), "-o", str(out)]) == 2
+    _one_line_error(capsys, "bare.hpcz: carries no compressor", "--model", f"trial {load_bundle(own_bundle).trial_id}")
+    assert main(["decompress", str(bare), "--model", str(generated_bundle), "-o", str(out)]) == 2
+    _one_line_error(capsys, "was compressed with another compressor")
+    magic, records = _records(carried)
+    codec = next(i for i, record in enumerate(records) if record[:1] == CODEC)
+    damaged = bytearray(records[codec])
+    damaged[100] ^= 1
+    (tmp_path / "damaged.hpcz").write_bytes(magic + b"".join([*records[:codec], bytes(damaged), *records[codec + 1 :]]))
+    assert main(["decompress", str(tmp_path / "damaged.hpcz"), "-o", str(out)]) == 2
+    _one_line_error(capsys, "damaged (checksum mismatch in the record")
+    assert not out.exists()
+
+
+def test_a_compressed_file_reads_as_its_decompressed_tree_chunk_by_chunk(own, own_bundle, tmp_path, monkeypatch):
+    """hpcsweep.open / iterate give what decompress writes, as uproot reads it back: every branch, value and
+    jaggedness; step_size re-chunks each file (a chunk never spans two); other branches alone decode nothing; a name no
+    branch matches lists the branches, a glob that matches no file says so."""
+    import hpcsweep
+    from hpcsweep.codec import Compressor
+    from hpcsweep.compress import apply
+    from hpcsweep.errors import UserError
+
+    packed, back = tmp_path / "a.hpcz", tmp_path / "back.root"
+    apply.compress_file(own / "jets.root", load_bundle(own_bundle), 0.01, packed, step_size="50 kB", progress=False, embed=True)
+    (tmp_path / "b.hpcz").write_bytes(packed.read_bytes())
+    assert main(["decompress", str(packed), "-o", str(back)]) == 0
+    events = hpcsweep.open(packed)
+    tree = uproot.open(back)[events.tree]
+    whole = events.arrays()
+    assert events.keys() == ["run", "m", "pt", "eta", "phi", "weight", "track_pt"] and len(whole) == tree.num_entries
+    for name in whole.fields:
+        assert ak.to_list(whole[name]) == ak.to_list(tree[name].array()), name
+    n = len(whole)
+    assert len(list(events.iterate())) > 2, "the file's own chunks"
+    sizes = [len(chunk) for chunk in hpcsweep.iterate(str(tmp_path / "*.hpcz"), filter_name="p*", step_size=1000)]
+    assert sizes == ([1000] * (n // 1000) + [n % 1000]) * 2
+    monkeypatch.setattr(Compressor, "decode", lambda *args: pytest.fail("decoded for branches outside the model"))
+    (chunk, *_) = events.iterate(filter_name=["run", "track_*"])
+    assert chunk.fields == ["run", "track_pt"] and chunk.track_pt.ndim == 2
+    with pytest.raises(UserError, match="no branch matches 'nope'; its branches: run, m, pt"):
+        events.iterate("nope")
+    with pytest.raises(UserError, match="none.*.hpcz: no file matches"):
+        list(hpcsweep.iterate(str(tmp_path / "none*.hpcz")))
+
+
+def test_a_carried_compressor_is_read_as_numbers_only():
+    """A received file is data: a compressor record that asks for Python objects is refused, never unpickled."""
+    import zstandard
+
+    from hpcsweep.compress.embed import unpack
+
+    description = json.dumps({"compressor": {}, "arrays": [["x", "|O", [1], 0]]}).encode()
+    payload = zstandard.ZstdCompressor().compress(struct.pack("<Q", len(description)) + description + bytes(8))
+    with pytest.raises(ValueError, match="only numbers are read"):
+        unpack(payload)
 
 
 @pytest.fixture(scope="module")
@@ -453,7 +543,7 @@ TAMPERING: dict[str, tuple[Callable[[bytes, list[bytes], list[bytes]], bytes], s
     "miscounted end": (lambda magic, r, other: magic + b"".join(_miscounted(r)), "its end record counts {n} chunks, 601 entries"),
     "older layout": (
         lambda magic, r, other: magic[:-1] + bytes([magic[-1] - 1]) + b"".join(r),
-        "written by an older hpcsweep (file format 1; this one reads format 2)",
+        "written by an older hpcsweep (file format 2; this one reads format 3)",
     ),
 }
 

@@ -27,6 +27,9 @@ def swept(tmp_path_factory, qcd_file) -> Path:
         "dispatch: {executor: debug}\n"
     )
     assert main(["sweep", str(sweep_file), "--results", str(folder / "results"), "--no-review"]) == 0
+    bundle = folder / "best.h5"  # and the generated jets compressed with its best trial, as the doc's last example reads
+    assert main(["export", "default", "--results", str(folder / "results"), "--z", "3", "-o", str(bundle)]) == 0
+    assert main(["compress", str(qcd_file), "--model", str(bundle), "--embed", "-o", str(folder / "jets.hpcz")]) == 0
     return folder
 
 
@@ -41,6 +44,7 @@ def test_the_notebook_doc_runs_as_written(swept, monkeypatch):
     assert (swept / "loss_vs_z.png").stat().st_size > 0
     assert tuple(namespace["latent"].shape) == (1000, 3), "the best trial at the largest z encodes 1000 jets into 3 numbers"
     assert 0 < namespace["measure"].reference_mse(namespace["jets"], namespace["decoded"]) < 10
+    assert namespace["chunk"].fields == ["jet_pt", "jet_eta"] and 0 < len(namespace["chunk"]) <= 1000
 
 
 def test_tables_are_numbers_with_snake_case_columns(swept):
