@@ -214,11 +214,11 @@ def test_the_results_api_block_runs_from_the_folder_that_holds_results(work, mon
     if not (work / "results" / "default").is_dir():
         assert main(["sweep", "default", "--no-review"]) == 0
     namespace: dict = {}
-    exec(_python("docs/results.md", 65), namespace)
+    exec(_python("docs/results.md", 69), namespace)
     assert len(namespace["sweep"].trials()) >= 1
 
 
-PYTHON_RUN = {("docs/data.md", 140), ("docs/data.md", 154), ("docs/results.md", 65)}
+PYTHON_RUN = {("docs/data.md", 140), ("docs/data.md", 154), ("docs/results.md", 69)}
 
 
 # --- YAML blocks: each is what the docs say it is (a sweep file, a fragment of one, a variable set) --------------------
@@ -236,7 +236,7 @@ YAML_CHECKED = {
     ("docs/sweeps.md", 6): "a whole sweep file",
     ("docs/sweeps.md", 98): "points and grid, onto the sweep file above",
     ("docs/compression.md", 96): "codec, evaluation and rank_by, onto it",
-    ("docs/review.md", 124): "review, onto it",
+    ("docs/review.md", 125): "review, onto it",
     ("docs/slurm.md", 82): "a search, onto it",
     ("docs/data.md", 63): "a drafted variable set",
     ("docs/data.md", 108): "a sweep file of one's own file, with that variable set beside it",
@@ -247,7 +247,7 @@ def test_every_yaml_block_is_a_valid_sweep_file_fragment_or_variable_set(generat
     base = _yaml("docs/sweeps.md", 6)
     _validated(base, tmp_path)
     without_grid = {key: value for key, value in base.items() if key not in ("grid", "points")}
-    for name, line in (("docs/sweeps.md", 98), ("docs/compression.md", 96), ("docs/review.md", 124), ("docs/slurm.md", 82)):
+    for name, line in (("docs/sweeps.md", 98), ("docs/compression.md", 96), ("docs/review.md", 125), ("docs/slurm.md", 82)):
         _validated(without_grid | _yaml(name, line), tmp_path)
     drafted = _yaml("docs/data.md", 63)
     (tmp_path / "jets_vars.yaml").write_text(yaml.safe_dump(drafted))

@@ -163,7 +163,7 @@ def decoder(source: Path, header: dict[str, Any], bundle: Bundle | None) -> tupl
     payload = embedded(source)
     if payload is None:
         raise UserError(
-            f"{source}: carries no compressor (compressed with --no-embed): give the bundle it was compressed with, "
+            f"{source}: carries no compressor (it was left in the bundle): give a bundle of the trial it was compressed with, "
             f"--model BUNDLE.h5 (trial {header['trial']}, compressor {named[:19]}...)"
         )
     try:
