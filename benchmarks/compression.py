@@ -294,7 +294,7 @@ def throughput_table(bundles: list[tuple[str, Path, float]], folder: Path) -> li
         "Flat ROOT files (one entry per jet: the 24 variables as float32/int32 and an event number, LZ4) of the default",
         "sample's jets repeated; `hpcsweep compress` at 1 % and `hpcsweep decompress` back to ROOT with the exported bundle,",
         "each in a fresh process (jets/s over the whole command: reading, coding in one worker process per core, writing;",
-        "peak RSS: the command's process plus each worker's peak).",
+        "peak RSS: the command's process plus each worker's peak). Files this size carry their compressor (by default a file does when it makes at most 10 % of the file), counted in 'compressed'.",
         "",
         "| bundle | export (s) | jets | input (MB) | compressed (MB) | compress (jets/s) | peak RSS (MB) | decompress (jets/s) | peak RSS (MB) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",

@@ -6,10 +6,11 @@ parameters, its fitted compressor (description and arrays) and provenance
 (versions, git commit, host, input checksum). It is
 written under a temporary name in the same folder and `os.replace`d into
 place, so a reader sees either no file or a whole one, and concurrent trials
-never share a file. A sha256 of its attributes and arrays is stored with it
-and checked when it is first scanned and whenever its weights are read, so a
-file damaged after it was written (valid HDF5, wrong numbers) is treated as
-unreadable and its trial run again. Small things live in attributes, so
+never share a file. Its first bytes (HDF5's user block) seal it with the
+sha256 of the bytes after them, checked when it is first scanned; a sha256 of
+its attributes and arrays is checked whenever its weights are read (and at the
+scan of a file without a seal). A file damaged after it was written (valid
+HDF5, wrong numbers) is treated as unreadable and its trial run again. Small things live in attributes, so
 summaries are read without touching weights. No torch here: weights arrive as
 numpy arrays.
 

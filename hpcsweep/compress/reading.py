@@ -51,6 +51,8 @@ class CompressedFile:
     def iterate(self, filter_name: Filter = None, step_size: int | None = None) -> Iterator[ak.Array]:
         """The entries of the branches `filter_name` selects, as records of those fields: the file's own chunks, or
         `step_size` entries at a time (the last fewer)."""
+        if step_size is not None and (not isinstance(step_size, int) or step_size < 1):
+            raise UserError(f"step_size={step_size!r}: a number of entries, at least 1 (or None: the file's own chunks)")
         chunks = self._chunks(self._selected(filter_name))
         return _rechunked(chunks, step_size) if step_size else chunks
 

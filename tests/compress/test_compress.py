@@ -475,6 +475,8 @@ def test_a_compressed_file_reads_as_its_decompressed_tree_chunk_by_chunk(own, ow
     assert chunk.fields == ["run", "track_pt"] and chunk.track_pt.ndim == 2
     with pytest.raises(UserError, match="no branch matches 'nope'; its branches: run, m, pt"):
         events.iterate("nope")
+    with pytest.raises(UserError, match="step_size='100 MB': a number of entries"):
+        events.iterate(step_size="100 MB")
     with pytest.raises(UserError, match="none.*.hpcz: no file matches"):
         list(hpcsweep.iterate(str(tmp_path / "none*.hpcz")))
 
