@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from hpcsweep.review import SweepResults
 
 __version__ = "0.1.0"
+__all__ = ["iterate", "load_sweep"]  # not `open`: a star import would hide Python's own
 
 
 def load_sweep(where: str | Path, results: str | Path = "results") -> SweepResults:

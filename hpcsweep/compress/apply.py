@@ -120,7 +120,7 @@ def decompress_file(source: Path, bundle: Bundle | None, output: Path, progress:
     with (
         atomic(output) as tmp,
         Coders(compressor, codec, parallel) as coders,
-        tqdm(desc=f"decompressing {Path(source).name}", unit="chunk", disable=not progress) as bar,
+        tqdm(total=chunks.counts["chunks"], desc=f"decompressing {Path(source).name}", unit="chunk", disable=not progress) as bar,
     ):
         writer = writer_class(tmp, header)
 

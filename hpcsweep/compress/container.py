@@ -73,7 +73,7 @@ class RecordWriter:
         _write(self.out, END, json.dumps(self.tally.end_record(self.file_id)).encode())
 
 
-def read_compressed(source: Path) -> tuple[dict[str, Any], Iterator[Chunk]]:
+def read_compressed(source: Path) -> tuple[dict[str, Any], Chunks]:
     """The header of a compressed file, and its chunks as they are read, each checked (see `_Sequence`).
 
     Its version and framing, header and end record are checked first, so most damage is refused before anything is
@@ -89,9 +89,25 @@ def read_compressed(source: Path) -> tuple[dict[str, Any], Iterator[Chunk]]:
         end = json.loads(_verified(handle, records[-1], source)[0])
     if end["file_id"] != header["file_id"]:
         raise UserError(f"{source}: damaged (the end record belongs to another file)")
-    chunks = [record for record in records if record.kind == CHUNK]
-    sequence = _Sequence(source, bytes.fromhex(header["file_id"]), len(chunks), end)
-    return header, sequence.read(chunks)
+    return header, Chunks(source, bytes.fromhex(header["file_id"]), [record for record in records if record.kind == CHUNK], end)
+
+
+@dataclass(frozen=True)
+class Chunks:
+    """A compressed file's chunks, read and checked in order each time they are iterated; `counts`: the numbers of
+    chunks, entries and jets its end record says (checked against the chunks as they are read)."""
+
+    source: Path
+    file_id: bytes
+    records: list[_Record]
+    end: dict[str, Any]
+
+    def __iter__(self) -> Iterator[Chunk]:
+        return _Sequence(self.source, self.file_id, len(self.records), self.end).read(self.records)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {key: int(self.end[key]) for key in ("chunks", "entries", "jets")}
 
 
 def embedded(source: Path) -> bytes | None:

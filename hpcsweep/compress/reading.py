@@ -39,10 +39,16 @@ class CompressedFile:
     path: Path
     header: dict[str, Any]
     compressor: Compressor
+    counts: dict[str, int]  # chunks, entries and jets, as the file's end record says
 
     @property
     def tree(self) -> str:
         return str(self.header["tree"])
+
+    @property
+    def num_entries(self) -> int:
+        """Entries (events) in the file, as `uproot`'s TTree.num_entries."""
+        return self.counts["entries"]
 
     def keys(self) -> list[str]:
         """The branches, in the input's order."""
@@ -92,9 +98,9 @@ class CompressedFile:
 def open_compressed(path: str | Path, model: str | Path | None = None) -> CompressedFile:
     """A compressed file opened for reading, decoded by the compressor it carries or by `model`'s (a bundle)."""
     path = Path(path)
-    header, _ = read_compressed(path)
+    header, chunks = read_compressed(path)
     compressor, _ = decoder(path, header, load_bundle(model) if model else None)
-    return CompressedFile(path, header, compressor)
+    return CompressedFile(path, header, compressor, chunks.counts)
 
 
 def iterate_compressed(

@@ -463,7 +463,8 @@ def test_a_compressed_file_reads_as_its_decompressed_tree_chunk_by_chunk(own, ow
     events = hpcsweep.open(packed)
     tree = uproot.open(back)[events.tree]
     whole = events.arrays()
-    assert events.keys() == ["run", "m", "pt", "eta", "phi", "weight", "track_pt"] and len(whole) == tree.num_entries
+    assert events.keys() == ["run", "m", "pt", "eta", "phi", "weight", "track_pt"]
+    assert len(whole) == tree.num_entries == events.num_entries
     for name in whole.fields:
         assert ak.to_list(whole[name]) == ak.to_list(tree[name].array()), name
     n = len(whole)
