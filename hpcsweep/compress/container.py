@@ -29,7 +29,7 @@ from typing import Any, BinaryIO
 
 from hpcsweep.errors import UserError
 
-PREFIX, VERSION = b"HPCSWEEP-JETS\x00", 3  # 3: the compressor's identity, and the compressor embedded; 2: chunks numbered
+PREFIX, VERSION = b"HPCSWEEP-JETS\x00", 4  # 4: numbers of the lossless parts in pcodec; 3: the compressor's identity and itself
 MAGIC = PREFIX + bytes([VERSION])
 HEADER, CHUNK, CODEC, END = b"H", b"C", b"M", b"E"
 FRAME = struct.Struct("<cQ")  # a record's type and payload length

@@ -550,7 +550,7 @@ TAMPERING: dict[str, tuple[Callable[[bytes, list[bytes], list[bytes]], bytes], s
     "miscounted end": (lambda magic, r, other: magic + b"".join(_miscounted(r)), "its end record counts {n} chunks, 601 entries"),
     "older layout": (
         lambda magic, r, other: magic[:-1] + bytes([magic[-1] - 1]) + b"".join(r),
-        "written by an older hpcsweep (file format 2; this one reads format 3)",
+        "written by an older hpcsweep (file format 3; this one reads format 4)",
     ),
 }
 
