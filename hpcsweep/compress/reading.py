@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from hpcsweep.codec import Compressor
 from hpcsweep.compress.apply import decoder
 from hpcsweep.compress.bundle import load_bundle
-from hpcsweep.compress.container import read_compressed
+from hpcsweep.compress.container import Chunks, read_compressed
 from hpcsweep.compress.parts import assemble
 from hpcsweep.errors import UserError
 
@@ -39,7 +39,7 @@ class CompressedFile:
     path: Path
     header: dict[str, Any]
     compressor: Compressor
-    counts: dict[str, int]  # chunks, entries and jets, as the file's end record says
+    chunks: Chunks  # read and checked anew each time they are iterated
 
     @property
     def tree(self) -> str:
@@ -48,7 +48,7 @@ class CompressedFile:
     @property
     def num_entries(self) -> int:
         """Entries (events) in the file, as `uproot`'s TTree.num_entries."""
-        return self.counts["entries"]
+        return self.chunks.counts["entries"]
 
     def keys(self) -> list[str]:
         """The branches, in the input's order."""
@@ -82,8 +82,7 @@ class CompressedFile:
         import awkward as ak
 
         model = any("variable" in b for b in self.header["branches"] if b["name"] in names)
-        _, chunks = read_compressed(self.path)  # each chunk checked as it is read
-        for chunk in chunks:
+        for chunk in self.chunks:
             decoded = self._decoded(chunk.sections["model"]) if model else None
             branches = assemble(decoded, chunk.sections, self.header, self.compressor.names, chunk.jets, set(names))
             yield ak.zip(branches, depth_limit=1)
@@ -100,7 +99,7 @@ def open_compressed(path: str | Path, model: str | Path | None = None) -> Compre
     path = Path(path)
     header, chunks = read_compressed(path)
     compressor, _ = decoder(path, header, load_bundle(model) if model else None)
-    return CompressedFile(path, header, compressor, chunks.counts)
+    return CompressedFile(path, header, compressor, chunks)
 
 
 def iterate_compressed(
