@@ -9,11 +9,12 @@ Two kinds behind one interface (`Compressor.encode(x, bound)` / `.decode(data, b
   quantised latents decode to, and the latents themselves, as side features
   that both ends know.
 
-Both ends run the autoencoder's halves in float64 numpy from its stored float32
-layers (`Network`, BatchNorm folded in), never in torch: what a prediction sees
-is the same on both ends of one machine whatever torch's thread count. The
-grid of every variable never depends on a prediction, so the bound holds
-whatever the networks do; `measure` checks it on every value.
+The encoder runs in float64 numpy from its stored float32 layers (`Network`,
+BatchNorm folded in): only the encoding end runs it, and the latents it gives
+are stored. The decoder, whose output both ends must see alike, runs on
+integers (`exact`): the same bits on every machine. The grid of every variable
+never depends on a prediction, so the bound holds whatever the networks do;
+`measure` checks it on every value.
 """
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ from typing import Any
 
 import numpy as np
 
-from hpcsweep.codec.coder import Codec
+from hpcsweep.codec import exact
+from hpcsweep.codec.coder import BLOCK, Codec
+from hpcsweep.codec.exact import layers_from_state, layers_state
 from hpcsweep.codec.fit import DEFAULT_SETTINGS, Settings, columns_for, fit_codec, integer_columns
 from hpcsweep.data.normalize import Normaliser
 
 AMORTISED_OVER = 1_000_000  # jets over which the compressor's own bytes are spread in `bytes_per_jet`
-BLOCK = 8192  # jets per block of a network's evaluation
 LEAKY_SLOPE = 0.01  # torch's LeakyReLU default, as the models train with
 _ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "leaky_relu": lambda h: np.where(h > 0, h, LEAKY_SLOPE * h),
@@ -98,9 +100,9 @@ class Latents:
     """An autoencoder's latents as the compressor makes, rounds and uses them.
 
     Inputs are clamped to the training range (`low`, `high`) before they are normalised, so
-    that any jet (a negative mass, a value far outside) gets latents; what the latents decode
-    to is clamped the same way (relative variables to their smallest positive training value)
-    before it becomes side features in the variables' coding space.
+    that any jet (a negative mass, a value far outside) gets latents. What the latents decode
+    to, by the decoder on integers (`exact`), is a side feature as it comes out: in the
+    normalised space, where the coder's standardisation and linear map take it.
     """
 
     encoder: Network
@@ -109,15 +111,18 @@ class Latents:
     kinds: list[str]
     low: np.ndarray
     high: np.ndarray
-    floor: np.ndarray  # per variable: the smallest positive training value (relative variables' clamp)
     step: float = 1.0
     codec: Codec | None = None  # the rounded latents' coder, once fitted
+    exact_decoder: list[exact.Layer] = field(default_factory=list)  # the decoder on integers (default: quantised from `decoder`)
+
+    def __post_init__(self) -> None:
+        if not self.exact_decoder:
+            self.exact_decoder = [exact.Layer.of(matrix, bias) for matrix, bias in self.decoder.affine]
 
     @classmethod
     def of(cls, encoder: Network, decoder: Network, normaliser: Normaliser, kinds: list[str], x: np.ndarray, step: float) -> Latents:
         """Latents of an autoencoder's halves, their ranges taken from the training jets `x`."""
-        positive = np.where(x > 0, x, np.inf).min(axis=0)
-        return cls(encoder, decoder, normaliser, kinds, x.min(axis=0), x.max(axis=0), np.where(np.isfinite(positive), positive, 1.0), step)
+        return cls(encoder, decoder, normaliser, kinds, x.min(axis=0), x.max(axis=0), step)
 
     @property
     def width(self) -> int:
@@ -129,29 +134,32 @@ class Latents:
         return np.rint(self.encoder(self.normaliser.transform(clamped, np.float64)) / self.step).astype(np.int64)
 
     def side(self, q: np.ndarray) -> np.ndarray:
-        """What rounded latents decode to (coding-space values, clamped) and the latents: both ends' side features."""
-        decoded = np.clip(self.normaliser.inverse_transform(self.decoder(q * self.step), np.float64), self.low, self.high)
-        features = [
-            np.log(np.maximum(decoded[:, i], self.floor[i])) if kind == "relative" else decoded[:, i] for i, kind in enumerate(self.kinds)
-        ]
-        return np.column_stack([*features, q.astype(np.float64)])
+        """What rounded latents decode to (normalised, by the decoder on integers) and the latents: both ends' side
+        features, the same bits on every machine."""
+        out = np.empty((len(q), len(self.kinds)))
+        for start in range(0, len(q), BLOCK):
+            x = exact.to_fixed(q[start : start + BLOCK].T * self.step)
+            out[start : start + BLOCK] = exact.from_fixed(exact.forward(self.exact_decoder, x, self.encoder.activation)).T
+        return np.column_stack([out, q.astype(np.float64)])
 
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         assert self.codec is not None, "fitted first"
         encoder, encoder_arrays = self.encoder.state("encoder")
         decoder, decoder_arrays = self.decoder.state("decoder")
         codec, codec_arrays = self.codec.state()
+        shifts, exact_arrays = layers_state(self.exact_decoder, "exact")
         meta = {
             "activation": self.encoder.activation,
             "encoder": encoder,
             "decoder": decoder,
+            "exact": shifts,
             "normaliser": self.normaliser.to_dict(),
             "kinds": self.kinds,
             "step": self.step,
             "codec": codec,
         }
-        arrays = encoder_arrays | decoder_arrays | {f"codec/{k}": v for k, v in codec_arrays.items()}
-        return meta, arrays | {"low": self.low, "high": self.high, "floor": self.floor}
+        arrays = encoder_arrays | decoder_arrays | exact_arrays | {f"codec/{k}": v for k, v in codec_arrays.items()}
+        return meta, arrays | {"low": self.low, "high": self.high}
 
     @classmethod
     def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Latents:
@@ -163,8 +171,8 @@ class Latents:
             list(meta["kinds"]),
             arrays["low"],
             arrays["high"],
-            arrays["floor"],
             meta["step"],
+            exact_decoder=layers_from_state(meta["exact"], arrays, "exact"),
         )
         latents.codec = Codec.from_state(meta["codec"], _under(arrays, "codec/"))
         return latents
@@ -202,18 +210,19 @@ class Compressor:
                 return codec
         raise KeyError(bound)
 
-    def encode(self, x: np.ndarray, bound: float) -> bytes:
-        """Jets (jets x variables, physical units) -> bytes: the coded latents (none for the coder alone), then the variables."""
+    def encode(self, x: np.ndarray, bound: float, units: np.ndarray | None = None) -> bytes:
+        """Jets (jets x variables; physical units, or a file's own that `units` turn physical) -> bytes: the coded
+        latents (none for the coder alone), then the variables."""
         side, latent = None, b""
         if self.latents is not None:
             assert self.latents.codec is not None, "fitted first"
-            q = self.latents.quantise(x)
+            q = self.latents.quantise(x if units is None else x * units)
             latent = self.latents.codec.encode(q.astype(np.float64))
             side = self.latents.side(q)
-        return struct.pack("<Q", len(latent)) + latent + self.coder(bound).encode(x, side)
+        return struct.pack("<Q", len(latent)) + latent + self.coder(bound).encode(x, side, units)
 
-    def decode(self, data: bytes, bound: float) -> np.ndarray:
-        """Bytes of `encode` -> the jets; damaged bytes raise ValueError."""
+    def decode(self, data: bytes, bound: float, units: np.ndarray | None = None) -> np.ndarray:
+        """Bytes of `encode` -> the jets, in the units `encode` was given them; damaged bytes raise ValueError."""
         if len(data) < 8:
             raise ValueError("the chunk is shorter than its header")
         (size,) = struct.unpack_from("<Q", data)
@@ -224,7 +233,7 @@ class Compressor:
             assert self.latents.codec is not None, "fitted first"
             q = np.rint(self.latents.codec.decode(data[8 : 8 + size])).astype(np.int64)
             side = self.latents.side(q)
-        decoded = self.coder(bound).decode(data[8 + size :], side)
+        decoded = self.coder(bound).decode(data[8 + size :], side, units)
         if side is not None and len(side) != len(decoded):
             raise ValueError(f"the chunk holds latents of {len(side)} jets and {len(decoded)} jets")
         return decoded

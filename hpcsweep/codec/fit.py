@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from hpcsweep.codec.coder import ESCAPE, FIRST, MAX_ALPHABET, SAFETY, ZERO, Codec, Column, Decoded, Predictor
+from hpcsweep.codec import exact
+from hpcsweep.codec.coder import ESCAPE, FIRST, MAX_ALPHABET, SAFETY, Codec, Column, Decoded, Predictor
 from hpcsweep.data.varset import VarSet
 
 if TYPE_CHECKING:
@@ -94,12 +95,12 @@ def fit_codec(
     n_side = 0 if side is None else side.shape[1]
     width = 1 + n_side + 3 * len(columns)
     codec = Codec(columns, bound, np.zeros(width), np.ones(width), energy, n_side)
-    decoded = Decoded(codec, len(x), side)
-    for i, (column, (k, status)) in enumerate(zip(columns, bins, strict=True)):
-        decoded.set(i, np.where(status == FIRST, column.values(k), np.where(status == ZERO, 0.0, x[:, i])))
+    decoded = Decoded(codec, len(x), side, standardise=False)
+    for i, (k, status) in enumerate(bins):
+        decoded.set(i, k, status, x[:, i])
     codec.centre, spread = decoded.table.mean(axis=1), decoded.table.std(axis=1)
     codec.spread = np.where(spread > 0, spread, 1.0)
-    decoded.table = (decoded.table - codec.centre[:, None]) / codec.spread[:, None]
+    decoded.standardised()
     held = np.random.default_rng(seed).random(len(x)) < HELD_OUT
     trained = [(i > 0 or n_side > 0) and int((status == FIRST).sum()) > 100 for i, (_, status) in enumerate(bins)]
     predictors = _train(decoded, [k for k, _ in bins], [status == FIRST for _, status in bins], trained, ~held, settings, seed)
@@ -175,12 +176,12 @@ def _train(
         return {}
     torch.manual_seed(seed)
     rows = np.flatnonzero(fit)
-    table = decoded.table  # features x jets, standardised
+    table = decoded.table  # features x jets, standardised, fixed point
     spans = [decoded.span(i) for i in chosen]
     mask = torch.zeros(len(chosen), table.shape[0], 1)
     for j, span in enumerate(spans):
         mask[j, span] = 1.0
-    inputs = torch.tensor(table[:, rows].T, dtype=torch.float32)
+    inputs = torch.tensor(exact.from_fixed(table[:, rows]).T, dtype=torch.float32)
     targets = np.stack([bins[i][rows] for i in chosen]).astype(np.float64)
     weights_of = np.stack([regular[i][rows] for i in chosen]).astype(np.float64)
     centre = (targets * weights_of).sum(1) / np.maximum(weights_of.sum(1), 1)
@@ -208,10 +209,10 @@ def _train(
         weights[-2] = weights[-2] * in_bins
         weights[-1] = weights[-1] * in_bins + np.array([centre[j], np.log(scale[j])])
         linear = linear * in_bins
-        features = decoded.features(i)
-        log_scale = Predictor(weights, np.array([]), linear)._outputs(features)[1]
-        edges = np.quantile(log_scale[regular[i]], np.linspace(0, 1, settings.classes + 1)[1:-1])
-        predictors[i] = Predictor(weights, edges, linear)
+        predictor = Predictor.of(weights, linear)  # in integers
+        log_scale = predictor.outputs(decoded.features(i))[1]
+        predictor.scale_edges = np.rint(np.quantile(log_scale[regular[i]], np.linspace(0, 1, settings.classes + 1)[1:-1]))
+        predictors[i] = predictor
     return predictors
 
 

@@ -19,12 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from hpcsweep.codec import Compressor
 from hpcsweep.compress.bundle import Bundle
 from hpcsweep.compress.container import RecordWriter, embedded, read_compressed
 from hpcsweep.compress.embed import embedded_by_default, identity, pack, unpack
 from hpcsweep.compress.io import STEP, open_input, writer_for
-from hpcsweep.compress.parts import assemble, split
+from hpcsweep.compress.parts import assemble, model_units, split
 from hpcsweep.compress.pool import Coders, Source
 from hpcsweep.errors import UserError
 from hpcsweep.files import atomic
@@ -67,10 +69,11 @@ def compress_file(
     jets = open_input(source, bundle, tree, "compress")
     summary, started = Summary(notes=jets.notes), time.perf_counter()
     codec = Source(str(bundle.path), bundle.checksum, bound)
+    units = np.array([variable.unit_scale for variable in jets.model.values()], dtype=np.float64)
     with (
         atomic(output) as tmp,
         open(tmp, "wb") as out,
-        Coders(bundle.compressor, codec, jets.file.path.stat().st_size > PARALLEL_ABOVE) as coders,
+        Coders(bundle.compressor, codec, jets.file.path.stat().st_size > PARALLEL_ABOVE, units) as coders,
         tqdm(total=jets.file.n_entries, desc=f"compressing {jets.file.path.name}", unit="entry", disable=not progress) as bar,
     ):
         records = RecordWriter(out)
@@ -119,7 +122,7 @@ def decompress_file(source: Path, bundle: Bundle | None, output: Path, progress:
     parallel = Path(source).stat().st_size > PARALLEL_ABOVE / 8
     with (
         atomic(output) as tmp,
-        Coders(compressor, codec, parallel) as coders,
+        Coders(compressor, codec, parallel, model_units(header, names)) as coders,
         tqdm(total=chunks.counts["chunks"], desc=f"decompressing {Path(source).name}", unit="chunk", disable=not progress) as bar,
     ):
         writer = writer_class(tmp, header)

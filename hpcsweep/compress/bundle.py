@@ -25,7 +25,7 @@ from hpcsweep.files import atomic
 from hpcsweep.store import checksum
 
 KIND = "hpcsweep bundle"
-SCHEMA = 2  # 2: the trial's compressor as it was trained (1: compressors fitted at export)
+SCHEMA = 3  # 3: predictions in integers; 2: the trial's compressor as it was trained (1: compressors fitted at export)
 TEXTS = ("trial", "varset", "config", "normaliser", "data", "compressor")
 
 

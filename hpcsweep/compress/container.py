@@ -29,7 +29,10 @@ from typing import Any, BinaryIO
 
 from hpcsweep.errors import UserError
 
-PREFIX, VERSION = b"HPCSWEEP-JETS\x00", 4  # 4: numbers of the lossless parts in pcodec; 3: the compressor's identity and itself
+PREFIX, VERSION = (
+    b"HPCSWEEP-JETS\x00",
+    5,
+)  # 5: predictions in integers; 4: numbers of the lossless parts in pcodec; 3: the compressor's identity and itself
 MAGIC = PREFIX + bytes([VERSION])
 HEADER, CHUNK, CODEC, END = b"H", b"C", b"M", b"E"
 FRAME = struct.Struct("<cQ")  # a record's type and payload length

@@ -30,10 +30,11 @@ LEVEL = 3  # zstd level of the lossless parts
 
 
 def split(arrays: ak.Array, model: dict[str, Variable], varset: VarSet) -> tuple[np.ndarray, dict[str, bytes], int]:
-    """The jets of a chunk to code (physical units, those the model applies to), the chunk's other parts packed, and its
-    jets (those not coded were stored losslessly)."""
+    """The jets of a chunk to code (those the model applies to, in the file's own units: the coder keeps what it stores
+    exactly as the file holds it), the chunk's other parts packed, and its jets (those not coded were stored
+    losslessly)."""
     raw, counts, missing = model_columns(arrays, model)
-    physical, kept = in_set_units(raw, model, varset)
+    _, kept = in_set_units(raw, model, varset)
     sections = {"kept": _zstd(np.packbits(kept).tobytes()), "lossless": _zstd(raw[~kept].tobytes())}
     if counts is not None:
         sections["counts"] = _numbers(counts.astype("<i8"))
@@ -41,7 +42,7 @@ def split(arrays: ak.Array, model: dict[str, Variable], varset: VarSet) -> tuple
     others = [name for name in arrays.fields if name not in model]
     if others:
         sections["other"] = _to_buffers(arrays[others])
-    return physical[kept], sections, len(raw)
+    return raw[kept], sections, len(raw)
 
 
 def assemble(
@@ -82,17 +83,21 @@ def assemble(
 def _model_values(
     decoded: np.ndarray | None, sections: dict[str, bytes], header: dict[str, Any], names: list[str], n_jets: int
 ) -> np.ndarray:
-    """Every jet's model variables in the file's own units (columns in the order of `names`): the coded jets decoded,
-    the others as stored."""
+    """Every jet's model variables in the file's own units (columns in the order of `names`): the coded jets decoded
+    (in those units), the others as stored."""
     if decoded is None:
         raise ValueError("the model's branches are wanted: their decoded values are needed")
-    order = {name: i for i, name in enumerate(names)}
-    model = sorted((b for b in header["branches"] if "variable" in b), key=lambda b: order[b["variable"]])
     kept = np.unpackbits(np.frombuffer(_unzstd(sections["kept"]), dtype=np.uint8), count=n_jets).astype(bool)
-    values = np.empty((n_jets, len(model)))
-    values[kept] = decoded / np.array([b["unit_scale"] for b in model])
-    values[~kept] = np.frombuffer(_unzstd(sections["lossless"]), dtype=np.float64).reshape(-1, len(model))
+    values = np.empty((n_jets, len(names)))
+    values[kept] = decoded
+    values[~kept] = np.frombuffer(_unzstd(sections["lossless"]), dtype=np.float64).reshape(-1, len(names))
     return values
+
+
+def model_units(header: dict[str, Any], names: list[str]) -> np.ndarray:
+    """Per variable, in the order of `names` (the compressor's): the scale that turns the file's values physical."""
+    scale = {b["variable"]: b["unit_scale"] for b in header["branches"] if "variable" in b}
+    return np.array([scale[name] for name in names], dtype=np.float64)
 
 
 def _cast(values: np.ndarray, dtype: str) -> np.ndarray:

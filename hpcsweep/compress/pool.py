@@ -27,7 +27,7 @@ from hpcsweep.codec import Compressor
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 Item = TypeVar("Item", bound=tuple)  # a chunk being coded: its future first, then what its writing needs
-Operation = Callable[[Compressor, Any, float], Any]  # Compressor.encode or Compressor.decode
+Operation = Callable[[Compressor, Any, float, Any], Any]  # Compressor.encode or Compressor.decode
 
 
 @dataclass(frozen=True)
@@ -43,12 +43,12 @@ class Source:
 
 class Coders:
     """`compressor` at one bound, run on chunks in worker processes (`parallel`; each loads it from `source`) or in
-    this one."""
+    this one, on jets in a file's own units (`units` turn them physical)."""
 
-    def __init__(self, compressor: Compressor, source: Source, parallel: bool) -> None:
+    def __init__(self, compressor: Compressor, source: Source, parallel: bool, units: np.ndarray) -> None:
         from hpcsweep.allocation import allocated_cores
 
-        self.compressor, self.source, self.bound = compressor, source, source.bound
+        self.compressor, self.source, self.bound, self.units = compressor, source, source.bound, units
         self.workers = allocated_cores() if parallel else 1
         self.pending: deque[Any] = deque()
         self.pool: ProcessPoolExecutor | None = None
@@ -67,19 +67,19 @@ class Coders:
         return self
 
     def encode(self, x: np.ndarray) -> Future[bytes]:
-        """Jets (physical units) -> their bytes, when done."""
+        """Jets (the file's units) -> their bytes, when done."""
         return self._submit(Compressor.encode, x)
 
     def decode(self, data: bytes) -> Future[np.ndarray]:
-        """A chunk's coded bytes -> its jets, when done."""
+        """A chunk's coded bytes -> its jets (the file's units), when done."""
         return self._submit(Compressor.decode, data)
 
     def _submit(self, operation: Operation, data: Any) -> Future:
         if self.pool is not None:
-            return self.pool.submit(_run, operation, self.source, data)
+            return self.pool.submit(_run, operation, self.source, data, self.units)
         future: Future = Future()
         try:
-            future.set_result(operation(self.compressor, data, self.bound))
+            future.set_result(operation(self.compressor, data, self.bound, self.units))
         except Exception as err:  # handed to whoever takes the result, as a worker's would be
             future.set_exception(err)
         return future
@@ -123,6 +123,6 @@ def _compressor(source: Source) -> Compressor:
     return compressor
 
 
-def _run(operation: Operation, source: Source, data: Any) -> Any:
+def _run(operation: Operation, source: Source, data: Any, units: np.ndarray) -> Any:
     """A chunk coded in a worker process."""
-    return operation(_compressor(source), data, source.bound)
+    return operation(_compressor(source), data, source.bound, units)

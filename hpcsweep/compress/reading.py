@@ -20,7 +20,7 @@ from hpcsweep.codec import Compressor
 from hpcsweep.compress.apply import decoder
 from hpcsweep.compress.bundle import load_bundle
 from hpcsweep.compress.container import Chunks, read_compressed
-from hpcsweep.compress.parts import assemble
+from hpcsweep.compress.parts import assemble, model_units
 from hpcsweep.errors import UserError
 
 if TYPE_CHECKING:
@@ -89,7 +89,7 @@ class CompressedFile:
 
     def _decoded(self, data: bytes) -> Any:
         try:
-            return self.compressor.decode(data, self.header["bound"])
+            return self.compressor.decode(data, self.header["bound"], model_units(self.header, self.compressor.names))
         except ValueError as err:
             raise UserError(f"{self.path}: cannot decode a chunk: {err}") from None
 

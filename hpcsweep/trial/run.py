@@ -14,6 +14,7 @@ import torch
 from hpcsweep import __version__
 from hpcsweep.allocation import allocated_cores, allocated_gpus
 from hpcsweep.codec import Compressor
+from hpcsweep.codec.coder import OlderCompressor
 from hpcsweep.config import CodecConfig, ModelConfig, TrialSpec
 from hpcsweep.data.normalize import Normaliser, make_normaliser, make_reference
 from hpcsweep.data.profile import compare, profile_of
@@ -282,8 +283,12 @@ def load_trained(path: Path) -> tuple[TrialRecord, Autoencoder, Normaliser, JetM
 
 
 def stored_compressor(record: TrialRecord) -> Compressor | None:
-    """The compressor a trial fitted (None for a file written before trials fitted one, or without a result)."""
-    return Compressor.from_state(record.compressor, record.codec) if record.compressor else None
+    """The compressor a trial fitted (None for a file written before trials fitted one or fitted one whose predictions
+    were floating point, or without a result)."""
+    try:
+        return Compressor.from_state(record.compressor, record.codec) if record.compressor else None
+    except OlderCompressor:
+        return None
 
 
 def assemble_trained(

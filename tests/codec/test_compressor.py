@@ -1,7 +1,11 @@
-"""A trial's compressor on its own: the numpy halves of an autoencoder reproduce torch, special values come back exactly
+"""A trial's compressor on its own: the numpy halves of an autoencoder reproduce torch (the decoder on integers too), special values come back exactly
 through latents and coded residuals, every other value within the bound, and a stored compressor writes the same bytes."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -49,6 +53,10 @@ def test_the_numpy_halves_compute_what_torch_does(fitted):
         decoded = model.decode(torch.from_numpy(encoded)).numpy()
     np.testing.assert_allclose(latents.encoder(normalised.astype(np.float64)), encoded, atol=2e-5)
     np.testing.assert_allclose(latents.decoder(encoded.astype(np.float64)), decoded, atol=2e-5)
+    # the decoder on integers, at the rounded latents it is given (step 1): its weights are integers of 2**-16 to 2**-19
+    # here, its activations of 2**-20, so it is off by ~1e-4 of the normalised values' unit spread (side features only)
+    q = np.rint(encoded).astype(np.int64)
+    np.testing.assert_allclose(latents.side(q)[:, : held.shape[1]], latents.decoder(q.astype(np.float64)), atol=1e-3)
 
 
 def test_special_values_come_back_exactly_through_latents_and_residuals(fitted):
@@ -65,6 +73,14 @@ def test_special_values_come_back_exactly_through_latents_and_residuals(fitted):
         stats, decoded = measure(compressor, held, bound)
         assert stats["largest_error"] <= 1.0 and stats["latent_per_jet"] > 0 and stats["kind"] == "autoencoder"
         assert stats["bytes_per_jet"] == pytest.approx(stats["payload_per_jet"] + stats["model_bytes"] / 1e6)
+    in_mev = odd / np.where(np.isin(np.arange(odd.shape[1]), [pt, m]), 1e-3, 1.0)  # a file's own values, in MeV
+    in_mev[7, m] = -0.0038282908499240875e3 * 1.000000001  # no float64 times 1e-3 and back is this one
+    units = np.where(np.isin(np.arange(odd.shape[1]), [pt, m]), 1e-3, 1.0)
+    back = compressor.decode(compressor.encode(in_mev, 0.01, units), 0.01, units)
+    escaped = [0, 1, 2, 3, 4, 7]  # zero, negative, NaN, inf, far out: stored as the file holds them, bit for bit
+    assert back[escaped, m].tobytes() == in_mev[escaped, m].tobytes()
+    regular = np.isfinite(in_mev[:, pt]) & (in_mev[:, pt] > 0)
+    np.testing.assert_allclose(back[regular, pt], in_mev[regular, pt], rtol=0.01)
     coded = bytearray(compressor.encode(held, 0.01))
     coded[len(coded) // 2] ^= 0xFF
     with pytest.raises(ValueError):
@@ -73,22 +89,43 @@ def test_special_values_come_back_exactly_through_latents_and_residuals(fitted):
         compressor.decode(b"\xff" * 8 + bytes(coded[8:]), 0.01)
 
 
-def test_a_stored_compressor_writes_the_same_bytes_with_one_or_two_threads(fitted):
-    """Rebuilt from its state (as a trial file or bundle gives it back), the compressor codes the jets into the same bytes
-    and decodes them to the same values, whatever torch's thread count: the networks run in numpy."""
+_DECODE_ELSEWHERE = """
+import sys
+from pathlib import Path
+import numpy as np
+from hpcsweep.compress.embed import unpack
+folder = Path(sys.argv[1])
+compressor = unpack((folder / "compressor").read_bytes())
+coded = (folder / "coded").read_bytes()
+assert compressor.encode(np.load(folder / "jets.npy"), 0.001) == coded, "encoded to other bytes"
+np.save(folder / sys.argv[2], compressor.decode(coded, 0.001))
+"""
+
+
+def test_a_stored_compressor_codes_the_same_bits_with_one_or_two_blas_threads_and_without_blas(fitted, tmp_path):
+    """Rebuilt from its state (as a bundle or a compressed file gives it back), in fresh processes whose BLAS runs 1 or 2
+    threads, and here with every product in int64 (`exact.reference`: no BLAS), the compressor codes the jets into the
+    same bytes and decodes them to the same bits: its predictions and the AE's decoder run on integers."""
     *_, compressor, _, held = fitted
+    from hpcsweep.codec import exact
+    from hpcsweep.compress.embed import pack
+
+    coded = compressor.encode(held, 0.001)
+    (tmp_path / "compressor").write_bytes(pack(compressor, 0.001))
+    (tmp_path / "coded").write_bytes(coded)
+    np.save(tmp_path / "jets.npy", held)
+    for threads in ("1", "2"):
+        variables = dict.fromkeys(("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"), threads)
+        subprocess.run(
+            [sys.executable, "-c", _DECODE_ELSEWHERE, str(tmp_path), f"threads{threads}.npy"], check=True, env=os.environ | variables
+        )
     again = Compressor.from_state(*compressor.state())
-    threads = torch.get_num_threads()
-    try:
-        outputs = []
-        for count in (1, 2):
-            torch.set_num_threads(count)
-            coded = again.encode(held, 0.001)
-            outputs.append((coded, again.decode(coded, 0.001)))
-    finally:
-        torch.set_num_threads(threads)
-    assert outputs[0][0] == outputs[1][0] == compressor.encode(held, 0.001)
-    np.testing.assert_array_equal(outputs[0][1], outputs[1][1])
+    with exact.reference():
+        assert again.encode(held, 0.001) == coded
+        plain = again.decode(coded, 0.001)
+    here = compressor.decode(coded, 0.001)
+    for decoded in (np.load(tmp_path / "threads1.npy"), np.load(tmp_path / "threads2.npy"), plain):
+        assert decoded.tobytes() == here.tobytes()
     assert again.bounds == [0.01, 0.001] and again.kind == "autoencoder"
     with pytest.raises(KeyError):
         again.coder(0.05)

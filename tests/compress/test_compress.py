@@ -27,6 +27,7 @@ import uproot
 from hpcsweep.cli import main
 from hpcsweep.codec import Settings, codec_kinds, columns_for, energy_of, fit_codec, fit_independent
 from hpcsweep.compress.bundle import load_bundle
+from hpcsweep.compress.container import VERSION
 from hpcsweep.data import load_jets, load_varset
 from hpcsweep.store import read_trial, scan
 from hpcsweep.trial import split_indices
@@ -391,12 +392,29 @@ def test_damaged_truncated_or_foreign_input_is_one_line_exit_2_and_nothing_writt
     assert not (tmp_path / "x.hpcz").exists()
 
     bundle = bytearray(own_bundle.read_bytes())
-    bundle[-2000] ^= 0xFF
+    bundle[_largest_dataset_at(own_bundle)] ^= 0xFF  # a byte of data, not of HDF5's free space
     (tmp_path / "bad.h5").write_bytes(bytes(bundle))
     assert main(["compress", str(own / "jets.parquet"), "--model", str(tmp_path / "bad.h5"), "-o", str(tmp_path / "x.hpcz")]) == 2
     _one_line_error(capsys, "bad.h5")
     assert main(["export", "s", "--results", str(tmp_path), "-o", str(tmp_path / "b.h5")]) == 2
     _one_line_error(capsys, "give one of --z")
+
+
+def _largest_dataset_at(path: Path) -> int:
+    """The offset in the file of the middle byte of its largest contiguous dataset."""
+    import h5py
+
+    found: list[tuple[int, int]] = []
+    with h5py.File(path, "r") as handle:
+        handle.visititems(
+            lambda _, node: (
+                found.append((node.id.get_storage_size(), node.id.get_offset()))
+                if isinstance(node, h5py.Dataset) and node.id.get_offset() is not None
+                else None
+            )
+        )
+    size, offset = max(found)
+    return offset + size // 2
 
 
 def test_a_file_is_read_by_any_bundle_of_its_compressor_or_by_none_when_it_carries_it(
@@ -550,7 +568,7 @@ TAMPERING: dict[str, tuple[Callable[[bytes, list[bytes], list[bytes]], bytes], s
     "miscounted end": (lambda magic, r, other: magic + b"".join(_miscounted(r)), "its end record counts {n} chunks, 601 entries"),
     "older layout": (
         lambda magic, r, other: magic[:-1] + bytes([magic[-1] - 1]) + b"".join(r),
-        "written by an older hpcsweep (file format 3; this one reads format 4)",
+        f"written by an older hpcsweep (file format {VERSION - 1}; this one reads format {VERSION})",
     ),
 }
 
