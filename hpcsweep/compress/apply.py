@@ -14,6 +14,7 @@ or that of any bundle holding it.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Collection
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,13 +130,7 @@ def decompress_file(source: Path, bundle: Bundle | None, output: Path, progress:
 
         def write(chunk: Pending) -> None:
             future, sections, entries, n_jets = chunk
-            try:
-                decoded = future.result()
-            except ValueError as err:
-                raise UserError(
-                    f"{source}: cannot decode a chunk: {err} (was it compressed on a machine whose arithmetic differs?)"
-                ) from None
-            writer.write(assemble(decoded, sections, header, names, n_jets))
+            writer.write(chunk_branches(source, future.result, sections, header, names, n_jets))
             summary.entries += entries
             summary.jets += n_jets
             bar.update()
@@ -149,6 +144,23 @@ def decompress_file(source: Path, bundle: Bundle | None, output: Path, progress:
     if "RNTuple" in header["format"] and output.suffix == ".root":
         summary.notes.append("the input was an RNTuple: written back as a TTree of the same fields")
     return summary
+
+
+def chunk_branches(
+    source: Path,
+    decoded: Callable[[], np.ndarray | None],
+    sections: dict[str, bytes],
+    header: dict[str, Any],
+    names: list[str],
+    n_jets: int,
+    wanted: Collection[str] | None = None,
+) -> dict[str, Any]:
+    """A chunk's branches (`parts.assemble`), its model part given by `decoded()`; a chunk that does not decode, or
+    whose parts disagree, is one line: its checksums held, so the file was written damaged."""
+    try:
+        return assemble(decoded(), sections, header, names, n_jets, wanted)
+    except ValueError as err:
+        raise UserError(f"{source}: damaged: a chunk does not decode ({err})") from None
 
 
 def decoder(source: Path, header: dict[str, Any], bundle: Bundle | None) -> tuple[Compressor, Source]:

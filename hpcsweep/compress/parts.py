@@ -35,7 +35,7 @@ def split(arrays: ak.Array, model: dict[str, Variable], varset: VarSet) -> tuple
     losslessly)."""
     raw, counts, missing = model_columns(arrays, model)
     _, kept = in_set_units(raw, model, varset)
-    sections = {"kept": _zstd(np.packbits(kept).tobytes()), "lossless": _zstd(raw[~kept].tobytes())}
+    sections = {"kept": _zstd(np.packbits(kept).tobytes()), "lossless": _zstd(raw[~kept].astype("<f8").tobytes())}
     if counts is not None:
         sections["counts"] = _numbers(counts.astype("<i8"))
     sections |= {f"missing/{name}": _zstd(np.packbits(mask).tobytes()) for name, mask in missing.items() if mask.any()}
@@ -88,9 +88,15 @@ def _model_values(
     if decoded is None:
         raise ValueError("the model's branches are wanted: their decoded values are needed")
     kept = np.unpackbits(np.frombuffer(_unzstd(sections["kept"]), dtype=np.uint8), count=n_jets).astype(bool)
+    lossless = np.frombuffer(_unzstd(sections["lossless"]), dtype="<f8")
+    if len(decoded) != kept.sum() or len(lossless) != (~kept).sum() * len(names):
+        raise ValueError(
+            f"its model part holds {len(decoded)} jets and its lossless part {len(lossless) / len(names):g}, where it marks "
+            f"{kept.sum()} and {(~kept).sum()}"
+        )
     values = np.empty((n_jets, len(names)))
     values[kept] = decoded
-    values[~kept] = np.frombuffer(_unzstd(sections["lossless"]), dtype=np.float64).reshape(-1, len(names))
+    values[~kept] = lossless.reshape(-1, len(names))
     return values
 
 

@@ -9,6 +9,7 @@ decoded whole when any is asked for; a selection of other branches alone decodes
 from __future__ import annotations
 
 import fnmatch
+import functools
 import glob
 import re
 from collections.abc import Iterator, Sequence
@@ -17,10 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpcsweep.codec import Compressor
-from hpcsweep.compress.apply import decoder
+from hpcsweep.compress.apply import chunk_branches, decoder
 from hpcsweep.compress.bundle import load_bundle
 from hpcsweep.compress.container import Chunks, read_compressed
-from hpcsweep.compress.parts import assemble, model_units
+from hpcsweep.compress.parts import model_units
 from hpcsweep.errors import UserError
 
 if TYPE_CHECKING:
@@ -82,16 +83,12 @@ class CompressedFile:
         import awkward as ak
 
         model = any("variable" in b for b in self.header["branches"] if b["name"] in names)
+        units = model_units(self.header, self.compressor.names)
         for chunk in self.chunks:
-            decoded = self._decoded(chunk.sections["model"]) if model else None
-            branches = assemble(decoded, chunk.sections, self.header, self.compressor.names, chunk.jets, set(names))
+            data = chunk.sections["model"]
+            decoded = functools.partial(self.compressor.decode, data, self.header["bound"], units) if model else lambda: None
+            branches = chunk_branches(self.path, decoded, chunk.sections, self.header, self.compressor.names, chunk.jets, set(names))
             yield ak.zip(branches, depth_limit=1)
-
-    def _decoded(self, data: bytes) -> Any:
-        try:
-            return self.compressor.decode(data, self.header["bound"], model_units(self.header, self.compressor.names))
-        except ValueError as err:
-            raise UserError(f"{self.path}: cannot decode a chunk: {err}") from None
 
 
 def open_compressed(path: str | Path, model: str | Path | None = None) -> CompressedFile:
