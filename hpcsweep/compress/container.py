@@ -29,10 +29,9 @@ from typing import Any, BinaryIO
 
 from hpcsweep.errors import UserError
 
-PREFIX, VERSION = (
-    b"HPCSWEEP-JETS\x00",
-    5,
-)  # 5: predictions in integers; 4: numbers of the lossless parts in pcodec; 3: the compressor's identity and itself
+PREFIX = b"HPCSWEEP-JETS\x00"
+VERSION = 5  # 5: predictions in integers; 4: numbers of the lossless parts in pcodec; 3: the compressor's identity and itself
+OLDEST = 5  # the first layout docs/format.md specifies: every later hpcsweep reads it (tests/compress/test_golden.py)
 MAGIC = PREFIX + bytes([VERSION])
 HEADER, CHUNK, CODEC, END = b"H", b"C", b"M", b"E"
 FRAME = struct.Struct("<cQ")  # a record's type and payload length
@@ -154,13 +153,15 @@ def _check_version(magic: bytes, source: Path) -> None:
     if len(magic) < len(MAGIC) or not magic.startswith(PREFIX):
         raise UserError(f"{source}: not a file made by hpcsweep compress")
     version = magic[-1]
-    if version < VERSION:
+    if version < OLDEST:
         raise UserError(
-            f"{source}: written by an older hpcsweep (file format {version}; this one reads format {VERSION}): "
-            "decompress it with the version that wrote it"
+            f"{source}: written by an older hpcsweep, before its format was fixed (file format {version}; this one reads "
+            f"formats {OLDEST} to {VERSION}): decompress it with the version that wrote it"
         )
     if version > VERSION:
-        raise UserError(f"{source}: written by a newer hpcsweep (file format {version}; this one reads format {VERSION}): update hpcsweep")
+        raise UserError(
+            f"{source}: written by a newer hpcsweep (file format {version}; this one reads formats {OLDEST} to {VERSION}): update hpcsweep"
+        )
 
 
 @dataclass(frozen=True)

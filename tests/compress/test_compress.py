@@ -27,7 +27,7 @@ import uproot
 from hpcsweep.cli import main
 from hpcsweep.codec import Settings, codec_kinds, columns_for, energy_of, fit_codec, fit_independent
 from hpcsweep.compress.bundle import load_bundle
-from hpcsweep.compress.container import VERSION
+from hpcsweep.compress.container import OLDEST, VERSION
 from hpcsweep.data import load_jets, load_varset
 from hpcsweep.store import read_trial, scan
 from hpcsweep.trial import split_indices
@@ -568,7 +568,7 @@ TAMPERING: dict[str, tuple[Callable[[bytes, list[bytes], list[bytes]], bytes], s
     "miscounted end": (lambda magic, r, other: magic + b"".join(_miscounted(r)), "its end record counts {n} chunks, 601 entries"),
     "older layout": (
         lambda magic, r, other: magic[:-1] + bytes([magic[-1] - 1]) + b"".join(r),
-        f"written by an older hpcsweep (file format {VERSION - 1}; this one reads format {VERSION})",
+        f"written by an older hpcsweep, before its format was fixed (file format {OLDEST - 1}; this one reads formats {OLDEST} to {VERSION})",
     ),
 }
 
