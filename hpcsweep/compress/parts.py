@@ -30,11 +30,17 @@ LEVEL = 3  # zstd level of the lossless parts
 
 
 def split(arrays: ak.Array, model: dict[str, Variable], varset: VarSet) -> tuple[np.ndarray, dict[str, bytes], int]:
-    """The jets of a chunk to code (physical units, those the model applies to), the chunk's other parts packed, and its
-    jets (those not coded were stored losslessly)."""
+    """The jets of a chunk to code (physical units, those the model applies to and that the bound can hold), the
+    chunk's other parts packed, and its jets (those not coded are stored whole, each branch in its own type)."""
     raw, counts, missing = model_columns(arrays, model)
     physical, kept = in_set_units(raw, model, varset)
-    sections = {"kept": _zstd(np.packbits(kept).tobytes()), "lossless": _zstd(raw[~kept].tobytes())}
+    own = _own_values(arrays, model)
+    kept &= ~(np.column_stack([_subnormal(column) for column in own]) | _subnormal(physical)).any(axis=1)
+    whole = b"".join(column[~kept].astype(column.dtype.newbyteorder("<")).tobytes() for column in own)
+    sections = {"kept": _zstd(np.packbits(kept).tobytes()), "whole": _zstd(whole)}
+    negative_zeros = (raw[kept] == 0) & np.signbit(raw[kept])
+    if negative_zeros.any():
+        sections["negative_zeros"] = _zstd(np.packbits(negative_zeros).tobytes())
     if counts is not None:
         sections["counts"] = _numbers(counts.astype("<i8"))
     sections |= {f"missing/{name}": _zstd(np.packbits(mask).tobytes()) for name, mask in missing.items() if mask.any()}
@@ -42,6 +48,30 @@ def split(arrays: ak.Array, model: dict[str, Variable], varset: VarSet) -> tuple
     if others:
         sections["other"] = _to_buffers(arrays[others])
     return physical[kept], sections, len(raw)
+
+
+def _own_values(arrays: ak.Array, model: dict[str, Variable]) -> list[np.ndarray]:
+    """Each model branch's values per jet in the branch's own type, so that a jet stored whole keeps every bit (a
+    float32 signalling NaN, an int64 beyond 2**53, which float64 would change); where a value is missing, whatever
+    awkward holds there (the missing masks restore the nulls)."""
+    import awkward as ak
+
+    columns = []
+    for name in model:
+        array = arrays[name]
+        columns.append(np.ma.getdata(ak.to_numpy(ak.flatten(array) if array.ndim > 1 else array)))
+    return columns
+
+
+def _subnormal(values: np.ndarray) -> np.ndarray:
+    """Where a float is a denormal of its type (a column's jets, or jets x variables), in the file's type or in the
+    set's units: a jet with one is stored whole. A relative bound cannot hold it: its few bits round a decoded value
+    by more than the bound (float32 1e-44 has 7 steps), and its conversion to the set's units may underflow to 0
+    (5e-324 MeV in GeV, which then decodes as an exact zero)."""
+    if values.dtype.kind != "f":
+        return np.zeros(values.shape, bool)
+    with np.errstate(invalid="ignore"):
+        return (values != 0) & (np.abs(values) < np.finfo(values.dtype).tiny)
 
 
 def assemble(
@@ -60,7 +90,6 @@ def assemble(
     values = _model_values(decoded, sections, header, names, n_jets) if any("variable" in b for b in branches) else None
     counts = _numbers_back(sections["counts"]).view("<i8") if "counts" in sections else None
     others = _from_buffers(sections["other"]) if any("variable" not in b for b in branches) else None
-    order = {name: i for i, name in enumerate(names)}
     out = {}
     for branch in branches:
         if "variable" not in branch:
@@ -68,7 +97,7 @@ def assemble(
             out[branch["name"]] = others[branch["name"]]
             continue
         assert values is not None
-        column = ak.Array(_cast(values[:, order[branch["variable"]]], branch["dtype"]))
+        column = ak.Array(values[branch["variable"]])
         if branch["optional"]:
             stored = sections.get(f"missing/{branch['name']}")
             missing = (
@@ -81,18 +110,43 @@ def assemble(
 
 def _model_values(
     decoded: np.ndarray | None, sections: dict[str, bytes], header: dict[str, Any], names: list[str], n_jets: int
-) -> np.ndarray:
-    """Every jet's model variables in the file's own units (columns in the order of `names`): the coded jets decoded,
-    the others as stored."""
+) -> dict[str, np.ndarray]:
+    """Every jet's model variables in the file's own units and types (variable -> column): the coded jets decoded
+    (their negative zeros signed again), the others as stored."""
     if decoded is None:
         raise ValueError("the model's branches are wanted: their decoded values are needed")
     order = {name: i for i, name in enumerate(names)}
     model = sorted((b for b in header["branches"] if "variable" in b), key=lambda b: order[b["variable"]])
     kept = np.unpackbits(np.frombuffer(_unzstd(sections["kept"]), dtype=np.uint8), count=n_jets).astype(bool)
-    values = np.empty((n_jets, len(model)))
-    values[kept] = decoded / np.array([b["unit_scale"] for b in model])
-    values[~kept] = np.frombuffer(_unzstd(sections["lossless"]), dtype=np.float64).reshape(-1, len(model))
+    whole = _stored_whole(sections, model, int((~kept).sum()))
+    signed = sections.get("negative_zeros")
+    negative_zeros = (
+        np.unpackbits(np.frombuffer(_unzstd(signed), np.uint8), count=decoded.size).astype(bool).reshape(decoded.shape)
+        if signed
+        else np.zeros(decoded.shape, bool)
+    )
+    values = {}
+    for i, branch in enumerate(model):
+        column = np.empty(n_jets, np.dtype(branch["dtype"]))
+        coded = _cast(decoded[:, i] / branch["unit_scale"], branch["dtype"])
+        coded[negative_zeros[:, i]] = -0.0
+        column[kept], column[~kept] = coded, whole[i]
+        values[branch["variable"]] = column
     return values
+
+
+def _stored_whole(sections: dict[str, bytes], model: list[dict[str, Any]], n_whole: int) -> list[np.ndarray]:
+    """The values of the jets stored whole, per model branch (in the compressor's order), in its own type; a file of
+    layout 4 written before they were (section "lossless") holds them as float64."""
+    if "whole" not in sections:
+        stored = np.frombuffer(_unzstd(sections["lossless"]), dtype=np.float64).reshape(-1, len(model))
+        return [_cast(stored[:, i], branch["dtype"]) for i, branch in enumerate(model)]
+    data, columns, at = _unzstd(sections["whole"]), [], 0
+    for branch in model:
+        kind = np.dtype(branch["dtype"]).newbyteorder("<")
+        columns.append(np.frombuffer(data, dtype=kind, count=n_whole, offset=at))
+        at += n_whole * kind.itemsize
+    return columns
 
 
 def _cast(values: np.ndarray, dtype: str) -> np.ndarray:

@@ -1,0 +1,451 @@
+"""Every awkward layout a user's file may have, compressed and given back: seeded random layouts, each value checked.
+
+Each seed draws a file shaped like a user's (ROOT TTree or Parquet; energies in MeV as ATLAS writes them, read by
+a variable set whose unit_scale is 0.001): flat or jagged jets, empty entries, float32, float64 and integer branches,
+nullable leaves (`?float64`) and nullable lists (`option[var * ...]`, Parquet's null rows), and values a model
+never saw: NaN (payloads included), +-inf, negative values of positive variables, exact zeros (+-0.0), denormals,
+huge values, discrete values never seen, angles off every grid; beside them branches outside the model (a jagged
+track list, an event weight, an event number, a flag). Compressed with a bundle of the learned coder alone and
+decompressed, the file must come back with the same tree (names, types, jaggedness, where values are missing), every
+value that is stored losslessly bit for bit (every branch outside the model; every value of a jet the model does not
+apply to; zeros; discrete values), and every other model value within the bound as the docs write it: relative for
+scale variables, absolute for angles and signed ones (docs/compression.md, "The bound").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import awkward as ak
+import numpy as np
+import pytest
+import uproot
+
+import hpcsweep
+from hpcsweep.cli import main
+from hpcsweep.data import load_varset
+from hpcsweep.data.varset import VarSet
+
+BOUNDS = (0.01, 0.001)  # the bundle's; a layout draws one
+SEEDS = range(16)
+JETS = 40  # at least, per layout: 16 ordinary, 13 probes, the rest drawn
+
+#: A user's jets in MeV (m, pt, sumet) with an angle, a signed variable cut at the tracker's edge, a multiplicity, and
+#: a scale variable not declared positive (its negative values are escapes of the coder, not jets stored whole).
+VARSET = """\
+name: layouts
+description: a user's jets, energies in MeV
+prefixes: ["jet_"]
+four_momentum: {pt: pt, eta: eta, phi: phi, mass: m}
+variables:
+  - {name: m, unit: GeV, unit_scale: 0.001, positive: true, transform: {kind: log10, offset: 1, scale: 1.8}}
+  - {name: pt, unit: GeV, unit_scale: 0.001, positive: true, transform: {kind: log10, shift: 1.3, scale: 1.2}}
+  - {name: eta, transform: {scale: 5}}
+  - {name: phi, unit: rad, residual: phi, transform: {scale: 3}}
+  - {name: ntrk, discrete: true, positive: true, transform: {scale: 20}}
+  - {name: sumet, unit: GeV, unit_scale: 0.001, residual: relative, transform: {scale: 100}}
+cuts:
+  - {name: "tracker |eta| < 2.5", keep: "abs(eta) < 2.5"}
+"""
+FLOATS = ("m", "pt", "eta", "phi", "sumet")
+#: A negative sumet whose escape, stored in GeV, does not come back to these MeV through / 0.001 (x * 0.001 / 0.001 != x).
+UNIT_ESCAPE = -65071.76164585
+
+
+def _jets(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+    """Ordinary jets, as the training file holds them (MeV)."""
+    pt = 30000 * (1 + rng.exponential(1.0, n))
+    return {
+        "m": np.exp(rng.normal(np.log(15000), 0.6, n)),
+        "pt": pt,
+        "eta": rng.uniform(-2.4, 2.4, n),
+        "phi": rng.uniform(-np.pi, np.pi, n),
+        "ntrk": (rng.poisson(8, n) + 1).astype(np.int64),
+        "sumet": pt * rng.uniform(1, 1.5, n),
+    }
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> Path:
+    """The bundle of a one-trial sweep of the learned coder alone on a user's flat Parquet file in MeV (seconds)."""
+    folder = tmp_path_factory.mktemp("layouts")
+    (folder / "layouts.yaml").write_text(VARSET)
+    ak.to_parquet(ak.zip({f"jet_{k}": v for k, v in _jets(np.random.default_rng(0), 3000).items()}), folder / "train.parquet")
+    (folder / "sweep.yaml").write_text(
+        f"name: s\ndata: {{source: {folder / 'train.parquet'}, varset: layouts.yaml}}\nmodel: {{kind: codec}}\n"
+        f"codec: {{steps: 60, bounds: {list(BOUNDS)}}}\n"
+        "rank_by: bytes\ndispatch: {executor: debug}\nevaluation: {timing_repeats: 1, signals: []}\n"
+    )
+    results = folder / "results"
+    assert main(["sweep", str(folder / "sweep.yaml"), "--results", str(results), "--no-review"]) == 0
+    assert main(["export", "s", "--results", str(results), "--z", "0", "-o", str(folder / "model.h5")]) == 0
+    return folder / "model.h5"
+
+
+# --- drawing a layout ------------------------------------------------------------------------------------------------
+def _bits(dtype: type, pattern: int) -> float:
+    """The float of `dtype` with these bits (a NaN's payload, a signalling NaN)."""
+    kind = np.dtype(dtype)
+    return np.array([pattern], dtype=f"u{kind.itemsize}").view(kind)[0]
+
+
+def _specials(dtype: type) -> list[float]:
+    """Values no model was trained on, in a branch of `dtype`."""
+    info = np.finfo(dtype)
+    payload, signalling = (0x7FF8_0000_0000_0123, 0x7FF0_0000_0000_0001) if dtype is np.float64 else (0x7FC0_0123, 0x7F80_0001)
+    negative_nan = 0xFFF8_0000_0000_0000 if dtype is np.float64 else 0xFFC0_0000
+    return [
+        np.nan,
+        _bits(dtype, payload),
+        _bits(dtype, signalling),
+        _bits(dtype, negative_nan),
+        np.inf,
+        -np.inf,
+        0.0,
+        -0.0,
+        float(info.smallest_subnormal),
+        float(info.smallest_subnormal) * 1000,  # denormals
+        float(info.tiny),
+        float(info.max),
+        float(info.max) / 3,  # huge
+        1e-30,
+    ]
+
+
+@dataclass
+class Layout:
+    """One drawn file: its kind, whether jets are jagged, and its branches as written."""
+
+    seed: int
+    kind: str  # "root" or "parquet"
+    jagged: bool
+    bound: float
+    branches: dict[str, ak.Array]
+
+
+def _draw(seed: int) -> Layout:
+    """A random file of `seed`: both kinds and both jet layouts come up every few seeds; the rest is drawn."""
+    rng = np.random.default_rng(seed)
+    kind, jagged, bound = ("root", "parquet")[seed % 2], seed % 3 != 0, BOUNDS[int(rng.integers(len(BOUNDS)))]
+    if jagged:
+        counts = rng.integers(0, 6, rng.integers(8, 16))
+        counts[rng.integers(len(counts))] = 0  # an empty entry
+        while counts.sum() < JETS:
+            counts[rng.integers(len(counts))] += 1
+    else:
+        counts = np.ones(rng.integers(JETS, JETS + 12), np.int64)
+    n = int(counts.sum())
+    jets = _jets(rng, n)
+    order = rng.permutation(n)
+    clean, probes, special = order[:16], order[16:29], order[29:]  # ordinary jets pass the check against training
+    dtypes = {name: rng.choice([np.float32, np.float64]) for name in FLOATS}
+    columns: dict[str, np.ndarray] = {name: jets[name].astype(dtypes[name]) for name in FLOATS}
+    for name in FLOATS:
+        values = _specials(dtypes[name])
+        for jet in rng.choice(special, rng.integers(0, 4), replace=False):
+            columns[name][jet] = values[rng.integers(len(values))]
+    columns["ntrk"] = jets["ntrk"].astype(rng.choice([np.int16, np.int32, np.int64, np.float32]))
+    probe = iter(probes)  # one jet each, otherwise ordinary: each probe meets the rule alone
+    columns["m"][next(probe)] = -abs(columns["m"][clean[0]])  # a negative mass (stored whole), and a -0.0 mass
+    columns["m"][next(probe)] = -0.0
+    columns["eta"][next(probe)] = rng.choice([2.5, -3.1, 1e30])  # outside the cut (stored whole)
+    columns["eta"][next(probe)] = -0.0
+    columns["sumet"][next(probe)] = UNIT_ESCAPE  # a negative scale value not declared positive (an escape)
+    columns["phi"][next(probe)] = 1e30  # off every grid (an escape)
+    for fraction in 1 - bound * np.arange(4) / 4:  # near the largest of its type: float32's are coded, never inf
+        columns["pt"][next(probe)] = np.finfo(dtypes["pt"]).max * fraction
+    columns["ntrk"][next(probe)] = 999  # never seen in training (an escape)
+    columns["ntrk"][next(probe)] = -1 if columns["ntrk"].dtype.kind == "i" else 2.5  # stored whole, or an escape
+    model = {name: ak.Array(values) for name, values in columns.items()}
+    model["label"] = ak.Array(rng.integers(-5, 22, n).astype(np.int32))  # a per-jet branch outside the model
+    nulls = np.zeros(len(counts), bool)
+    if kind == "parquet":
+        for name in rng.choice(FLOATS, rng.integers(0, 3), replace=False):  # nullable leaves, sometimes with no null
+            missing = np.zeros(n, bool)
+            missing[rng.choice(special, rng.integers(0, 3), replace=False)] = True
+            model[name] = ak.mask(model[name], ~missing)
+        if jagged and rng.random() < 0.7:  # null rows: entries without a list (no jets), maybe none of them
+            empty = np.flatnonzero(counts == 0)
+            nulls[rng.choice(empty, rng.integers(0, len(empty) + 1), replace=False)] = True
+    branches = {f"jet_{name}": ak.unflatten(values, counts) if jagged else values for name, values in model.items()}
+    if jagged and kind == "parquet" and (nulls.any() or rng.random() < 0.5):  # option[var * ...], a null row or none
+        branches = {name: ak.mask(values, ~nulls) for name, values in branches.items()}
+    branches |= _others(rng, kind, len(counts))
+    return Layout(seed, kind, jagged, bound, branches)
+
+
+def _others(rng: np.random.Generator, kind: str, entries: int) -> dict[str, ak.Array]:
+    """Branches outside the model: an event number, a float64 weight and a jagged float32 track list with special
+    values, a flag, a small integer; in Parquet a nullable float and a nullable list too."""
+    weight = rng.normal(1, 0.1, entries)
+    weight[rng.integers(entries)] = _specials(np.float64)[rng.integers(14)]
+    tracks = rng.exponential(2000, int(rng.integers(0, 6, entries).sum() + 3)).astype(np.float32)
+    specials = _specials(np.float32)
+    for track in rng.choice(len(tracks), 3, replace=False):  # one at a time: an array of them would be float64, quiet NaNs
+        tracks[track] = specials[rng.integers(len(specials))]
+    track_counts = np.zeros(entries, np.int64)
+    np.add.at(track_counts, rng.integers(0, entries, len(tracks)), 1)
+    others = {
+        "eventNumber": ak.Array(rng.integers(-(2**62), 2**62, entries, dtype=np.int64)),
+        "weight": ak.Array(weight),
+        "track_pt": ak.unflatten(tracks, track_counts),
+        "flag": ak.Array(rng.random(entries) < 0.5),
+        "bunch": ak.Array(rng.integers(0, 3564, entries).astype(np.int16)),
+    }
+    if kind == "parquet":
+        pileup = rng.normal(40, 5, entries).astype(np.float32)
+        others["pileup"] = ak.mask(ak.Array(pileup), rng.random(entries) < 0.8)
+        d0 = ak.unflatten(rng.normal(0, 0.05, 2 * entries), np.full(entries, 2))
+        others["track_d0"] = ak.mask(d0, rng.random(entries) < 0.7)
+    return others
+
+
+def _write(layout: Layout, path: Path) -> Path:
+    """The layout as a user's file: a TTree (jet branches grouped under one counter `njet`) or a Parquet table."""
+    if layout.kind == "parquet":
+        ak.to_parquet(ak.zip(layout.branches, depth_limit=1), path)
+        return path
+    jets = {k.removeprefix("jet_"): v for k, v in layout.branches.items() if k.startswith("jet_")}
+    rest = {k: v for k, v in layout.branches.items() if not k.startswith("jet_")}
+    grouped = ({"jet": ak.zip(jets)} if layout.jagged else {f"jet_{k}": v for k, v in jets.items()}) | rest
+    with uproot.recreate(path) as handle:
+        handle.mktree("events", {name: values.type.content for name, values in grouped.items()})
+        handle["events"].extend(grouped)
+    return path
+
+
+# --- the round trip and its checks -----------------------------------------------------------------------------------
+@dataclass
+class Trip:
+    """A layout written, compressed and decompressed to a file of its kind; both files as read back."""
+
+    layout: Layout
+    source: Path
+    output: Path
+    original: ak.Array
+    back: ak.Array
+    read: ak.Array  # the compressed file read as arrays (`hpcsweep.open`), nothing written
+
+
+def _read(path: Path) -> ak.Array:
+    return ak.from_parquet(path) if path.suffix == ".parquet" else uproot.open(path)["events"].arrays()
+
+
+@pytest.fixture(scope="module")
+def round_trip(bundle, tmp_path_factory) -> Callable[[int], Trip]:
+    """The round trip of a seed's layout, made once (the checks of a seed, and the one over all seeds, share it)."""
+    done: dict[int, Trip] = {}
+
+    def run(seed: int) -> Trip:
+        if seed not in done:
+            layout = _draw(seed)
+            folder = tmp_path_factory.mktemp(f"seed{seed}")
+            suffix = ".root" if layout.kind == "root" else ".parquet"
+            source = _write(layout, folder / f"jets{suffix}")
+            packed, output = folder / "jets.hpcz", folder / f"back{suffix}"
+            assert (
+                main(["compress", str(source), "--model", str(bundle), "--max-error", f"{100 * layout.bound:g}%", "-o", str(packed)]) == 0
+            )
+            assert main(["decompress", str(packed), "--model", str(bundle), "-o", str(output)]) == 0
+            read = hpcsweep.open(packed, model=bundle).arrays()
+            done[seed] = Trip(layout, source, output, _read(source), _read(output), read)
+        return done[seed]
+
+    return run
+
+
+def _leaves(array: ak.Array) -> tuple[np.ndarray, np.ndarray]:
+    """A branch's values per jet (null rows hold none) in its own type, and where a value is missing."""
+    values = ak.to_numpy(ak.flatten(array) if array.ndim > 1 else array)
+    return np.ma.getdata(values), np.ma.getmaskarray(values)
+
+
+def _values(array: ak.Array) -> np.ndarray:
+    """Every value a branch holds, in its own type (missing ones left out)."""
+    return np.ma.getdata(ak.to_numpy(ak.flatten(array, axis=None)))
+
+
+def _hex(values: np.ndarray) -> list[str]:
+    """Each value with its bits, for messages (NaN payloads differ only there)."""
+    width = values.dtype.itemsize
+    return [f"{v!r}=0x{bytes(reversed(v.tobytes())).hex()}" if width > 1 else repr(v) for v in values][:5]
+
+
+def _same_bits(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Whether each value of `b` has the bits of `a`'s (same type)."""
+    assert a.dtype == b.dtype and a.shape == b.shape, (a.dtype, b.dtype, a.shape, b.shape)
+    width = a.dtype.itemsize
+    return np.all(
+        np.ascontiguousarray(a).view(np.uint8).reshape(-1, width) == np.ascontiguousarray(b).view(np.uint8).reshape(-1, width), axis=1
+    )
+
+
+@dataclass
+class Jets:
+    """The model's values of a file, per variable, as the file holds them (`raw`) and decoded (`back`); where values
+    are missing; which jets the model applies to (coded: the others are stored whole); and per variable the values
+    the coder escapes (stored as they are, in the set's units)."""
+
+    raw: dict[str, np.ndarray]
+    back: dict[str, np.ndarray]
+    missing: dict[str, np.ndarray]
+    coded: np.ndarray
+    escaped: dict[str, np.ndarray]
+
+
+def _jets_of(trip: Trip, varset: VarSet) -> Jets:
+    raw, back, missing, physical = {}, {}, {}, {}
+    for variable in varset.variables:
+        raw[variable.name], missing[variable.name] = _leaves(trip.original[f"jet_{variable.name}"])
+        back[variable.name], lost = _leaves(trip.back[f"jet_{variable.name}"])
+        np.testing.assert_array_equal(lost, missing[variable.name], err_msg=f"{variable.name}: missing values moved")
+        with np.errstate(over="ignore", invalid="ignore"):
+            physical[variable.name] = np.where(missing[variable.name], np.nan, raw[variable.name].astype(np.float64) * variable.unit_scale)
+    denormal = [_denormal(raw[name]) | _denormal(physical[name]) for name in varset.names]
+    coded = np.asarray(varset.selected(physical)) & ~np.any(denormal, axis=0)  # the bound cannot hold a denormal
+    seen = np.unique(_jets(np.random.default_rng(0), 3000)["ntrk"])  # the training file's multiplicities
+    escaped = {}
+    for variable in varset.variables:
+        x = physical[variable.name]
+        if variable.discrete:
+            off = ~np.isin(x, seen)
+        elif variable.residual == "relative":
+            off = x < 0
+        else:
+            off = np.abs(x) > 1e12  # beyond the grid's largest bin (2**40 steps)
+        escaped[variable.name] = coded & off
+    return Jets(raw, back, missing, coded, escaped)
+
+
+def _denormal(values: np.ndarray) -> np.ndarray:
+    if values.dtype.kind != "f":
+        return np.zeros(len(values), bool)
+    with np.errstate(invalid="ignore"):
+        return (np.abs(values) < np.finfo(values.dtype).tiny) & (values != 0)
+
+
+def _varset(bundle: Path) -> VarSet:
+    """The bundle's variable set, as its sweep read it."""
+    return load_varset(bundle.with_name("layouts.yaml"))
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_the_tree_comes_back_with_its_branches_types_jaggedness_and_nulls(round_trip, seed):
+    trip = round_trip(seed)
+    assert trip.back.fields == trip.original.fields
+    if trip.layout.kind == "root":
+        source, output = uproot.open(trip.source)["events"], uproot.open(trip.output)["events"]
+        assert output.keys() == source.keys()
+        assert [output[k].typename for k in output.keys()] == [source[k].typename for k in source.keys()]  # noqa: SIM118
+        counters = [(b.count_branch.name if b.count_branch is not None else None) for b in source.itervalues()]
+        assert [(b.count_branch.name if b.count_branch is not None else None) for b in output.itervalues()] == counters
+    for field in trip.original.fields:
+        a, b = trip.original[field], trip.back[field]
+        assert str(b.type) == str(a.type), f"{field}: {a.type} came back as {b.type}"
+        for axis in range(a.ndim):
+            assert ak.to_list(ak.is_none(b, axis=axis)) == ak.to_list(ak.is_none(a, axis=axis)), f"{field}: nulls at axis {axis}"
+        if a.ndim > 1:
+            assert ak.to_list(ak.num(b)) == ak.to_list(ak.num(a)), f"{field}: jaggedness"
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_every_value_stored_losslessly_comes_back_bit_for_bit(round_trip, bundle, seed):
+    """Branches outside the model; every value of a jet the model does not apply to; zeros and discrete values of the
+    jets it codes."""
+    trip = round_trip(seed)
+    varset = _varset(bundle)
+    model = {f"jet_{name}" for name in varset.names}
+    for field in trip.original.fields:
+        if field in model:
+            continue
+        a, b = _values(trip.original[field]), _values(trip.back[field])
+        same = _same_bits(a, b)
+        assert np.all(same), f"{field}: not bit for bit: {_hex(a[~same])} -> {_hex(b[~same])}"
+    jets = _jets_of(trip, varset)
+    for variable in varset.variables:
+        name, raw, back = variable.name, jets.raw[variable.name], jets.back[variable.name]
+        present = ~jets.missing[name]
+        same = _same_bits(raw, back)
+        whole = ~jets.coded & present
+        assert np.all(same[whole]), f"{name}: jets stored whole differ: {_hex(raw[whole & ~same])} -> {_hex(back[whole & ~same])}"
+        exact = jets.coded if variable.discrete else jets.coded & (raw == 0)
+        assert np.all(same[exact]), f"{name}: exact values differ: {_hex(raw[exact & ~same])} -> {_hex(back[exact & ~same])}"
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_every_coded_value_lies_within_the_bound(round_trip, bundle, seed):
+    trip = round_trip(seed)
+    varset = _varset(bundle)
+    jets = _jets_of(trip, varset)
+    for variable in varset.variables:
+        if variable.discrete:
+            continue
+        name = variable.name
+        x, y = jets.raw[name].astype(np.float64)[jets.coded], jets.back[name].astype(np.float64)[jets.coded]
+        with np.errstate(invalid="ignore", over="ignore"):
+            error = np.abs(y - x)
+        bound = trip.layout.bound
+        allowed = bound * np.abs(x) if variable.residual == "relative" else np.full_like(x, bound / variable.unit_scale)
+        bad = ~(error <= allowed)
+        assert not bad.any(), f"{name}: {int(bad.sum())} values outside the bound: {_hex(x[bad])} -> {_hex(y[bad])}"
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_the_compressed_file_reads_as_what_decompress_writes(round_trip, seed):
+    """`hpcsweep.open(...).arrays()`: the branches decompress writes (its counters aside), the same nulls, jaggedness
+    and bits."""
+    trip = round_trip(seed)
+    counters = [field for field in trip.back.fields if field not in trip.read.fields]
+    assert trip.read.fields == [field for field in trip.back.fields if field not in counters]
+    assert trip.layout.kind == "parquet" and not counters or set(counters) <= {"njet", "ntrack_pt"}
+    for field in trip.read.fields:
+        a, b = trip.back[field], trip.read[field]
+        for axis in range(a.ndim):
+            assert ak.to_list(ak.is_none(b, axis=axis)) == ak.to_list(ak.is_none(a, axis=axis)), f"{field}: nulls at axis {axis}"
+        if a.ndim > 1:
+            assert ak.to_list(ak.num(b)) == ak.to_list(ak.num(a)), f"{field}: jaggedness"
+        assert np.all(_same_bits(_values(a), _values(b))), f"{field}: other bits"
+
+
+def test_a_file_that_stored_whole_jets_as_float64_still_reads(round_trip, bundle):
+    """A file of layout 4 written before whole jets kept their branches' types held them as float64 (a section
+    "lossless"): it reads as before, each value cast back to its branch's type."""
+    from hpcsweep.compress.bundle import load_bundle
+    from hpcsweep.compress.io import model_columns, open_input
+    from hpcsweep.compress.parts import _unzstd, _zstd, assemble, split
+
+    trip = round_trip(1)  # Parquet: jagged jets, nullable lists and leaves
+    loaded = load_bundle(bundle)
+    jets = open_input(trip.source, loaded, None, "compress")
+    arrays, _, _ = next(iter(jets.chunks("16 MB")))
+    header = jets.header(arrays, loaded, trip.layout.bound)
+    coded, sections, n_jets = split(arrays, jets.model, loaded.varset)
+    kept = np.unpackbits(np.frombuffer(_unzstd(sections["kept"]), np.uint8), count=n_jets).astype(bool)
+    assert (~kept).sum() > 3, "jets stored whole"
+    older = {k: v for k, v in sections.items() if k != "whole"} | {"lossless": _zstd(model_columns(arrays, jets.model)[0][~kept].tobytes())}
+    decoded = loaded.compressor.decode(loaded.compressor.encode(coded, trip.layout.bound), trip.layout.bound)
+    now, before = (assemble(decoded, parts, header, loaded.compressor.names, n_jets) for parts in (sections, older))
+    for name in jets.model:
+        assert str(before[name].type) == str(now[name].type)
+        np.testing.assert_array_equal(_values(before[name]), _values(now[name]), err_msg=name)  # NaN payloads aside
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the coder stores its escapes in the set's units (x * unit_scale, as float64): through / unit_scale a value "
+    "of a float64 branch may come back 1 ulp off (-65071.76164585 * 0.001 / 0.001); the fix is the coder's (hpcsweep/codec)",
+)
+def test_the_coders_escapes_come_back_bit_for_bit_through_unit_scale(round_trip, bundle):
+    """A value the coder escapes (a negative scale value not declared positive, an angle off every grid, a
+    multiplicity never seen) is a lossless value: it comes back with the file's own bits, whatever its unit_scale."""
+    assert (UNIT_ESCAPE * 0.001) / 0.001 != UNIT_ESCAPE, "the value every layout holds is one that / unit_scale changes"
+    varset = _varset(bundle)
+    differ = []
+    for seed in SEEDS:
+        jets = _jets_of(round_trip(seed), varset)
+        for name, escaped in jets.escaped.items():
+            same = _same_bits(jets.raw[name], jets.back[name])
+            differ += [(seed, name, x, y) for x, y in zip(jets.raw[name][escaped & ~same], jets.back[name][escaped & ~same], strict=True)]
+    assert not differ, differ
