@@ -25,11 +25,14 @@ import uproot
 
 import hpcsweep
 from hpcsweep.cli import main
+from hpcsweep.compress import apply
+from hpcsweep.compress.bundle import load_bundle
+from hpcsweep.compress.container import read_compressed
 from hpcsweep.data import load_varset
 from hpcsweep.data.varset import VarSet
 
 BOUNDS = (0.01, 0.001)  # the bundle's; a layout draws one
-SEEDS = range(16)
+SEEDS = range(18)
 JETS = 40  # at least, per layout: 16 ordinary, 13 probes, the rest drawn
 
 #: A user's jets in MeV (m, pt, sumet) with an angle, a signed variable cut at the tracker's edge, a multiplicity, and
@@ -116,37 +119,42 @@ def _specials(dtype: type) -> list[float]:
 
 @dataclass
 class Layout:
-    """One drawn file: its kind, whether jets are jagged, and its branches as written."""
+    """One drawn file: its kind, whether jets are jagged, the bound, the chunks it is compressed in (None: one) and its
+    branches as written."""
 
     seed: int
-    kind: str  # "root" or "parquet"
+    kind: str  # "root" (a TTree), "rntuple" or "parquet"
     jagged: bool
     bound: float
+    step: int | str | None
     branches: dict[str, ak.Array]
 
 
 def _draw(seed: int) -> Layout:
-    """A random file of `seed`: both kinds and both jet layouts come up every few seeds; the rest is drawn."""
+    """A random file of `seed`: every kind and both jet layouts come up every few seeds; the rest is drawn. The first
+    jets are ordinary, so that the first chunk passes the check against the training jets."""
     rng = np.random.default_rng(seed)
-    kind, jagged, bound = ("root", "parquet")[seed % 2], seed % 3 != 0, BOUNDS[int(rng.integers(len(BOUNDS)))]
+    kind, jagged, bound = ("root", "parquet", "rntuple")[seed % 3], (seed // 3) % 3 != 0, BOUNDS[int(rng.integers(len(BOUNDS)))]
+    big = kind == "parquet" and seed % 2 == 0  # Parquet is read 1000 rows or more at a time: two chunks
     if jagged:
-        counts = rng.integers(0, 6, rng.integers(8, 16))
-        counts[rng.integers(len(counts))] = 0  # an empty entry
+        counts = rng.integers(0, 6, 1100 if big else rng.integers(8, 16))
         while counts.sum() < JETS:
             counts[rng.integers(len(counts))] += 1
+        counts = np.insert(counts, rng.integers(1, len(counts), 3), 0)  # empty entries
     else:
-        counts = np.ones(rng.integers(JETS, JETS + 12), np.int64)
+        counts = np.ones(1100 if big else rng.integers(JETS, JETS + 12), np.int64)
     n = int(counts.sum())
     jets = _jets(rng, n)
-    order = rng.permutation(n)
-    clean, probes, special = order[:16], order[16:29], order[29:]  # ordinary jets pass the check against training
+    order = 16 + rng.permutation(n - 16)
+    clean, probes, special = np.arange(16), order[:13], order[13:]
+    step = "1 kB" if big else int(np.searchsorted(np.cumsum(counts), 16) + 1) if kind != "parquet" and rng.random() < 0.5 else None
     dtypes = {name: rng.choice([np.float32, np.float64]) for name in FLOATS}
     columns: dict[str, np.ndarray] = {name: jets[name].astype(dtypes[name]) for name in FLOATS}
     for name in FLOATS:
         values = _specials(dtypes[name])
         for jet in rng.choice(special, rng.integers(0, 4), replace=False):
             columns[name][jet] = values[rng.integers(len(values))]
-    columns["ntrk"] = jets["ntrk"].astype(rng.choice([np.int16, np.int32, np.int64, np.float32]))
+    columns["ntrk"] = jets["ntrk"].astype(rng.choice([np.int16, np.uint16, np.int32, np.int64, np.float32]))
     probe = iter(probes)  # one jet each, otherwise ordinary: each probe meets the rule alone
     columns["m"][next(probe)] = -abs(columns["m"][clean[0]])  # a negative mass (stored whole), and a -0.0 mass
     columns["m"][next(probe)] = -0.0
@@ -157,23 +165,24 @@ def _draw(seed: int) -> Layout:
     for fraction in 1 - bound * np.arange(4) / 4:  # near the largest of its type: float32's are coded, never inf
         columns["pt"][next(probe)] = np.finfo(dtypes["pt"]).max * fraction
     columns["ntrk"][next(probe)] = 999  # never seen in training (an escape)
-    columns["ntrk"][next(probe)] = -1 if columns["ntrk"].dtype.kind == "i" else 2.5  # stored whole, or an escape
+    columns["ntrk"][next(probe)] = {"i": -1, "u": 0, "f": 2.5}[columns["ntrk"].dtype.kind]  # stored whole, or escapes
     model = {name: ak.Array(values) for name, values in columns.items()}
     model["label"] = ak.Array(rng.integers(-5, 22, n).astype(np.int32))  # a per-jet branch outside the model
-    nulls = np.zeros(len(counts), bool)
+    nulls, lists = np.zeros(len(counts), bool), "plain"
     if kind == "parquet":
-        for name in rng.choice(FLOATS, rng.integers(0, 3), replace=False):  # nullable leaves, sometimes with no null
+        for name in rng.choice([*FLOATS, "ntrk"], rng.integers(0, 3), replace=False):  # nullable leaves, maybe no null
             missing = np.zeros(n, bool)
             missing[rng.choice(special, rng.integers(0, 3), replace=False)] = True
             model[name] = ak.mask(model[name], ~missing)
-        if jagged and rng.random() < 0.7:  # null rows: entries without a list (no jets), maybe none of them
+        lists = ("null rows", "nullable", "null rows")[(seed // 6) % 3] if jagged else "plain"
+        if lists == "null rows":  # entries without a list (no jets)
             empty = np.flatnonzero(counts == 0)
-            nulls[rng.choice(empty, rng.integers(0, len(empty) + 1), replace=False)] = True
+            nulls[rng.choice(empty, rng.integers(1, len(empty) + 1), replace=False)] = True
     branches = {f"jet_{name}": ak.unflatten(values, counts) if jagged else values for name, values in model.items()}
-    if jagged and kind == "parquet" and (nulls.any() or rng.random() < 0.5):  # option[var * ...], a null row or none
+    if kind == "parquet" and lists != "plain":  # option[var * ...], with null rows or none
         branches = {name: ak.mask(values, ~nulls) for name, values in branches.items()}
     branches |= _others(rng, kind, len(counts))
-    return Layout(seed, kind, jagged, bound, branches)
+    return Layout(seed, kind, jagged, bound, step, branches)
 
 
 def _others(rng: np.random.Generator, kind: str, entries: int) -> dict[str, ak.Array]:
@@ -203,9 +212,14 @@ def _others(rng: np.random.Generator, kind: str, entries: int) -> dict[str, ak.A
 
 
 def _write(layout: Layout, path: Path) -> Path:
-    """The layout as a user's file: a TTree (jet branches grouped under one counter `njet`) or a Parquet table."""
+    """The layout as a user's file: a TTree (jet branches grouped under one counter `njet`), an RNTuple (uproot's
+    default) or a Parquet table."""
     if layout.kind == "parquet":
         ak.to_parquet(ak.zip(layout.branches, depth_limit=1), path)
+        return path
+    if layout.kind == "rntuple":
+        with uproot.recreate(path) as handle:
+            handle["events"] = layout.branches
         return path
     jets = {k.removeprefix("jet_"): v for k, v in layout.branches.items() if k.startswith("jet_")}
     rest = {k: v for k, v in layout.branches.items() if not k.startswith("jet_")}
@@ -214,6 +228,22 @@ def _write(layout: Layout, path: Path) -> Path:
         handle.mktree("events", {name: values.type.content for name, values in grouped.items()})
         handle["events"].extend(grouped)
     return path
+
+
+def test_the_seeds_draw_every_layout():
+    """The seeds cover what the checks are about: each kind of file flat and jagged, chunked files, Parquet's null
+    rows, nullable lists without one and null values, both bounds, integer and float multiplicities."""
+    layouts = [_draw(seed) for seed in SEEDS]
+    assert {(layout.kind, layout.jagged) for layout in layouts} == {(k, j) for k in ("root", "rntuple", "parquet") for j in (False, True)}
+    assert {layout.kind for layout in layouts if layout.step is not None} == {"root", "rntuple", "parquet"}
+    assert {layout.bound for layout in layouts} == set(BOUNDS)
+    types = [str(branch.type.content) for layout in layouts for branch in layout.branches.values()]
+    assert any("?" in t for t in types if "var" not in t) and any("var * ?" in t for t in types), "null values, flat and jagged"
+    lists = [layout.branches["jet_m"] for layout in layouts if layout.kind == "parquet" and layout.jagged]
+    assert any(ak.any(ak.is_none(m)) for m in lists), "null rows"
+    assert any(str(m.type.content).startswith("option[") and not ak.any(ak.is_none(m)) for m in lists), "lists that may be null, not"
+    ntrk = {str(layout.branches["jet_ntrk"].type.content).split()[-1] for layout in layouts}
+    assert {"int16", "uint16", "int64", "float32"} <= ntrk
 
 
 # --- the round trip and its checks -----------------------------------------------------------------------------------
@@ -242,13 +272,18 @@ def round_trip(bundle, tmp_path_factory) -> Callable[[int], Trip]:
         if seed not in done:
             layout = _draw(seed)
             folder = tmp_path_factory.mktemp(f"seed{seed}")
-            suffix = ".root" if layout.kind == "root" else ".parquet"
+            suffix = ".parquet" if layout.kind == "parquet" else ".root"
             source = _write(layout, folder / f"jets{suffix}")
             packed, output = folder / "jets.hpcz", folder / f"back{suffix}"
-            assert (
-                main(["compress", str(source), "--model", str(bundle), "--max-error", f"{100 * layout.bound:g}%", "-o", str(packed)]) == 0
-            )
-            assert main(["decompress", str(packed), "--model", str(bundle), "-o", str(output)]) == 0
+            if layout.step is None:  # the command, one chunk
+                bound = f"{100 * layout.bound:g}%"
+                assert main(["compress", str(source), "--model", str(bundle), "--max-error", bound, "-o", str(packed)]) == 0
+                assert main(["decompress", str(packed), "--model", str(bundle), "-o", str(output)]) == 0
+            else:
+                loaded = load_bundle(bundle)
+                apply.compress_file(source, loaded, layout.bound, packed, step_size=layout.step, progress=False)  # type: ignore[arg-type]
+                assert len(list(read_compressed(packed)[1])) > 1, "chunks"
+                apply.decompress_file(packed, loaded, output, progress=False)
             read = hpcsweep.open(packed, model=bundle).arrays()
             done[seed] = Trip(layout, source, output, _read(source), _read(output), read)
         return done[seed]
@@ -333,8 +368,15 @@ def _varset(bundle: Path) -> VarSet:
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_the_tree_comes_back_with_its_branches_types_jaggedness_and_nulls(round_trip, seed):
+    """The same branches in the same order (an RNTuple comes back as a TTree: its jagged fields gain counters), the
+    same types, entries per list and missing values; a TTree's branches have the same ROOT types and counters."""
     trip = round_trip(seed)
-    assert trip.back.fields == trip.original.fields
+    if trip.layout.kind == "rntuple":
+        output = uproot.open(trip.output)["events"]
+        added = [b.count_branch.name for b in output.itervalues() if b.count_branch is not None]
+        assert [field for field in trip.back.fields if field not in added] == trip.original.fields
+    else:
+        assert trip.back.fields == trip.original.fields
     if trip.layout.kind == "root":
         source, output = uproot.open(trip.source)["events"], uproot.open(trip.output)["events"]
         assert output.keys() == source.keys()
@@ -399,7 +441,7 @@ def test_the_compressed_file_reads_as_what_decompress_writes(round_trip, seed):
     trip = round_trip(seed)
     counters = [field for field in trip.back.fields if field not in trip.read.fields]
     assert trip.read.fields == [field for field in trip.back.fields if field not in counters]
-    assert trip.layout.kind == "parquet" and not counters or set(counters) <= {"njet", "ntrack_pt"}
+    assert trip.layout.kind == "parquet" and not counters or all(c.startswith("n") for c in counters)
     for field in trip.read.fields:
         a, b = trip.back[field], trip.read[field]
         for axis in range(a.ndim):
@@ -430,6 +472,17 @@ def test_a_file_that_stored_whole_jets_as_float64_still_reads(round_trip, bundle
     for name in jets.model:
         assert str(before[name].type) == str(now[name].type)
         np.testing.assert_array_equal(_values(before[name]), _values(now[name]), err_msg=name)  # NaN payloads aside
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the check against the training jets (hpcsweep/data/profile.py, called by compress.io.open_input) judges the "
+    "first chunk's quantiles however few its jets: one ordinary jet is 'constant where the training jets vary' and refused",
+)
+def test_a_file_of_one_jet_compresses(bundle, tmp_path):
+    source = tmp_path / "one.parquet"
+    ak.to_parquet(ak.zip({f"jet_{k}": v for k, v in _jets(np.random.default_rng(1), 1).items()}), source)
+    assert main(["compress", str(source), "--model", str(bundle), "-o", str(tmp_path / "one.hpcz")]) == 0
 
 
 @pytest.mark.xfail(
