@@ -54,7 +54,7 @@ class Input:
         branches = []
         for name in arrays.fields:
             array = arrays[name]
-            jagged = array.ndim > 1
+            jagged = _jagged(array)
             entry = {
                 "name": name,
                 "dtype": _leaf_dtype(array),
@@ -157,6 +157,18 @@ def unflattened(column: ak.Array, counts: np.ndarray, entries_optional: bool = F
     absent = counts < 0
     out = ak.unflatten(column, np.where(absent, 0, counts))
     return ak.mask(out, ~absent) if entries_optional or absent.any() else out
+
+
+def _jagged(array: ak.Array) -> bool:
+    """Whether a branch holds lists of varying length per entry (a TTree writes them with a counter). A fixed-size array
+    (a TTree's float[3], Parquet's fixed_size_list) is not: it goes back as one branch of its own type, no counter
+    (grouped with a counter, uproot cannot write it)."""
+    import awkward as ak
+
+    content = array.type.content
+    if isinstance(content, ak.types.OptionType):
+        content = content.content
+    return array.ndim > 1 and not isinstance(content, ak.types.RegularType)
 
 
 def _optional(array: ak.Array) -> bool:

@@ -187,7 +187,8 @@ def _draw(seed: int) -> Layout:
 
 def _others(rng: np.random.Generator, kind: str, entries: int) -> dict[str, ak.Array]:
     """Branches outside the model: an event number, a float64 weight and a jagged float32 track list with special
-    values, a flag, a small integer; in Parquet a nullable float and a nullable list too."""
+    values, a flag, a small integer, a fixed-size array; in Parquet a nullable float, a nullable list, strings and
+    records too."""
     weight = rng.normal(1, 0.1, entries)
     weight[rng.integers(entries)] = _specials(np.float64)[rng.integers(14)]
     tracks = rng.exponential(2000, int(rng.integers(0, 6, entries).sum() + 3)).astype(np.float32)
@@ -202,8 +203,11 @@ def _others(rng: np.random.Generator, kind: str, entries: int) -> dict[str, ak.A
         "track_pt": ak.unflatten(tracks, track_counts),
         "flag": ak.Array(rng.random(entries) < 0.5),
         "bunch": ak.Array(rng.integers(0, 3564, entries).astype(np.int16)),
+        "beamspot": ak.to_regular(ak.Array(rng.normal(0, 0.01, (entries, 3)).astype(np.float32)), axis=1),  # float[3]
     }
     if kind == "parquet":
+        others["stream"] = ak.Array(rng.choice(["physics_Main", "express", ""], entries).tolist())
+        others["vertex"] = ak.zip({"z": rng.normal(0, 40, entries), "ntrk": rng.integers(0, 80, entries).astype(np.int32)})
         pileup = rng.normal(40, 5, entries).astype(np.float32)
         others["pileup"] = ak.mask(ak.Array(pileup), rng.random(entries) < 0.8)
         d0 = ak.unflatten(rng.normal(0, 0.05, 2 * entries), np.full(entries, 2))
@@ -300,6 +304,20 @@ def _leaves(array: ak.Array) -> tuple[np.ndarray, np.ndarray]:
 def _values(array: ak.Array) -> np.ndarray:
     """Every value a branch holds, in its own type (missing ones left out)."""
     return np.ma.getdata(ak.to_numpy(ak.flatten(array, axis=None)))
+
+
+def _assert_same_bits(a: ak.Array, b: ak.Array, name: str) -> None:
+    """Every value of `b` has the bits of `a`'s: numbers compared bit for bit, records field by field, strings."""
+    if a.fields:
+        assert b.fields == a.fields, name
+        for field in a.fields:
+            _assert_same_bits(a[field], b[field], f"{name}.{field}")
+    elif "string" in str(a.type):
+        assert ak.to_list(b) == ak.to_list(a), name
+    else:
+        x, y = _values(a), _values(b)
+        same = _same_bits(x, y)
+        assert np.all(same), f"{name}: not bit for bit: {_hex(x[~same])} -> {_hex(y[~same])}"
 
 
 def _hex(values: np.ndarray) -> list[str]:
@@ -402,9 +420,7 @@ def test_every_value_stored_losslessly_comes_back_bit_for_bit(round_trip, bundle
     for field in trip.original.fields:
         if field in model:
             continue
-        a, b = _values(trip.original[field]), _values(trip.back[field])
-        same = _same_bits(a, b)
-        assert np.all(same), f"{field}: not bit for bit: {_hex(a[~same])} -> {_hex(b[~same])}"
+        _assert_same_bits(trip.original[field], trip.back[field], field)
     jets = _jets_of(trip, varset)
     for variable in varset.variables:
         name, raw, back = variable.name, jets.raw[variable.name], jets.back[variable.name]
@@ -448,7 +464,7 @@ def test_the_compressed_file_reads_as_what_decompress_writes(round_trip, seed):
             assert ak.to_list(ak.is_none(b, axis=axis)) == ak.to_list(ak.is_none(a, axis=axis)), f"{field}: nulls at axis {axis}"
         if a.ndim > 1:
             assert ak.to_list(ak.num(b)) == ak.to_list(ak.num(a)), f"{field}: jaggedness"
-        assert np.all(_same_bits(_values(a), _values(b))), f"{field}: other bits"
+        _assert_same_bits(a, b, field)
 
 
 def test_a_file_that_stored_whole_jets_as_float64_still_reads(round_trip, bundle):
