@@ -35,7 +35,7 @@ def split(arrays: ak.Array, model: dict[str, Variable], varset: VarSet) -> tuple
     raw, counts, missing = model_columns(arrays, model)
     physical, kept = in_set_units(raw, model, varset)
     own = _own_values(arrays, model)
-    kept &= ~(np.column_stack([_subnormal(column) for column in own]) | _subnormal(physical)).any(axis=1)
+    kept &= ~(np.column_stack([_uncodable(column) for column in own]) | _uncodable(physical)).any(axis=1)
     whole = b"".join(column[~kept].astype(column.dtype.newbyteorder("<")).tobytes() for column in own)
     sections = {"kept": _zstd(np.packbits(kept).tobytes()), "whole": _zstd(whole)}
     negative_zeros = (raw[kept] == 0) & np.signbit(raw[kept])
@@ -63,11 +63,13 @@ def _own_values(arrays: ak.Array, model: dict[str, Variable]) -> list[np.ndarray
     return columns
 
 
-def _subnormal(values: np.ndarray) -> np.ndarray:
-    """Where a float is a denormal of its type (a column's jets, or jets x variables), in the file's type or in the
-    set's units: a jet with one is stored whole. A relative bound cannot hold it: its few bits round a decoded value
-    by more than the bound (float32 1e-44 has 7 steps), and its conversion to the set's units may underflow to 0
-    (5e-324 MeV in GeV, which then decodes as an exact zero)."""
+def _uncodable(values: np.ndarray) -> np.ndarray:
+    """Where a value cannot be coded as the file holds it (a column's jets in their own type, or jets x variables in
+    the set's units): a jet with one is stored whole. A denormal float (its few bits round a decoded value by more
+    than the bound: float32 1e-44 has 7 steps; 5e-324 MeV is 0 in GeV, which would decode as an exact zero), and an
+    integer beyond 2**53, which the coder's float64 rounds (2**53 + 1 came back 2**53)."""
+    if values.dtype.kind in "iu":
+        return (values > 2**53) | (values < -(2**53))  # in integers: 2**53 + 1 is 2**53 as a float
     if values.dtype.kind != "f":
         return np.zeros(values.shape, bool)
     with np.errstate(invalid="ignore"):

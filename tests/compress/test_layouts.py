@@ -166,6 +166,8 @@ def _draw(seed: int) -> Layout:
         columns["pt"][next(probe)] = np.finfo(dtypes["pt"]).max * fraction
     columns["ntrk"][next(probe)] = 999  # never seen in training (an escape)
     columns["ntrk"][next(probe)] = {"i": -1, "u": 0, "f": 2.5}[columns["ntrk"].dtype.kind]  # stored whole, or escapes
+    if columns["ntrk"].dtype == np.int64:
+        columns["ntrk"][next(probe)] = 2**53 + 1  # which float64 cannot hold
     model = {name: ak.Array(values) for name, values in columns.items()}
     model["label"] = ak.Array(rng.integers(-5, 22, n).astype(np.int32))  # a per-jet branch outside the model
     nulls, lists = np.zeros(len(counts), bool), "plain"
@@ -356,8 +358,8 @@ def _jets_of(trip: Trip, varset: VarSet) -> Jets:
         np.testing.assert_array_equal(lost, missing[variable.name], err_msg=f"{variable.name}: missing values moved")
         with np.errstate(over="ignore", invalid="ignore"):
             physical[variable.name] = np.where(missing[variable.name], np.nan, raw[variable.name].astype(np.float64) * variable.unit_scale)
-    denormal = [_denormal(raw[name]) | _denormal(physical[name]) for name in varset.names]
-    coded = np.asarray(varset.selected(physical)) & ~np.any(denormal, axis=0)  # the bound cannot hold a denormal
+    uncodable = [_uncodable(raw[name]) | _uncodable(physical[name]) for name in varset.names]
+    coded = np.asarray(varset.selected(physical)) & ~np.any(uncodable, axis=0)
     seen = np.unique(_jets(np.random.default_rng(0), 3000)["ntrk"])  # the training file's multiplicities
     escaped = {}
     for variable in varset.variables:
@@ -372,7 +374,10 @@ def _jets_of(trip: Trip, varset: VarSet) -> Jets:
     return Jets(raw, back, missing, coded, escaped)
 
 
-def _denormal(values: np.ndarray) -> np.ndarray:
+def _uncodable(values: np.ndarray) -> np.ndarray:
+    """Denormals, and integers float64 cannot hold: stored whole (docs/compression.md, "The bound")."""
+    if values.dtype.kind in "iu":
+        return (values > 2**53) | (values < -(2**53))  # in integers: 2**53 + 1 is 2**53 as a float
     if values.dtype.kind != "f":
         return np.zeros(len(values), bool)
     with np.errstate(invalid="ignore"):
