@@ -106,7 +106,9 @@ def assemble(
                 np.unpackbits(np.frombuffer(_unzstd(stored), np.uint8), count=n_jets).astype(bool) if stored else np.zeros(n_jets, bool)
             )
             column = ak.mask(column, ~missing)
-        out[branch["name"]] = unflattened(column, counts, branch.get("absent", False)) if counts is not None else column
+        if counts is not None:
+            column = unflattened(column, counts, branch.get("absent", False), branch.get("size"))
+        out[branch["name"]] = column
     return out
 
 

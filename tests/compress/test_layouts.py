@@ -119,24 +119,27 @@ def _specials(dtype: type) -> list[float]:
 
 @dataclass
 class Layout:
-    """One drawn file: its kind, whether jets are jagged, the bound, the chunks it is compressed in (None: one) and its
+    """One drawn file: its kind, how jets are laid out, the bound, the chunks it is compressed in (None: one) and its
     branches as written."""
 
     seed: int
     kind: str  # "root" (a TTree), "rntuple" or "parquet"
-    jagged: bool
+    jets: str  # "flat" (one an entry), "jagged" (lists) or "fixed" (arrays of three)
     bound: float
     step: int | str | None
     branches: dict[str, ak.Array]
 
 
 def _draw(seed: int) -> Layout:
-    """A random file of `seed`: every kind and both jet layouts come up every few seeds; the rest is drawn. The first
-    jets are ordinary, so that the first chunk passes the check against the training jets."""
+    """A random file of `seed`: every kind and jet layout come up every few seeds; the rest is drawn. The first jets
+    are ordinary, so that the first chunk passes the check against the training jets."""
     rng = np.random.default_rng(seed)
-    kind, jagged, bound = ("root", "parquet", "rntuple")[seed % 3], (seed // 3) % 3 != 0, BOUNDS[int(rng.integers(len(BOUNDS)))]
+    kind, layout = ("root", "parquet", "rntuple")[seed % 3], ("flat", "jagged", "fixed", "jagged")[(seed // 3) % 4]
+    bound, jagged = BOUNDS[int(rng.integers(len(BOUNDS)))], layout == "jagged"
     big = kind == "parquet" and seed % 2 == 0  # Parquet is read 1000 rows or more at a time: two chunks
-    if jagged:
+    if layout == "fixed":  # three jets an entry (a TTree's float[3])
+        counts = np.full(rng.integers(JETS // 3, JETS // 3 + 5), 3)
+    elif jagged:
         counts = rng.integers(0, 6, 1100 if big else rng.integers(8, 16))
         while counts.sum() < JETS:
             counts[rng.integers(len(counts))] += 1
@@ -178,15 +181,17 @@ def _draw(seed: int) -> Layout:
             missing = np.zeros(n, bool)
             missing[rng.choice(special, rng.integers(0, 3), replace=False)] = True
             model[name] = ak.mask(model[name], ~missing)
-        lists = ("null rows", "nullable", "null rows")[(seed // 6) % 3] if jagged else "plain"
-        if lists == "null rows":  # entries without a list (no jets)
-            empty = np.flatnonzero(counts == 0)
-            nulls[rng.choice(empty, rng.integers(1, len(empty) + 1), replace=False)] = True
-    branches = {f"jet_{name}": ak.unflatten(values, counts) if jagged else values for name, values in model.items()}
+        lists = "plain" if layout == "flat" else "nullable" if seed % 9 == 1 else "null rows"
+        if lists == "null rows":  # entries without a list (no jets; a fixed-size one hides its three)
+            empty = np.flatnonzero(counts == 0) if jagged else np.arange(8, len(counts))
+            nulls[rng.choice(empty, rng.integers(1, min(len(empty), 4) + 1), replace=False)] = True
+    branches = {f"jet_{name}": ak.unflatten(values, counts) if layout != "flat" else values for name, values in model.items()}
+    if layout == "fixed":
+        branches = {name: ak.to_regular(values, axis=1) for name, values in branches.items()}
     if kind == "parquet" and lists != "plain":  # option[var * ...], with null rows or none
         branches = {name: ak.mask(values, ~nulls) for name, values in branches.items()}
     branches |= _others(rng, kind, len(counts))
-    return Layout(seed, kind, jagged, bound, step, branches)
+    return Layout(seed, kind, layout, bound, step, branches)
 
 
 def _others(rng: np.random.Generator, kind: str, entries: int) -> dict[str, ak.Array]:
@@ -231,7 +236,7 @@ def _write(layout: Layout, path: Path) -> Path:
         return path
     jets = {k.removeprefix("jet_"): v for k, v in layout.branches.items() if k.startswith("jet_")}
     rest = {k: v for k, v in layout.branches.items() if not k.startswith("jet_")}
-    grouped = ({"jet": ak.zip(jets)} if layout.jagged else {f"jet_{k}": v for k, v in jets.items()}) | rest
+    grouped = ({"jet": ak.zip(jets)} if layout.jets == "jagged" else {f"jet_{k}": v for k, v in jets.items()}) | rest
     with uproot.recreate(path) as handle:
         handle.mktree("events", {name: values.type.content for name, values in grouped.items()})
         handle["events"].extend(grouped)
@@ -242,13 +247,15 @@ def test_the_seeds_draw_every_layout():
     """The seeds cover what the checks are about: each kind of file flat and jagged, chunked files, Parquet's null
     rows, nullable lists without one and null values, both bounds, integer and float multiplicities."""
     layouts = [_draw(seed) for seed in SEEDS]
-    assert {(layout.kind, layout.jagged) for layout in layouts} == {(k, j) for k in ("root", "rntuple", "parquet") for j in (False, True)}
+    kinds = ("root", "rntuple", "parquet")
+    assert {(layout.kind, layout.jets) for layout in layouts} == {(k, j) for k in kinds for j in ("flat", "jagged", "fixed")}
     assert {layout.kind for layout in layouts if layout.step is not None} == {"root", "rntuple", "parquet"}
     assert {layout.bound for layout in layouts} == set(BOUNDS)
     types = [str(branch.type.content) for layout in layouts for branch in layout.branches.values()]
     assert any("?" in t for t in types if "var" not in t) and any("var * ?" in t for t in types), "null values, flat and jagged"
-    lists = [layout.branches["jet_m"] for layout in layouts if layout.kind == "parquet" and layout.jagged]
-    assert any(ak.any(ak.is_none(m)) for m in lists), "null rows"
+    lists = [layout.branches["jet_m"] for layout in layouts if layout.kind == "parquet" and layout.jets != "flat"]
+    assert any("var" in str(m.type) and ak.any(ak.is_none(m)) for m in lists), "null rows"
+    assert any("3 *" in str(m.type) and ak.any(ak.is_none(m)) for m in lists), "null rows of fixed-size arrays"
     assert any(str(m.type.content).startswith("option[") and not ak.any(ak.is_none(m)) for m in lists), "lists that may be null, not"
     ntrk = {str(layout.branches["jet_ntrk"].type.content).split()[-1] for layout in layouts}
     assert {"int16", "uint16", "int64", "float32"} <= ntrk
@@ -291,7 +298,7 @@ def round_trip(bundle, tmp_path_factory) -> Callable[[int], Trip]:
                 loaded = load_bundle(bundle)
                 apply.compress_file(source, loaded, layout.bound, packed, step_size=layout.step, progress=False)  # type: ignore[arg-type]
                 chunks = list(read_compressed(packed)[1])
-                assert len(chunks) > 1 and (layout.kind == "parquet" or not layout.jagged or chunks[-1].jets == 0), "chunks"
+                assert len(chunks) > 1 and (layout.kind == "parquet" or layout.jets != "jagged" or chunks[-1].jets == 0), "chunks"
                 apply.decompress_file(packed, loaded, output, progress=False)
             read = hpcsweep.open(packed, model=bundle).arrays()
             done[seed] = Trip(layout, source, output, _read(source), _read(output), read)
@@ -482,7 +489,7 @@ def test_a_file_that_stored_whole_jets_as_float64_still_reads(round_trip, bundle
     from hpcsweep.compress.io import model_columns, open_input
     from hpcsweep.compress.parts import _unzstd, _zstd, assemble, split
 
-    trip = round_trip(1)  # Parquet: jagged jets, nullable lists and leaves
+    trip = round_trip(4)  # Parquet: jagged jets, null rows
     loaded = load_bundle(bundle)
     jets = open_input(trip.source, loaded, None, "compress")
     arrays, _, _ = next(iter(jets.chunks("16 MB")))
