@@ -1,15 +1,18 @@
 """Every awkward layout a user's file may have, compressed and given back: seeded random layouts, each value checked.
 
-Each seed draws a file shaped like a user's (ROOT TTree or Parquet; energies in MeV as ATLAS writes them, read by
-a variable set whose unit_scale is 0.001): flat or jagged jets, empty entries, float32, float64 and integer branches,
-nullable leaves (`?float64`) and nullable lists (`option[var * ...]`, Parquet's null rows), and values a model
-never saw: NaN (payloads included), +-inf, negative values of positive variables, exact zeros (+-0.0), denormals,
-huge values, discrete values never seen, angles off every grid; beside them branches outside the model (a jagged
-track list, an event weight, an event number, a flag). Compressed with a bundle of the learned coder alone and
-decompressed, the file must come back with the same tree (names, types, jaggedness, where values are missing), every
-value that is stored losslessly bit for bit (every branch outside the model; every value of a jet the model does not
-apply to; zeros; discrete values), and every other model value within the bound as the docs write it: relative for
-scale variables, absolute for angles and signed ones (docs/compression.md, "The bound").
+Each seed draws a file shaped like a user's (a ROOT TTree or RNTuple, or Parquet; energies in MeV as ATLAS writes
+them, read by a variable set whose unit_scale is 0.001): flat jets, jagged ones (empty entries included) or fixed-size
+arrays of them; float32, float64 and (unsigned) integer branches; nullable leaves (`?float64`) and nullable lists
+(`option[var * ...]`, Parquet's null rows); in one chunk or several (a last chunk with no jet); at 1 % or 0.1 %; and
+values a model never saw: NaN (payloads, signalling and negative ones included), +-inf, negative values of positive
+variables, exact zeros (+-0.0), denormals, huge values (the largest float32), integers beyond 2**53, discrete values
+never seen, angles off every grid. Beside them, branches outside the model: a per-jet label, a jagged track list and
+a float64 weight with special values, an event number, a flag, a float[3], and in Parquet nullable columns, strings
+and records. Compressed with a bundle of the learned coder alone and decompressed, the file must come back with the
+same tree (names, types, jaggedness, where values are missing), every value stored losslessly bit for bit (every
+branch outside the model; every value of a jet the model does not apply to or cannot code; zeros; discrete values),
+and every other model value within the bound as the docs write it: relative for scale variables, absolute for angles
+and signed ones (docs/compression.md, "The bound"). `hpcsweep.open` reads the compressed file as decompress writes it.
 """
 
 from __future__ import annotations
@@ -160,6 +163,9 @@ def _draw(seed: int) -> Layout:
         for jet in rng.choice(special, rng.integers(0, 4), replace=False):
             columns[name][jet] = values[rng.integers(len(values))]
     columns["ntrk"] = jets["ntrk"].astype(rng.choice([np.int16, np.uint16, np.int32, np.int64, np.float32]))
+    if columns["ntrk"].dtype == np.float32:  # a float multiplicity takes the specials too
+        for jet in rng.choice(special, rng.integers(0, 4), replace=False):
+            columns["ntrk"][jet] = _specials(np.float32)[rng.integers(len(_specials(np.float32)))]
     probe = iter(probes)  # one jet each, otherwise ordinary: each probe meets the rule alone
     columns["m"][next(probe)] = -abs(columns["m"][clean[0]])  # a negative mass (stored whole), and a -0.0 mass
     columns["m"][next(probe)] = -0.0
@@ -199,7 +205,7 @@ def _others(rng: np.random.Generator, kind: str, entries: int) -> dict[str, ak.A
     values, a flag, a small integer, a fixed-size array; in Parquet a nullable float, a nullable list, strings and
     records too."""
     weight = rng.normal(1, 0.1, entries)
-    weight[rng.integers(entries)] = _specials(np.float64)[rng.integers(14)]
+    weight[rng.integers(entries)] = _specials(np.float64)[rng.integers(len(_specials(np.float64)))]
     tracks = rng.exponential(2000, int(rng.integers(0, 6, entries).sum() + 3)).astype(np.float32)
     specials = _specials(np.float32)
     for track in rng.choice(len(tracks), 3, replace=False):  # one at a time: an array of them would be float64, quiet NaNs
