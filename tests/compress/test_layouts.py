@@ -31,6 +31,7 @@ from hpcsweep.cli import main
 from hpcsweep.compress import apply
 from hpcsweep.compress.bundle import load_bundle
 from hpcsweep.compress.container import read_compressed
+from hpcsweep.compress.parts import _unzstd
 from hpcsweep.data import load_varset
 from hpcsweep.data.varset import VarSet
 
@@ -274,6 +275,7 @@ class Trip:
 
     layout: Layout
     source: Path
+    packed: Path
     output: Path
     original: ak.Array
     back: ak.Array
@@ -302,12 +304,12 @@ def round_trip(bundle, tmp_path_factory) -> Callable[[int], Trip]:
                 assert main(["decompress", str(packed), "--model", str(bundle), "-o", str(output)]) == 0
             else:
                 loaded = load_bundle(bundle)
-                apply.compress_file(source, loaded, layout.bound, packed, step_size=layout.step, progress=False)  # type: ignore[arg-type]
+                apply.compress_file(source, loaded, layout.bound, packed, step_size=layout.step, progress=False)
                 chunks = list(read_compressed(packed)[1])
                 assert len(chunks) > 1 and (layout.kind == "parquet" or layout.jets != "jagged" or chunks[-1].jets == 0), "chunks"
                 apply.decompress_file(packed, loaded, output, progress=False)
             read = hpcsweep.open(packed, model=bundle).arrays()
-            done[seed] = Trip(layout, source, output, _read(source), _read(output), read)
+            done[seed] = Trip(layout, source, packed, output, _read(source), _read(output), read)
         return done[seed]
 
     return run
@@ -443,6 +445,10 @@ def test_every_value_stored_losslessly_comes_back_bit_for_bit(round_trip, bundle
             continue
         _assert_same_bits(trip.original[field], trip.back[field], field)
     jets = _jets_of(trip, varset)
+    coded = np.concatenate(
+        [np.unpackbits(np.frombuffer(_unzstd(c.sections["kept"]), np.uint8), count=c.jets) for c in read_compressed(trip.packed)[1]]
+    )
+    np.testing.assert_array_equal(coded.astype(bool), jets.coded, err_msg="the jets coded are those the docs' rule codes")
     for variable in varset.variables:
         name, raw, back = variable.name, jets.raw[variable.name], jets.back[variable.name]
         present = ~jets.missing[name]
@@ -493,7 +499,7 @@ def test_a_file_that_stored_whole_jets_as_float64_still_reads(round_trip, bundle
     "lossless"): it reads as before, each value cast back to its branch's type."""
     from hpcsweep.compress.bundle import load_bundle
     from hpcsweep.compress.io import model_columns, open_input
-    from hpcsweep.compress.parts import _unzstd, _zstd, assemble, split
+    from hpcsweep.compress.parts import _zstd, assemble, split
 
     trip = round_trip(4)  # Parquet: jagged jets, null rows
     loaded = load_bundle(bundle)
