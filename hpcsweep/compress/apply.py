@@ -105,7 +105,7 @@ def compress_file(
     summary.seconds = time.perf_counter() - started
     if summary.lossless_jets:
         summary.notes.append(
-            f"{summary.lossless_jets:,} jets the model does not apply to (outside the cuts, not finite, or a negative value of a positive variable) stored losslessly"
+            f"{summary.lossless_jets:,} jets the model does not apply to (outside the cuts, not finite, a negative value of a positive variable; or a denormal, or an integer beyond 2**53) stored losslessly"
         )
     return summary
 

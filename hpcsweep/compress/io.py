@@ -54,14 +54,15 @@ class Input:
         branches = []
         for name in arrays.fields:
             array = arrays[name]
-            jagged = array.ndim > 1
+            jagged = _jagged(array)
             entry = {
                 "name": name,
                 "dtype": _leaf_dtype(array),
                 "jagged": jagged,
                 "counter": self.counters.get(name) if jagged else None,
                 "optional": _optional(array),
-                "absent": jagged and _entries_optional(array),
+                "absent": array.ndim > 1 and _entries_optional(array),
+                "size": _fixed_size(array),
             }
             if name in self.model:
                 entry["variable"] = self.model[name].name
@@ -149,14 +150,37 @@ def _jets_per_entry(array: ak.Array) -> np.ndarray:
     return ak.to_numpy(ak.fill_none(ak.num(array), -1)).astype(np.int64)
 
 
-def unflattened(column: ak.Array, counts: np.ndarray, entries_optional: bool = False) -> ak.Array:
+def unflattened(column: ak.Array, counts: np.ndarray, entries_optional: bool = False, size: int | None = None) -> ak.Array:
     """Per-jet values back in their entries (`counts` as `model_columns` gives them); an entry counted -1 comes back
-    missing, and `entries_optional` keeps the branch's type one whose entries may be missing, in every chunk."""
+    missing, and `entries_optional` keeps the branch's type one whose entries may be missing, in every chunk. With a
+    `size`, the jets were a fixed-size array (float[3]): they come back as one (a missing entry padded, then masked)."""
     import awkward as ak
 
     absent = counts < 0
     out = ak.unflatten(column, np.where(absent, 0, counts))
+    if size is not None:
+        padded = ak.pad_none(out, size, axis=1, clip=True)  # regular; every value optional
+        leaf = ak.to_numpy(ak.drop_none(column)).dtype
+        out = padded if _optional(column) else ak.fill_none(padded, np.zeros((), leaf)[()], axis=-1)
     return ak.mask(out, ~absent) if entries_optional or absent.any() else out
+
+
+def _jagged(array: ak.Array) -> bool:
+    """Whether a branch holds lists of varying length per entry (a TTree writes them with a counter). A fixed-size array
+    (a TTree's float[3], Parquet's fixed_size_list) is not: it goes back as one branch of its own type, no counter
+    (grouped with a counter, uproot cannot write it)."""
+
+    return array.ndim > 1 and _fixed_size(array) is None
+
+
+def _fixed_size(array: ak.Array) -> int | None:
+    """The size of a branch's fixed-size arrays (a TTree's float[3]), None for any other branch."""
+    import awkward as ak
+
+    content = array.type.content
+    if isinstance(content, ak.types.OptionType):
+        content = content.content
+    return content.size if isinstance(content, ak.types.RegularType) else None
 
 
 def _optional(array: ak.Array) -> bool:

@@ -46,12 +46,13 @@ def score_file(
             if writer is None:
                 header = _with_score(jets.header(arrays, bundle, 0.0))
                 writer = writer_for(output)(tmp, header)
-                entries_optional = next(b for b in header["branches"] if "variable" in b)["absent"]  # in every chunk
+                first = next(b for b in header["branches"] if "variable" in b)
+                entries_optional, size = first["absent"], first["size"]  # in every chunk
             raw, counts, _ = model_columns(arrays, jets.model)
             physical, kept = in_set_units(raw, jets.model, varset)
             scores = np.full(len(raw), np.nan, dtype=np.float32)
             scores[kept] = score(physical[kept])
-            column = unflattened(ak.Array(scores), counts, entries_optional) if counts is not None else ak.Array(scores)
+            column = unflattened(ak.Array(scores), counts, entries_optional, size) if counts is not None else ak.Array(scores)
             writer.write({name: arrays[name] for name in arrays.fields} | {SCORE: column})
             summary.entries += stop - start
             summary.jets += len(raw)
@@ -71,7 +72,9 @@ def _with_score(header: dict[str, Any]) -> dict[str, Any]:
     (a flat file's jets are given a counter, n<first model branch>, so that uproot groups the two)."""
     jets = next(b for b in header["branches"] if "variable" in b)
     jets["counter"] = jets["counter"] or f"n{jets['name']}"
-    header["branches"].append({"name": SCORE, "dtype": "float32", "jagged": jets["jagged"], "counter": jets["counter"], "optional": False})
+    header["branches"].append(
+        {"name": SCORE, "dtype": "float32", "jagged": jets["jagged"], "counter": jets["counter"], "optional": False, "size": jets["size"]}
+    )
     return header
 
 

@@ -388,7 +388,20 @@ def test_every_chunk_holds_the_sections_the_page_lists(compressed):
     for path in compressed:
         for chunk in read_file(path).chunks:
             names = {re.sub(r"^missing/.*", "missing/<name>", name) for name in chunk.sections}
-            assert names <= set(documented) and {"kept", "lossless", "model"} <= names, names
+            assert names <= set(documented) and {"kept", "whole", "model"} <= names, names
+
+
+def whole_jets(chunk: Chunk, header: dict, columns: list[str]) -> dict[str, np.ndarray]:
+    """The `whole` section: per model branch in column order, the jets stored whole in the branch's own dtype."""
+    branches = {b["variable"]: b for b in header["branches"] if "variable" in b}
+    n = int((~bits(chunk.sections["kept"], chunk.jets)).sum())
+    data, at, out = unzstd(chunk.sections["whole"]), 0, {}
+    for name in columns:
+        kind = np.dtype(branches[name]["dtype"]).newbyteorder("<")
+        out[name] = np.frombuffer(data, kind, count=n, offset=at)
+        at += n * kind.itemsize
+    assert at == len(data), "the whole section holds those jets and nothing else"
+    return out
 
 
 def test_the_lossless_sections_give_back_the_input_tree(compressed, inputs):
@@ -403,9 +416,10 @@ def test_the_lossless_sections_give_back_the_input_tree(compressed, inputs):
     np.testing.assert_array_equal(counts, ak.to_numpy(original["njet"]))
     kept = np.concatenate([bits(c.sections["kept"], c.jets) for c in read.chunks])
     assert np.flatnonzero(~kept).tolist() == sorted(BROKEN.values())
-    lossless = np.concatenate([np.frombuffer(unzstd(c.sections["lossless"]), "<f8").reshape(-1, len(columns)) for c in read.chunks])
-    values = np.stack([ak.to_numpy(ak.flatten(original[model[name]])).astype(np.float64) for name in columns], axis=1)
-    assert lossless.tobytes() == values[~kept].tobytes(), "the file's own values, NaN included"
+    wholes = [whole_jets(c, read.header, columns) for c in read.chunks]
+    for name in columns:
+        stored = np.concatenate([w[name] for w in wholes])
+        assert stored.tobytes() == ak.to_numpy(ak.flatten(original[model[name]]))[~kept].tobytes(), "the file's own values, NaN included"
     other = ak.concatenate([other_branches(c.sections["other"]) for c in read.chunks])
     carried = [b["name"] for b in read.header["branches"] if "variable" not in b]
     assert other.fields == carried
@@ -426,10 +440,10 @@ def test_a_null_value_and_a_null_row_are_in_the_missing_and_counts_sections(comp
     )
     np.testing.assert_array_equal(missing, ak.to_numpy(ak.is_none(ak.flatten(original["jet_eta"]))))
     kept = np.concatenate([bits(c.sections["kept"], c.jets) for c in read.chunks])
-    assert not np.any(missing & kept), "a missing value is a NaN: its jet is stored losslessly"
+    assert not np.any(missing & kept), "a jet missing a value is stored whole"
     columns = [c["name"] for c in read.description["codecs"][0]["columns"]]
-    lossless = np.concatenate([np.frombuffer(unzstd(c.sections["lossless"]), "<f8").reshape(-1, len(columns)) for c in read.chunks])
-    assert np.all(np.isnan(lossless[missing[~kept], columns.index("eta")]))
+    wholes = [whole_jets(c, read.header, columns) for c in read.chunks]
+    assert sum(len(w["eta"]) for w in wholes) == (~kept).sum() >= missing.sum()
     other = ak.concatenate([other_branches(c.sections["other"]) for c in read.chunks])
     assert other.fields == ["run", "label"] and other["label"].to_list() == original["label"].to_list()
     assert ak.array_equal(other["run"], original["run"])
