@@ -13,10 +13,11 @@ Who writes what, so that nothing races and a kill loses nothing:
 - a file is written by one worker at a time: the worker claims it first
   (`<folder>/.claims`, `hpcsweep.claims`); another worker (a second driver's,
   or a requeued array task's) finding a live claim leaves it, and the claim of a
-  dead worker (a killed process, a SLURM task gone) is taken over. Outputs are
-  renamed into place only when whole (`compress_file` writes atomically);
-- once its output is in place, the worker writes the file's record,
-  `<folder>/.<action>-records/<output name>.json`, atomically; a failure writes
+  dead worker (a killed process, a SLURM task gone) is taken over;
+- the worker writes the output whole into `<folder>/.staging/` (atomically, as
+  `compress_file` writes), then the file's record,
+  `<folder>/.<action>-records/<output name>.json` (atomically), then renames the
+  output into place: an output in place always has its record. A failure writes
   a record saying why, and the next file starts. One record per file, written
   by its claim's holder: array tasks never share a file;
 - the driver alone writes the manifest: the merge of the records, atomically,
@@ -39,9 +40,11 @@ sweep's SLURM settings (site, partition, time).
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import json
+import os
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -400,19 +403,29 @@ def run_file(task: FileTask, bundles: dict[str, Bundle]) -> str:
     try:
         if _verified(task, _read_record(task.record)):
             return "skipped"
-        started = time.perf_counter()
+        staged, started = staging(task), time.perf_counter()
         try:
-            record = _compress(task, bundles) if task.action == "compress" else _decompress(task, bundles)
+            record = _compress(task, staged, bundles) if task.action == "compress" else _decompress(task, staged, bundles)
         except Exception as error:  # recorded; the next file starts, and a rerun redoes this one
             reason = str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
             record = {"state": "failed", "input": task.source, "output": Path(task.output).name, "error": reason.splitlines()[0]}
         record |= {"seconds": round(time.perf_counter() - started, 3), "job": this_job()}
-        if not claim.held():  # taken over meanwhile (thought dead): the new holder writes the record
+        if not claim.held():  # taken over meanwhile (thought dead): the new holder writes the file and its record
             return "left"
         write_atomically(task.record, json.dumps(record, indent=1) + "\n")
+        if record["state"] == "done":
+            os.replace(staged, task.output)  # the output appears only once its record is there
+            with contextlib.suppress(OSError):
+                staged.parent.rmdir()
         return str(record["state"])
     finally:
         claim.release()
+
+
+def staging(task: FileTask) -> Path:
+    """Where a worker writes a file before its record: renamed to the output after it, so that an output in place
+    always has its record (a kill between the two leaves a record whose output is missing or older: redone)."""
+    return task.folder / ".staging" / Path(task.output).name
 
 
 def _bundle(model: str | None, bundles: dict[str, Bundle]) -> Bundle | None:
@@ -425,11 +438,11 @@ def _bundle(model: str | None, bundles: dict[str, Bundle]) -> Bundle | None:
     return bundles[model]
 
 
-def _compress(task: FileTask, bundles: dict[str, Bundle]) -> dict[str, Any]:
+def _compress(task: FileTask, output: Path, bundles: dict[str, Bundle]) -> dict[str, Any]:
     from hpcsweep.compress.apply import compress_file
     from hpcsweep.compress.container import read_compressed
 
-    bundle, source, output = _bundle(task.model, bundles), Path(task.source), Path(task.output)
+    bundle, source = _bundle(task.model, bundles), Path(task.source)
     assert bundle is not None and task.bound is not None  # a compress task always names both
     summary = compress_file(source, bundle, task.bound, output, tree=task.tree, progress=False, embed=task.embed)
     header, _ = read_compressed(output)
@@ -438,7 +451,7 @@ def _compress(task: FileTask, bundles: dict[str, Bundle]) -> dict[str, Any]:
         "input": task.source,
         "input_bytes": source.stat().st_size,
         "input_sha256": task.source_sha256,
-        "output": output.name,
+        "output": Path(task.output).name,
         "output_bytes": summary.total_bytes,
         "output_sha256": sha256_of(output),
         "entries": summary.entries,
@@ -451,11 +464,11 @@ def _compress(task: FileTask, bundles: dict[str, Bundle]) -> dict[str, Any]:
     }
 
 
-def _decompress(task: FileTask, bundles: dict[str, Bundle]) -> dict[str, Any]:
+def _decompress(task: FileTask, output: Path, bundles: dict[str, Bundle]) -> dict[str, Any]:
     from hpcsweep.compress.apply import decompress_file
     from hpcsweep.compress.container import read_compressed
 
-    source, output = Path(task.source), Path(task.output)
+    source = Path(task.source)
     if not source.is_file():
         raise UserError(f"{source}: no such compressed file (the manifest lists it)")
     if sha256_of(source) != task.source_sha256:
@@ -467,7 +480,7 @@ def _decompress(task: FileTask, bundles: dict[str, Bundle]) -> dict[str, Any]:
         "input": task.source,
         "input_bytes": source.stat().st_size,
         "input_sha256": task.source_sha256,
-        "output": output.name,
+        "output": Path(task.output).name,
         "output_bytes": summary.total_bytes,
         "output_sha256": sha256_of(output),
         "entries": summary.entries,
