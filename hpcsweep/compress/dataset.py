@@ -52,9 +52,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpcsweep.claims import Claim
+from hpcsweep.claims import Claim, sweep_claims
 from hpcsweep.errors import Log, UserError
-from hpcsweep.files import write_atomically
+from hpcsweep.files import sweep_temporaries, write_atomically
 
 if TYPE_CHECKING:
     from hpcsweep.compress.bundle import Bundle
@@ -273,6 +273,7 @@ def _run(
     """Verify what is done, run the rest (here, or through the dispatch's executor), keep the manifest merged."""
     action = tasks[0].action
     folder.mkdir(parents=True, exist_ok=True)
+    _tidy(folder, action)
     summary, todo = DatasetSummary(folder / manifest), []
     number = {task.source: i + 1 for i, task in enumerate(tasks)}
     for task in tasks:
@@ -313,6 +314,17 @@ def _run(
     summary.files, summary.jets = len(merged["files"]), merged["totals"]["jets"]
     summary.bytes_in, summary.bytes_out = merged["totals"]["input_bytes"], merged["totals"]["output_bytes"]
     return summary
+
+
+def _tidy(folder: Path, action: str) -> None:
+    """Remove what writers and workers that are gone left: temporaries, and their claims (a kill between a file's
+    output and its claim's release leaves the claim of a dead process)."""
+    from hpcsweep.sweep.backends import JobTeller
+
+    for place in (folder, folder / ".staging", records_dir(folder, action)):
+        sweep_temporaries(place)
+    if (folder / ".claims").is_dir():
+        sweep_claims(folder / ".claims", FILE_STALE_S, JobTeller().alive)
 
 
 def _dispatch(todo: list[FileTask], folder: Path, dispatch: DispatchConfig, log: Log, report: Callable[[FileTask, str], None]) -> None:

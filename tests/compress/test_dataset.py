@@ -143,8 +143,10 @@ def test_bad_input_to_a_dataset_is_one_line(bundle, runs, tmp_path, capsys):
     mistakes = [
         (["compress", str(tmp_path / "none" / "*.root"), "--model", b, "-o", str(tmp_path / "o")], "*.root: matches no file"),
         (["compress", str(runs / "*.root"), "--model", b, "-o", str(tmp_path / "a_file")], "a_file is a file; several files"),
-        (["compress", str(runs / "run0.root"), str(tmp_path / "other" / "run0.root"), "--model", b, "-o", str(tmp_path / "o")],
-         "would both be compressed as run0.hpcz"),  # fmt: skip
+        (
+            ["compress", str(runs / "run0.root"), str(tmp_path / "other" / "run0.root"), "--model", b, "-o", str(tmp_path / "o")],
+            "would both be compressed as run0.hpcz",
+        ),  # fmt: skip
         (["compress", str(runs / "run0.root"), "--model", b, "-o", str(tmp_path / "o.hpcz"), "--pack", "2"], "--pack: for several inputs"),
         (["decompress", str(tmp_path / "list.json"), "-o", str(tmp_path / "o")], "list.json: not a manifest of 'hpcsweep compress'"),
         (["decompress", str(tmp_path / "broken.json"), "-o", str(tmp_path / "o")], "broken.json: not a manifest"),
@@ -156,8 +158,8 @@ def test_bad_input_to_a_dataset_is_one_line(bundle, runs, tmp_path, capsys):
 
 
 def _tree(path: Path) -> dict[str, ak.Array]:
-    tree = uproot.open(path)["events"]
-    return {name: tree[name].array() for name in tree.keys()}
+    arrays = uproot.open(path)["events"].arrays()
+    return {name: arrays[name] for name in arrays.fields}
 
 
 def test_a_kill_mid_way_loses_nothing_and_the_rerun_redoes_only_the_unfinished_files(bundle, qcd_file, tmp_path, capsys):
@@ -185,7 +187,7 @@ def test_a_kill_mid_way_loses_nothing_and_the_rerun_redoes_only_the_unfinished_f
     assert all(after[name] == stat for name, stat in finished.items()), "the files finished before the kill were not rewritten"
     inputs = sorted(runs.glob("*.root"))
     _check_manifest(out, inputs)
-    assert not list(out.glob(".*.tmp")), "no temporary of the killed run is left"
+    assert not list(out.rglob("*.tmp")) and not list((out / ".claims").iterdir()), "no temporary or claim of the killed run is left"
 
     back = tmp_path / "back"
     assert main(["decompress", str(out / "manifest.json"), "--model", str(bundle), "-o", str(back)]) == 0
