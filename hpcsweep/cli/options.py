@@ -96,10 +96,10 @@ def add_dataset_dispatch_options(parser: argparse.ArgumentParser, unit: str) -> 
         field = DispatchConfig.model_fields[key]
         description = (field.description or key).replace("trials", unit)
         if key == "executor":
-            description = f"where {unit} run: local (one after another in this process), slurm (a job array), debug"
+            description = f"where the {unit} run: local (one after another in this process), slurm (a job array), debug"
         otherwise = f"; default: {field.default}" if field.default is not None else ""
         parser.add_argument(option, type=kind, metavar=metavar, choices=backend_names() if key == "executor" else None, dest=key,
-                            help=f"several {unit}: {description}{otherwise}")  # fmt: skip
+                            help=f"with several {unit}, {description}{otherwise}")  # fmt: skip
 
 
 def dataset_dispatch(args: argparse.Namespace) -> dict[str, Any]:

@@ -64,6 +64,7 @@ MANIFEST = "manifest.json"  # in the folder of a compressed dataset
 DECOMPRESSED = "decompressed.json"  # in the folder a manifest's files were given back into
 KIND = "hpcsweep dataset"
 VERSION = 1
+MERGE_EVERY_S = 5.0  # the manifest is merged anew from the records at most this often while files finish, and at the end
 FILE_STALE_S = 300.0  # a file's claim without a heartbeat for this long is taken over (it beats every 30 s)
 SUFFIX = ".hpcz"
 _GLOB = re.compile(r"[*?\[]")
@@ -116,10 +117,10 @@ class FileTask:
 
     @property
     def record(self) -> Path:
-        return records_dir(self.folder, self.action) / f"{Path(self.output).name}.json"
+        return _records_dir(self.folder, self.action) / f"{Path(self.output).name}.json"
 
 
-def records_dir(folder: Path, action: str) -> Path:
+def _records_dir(folder: Path, action: str) -> Path:
     return Path(folder) / f".{action}-records"
 
 
@@ -147,6 +148,10 @@ def output_folder(path: Path) -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UserError(f"{path} is a file; several files are written into a folder: give one with -o (e.g. {path.with_suffix('')}/)")
+    if path.suffix == SUFFIX and not path.is_dir():
+        raise UserError(
+            f"{path}: several files are written into a folder, not into one {SUFFIX} file; give one with -o (e.g. {path.with_suffix('')}/)"
+        )
     return path
 
 
@@ -276,8 +281,12 @@ def _run(
     _tidy(folder, action)
     summary, todo = DatasetSummary(folder / manifest), []
     number = {task.source: i + 1 for i, task in enumerate(tasks)}
+    listed = _listed(folder / manifest)
     for task in tasks:
-        if _verified(task, _read_record(task.record)):
+        record = _read_record(task.record) or listed.get(Path(task.output).name)
+        if _verified(task, record):
+            if not task.record.is_file():  # the manifest's entry, its record lost: kept as the record
+                write_atomically(task.record, json.dumps(record, indent=1) + "\n")
             summary.skipped.append(task.source)
             log(f"[{number[task.source]}/{len(tasks)}] {task.source}: done before ({Path(task.output).name}, verified), skipped")
         else:
@@ -302,11 +311,15 @@ def _run(
         else:
             summary.unfinished.append(task.source)
             log(f"{prefix}: no result ({'left to another live worker' if outcome == 'left' else 'its job ended without one'})")
-        _merge(folder, manifest, action, header)
+        if time.monotonic() - merged_at[0] > MERGE_EVERY_S:  # the records are what counts: a manifest a few seconds old loses nothing
+            _merge(folder, manifest, action, header)
+            merged_at[0] = time.monotonic()
+
+    merged_at = [time.monotonic()]
 
     if todo and (dispatch is None or dispatch.executor == "local"):
         for task in todo:
-            report(task, run_file(task, bundles))
+            report(task, _run_file(task, bundles))
     elif todo:
         assert dispatch is not None
         _dispatch(todo, folder, dispatch, log, report)
@@ -321,7 +334,7 @@ def _tidy(folder: Path, action: str) -> None:
     output and its claim's release leaves the claim of a dead process)."""
     from hpcsweep.sweep.backends import JobTeller
 
-    for place in (folder, folder / ".staging", records_dir(folder, action)):
+    for place in (folder, folder / ".staging", _records_dir(folder, action)):
         sweep_temporaries(place)
     if (folder / ".claims").is_dir():
         sweep_claims(folder / ".claims", FILE_STALE_S, JobTeller().alive)
@@ -362,13 +375,20 @@ def _dispatch(todo: list[FileTask], folder: Path, dispatch: DispatchConfig, log:
 
 def _merge(folder: Path, manifest: str, action: str, header: dict[str, Any]) -> dict[str, Any]:
     """The manifest: every done record whose output is in the folder, and the failures, written atomically."""
-    records = [r for r in (_read_record(p) for p in sorted(records_dir(folder, action).glob("*.json"))) if r]
+    records = [r for r in (_read_record(p) for p in sorted(_records_dir(folder, action).glob("*.json"))) if r]
     files = sorted((r for r in records if r.get("state") == "done" and (folder / r["output"]).is_file()), key=lambda r: r["input"])
     failed = [{key: r.get(key) for key in ("input", "output", "error")} for r in records if r.get("state") == "failed"]
     totals = {key: sum(r[key] for r in files) for key in ("entries", "jets", "input_bytes", "output_bytes")}
     merged = {"kind": KIND, "version": VERSION, "action": action, **header, "totals": totals, "files": files, "failed": failed}
     write_atomically(folder / manifest, json.dumps(merged, indent=1) + "\n")
     return merged
+
+
+def _listed(path: Path) -> dict[str, dict[str, Any]]:
+    """The entries of a manifest already in the folder by output name (none when it is missing or unreadable)."""
+    manifest = _read_record(path)
+    files = manifest.get("files") if manifest else None
+    return {entry["output"]: entry for entry in files if isinstance(entry, dict) and "output" in entry} if isinstance(files, list) else {}
 
 
 def _read_record(path: Path) -> dict[str, Any] | None:
@@ -401,10 +421,10 @@ def _verified(task: FileTask, record: dict[str, Any] | None) -> bool:
 def run_files(tasks: list[FileTask]) -> list[str]:
     """A job's files, one after another: each 'done', 'failed', 'skipped' (done meanwhile) or 'left' (to a live worker)."""
     bundles: dict[str, Bundle] = {}
-    return [run_file(task, bundles) for task in tasks]
+    return [_run_file(task, bundles) for task in tasks]
 
 
-def run_file(task: FileTask, bundles: dict[str, Bundle]) -> str:
+def _run_file(task: FileTask, bundles: dict[str, Bundle]) -> str:
     """Claim one file, and unless it is done or another live worker holds it, write it and its record."""
     from hpcsweep.allocation import this_job
     from hpcsweep.sweep.backends import JobTeller
@@ -415,7 +435,7 @@ def run_file(task: FileTask, bundles: dict[str, Bundle]) -> str:
     try:
         if _verified(task, _read_record(task.record)):
             return "skipped"
-        staged, started = staging(task), time.perf_counter()
+        staged, started = _staging(task), time.perf_counter()
         try:
             record = _compress(task, staged, bundles) if task.action == "compress" else _decompress(task, staged, bundles)
         except Exception as error:  # recorded; the next file starts, and a rerun redoes this one
@@ -434,7 +454,7 @@ def run_file(task: FileTask, bundles: dict[str, Bundle]) -> str:
         claim.release()
 
 
-def staging(task: FileTask) -> Path:
+def _staging(task: FileTask) -> Path:
     """Where a worker writes a file before its record: renamed to the output after it, so that an output in place
     always has its record (a kill between the two leaves a record whose output is missing or older: redone)."""
     return task.folder / ".staging" / Path(task.output).name

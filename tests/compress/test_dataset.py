@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -86,6 +87,7 @@ def _check_manifest(out: Path, inputs: list[Path]) -> dict:
 
 
 def test_a_dataset_is_compressed_with_a_manifest_and_a_rerun_redoes_only_what_does_not_verify(bundle, runs, tmp_path, capsys):
+    runs = Path(shutil.copytree(runs, tmp_path / "in"))  # its own copy: an input is changed below
     out, inputs = tmp_path / "out", sorted(runs.glob("*.root"))
     argv = ["compress", str(runs / "*.root"), "--model", str(bundle), "-o", str(out)]
     assert main(argv) == 0
@@ -110,6 +112,15 @@ def test_a_dataset_is_compressed_with_a_manifest_and_a_rerun_redoes_only_what_do
     }
     after = _stats(out)
     assert {name for name in after if after[name] == before[name]} == {"run0.hpcz", "run3.hpcz"}
+    _check_manifest(out, inputs)
+
+    shutil.rmtree(out / ".compress-records")  # the records lost: the manifest's entries verify the same way
+    (runs / "run3.root").write_bytes((runs / "run0.root").read_bytes())  # an input changed since: redone
+    before = _stats(out)
+    assert main(argv) == 0
+    assert "compressed 1, skipped 3 (done before), failed 0" in capsys.readouterr().out
+    after = _stats(out)
+    assert {name for name in after if after[name] != before[name]} == {"run3.hpcz"}
     _check_manifest(out, inputs)
 
     back = tmp_path / "back"
@@ -143,6 +154,10 @@ def test_bad_input_to_a_dataset_is_one_line(bundle, runs, tmp_path, capsys):
     mistakes = [
         (["compress", str(tmp_path / "none" / "*.root"), "--model", b, "-o", str(tmp_path / "o")], "*.root: matches no file"),
         (["compress", str(runs / "*.root"), "--model", b, "-o", str(tmp_path / "a_file")], "a_file is a file; several files"),
+        (
+            ["compress", str(runs / "*.root"), "--model", b, "-o", str(tmp_path / "o.hpcz")],
+            "o.hpcz: several files are written into a folder",
+        ),
         (
             ["compress", str(runs / "run0.root"), str(tmp_path / "other" / "run0.root"), "--model", b, "-o", str(tmp_path / "o")],
             "would both be compressed as run0.hpcz",
