@@ -52,6 +52,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from submitit.helpers import Checkpointable
+
 from hpcsweep.claims import Claim, sweep_claims
 from hpcsweep.errors import Log, UserError
 from hpcsweep.files import sweep_temporaries, write_atomically
@@ -293,6 +295,7 @@ def _run(
             task.record.unlink(missing_ok=True)  # a failure, or what no longer holds: redone
             todo.append(task)
     _merge(folder, manifest, action, header)  # a killed run's records are in it before anything runs
+    merged_at = [time.monotonic()]
 
     def report(task: FileTask, outcome: str) -> None:
         record = _read_record(task.record)
@@ -314,8 +317,6 @@ def _run(
         if time.monotonic() - merged_at[0] > MERGE_EVERY_S:  # the records are what counts: a manifest a few seconds old loses nothing
             _merge(folder, manifest, action, header)
             merged_at[0] = time.monotonic()
-
-    merged_at = [time.monotonic()]
 
     if todo and (dispatch is None or dispatch.executor == "local"):
         for task in todo:
@@ -350,7 +351,7 @@ def _dispatch(todo: list[FileTask], folder: Path, dispatch: DispatchConfig, log:
     runner.check(dispatch)
     batches = runner.batches(todo, dispatch)
     log(f"{len(todo)} files as {len(batches)} {runner.name} {runner.job_word}")
-    jobs = runner.submit(run_files, [(batch,) for batch in batches], dispatch, private_folder(folder / ".jobs", log))
+    jobs = runner.submit(FileBatch(), [(batch,) for batch in batches], dispatch, private_folder(folder / ".jobs", log))
     left = list(todo)
     try:
         runner.follow(jobs)
@@ -376,7 +377,8 @@ def _dispatch(todo: list[FileTask], folder: Path, dispatch: DispatchConfig, log:
 def _merge(folder: Path, manifest: str, action: str, header: dict[str, Any]) -> dict[str, Any]:
     """The manifest: every done record whose output is in the folder, and the failures, written atomically."""
     records = [r for r in (_read_record(p) for p in sorted(_records_dir(folder, action).glob("*.json"))) if r]
-    files = sorted((r for r in records if r.get("state") == "done" and (folder / r["output"]).is_file()), key=lambda r: r["input"])
+    whole = [r for r in records if all(key in r for key in _FIELDS)]  # a record edited by hand to lack one is not listed
+    files = sorted((r for r in whole if r.get("state") == "done" and (folder / str(r["output"])).is_file()), key=lambda r: str(r["input"]))
     failed = [{key: r.get(key) for key in ("input", "output", "error")} for r in records if r.get("state") == "failed"]
     totals = {key: sum(r[key] for r in files) for key in ("entries", "jets", "input_bytes", "output_bytes")}
     merged = {"kind": KIND, "version": VERSION, "action": action, **header, "totals": totals, "files": files, "failed": failed}
@@ -418,6 +420,14 @@ def _verified(task: FileTask, record: dict[str, Any] | None) -> bool:
 
 
 # --- the worker: here, or in an array task ----------------------------------------------------------------------------
+class FileBatch(Checkpointable):
+    """A job's files (`run_files`), submitit-`Checkpointable`: an array task warned of its time limit is requeued with
+    the same files, and the requeued task skips those its earlier run finished (their records verify)."""
+
+    def __call__(self, tasks: list[FileTask]) -> list[str]:
+        return run_files(tasks)
+
+
 def run_files(tasks: list[FileTask]) -> list[str]:
     """A job's files, one after another: each 'done', 'failed', 'skipped' (done meanwhile) or 'left' (to a live worker)."""
     bundles: dict[str, Bundle] = {}
