@@ -313,17 +313,23 @@ def _run(
             log(f"{prefix}: done meanwhile by another worker ({Path(task.output).name}, verified), skipped")
         else:
             summary.unfinished.append(task.source)
-            log(f"{prefix}: no result ({'left to another live worker' if outcome == 'left' else 'its job ended without one'})")
+            log(f"{prefix}: no result (its job ended without one)")
         if time.monotonic() - merged_at[0] > MERGE_EVERY_S:  # the records are what counts: a manifest a few seconds old loses nothing
             _merge(folder, manifest, action, header)
             merged_at[0] = time.monotonic()
 
+    elsewhere: list[FileTask] = []  # files a live worker this run did not start holds (a killed driver's array tasks)
     if todo and (dispatch is None or dispatch.executor == "local"):
         for task in todo:
-            report(task, _run_file(task, bundles))
+            outcome = _run_file(task, bundles)
+            if outcome == "left":
+                elsewhere.append(task)
+            else:
+                report(task, outcome)
     elif todo:
         assert dispatch is not None
-        _dispatch(todo, folder, dispatch, log, report)
+        elsewhere = _dispatch(todo, folder, dispatch, log, report)
+    _adopt(elsewhere, folder, log, report)
     merged = _merge(folder, manifest, action, header)
     summary.files, summary.jets = len(merged["files"]), merged["totals"]["jets"]
     summary.bytes_in, summary.bytes_out = merged["totals"]["input_bytes"], merged["totals"]["output_bytes"]
@@ -341,9 +347,12 @@ def _tidy(folder: Path, action: str) -> None:
         sweep_claims(folder / ".claims", FILE_STALE_S, JobTeller().alive)
 
 
-def _dispatch(todo: list[FileTask], folder: Path, dispatch: DispatchConfig, log: Log, report: Callable[[FileTask, str], None]) -> None:
+def _dispatch(
+    todo: list[FileTask], folder: Path, dispatch: DispatchConfig, log: Log, report: Callable[[FileTask, str], None]
+) -> list[FileTask]:
     """The files packed into jobs of the dispatch's executor (as a sweep's trials), followed until each has a record or
-    no job lives. Interrupted, jobs that outlive the driver (SLURM) go on: a rerun merges what they write."""
+    no job lives; returns those left without one. Interrupted, jobs that outlive the driver (SLURM) go on: a rerun
+    merges what they write."""
     from hpcsweep.sweep.backends import backend
     from hpcsweep.sweep.driver import private_folder
 
@@ -368,10 +377,39 @@ def _dispatch(todo: list[FileTask], folder: Path, dispatch: DispatchConfig, log:
         runner.stop(jobs)
         log("interrupted: finished files are kept; run the same command again to continue")
         raise
-    for task in left:
-        report(task, "")
-    if left:
-        log(f"{len(left)} files have no result; the jobs' logs are in {folder / '.jobs'}; running the command again redoes them")
+    return left
+
+
+def _adopt(tasks: list[FileTask], folder: Path, log: Log, report: Callable[[FileTask, str], None], poll_s: float = 2.0) -> None:
+    """Follow to their end the files that workers this run did not start hold (an earlier, killed driver's array
+    tasks, another driver's process): the run is over when they are. The others have no result."""
+    from hpcsweep.sweep.backends import JobTeller
+
+    claims = folder / ".claims"
+
+    def claimed(task: FileTask) -> bool:
+        name = Path(task.output).name
+        return any(path.name[: -len(".claim")].rpartition(".")[0] == name for path in claims.glob(f"{glob.escape(name)}.*.claim"))
+
+    following = [task for task in tasks if claimed(task)]
+    for task in tasks:
+        if task not in following:
+            report(task, "")
+    if tasks and len(following) < len(tasks):
+        log(
+            f"{len(tasks) - len(following)} files have no result; the jobs' logs are in {folder / '.jobs'}; running the command again redoes them"
+        )
+    if following:
+        log(f"{len(following)} files are being written by workers this run did not start; following them to their end")
+    while following:
+        sweep_claims(claims, FILE_STALE_S, JobTeller().alive)  # the claims of workers that are gone go
+        for task in list(following):
+            record = _read_record(task.record)
+            if record is not None or not claimed(task):
+                following.remove(task)
+                report(task, str(record.get("state", "")) if record else "")
+        if following:
+            time.sleep(poll_s)
 
 
 def _merge(folder: Path, manifest: str, action: str, header: dict[str, Any]) -> dict[str, Any]:

@@ -230,3 +230,25 @@ def test_a_dataset_runs_as_a_slurm_array_of_two_files_per_task(bundle, runs, tmp
     assert len({job.split("_")[0] for job in jobs}) == 1 and jobs[0].split("_")[0].isdigit(), "one SLURM job array"
     assert main(argv) == 0
     assert "compressed 0, skipped 4 (done before), failed 0" in capsys.readouterr().out, "verified, not submitted again"
+
+
+@pytest.mark.slurm
+def test_a_rerun_after_the_driver_is_killed_follows_its_array_and_writes_each_file_once(bundle, runs, tmp_path, capsys):
+    """kill -9 of the command once its array is submitted: the array goes on; the rerun at once verifies what is done,
+    leaves the files the array's tasks hold to them, follows them to their end, and exits 0 with every file done."""
+    out = tmp_path / "out"
+    argv = ["compress", str(runs / "*.root"), "--model", str(bundle), "-o", str(out), "--executor", "slurm", "--site", SITE]
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen([sys.executable, "-m", "hpcsweep", *argv], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not list((out / ".jobs").glob("*_submitted.pkl")):
+        assert process.poll() is None, process.stderr.read() if process.stderr else ""
+        assert time.time() < deadline, "nothing submitted"
+        time.sleep(0.05)
+    process.kill()
+    process.wait()
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "failed 0;" in printed and "unfinished" not in printed and "lists 4 files" in printed, printed
+    manifest = _check_manifest(out, sorted(runs.glob("*.root")))
+    assert all(entry["job"].split("_")[0].isdigit() for entry in manifest["files"]), "SLURM's tasks wrote them"
