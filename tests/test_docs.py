@@ -4,6 +4,7 @@ neither fails `test_every_block_is_run_or_says_why_not`."""
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import shutil
@@ -34,6 +35,8 @@ NOT_RUN = {
     ".venv/bin/hpcsweep sweep default --executor slurm --site lunarc-aurora --partition snic": "a site that is not here",
     ".venv/bin/hpcsweep status default": "on the cluster: tests/sweep/test_slurm.py",
     "make slurm-down": "stops the cluster CI started",
+    "hpcsweep compress 'runs/*.root' --model best.h5 -o runs_hpcz/ --executor slurm --site local --pack 2": "on the cluster: "
+    "tests/compress/test_dataset.py (4 files, 2 per array task)",
     "make sweep SWEEP=sweeps/jets.yaml": "the user's own file (/data/atlas/jets.root); the same target runs on the tiny sweeps here",
     "make report SWEEP=jets": "the sweep of the line before; `make report` runs here",
     "hpcsweep sweep default --epochs 50": "a changed definition, which a finished folder refuses (tests/sweep/test_faults.py)",
@@ -101,6 +104,9 @@ def work(tmp_path_factory, qcd_file) -> Path:
         f"name: compress\n{TINY}rank_by: bytes\npoints:\n  - {{model.kind: codec}}\n  - {{model.latent: 4, train.rate_lambda: 1.0e-2}}\n"
     )
     shutil.copyfile(qcd_file, folder / "jets.root")
+    (folder / "runs").mkdir()
+    for run in ("run1.root", "run2.root"):  # a dataset of files, for 'compress runs/*.root'
+        shutil.copyfile(qcd_file, folder / "runs" / run)
     return folder
 
 
@@ -142,6 +148,8 @@ RUN_HERE = [
     "hpcsweep export compress --best bytes -o best.h5",
     "hpcsweep compress jets.root --model best.h5 --max-error 1% -o jets.hpcz",
     "hpcsweep decompress jets.hpcz --model best.h5 -o jets_back.root",
+    "hpcsweep compress 'runs/*.root' --model best.h5 -o runs_hpcz/",
+    "hpcsweep decompress runs_hpcz/manifest.json --model best.h5 -o runs_back/",
     "make inspect FILE=jets.root DRAFT=sweeps/jets_vars.yaml",
 ]
 
@@ -157,6 +165,11 @@ def test_the_shell_blocks_run_as_written(work, monkeypatch):
     assert (default / "tensorboard").is_dir() and (default / "mlruns" / "mlflow.db").is_file()
     assert "anomaly_score" in uproot.open(work / "jets_scored.root")["events"].keys(filter_name="anomaly_*")
     assert uproot.open(work / "jets_back.root")["events"].num_entries == uproot.open(work / "jets.root")["events"].num_entries
+    assert [entry["output"] for entry in json.loads((work / "runs_hpcz" / "manifest.json").read_text())["files"]] == [
+        "run1.hpcz",
+        "run2.hpcz",
+    ]
+    assert sorted(p.name for p in (work / "runs_back").glob("*.root")) == ["run1.root", "run2.root"]
     assert load_varset(work / "sweeps" / "jets_vars.yaml").names, "the drafted variable set loads"
 
 

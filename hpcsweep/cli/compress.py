@@ -3,13 +3,29 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
-from typing import get_args
+from typing import TYPE_CHECKING, get_args
 
 from hpcsweep.cli.common import print_notes, results_dir
-from hpcsweep.cli.options import RESULTS_HELP, WRITE_HELP, add_bundle_io, add_command, add_results_option, bound, output_file
+from hpcsweep.cli.options import (
+    RESULTS_HELP,
+    WRITE_HELP,
+    add_bundle_io,
+    add_command,
+    add_dataset_dispatch_options,
+    add_results_option,
+    bound,
+    dataset_dispatch,
+    is_glob,
+    output_file,
+)
 from hpcsweep.config import RankBy
 from hpcsweep.errors import UserError
+
+if TYPE_CHECKING:
+    from hpcsweep.compress.dataset import DatasetSummary
+    from hpcsweep.config import DispatchConfig
 
 
 def add_export(commands: argparse._SubParsersAction) -> None:
@@ -38,19 +54,25 @@ def add_export(commands: argparse._SubParsersAction) -> None:
 
 def add_compress(commands: argparse._SubParsersAction) -> None:
     compress = add_command(commands, "compress", "compress a jet file with a bundle, every model value within --max-error", cmd_compress)
-    add_bundle_io(compress, "a ROOT or Parquet file", "a bundle made by 'hpcsweep export'", "OUT.hpcz", "the compressed file to write")
+    add_bundle_io(compress, "a ROOT or Parquet file; or several, or a quoted glob ('in/*.root'): a dataset, written into the folder -o",
+                  "a bundle made by 'hpcsweep export'", "OUT.hpcz",
+                  "the compressed file to write; for several inputs a folder, which gets each file's .hpcz and manifest.json",
+                  several=True, folder=True)  # fmt: skip
     compress.add_argument("--max-error", type=bound, default=0.01, metavar="BOUND", help="'1%%' (default) or '0.1%%': one of the bundle's")
     compress.add_argument("--tree", help="tree or RNTuple to read (default: the variable set's, or the only one)")
     compress.add_argument("--embed", action=argparse.BooleanOptionalAction,
                           help="carry the compressor that decodes the file (some 100 kB), so that decompress needs nothing "
                                "else (default: unless it would make more than 10%% of the file)")  # fmt: skip
+    add_dataset_dispatch_options(compress, "files")
 
 
 def add_decompress(commands: argparse._SubParsersAction) -> None:
     decompress = add_command(commands, "decompress", "give back a compressed file's tree as ROOT or Parquet", cmd_decompress)
-    add_bundle_io(decompress, "a file made by 'hpcsweep compress'",
+    add_bundle_io(decompress, "a file made by 'hpcsweep compress', or the manifest.json of a folder it compressed several into",
                   "a bundle holding the compressor it was compressed with (the same trial exported again will do); "
-                  "needed only for a file that does not carry it", "RECO.root", WRITE_HELP, model_required=False)  # fmt: skip
+                  "needed only for a file that does not carry it", "RECO.root",
+                  f"{WRITE_HELP}; for a manifest, the folder to write every file into", model_required=False, folder=True)  # fmt: skip
+    add_dataset_dispatch_options(decompress, "files")
 
 
 def add_score(commands: argparse._SubParsersAction) -> None:
@@ -88,9 +110,15 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_compress(args: argparse.Namespace) -> int:
     """Reads a ROOT (TTree or RNTuple, flat or jagged) or Parquet file in chunks; the bundle's variables are coded within
     the bound, jets outside its cuts and every other branch losslessly. The file names the compressor that decodes it,
-    and carries it unless it would make more than 10 % of the file (--embed, --no-embed)."""
+    and carries it unless it would make more than 10 % of the file (--embed, --no-embed). Several inputs (or a glob)
+    are a dataset: each file into the folder -o with a manifest.json, resumable (a file done before is verified and
+    skipped), here one after another or as a SLURM job array (--executor slurm)."""
     from hpcsweep.compress import compress_file, load_bundle
 
+    if len(args.input) > 1 or is_glob(args.input[0]):
+        return _compress_dataset(args)
+    _one_file(args)
+    args.input = args.input[0]
     summary = compress_file(Path(args.input), load_bundle(args.model), args.max_error, Path(args.output), tree=args.tree, embed=args.embed)
     size, codec = Path(args.input).stat().st_size, summary.codec_bytes
     needs = (f"its compressor ({codec / 1e3:.0f} kB) carried" if summary.embedded else
@@ -105,9 +133,13 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
 def cmd_decompress(args: argparse.Namespace) -> int:
     """The input's tree, branch names, types and jaggedness (a jagged group's counter is written as int32); decoded by
-    the compressor the file carries, or by --model's when it does not carry one."""
+    the compressor the file carries, or by --model's when it does not carry one. A manifest (the manifest.json of a
+    folder 'compress' wrote several files into) gives back each of its files into the folder -o, resumable."""
     from hpcsweep.compress import decompress_file, load_bundle
 
+    if _is_manifest(Path(args.input)):
+        return _decompress_dataset(args)
+    _one_file(args)
     summary = decompress_file(Path(args.input), load_bundle(args.model) if args.model else None, Path(args.output))
     print(f"{summary.jets:,} jets in {summary.entries:,} entries -> {args.output} ({summary.total_bytes / 1e6:.2f} MB), "
           f"{summary.jets / summary.seconds:,.0f} jets/s")  # fmt: skip
@@ -125,3 +157,65 @@ def cmd_score(args: argparse.Namespace) -> int:
     print(f"{summary.jets:,} jets in {summary.entries:,} entries scored -> {args.output}, {summary.jets / summary.seconds:,.0f} jets/s")
     print_notes(summary.notes)
     return 0
+
+
+def _one_file(args: argparse.Namespace) -> None:
+    """One input into one output file, as ever: a folder for -o, or a setting of several files' dispatch, is refused."""
+    try:
+        output_file(args.output)
+    except argparse.ArgumentTypeError as err:
+        raise UserError(str(err)) from None
+    given = [f"--{key.replace('_', '-')}" for key in dataset_dispatch(args)]
+    if given:
+        raise UserError(f"{', '.join(given)}: for several inputs (a list or a glob, written into a folder); one file runs here")
+
+
+def _is_manifest(path: Path) -> bool:
+    """A manifest of a compressed dataset (JSON) rather than a compressed file, by its name or its first byte."""
+    if path.suffix == ".json":
+        return True
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(1) == b"{"
+    except OSError:
+        return False
+
+
+def _dispatch(args: argparse.Namespace) -> DispatchConfig | None:
+    from pydantic import ValidationError
+
+    from hpcsweep.config import DispatchConfig
+    from hpcsweep.errors import one_line
+
+    given = dataset_dispatch(args)
+    try:
+        return DispatchConfig.model_validate(given) if given else None
+    except ValidationError as err:
+        raise UserError(one_line(err, "the command line", DispatchConfig)) from None
+
+
+def _compress_dataset(args: argparse.Namespace) -> int:
+    from hpcsweep.compress.dataset import compress_dataset, expand_inputs, output_folder
+
+    inputs = expand_inputs(args.input)
+    folder = output_folder(Path(args.output))
+    summary = compress_dataset(inputs, Path(args.model), args.max_error, folder, tree=args.tree, embed=args.embed, dispatch=_dispatch(args))
+    return _dataset_status(summary, "compressed")
+
+
+def _decompress_dataset(args: argparse.Namespace) -> int:
+    from hpcsweep.compress.dataset import decompress_dataset
+
+    summary = decompress_dataset(Path(args.input), Path(args.output), Path(args.model) if args.model else None, _dispatch(args))
+    return _dataset_status(summary, "given back")
+
+
+def _dataset_status(summary: DatasetSummary, verb: str) -> int:
+    """The summary line; exit status 0 when every file is done, 1 when some failed, 3 when some have no result."""
+    from hpcsweep.cli.sweep import EXIT_FAILED, EXIT_UNFINISHED
+
+    print(summary.line(verb))
+    if summary.failed:
+        print(f"{len(summary.failed)} files failed (above, and in {summary.manifest}); run the command again to redo them", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_UNFINISHED if summary.unfinished else 0

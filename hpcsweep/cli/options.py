@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
@@ -32,6 +33,17 @@ def input_file(text: str) -> str:
     return text
 
 
+def input_files(text: str) -> str:
+    """A file to read, or a glob of files (quoted, so that the command expands it: 'in/*.root'), which may match none
+    yet: that is said in one line when the command expands it."""
+    return text if is_glob(text) else input_file(text)
+
+
+def is_glob(text: str) -> bool:
+    """A glob the shell left (quoted) for the command to expand: a wildcard, and no file of that very name."""
+    return re.search(r"[*?\[]", text) is not None and not Path(text).exists()
+
+
 def output_file(text: str) -> str:
     """A file to write: a folder is refused before any work (not after, when the finished output cannot take its name)."""
     if Path(text).is_dir():
@@ -51,12 +63,50 @@ def bound(text: str) -> float:
 
 
 def add_bundle_io(
-    parser: argparse.ArgumentParser, input_help: str, model_help: str, output: str, output_help: str, model_required: bool = True
+    parser: argparse.ArgumentParser,
+    input_help: str,
+    model_help: str,
+    output: str,
+    output_help: str,
+    model_required: bool = True,
+    several: bool = False,
+    folder: bool = False,
 ) -> None:
-    """The input file, the bundle (--model) and the output (-o) of compress, decompress and score."""
-    parser.add_argument("input", type=input_file, help=input_help)
+    """The input file, the bundle (--model) and the output (-o) of compress, decompress and score; `several`: inputs
+    (files or globs) rather than one; `folder`: -o may be a folder, which the command checks against its input."""
+    if several:
+        parser.add_argument("input", nargs="+", type=input_files, help=input_help)
+    else:
+        parser.add_argument("input", type=input_file, help=input_help)
     parser.add_argument("--model", required=model_required, metavar="BUNDLE.h5", help=model_help)
-    parser.add_argument("-o", "--output", required=True, type=output_file, metavar=output, help=output_help)
+    parser.add_argument("-o", "--output", required=True, type=str if folder else output_file, metavar=output, help=output_help)
+
+
+#: The dispatch keys a dataset of files takes (compress, decompress): the executor, and where SLURM runs its array.
+DATASET_DISPATCH = ("--executor", "--site", "--partition", "--time", "--pack")
+
+
+def add_dataset_dispatch_options(parser: argparse.ArgumentParser, unit: str) -> None:
+    """--executor and the SLURM settings of a command over many files (the sweep's keys, with their checks)."""
+    from hpcsweep.config import DispatchConfig
+    from hpcsweep.sweep import backend_names
+
+    for option in DATASET_DISPATCH:
+        key, kind, metavar = DISPATCH_OPTIONS[option]
+        field = DispatchConfig.model_fields[key]
+        description = (field.description or key).replace("trials", unit)
+        if key == "executor":
+            description = f"where the {unit} run: local (one after another in this process), slurm (a job array), debug"
+        otherwise = f"; default: {field.default}" if field.default is not None else ""
+        parser.add_argument(option, type=kind, metavar=metavar, choices=backend_names() if key == "executor" else None, dest=key,
+                            help=f"with several {unit}, {description}{otherwise}")  # fmt: skip
+
+
+def dataset_dispatch(args: argparse.Namespace) -> dict[str, Any]:
+    """The dispatch keys of a command over many files set on the command line."""
+    return {
+        key: getattr(args, key) for key, _, _ in (DISPATCH_OPTIONS[o] for o in DATASET_DISPATCH) if getattr(args, key, None) is not None
+    }
 
 
 def add_definition_options(parser: argparse.ArgumentParser) -> None:

@@ -18,16 +18,18 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from hpcsweep.allocation import allocated_cores, local_job, local_job_name
-from hpcsweep.config import DispatchConfig, TrialSpec
+from hpcsweep.config import DispatchConfig
 from hpcsweep.errors import Log, UserError
 from hpcsweep.executors import Options, executor, executor_names, executors, register
 from hpcsweep.executors import unregister as unregister  # the registry's, as the sweep stage names it
 from hpcsweep.files import pid_alive
 from hpcsweep.sweep import slurm
 from hpcsweep.terminal import TrialProgress, TrialsView
+
+Unit = TypeVar("Unit")  # what a backend packs into jobs: a sweep's trials (TrialSpec), or the files of a compressed dataset
 
 
 class Job(Protocol):
@@ -56,8 +58,9 @@ class Backend(ABC):
         """Refuse settings this backend cannot run, before any work is done (a `UserError`)."""
         return None
 
-    def batches(self, specs: list[TrialSpec], dispatch: DispatchConfig) -> list[list[TrialSpec]]:
-        """The trials dealt round-robin into one batch per worker (default: cores // threads per trial)."""
+    def batches(self, specs: list[Unit], dispatch: DispatchConfig) -> list[list[Unit]]:
+        """The trials (or other units of work) dealt round-robin into one batch per worker (default: cores // threads
+        per trial)."""
         return deal(specs, self.workers(dispatch, len(specs)))
 
     def workers(self, dispatch: DispatchConfig, wanted: int) -> int:
@@ -151,8 +154,8 @@ class SlurmBackend(Backend):
             raise UserError("no SLURM controller answers here (scontrol ping); start the local one with 'make slurm-up'")
         slurm.slurm_parameters(dispatch)  # a wrong site, partition or array size stops here
 
-    def batches(self, specs: list[TrialSpec], dispatch: DispatchConfig) -> list[list[TrialSpec]]:
-        """`dispatch.pack` trials one after another in each array task."""
+    def batches(self, specs: list[Unit], dispatch: DispatchConfig) -> list[list[Unit]]:
+        """`dispatch.pack` trials (or other units of work) one after another in each array task."""
         return [specs[i : i + dispatch.pack] for i in range(0, len(specs), dispatch.pack)]
 
     def workers(self, dispatch: DispatchConfig, wanted: int) -> int:
