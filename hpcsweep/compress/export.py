@@ -19,15 +19,16 @@ if TYPE_CHECKING:
 
 
 def best_trial(results_dir: Path, latent: int | None = None, rank_by: str | None = None) -> str:
-    """The id of the best finished trial at latent dimension `latent` (0: the compressor alone), by the sweep's own
-    ranking; or, with `rank_by`, the best of the whole sweep by that measure (any z, any kind)."""
+    """The id of the best finished trial at latent dimension `latent`, by the sweep's own ranking (at 0, the
+    compressor alone, by its bytes: it has no loss to rank by); or, with `rank_by`, the best of the whole sweep by
+    that measure (any z, any kind)."""
     from hpcsweep.review import select
     from hpcsweep.review.tables import ranked, trials_frame
     from hpcsweep.store import scan
     from hpcsweep.sweep.rank import Ranking
 
     selection = select(results_dir, scan(results_dir)[0])
-    ranking = Ranking(rank_by) if rank_by else selection.ranking
+    ranking = Ranking(rank_by) if rank_by else Ranking("bytes") if latent == 0 else selection.ranking
     frame = trials_frame(selection.summaries, ranking)
     done = ranked(frame)
     if not len(done):

@@ -81,7 +81,7 @@ def main() -> int:
         source = generate(QCD, work / "generated", progress=False)
         (work / "c.yaml").write_text(
             f"name: c\ndata: {{events: {QCD.events}, generator_seed: {QCD.seed}, varset: fourvec}}\nmodel: {{hidden: [32]}}\n"
-            "train: {epochs: 2, batch_size: 256}\ncodec: {steps: 300}\nrank_by: bytes\nevaluation: {signals: [], timing_repeats: 1}\n"
+            "train: {epochs: 2, batch_size: 256}\ncodec: {steps: 300}\nevaluation: {signals: [], timing_repeats: 1}\n"
             "points:\n  - {model.kind: codec}\n"
         )
         assert hpcsweep(["sweep", str(work / "c.yaml"), "--results", str(work / "results"), "--no-review"]) == 0
