@@ -32,6 +32,8 @@ BOUNDS = (0.01, 0.001)
 SIZES = (1_000_000, 4_000_000)
 MORE = Sample("qcd", 40_000, seed=2)  # the larger sample (the default one is 10,000 events, seed 1)
 GOAL_BYTES, GOAL_FOUR = 9.0, 0.8
+GOAL_RATE, GOAL_RSS_MB, GOAL_SMALL_S, GOAL_SZ3_SPEED, GOAL_SZ3_BYTES = 1_000_000, 1000, 1.0, 0.5, 0.55  # issue 23 item 5
+SMALL = 28_000  # jets of the small file timed end to end
 
 
 def section() -> list[str]:
@@ -299,20 +301,16 @@ def throughput_table(bundles: list[tuple[str, Path, float]], folder: Path) -> li
         "| bundle | export (s) | jets | input (MB) | compressed (MB) | compress (jets/s) | peak RSS (MB) | decompress (jets/s) | peak RSS (MB) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    notes, peaks, rates = [], [], []
-    for size in SIZES:
+    notes, peaks, rates, alone = [], [], [], []
+    for size in (*SIZES, SMALL):
         _write_flat(folder / f"flat_{size}.root", jets, size)
+    block = np.tile(jets.astype(np.float64), (1_000_000 // len(jets) + 1, 1))[:1_000_000]
     for trial, bundle_path, export_s in bundles:
         compressor = load_bundle(bundle_path).compressor
-        block = np.tile(jets.astype(np.float64), (1_000_000 // len(jets) + 1, 1))[:1_000_000]
-        started = time.perf_counter()
-        data = compressor.encode(block, 0.01)
-        encode_s = time.perf_counter() - started
-        started = time.perf_counter()
-        compressor.decode(data, 0.01)
-        decode_s = time.perf_counter() - started
-        notes.append(f"{compressor.kind} ({trial}) alone in this process, 1M jets in one chunk: encode {1e6 / encode_s:,.0f} jets/s, "
-                     f"decode {1e6 / decode_s:,.0f} jets/s ({len(data) / 1e6:.2f} B/jet)")  # fmt: skip
+        encode_s, decode_s, size = _in_process(compressor, block)
+        alone.append((compressor.kind, trial, 1e6 / encode_s, 1e6 / decode_s, size))
+        notes.append(f"{compressor.kind} ({trial}) alone in this process (one core), 1M jets in chunks of 40,000: encode "
+                     f"{1e6 / encode_s:,.0f} jets/s, decode {1e6 / decode_s:,.0f} jets/s ({size / 1e6:.2f} B/jet)")  # fmt: skip
         for size in SIZES:
             source, packed, back = folder / f"flat_{size}.root", folder / f"flat_{size}.hpcz", folder / f"back_{size}.root"
             measured = []
@@ -336,7 +334,121 @@ def throughput_table(bundles: list[tuple[str, Path, float]], folder: Path) -> li
     lines += ["", *(f"- {note}." for note in notes), "",
               f"Peak memory flat in the file size: {'met' if growth < 1.2 else '**not met**'} ({growth:.2f}x at most for a "
               f"{SIZES[-1] // SIZES[0]}x larger file)."]  # fmt: skip
-    return lines
+    return lines + _goals(bundles[0], folder, jets, block, alone, rates, peaks)
+
+
+def _in_process(compressor: Any, block: np.ndarray, chunk: int = 40_000) -> tuple[float, float, int]:
+    """Seconds to encode and to decode `block` at 1 % in this process, in chunks of about what `compress` codes at once
+    (io.STEP), and the bytes."""
+    parts = [block[start : start + chunk] for start in range(0, len(block), chunk)]
+    started = time.perf_counter()
+    coded = [compressor.encode(part, 0.01) for part in parts]
+    encode_s = time.perf_counter() - started
+    started = time.perf_counter()
+    for data in coded:
+        compressor.decode(data, 0.01)
+    return encode_s, time.perf_counter() - started, sum(map(len, coded))
+
+
+def _sz3_seconds(block: np.ndarray, bound: float = 0.01) -> tuple[float, float, int]:
+    """SZ3 (`pysz`) on the same jets, one core, as the peers' table codes them (`hpcsweep.codec.peers`: a relative
+    variable's logs, its zeros in a mask; absolute ones as they are; discrete ones by zstd): seconds to compress and to
+    decompress every column, transforms included, and the bytes."""
+    import zstandard
+    from pysz import sz, szConfig, szErrorBoundMode
+
+    from hpcsweep.codec import codec_kinds
+    from hpcsweep.codec.coder import SAFETY
+    from hpcsweep.data import load_varset
+
+    kinds = codec_kinds(load_varset("generated"))
+    columns = [np.ascontiguousarray(block[:, i].astype(np.float32)) for i in range(block.shape[1])]
+    packed: list[tuple[str, Any, Any]] = []
+    started = time.perf_counter()
+    for kind, values in zip(kinds, columns, strict=True):
+        if kind == "discrete":
+            packed.append((kind, zstandard.ZstdCompressor(level=3).compress(values.tobytes()), None))
+            continue
+        config = szConfig()
+        config.errorBoundMode = szErrorBoundMode.ABS
+        config.absErrorBound = (np.log1p(bound) if kind == "relative" else bound) * SAFETY
+        zero = values <= 0
+        data = np.log(np.where(zero, 1.0, values).astype(np.float64)) if kind == "relative" else values.astype(np.float64)
+        mask = zstandard.ZstdCompressor(level=3).compress(np.packbits(zero).tobytes()) if kind == "relative" else None
+        packed.append((kind, sz.compress(data, config)[0], mask))
+    compress_s = time.perf_counter() - started
+    started = time.perf_counter()
+    for kind, data, mask in packed:
+        if kind == "discrete":
+            np.frombuffer(zstandard.ZstdDecompressor().decompress(data), np.float32)
+            continue
+        back, _ = sz.decompress(data, np.float64, (len(block),))
+        if kind == "relative":
+            zero = np.unpackbits(np.frombuffer(zstandard.ZstdDecompressor().decompress(mask), np.uint8), count=len(block)).astype(bool)
+            np.where(zero, 0.0, np.exp(back)).astype(np.float32)
+    decompress_s = time.perf_counter() - started
+    size = sum((len(data) if isinstance(data, bytes) else data.nbytes) + (len(mask) if mask else 0) for _, data, mask in packed)
+    return compress_s, decompress_s, size
+
+
+def _command_seconds(command: str, bundle: Path, source: Path, output: Path, repeats: int = 3) -> float:
+    """Best wall-clock of `hpcsweep COMMAND` in a fresh process, from its start to its exit."""
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "hpcsweep", command, str(source), "--model", str(bundle), "-o", str(output)],
+                       check=True, capture_output=True)  # fmt: skip
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def _goals(
+    first: tuple[str, Path, float],
+    folder: Path,
+    jets: np.ndarray,
+    block: np.ndarray,
+    alone: list[tuple[str, str, float, float, int]],
+    rates: list[float],
+    peaks: list[tuple[str, int, float, float]],
+) -> list[str]:
+    """Issue 23's speed and memory goals, each with its verdict: jets per second of the commands, their peak memory,
+    a small file end to end, and the learned coder's speed against SZ3's on the same jets, one core each."""
+    trial, bundle, _ = first
+    small, packed = folder / f"flat_{SMALL}.root", folder / f"flat_{SMALL}.hpcz"
+    small_s = [
+        _command_seconds("compress", bundle, small, packed),
+        _command_seconds("decompress", bundle, packed, folder / "back_small.root"),
+    ]
+    sz3_compress_s, sz3_decompress_s, sz3_bytes = _sz3_seconds(block)
+    kind, _, encode_rate, decode_rate, size = next(entry for entry in alone if entry[1] == trial)
+    sz3_rates = (len(block) / sz3_compress_s, len(block) / sz3_decompress_s)
+    speed = min(encode_rate / sz3_rates[0], decode_rate / sz3_rates[1])
+    worst_rss = max(max(peak[2], peak[3]) for peak in peaks)
+
+    def verdict(met: bool) -> str:
+        return "met" if met else "**not met**"
+
+    return [
+        "",
+        f"Goals (issue 23), with the winner's bundle ({kind}, {trial}) unless said:",
+        "",
+        f"- compress and decompress at least {GOAL_RATE:,} jets/s on the {_cores()} cores, command start to exit: "
+        f"{verdict(min(rates) >= GOAL_RATE)} ({min(rates):,.0f} jets/s at the slowest, {max(rates):,.0f} at the fastest, of every bundle and size above);",
+        f"- peak memory (command and workers) at most {GOAL_RSS_MB} MB: {verdict(worst_rss <= GOAL_RSS_MB)} ({worst_rss:.0f} MB at most above);",
+        f"- a {SMALL:,}-jet file end to end at most {GOAL_SMALL_S:g} s: {verdict(max(small_s) <= GOAL_SMALL_S)} "
+        f"(compress {small_s[0]:.2f} s, decompress {small_s[1]:.2f} s, best of 3 fresh processes);",
+        f"- at least {GOAL_SZ3_SPEED}x SZ3's speed on the same 1M jets, one core each: {verdict(speed >= GOAL_SZ3_SPEED)} "
+        f"(SZ3 compresses {sz3_rates[0]:,.0f} jets/s and decompresses {sz3_rates[1]:,.0f} jets/s, {sz3_bytes / len(block):.2f} B/jet; "
+        f"the learned coder {encode_rate:,.0f} and {decode_rate:,.0f}: {encode_rate / sz3_rates[0]:.2f}x and {decode_rate / sz3_rates[1]:.2f}x);",
+        f"- while writing at most {GOAL_SZ3_BYTES}x SZ3's bytes on those jets: {verdict(size <= GOAL_SZ3_BYTES * sz3_bytes)} "
+        f"({size / len(block):.2f} B/jet against {sz3_bytes / len(block):.2f}: {size / sz3_bytes:.2f}x).",
+    ]
+
+
+def _cores() -> int:
+    from hpcsweep.allocation import allocated_cores
+
+    return allocated_cores()
 
 
 def _write_flat(path: Path, jets: np.ndarray, size: int, chunk: int = 500_000) -> None:

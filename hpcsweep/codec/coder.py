@@ -348,7 +348,9 @@ class Decoded:
         regular, escape = status == FIRST, status == ESCAPE
         values = np.where(regular, column.values(k), np.where(escape, escaped, 0.0))
         self.values[:, i] = values
-        coding = np.where(regular, column.coding(k), np.where(escape, column.feature(escaped), 0.0))
+        coding = np.where(regular, column.coding(k), 0.0)
+        if escape.any():  # rare: their coding values (a log) only where they are
+            coding[escape] = column.feature(escaped[escape])
         raw = np.stack([coding, np.where(np.isfinite(values), values, 0.0), (~regular).astype(np.float64)])
         where = slice(self.first + 3 * i, self.first + 3 * i + 3)
         self.table[where] = self._scaled(raw, where)

@@ -52,8 +52,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from submitit.helpers import Checkpointable
-
 from hpcsweep.claims import Claim, sweep_claims
 from hpcsweep.errors import Log, UserError
 from hpcsweep.files import sweep_temporaries, write_atomically
@@ -360,6 +358,8 @@ def _dispatch(
     runner.check(dispatch)
     batches = runner.batches(todo, dispatch)
     log(f"{len(todo)} files as {len(batches)} {runner.name} {runner.job_word}")
+    from hpcsweep.compress.jobs import FileBatch  # submitit, imported only to submit
+
     jobs = runner.submit(FileBatch(), [(batch,) for batch in batches], dispatch, private_folder(folder / ".jobs", log))
     left = list(todo)
     try:
@@ -458,14 +458,6 @@ def _verified(task: FileTask, record: dict[str, Any] | None) -> bool:
 
 
 # --- the worker: here, or in an array task ----------------------------------------------------------------------------
-class FileBatch(Checkpointable):
-    """A job's files (`run_files`), submitit-`Checkpointable`: an array task warned of its time limit is requeued with
-    the same files, and the requeued task skips those its earlier run finished (their records verify)."""
-
-    def __call__(self, tasks: list[FileTask]) -> list[str]:
-        return run_files(tasks)
-
-
 def run_files(tasks: list[FileTask]) -> list[str]:
     """A job's files, one after another: each 'done', 'failed', 'skipped' (done meanwhile) or 'left' (to a live worker)."""
     bundles: dict[str, Bundle] = {}

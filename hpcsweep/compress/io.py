@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from hpcsweep.data.read import InputFile
     from hpcsweep.data.varset import Variable, VarSet
 
-STEP = "16 MB"  # of input per chunk: ~160k flat jets of 24 variables, ~0.5 GB of coding arrays
+STEP = "4 MB"  # of input per chunk: ~40k flat jets of 24 variables; a worker codes one in some 0.2 GB
 
 
 # --- the input -------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ NOTED_FACTOR = 10.0
 OUTSIDE_REFUSED = 0.25  # a quarter of an angle's values outside the training's 0.1-99.9 % range: another convention
 OUTSIDE_NOTED = 0.02  # ten times the 0.2 % expected of the training jets themselves
 SAMPLE = 200_000  # jets enough for five quantiles; more only costs time
+SPREAD_FROM = 100  # finite values a spread is judged from: two close jets are 'constant', not a wrong branch
 
 
 def profile_of(x: np.ndarray, names: Sequence[str]) -> dict[str, list[float]]:
@@ -67,10 +68,11 @@ def _judge(variable: Variable, trained: list[float], seen: list[float], values: 
     name, (low, q1, median, q3, high) = variable.name, trained
     spread, spread_here = q3 - q1, seen[3] - seen[1]
     medians = f"median {_g(seen[2])} here, {_g(median)} in the training jets"
-    ratio = spread_here / spread if spread > 0 and spread_here > 0 else 1.0
+    enough = np.isfinite(values).sum() >= SPREAD_FROM
+    ratio = spread_here / spread if spread > 0 and spread_here > 0 and enough else 1.0
     if ratio >= REFUSED_FACTOR or ratio <= 1 / REFUSED_FACTOR:
         return f"variable {name!r} is spread {_times(ratio)} as widely as in the training jets ({medians}): {_unit_hint(ratio)}", ""
-    if spread > 0 and seen[0] == seen[4] and not variable.discrete:
+    if enough and spread > 0 and seen[0] == seen[4] and not variable.discrete:
         return f"variable {name!r} is constant ({_g(seen[2])}) where the training jets vary ({medians}): a wrong branch?", ""
     finite = values[np.isfinite(values)]
     outside = float(np.mean((finite < low) | (finite > high))) if len(finite) and high > low else 0.0
