@@ -248,7 +248,7 @@ def _validated(mapping: dict, folder: Path) -> None:
 YAML_CHECKED = {
     ("docs/sweeps.md", 6): "a whole sweep file",
     ("docs/sweeps.md", 98): "points and grid, onto the sweep file above",
-    ("docs/compression.md", 105): "codec, evaluation and rank_by, onto it",
+    ("docs/compression.md", 107): "codec, evaluation and rank_by, onto it",
     ("docs/review.md", 125): "review, onto it",
     ("docs/slurm.md", 82): "a search, onto it",
     ("docs/data.md", 63): "a drafted variable set",
@@ -260,7 +260,7 @@ def test_every_yaml_block_is_a_valid_sweep_file_fragment_or_variable_set(generat
     base = _yaml("docs/sweeps.md", 6)
     _validated(base, tmp_path)
     without_grid = {key: value for key, value in base.items() if key not in ("grid", "points")}
-    for name, line in (("docs/sweeps.md", 98), ("docs/compression.md", 105), ("docs/review.md", 125), ("docs/slurm.md", 82)):
+    for name, line in (("docs/sweeps.md", 98), ("docs/compression.md", 107), ("docs/review.md", 125), ("docs/slurm.md", 82)):
         _validated(without_grid | _yaml(name, line), tmp_path)
     drafted = _yaml("docs/data.md", 63)
     (tmp_path / "jets_vars.yaml").write_text(yaml.safe_dump(drafted))
