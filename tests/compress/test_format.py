@@ -532,17 +532,19 @@ def compressed(bundle, inputs, tmp_path_factory) -> tuple[Path, Path]:
 @pytest.fixture(scope="module")
 def predicting_bundles(tmp_path_factory, qcd_file) -> dict[str, Path]:
     """The bundles of a sweep on the generated 24-variable set whose compressors predict variables: the learned coder
-    alone and an autoencoder's (z = 2, leaky ReLU), whose latents' coder predicts too (seconds)."""
+    alone, an autoencoder's (z = 2, leaky ReLU) and one with tanh (z = 3) (seconds)."""
     folder = tmp_path_factory.mktemp("predicting")
     (folder / "p.yaml").write_text(
         f"name: p\ndata: {{source: generated, events: {QCD.events}, generator_seed: {QCD.seed}}}\n"
         "model: {hidden: [16], latent: 2}\ntrain: {epochs: 2, batch_size: 256}\ncodec: {steps: 60}\nrank_by: bytes\n"
         "dispatch: {executor: debug}\nevaluation: {signals: [], timing_repeats: 1}\npoints:\n  - {model.kind: codec}\n  - {model.latent: 2}\n"
+        "  - {model.latent: 3, model.activation: tanh}\n"
     )
     assert main(["sweep", str(folder / "p.yaml"), "--results", str(folder / "results"), "--no-review"]) == 0
-    bundles = {"codec": folder / "codec.h5", "autoencoder": folder / "autoencoder.h5"}
-    for z, path in ((0, bundles["codec"]), (2, bundles["autoencoder"])):
-        assert main(["export", "p", "--results", str(folder / "results"), "--z", str(z), "-o", str(path)]) == 0
+    bundles = {}
+    for z, kind in ((0, "codec"), (2, "leaky_relu"), (3, "tanh")):
+        bundles[kind] = folder / f"{kind}.h5"
+        assert main(["export", "p", "--results", str(folder / "results"), "--z", str(z), "-o", str(bundles[kind])]) == 0
     return bundles
 
 
@@ -721,7 +723,7 @@ def test_the_model_section_decodes_within_the_bound_from_the_page_alone(compress
     assert_as_decompress_gives(read, values, tmp_path / "back.root")
 
 
-@pytest.mark.parametrize("kind", ["codec", "autoencoder"])
+@pytest.mark.parametrize("kind", ["codec", "leaky_relu", "tanh"])
 def test_predicted_variables_decode_from_the_page_alone_as_decompress_gives_them(predicted, predicting_bundles, kind):
     """A compressor that predicts variables (the learned coder alone, an autoencoder's): the page's arithmetic (fixed
     point, its exp and log, feature rows, integer layers, the AE's integer decoder) gives every centre and class, the
@@ -734,8 +736,9 @@ def test_predicted_variables_decode_from_the_page_alone_as_decompress_gives_them
     coder, latents = read.description["codecs"][0], read.description["latents"]
     assert any(coder["predicted"]), "variables are predicted: the page's arithmetic decodes them"
     assert coder["energy_of"] is not None and any(coder["predicted"][max(coder["energy_of"]) + 1 :]), "the energy row is used"
-    if kind == "autoencoder":
-        assert latents is not None and coder["side"] == len(latents["kinds"]) + len(latents["codec"]["columns"])
+    if kind != "codec":
+        assert latents is not None and latents["activation"] == kind
+        assert coder["side"] == len(latents["kinds"]) + len(latents["codec"]["columns"])
         assert any(latents["codec"]["predicted"]), "a latent predicted from the ones before it"
         assert all(len(model_parts(c.sections["model"])[0]) > 0 for c in read.chunks)
     else:
