@@ -1,10 +1,14 @@
 """docs/format.md read as a specification: a reader written from it alone (struct, json, hashlib, zstandard, pcodec,
-constriction, awkward for the `other` section's buffers; nothing of hpcsweep.compress's container or parts) parses
-real compressed files, checks every checksum as the page says, and gives back what the input file holds.
+constriction, awkward for the `other` section's buffers, numpy for the predictor's arithmetic; nothing of
+hpcsweep.compress's container or parts, nor of hpcsweep.codec) parses real compressed files, checks every checksum as
+the page says, and gives back what the input file holds.
 
 The files: a ROOT TTree (jagged jets under a counter, flat and jagged branches of other types, one jet with a
 negative pt, one with a NaN eta, one with E = 0, one with a pt of 1e30) and a Parquet table (a null value, a null row, a string column),
-compressed with a bundle of the learned coder alone, in several chunks, carrying their compressor.
+compressed with a bundle of the learned coder alone, in several chunks, carrying their compressor; and the generated
+jets of 24 variables (float64 branches, a zero, escapes) compressed by compressors that predict variables, the learned
+coder alone and an autoencoder's, decoded by the arithmetic of the page's last section (exp, log, fixed point, feature
+rows, integer layers, the integer decoder's side features) to the same bits as `hpcsweep decompress` gives.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ BOUND = 0.01
 BROKEN = {"pt": 5, "eta": 7}  # jets the model does not apply to: a negative pt, a NaN eta (stored losslessly)
 ZERO_E = 9  # a jet with E = 0: coded as the ZERO symbol
 ESCAPED = 11  # a jet with a pt of 1e30: past every bin the coder's counts cover, an escape
+DISCRETE_ESCAPE = 13  # a jet whose N90Constituents (9999) is in no table: an escape of a discrete variable
 
 
 # --- what the page says ----------------------------------------------------------------------------------------------
@@ -233,30 +238,169 @@ def model_parts(data: bytes) -> tuple[bytes, CoderSection]:
     return data[8 : 8 + latent], coder_section(data[8 + latent :])
 
 
-def decode_unpredicted(section: CoderSection, coder: dict, arrays: dict[str, np.ndarray]) -> np.ndarray:
-    """The coded values (jets x variables) of a coder section whose variables have no predictor (centre 0, class 0),
-    its digest checked."""
+# --- the predictor's arithmetic (the page's last section) ------------------------------------------------------------
+LN2_HI, LN2_LO = 6.93147180369123816490e-01, 1.90821492927058770002e-10
+EXP_COEFFICIENTS = tuple(1 / math.factorial(k) for k in range(13, 0, -1)) + (1.0,)  # 1/13! .. 1/1!, 1: int / int rounds
+LOG_COEFFICIENTS = tuple(1 / k for k in range(23, 0, -2))  # 1/23, 1/21, .., 1/3, 1
+LIMIT = 2.0**32  # fixed-point features and activations are clipped to +-4096 (times 2^20)
+
+
+def horner(x: np.ndarray, coefficients: tuple[float, ...]) -> np.ndarray:
+    p = np.full_like(x, coefficients[0])
+    for c in coefficients[1:]:
+        p = p * x + c
+    return p
+
+
+def page_exp(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    clipped = np.clip(np.where(np.isnan(x), 0.0, x), -746.0, 710.0)
+    n = np.rint(clipped * 1.4426950408889634)
+    r = (clipped - n * LN2_HI) - n * LN2_LO
+    h = np.floor(n / 2)
+    with np.errstate(over="ignore"):
+        out = np.ldexp(np.ldexp(horner(r, EXP_COEFFICIENTS), h.astype(np.int64)), (n - h).astype(np.int64))
+    return np.where(np.isnan(x), np.nan, out)
+
+
+def page_log(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    regular = np.isfinite(x) & (x > 0)
+    m, e = np.frexp(np.where(regular, x, 1.0))
+    low = m < 0.7071067811865476
+    m, e = np.where(low, 2 * m, m), np.where(low, e - 1, e).astype(np.float64)
+    s = (m - 1) / (m + 1)
+    out = e * LN2_HI + (2 * (s * horner(s * s, LOG_COEFFICIENTS)) + e * LN2_LO)
+    return np.where(regular, out, np.where(x == 0, -np.inf, np.where(x == np.inf, np.inf, np.nan)))
+
+
+def page_tanh(x: np.ndarray) -> np.ndarray:
+    a = np.minimum(np.abs(x), 40.0)
+    return np.sign(x) * (1 - 2 / (page_exp(2 * a) + 1))
+
+
+def fixed(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return np.rint(np.clip(np.where(np.isnan(x), 0.0, x), -4096.0, 4096.0) * 2.0**20)
+
+
+def round_shift(s: np.ndarray, shift: int) -> np.ndarray:
+    return np.floor((s + 2.0 ** (shift - 1)) * 2.0**-shift) if shift > 0 else s * 2.0**-shift
+
+
+def integer_layer(arrays: dict[str, np.ndarray], name: str, shift: int, x: np.ndarray) -> np.ndarray:
+    """round_shift(matrix^T x + bias, shift) of fixed-point inputs (inputs x jets); the sums in int64, exactly."""
+    matrix, bias = arrays[f"{name}/matrix"].astype(np.int64), arrays[f"{name}/bias"].astype(np.int64)
+    return round_shift((matrix.T @ x.astype(np.int64) + bias[:, None]).astype(np.float64), shift)
+
+
+def activation(h: np.ndarray, kind: str) -> np.ndarray:
+    if kind == "relu":
+        out = np.maximum(h, 0.0)
+    elif kind == "leaky_relu":
+        out = np.where(h > 0, h, round_shift(np.maximum(h, -LIMIT) * 167772.0, 24))
+    else:
+        assert kind == "tanh", kind
+        out = fixed(page_tanh(h * 2.0**-20))
+    return np.clip(out, -LIMIT, LIMIT)
+
+
+def predict(f: np.ndarray, i: int, coder: dict, arrays: dict[str, np.ndarray], prefix: str) -> tuple[np.ndarray, np.ndarray]:
+    """Predictor i's centre and class of every jet from its feature rows `f` (rows x jets)."""
+    shifts = coder["shifts"][i]
+    h = f
+    for j, shift in enumerate(shifts[:-1]):
+        h = activation(integer_layer(arrays, f"{prefix}layers/{i}/{j}", shift, h), "relu")
+    out = integer_layer(arrays, f"{prefix}layers/{i}/{len(shifts) - 1}", shifts[-1], h)
+    out = out + integer_layer(arrays, f"{prefix}skip/{i}/0", coder["skip"][i], f)
+    centre = round_shift(np.clip(out[0], -(2.0**50), 2.0**50), 20).astype(np.int64)
+    return centre, np.searchsorted(arrays[f"{prefix}edges/{i}"], out[1], side="left").astype(np.int64)
+
+
+def energy(values: np.ndarray, of: list[int]) -> np.ndarray:
+    """The energy row's raw value from the physical values of pt, eta and mass."""
+    pt, eta, mass = (np.where(np.isfinite(values[:, j]), values[:, j], 0.0) for j in of)
+    e = page_exp(np.clip(eta, -20.0, 20.0))
+    with np.errstate(over="ignore"):
+        big_e = np.sqrt((pt * ((e + 1 / e) * 0.5)) ** 2 + mass**2)
+    return page_log(np.maximum(big_e, 1e-12))
+
+
+def decode_section(
+    section: CoderSection,
+    coder: dict,
+    arrays: dict[str, np.ndarray],
+    prefix: str,
+    side: np.ndarray | None = None,
+    units: np.ndarray | None = None,
+) -> np.ndarray:
+    """The values (jets x variables, in the file's units: `units` per variable, 1 for none) of a coder section, every
+    predicted variable by the page's arithmetic, its digest checked. `prefix` names the coder's arrays; `side` holds
+    the jets' raw side features (jets x side)."""
     import constriction
 
+    columns, n = coder["columns"], section.n
+    units = np.ones(len(columns)) if units is None else units
+    centre, spread = arrays[f"{prefix}centre"], arrays[f"{prefix}spread"]
+    first = 1 + coder["side"]
+    rows = np.zeros((first + 3 * len(columns), n))
+
+    def standardised(raw: np.ndarray, where: slice) -> np.ndarray:
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            return fixed((raw - centre[where, None]) / spread[where, None])
+
+    if coder["side"]:
+        assert side is not None and side.shape == (n, coder["side"])
+        rows[1:first] = standardised(side.T, slice(1, first))
     decoder = constriction.stream.queue.RangeDecoder(section.words.astype(np.uint32))
-    values, all_bins, all_escapes, used = np.zeros((section.n, len(coder["columns"]))), [], [], 0
-    for i, column in enumerate(coder["columns"]):
-        counts = arrays[f"codec/0/counts/{i}"].astype(np.float64)
-        model = constriction.stream.model.Categorical(counts[0] / counts[0].sum(), perfect=False)
-        symbol = np.asarray(decoder.decode(model, section.n), dtype=np.int64) if section.n else np.zeros(0, np.int64)
-        k = np.where(symbol >= 2, symbol - 2 + arrays[f"codec/0/offsets/{i}"][0], 0)
-        if column["kind"] == "relative":
-            values[:, i] = np.exp(k * column["step"])
-        elif column["kind"] == "absolute":
-            values[:, i] = k * column["step"]
+    physical, out = np.zeros((n, len(columns))), np.zeros((n, len(columns)))
+    all_bins, all_escapes, used = [], [], 0
+    last_energy = max(coder["energy_of"]) if coder["energy_of"] else None
+    for i, column in enumerate(columns):
+        if coder["predicted"][i]:
+            low = 0 if last_energy is not None and last_energy < i else 1
+            centre_bin, cls = predict(rows[low : first + 3 * i], i, coder, arrays, prefix)
         else:
-            values[:, i] = arrays[f"codec/0/table/{i}"][k]
-        values[symbol == 0, i] = 0.0
-        escaped = symbol == 1
-        values[escaped, i] = section.escapes[used : used + escaped.sum()]
-        used += int(escaped.sum())
+            centre_bin, cls = np.zeros(n, np.int64), np.zeros(n, np.int64)
+        counts = arrays[f"{prefix}counts/{i}"].astype(np.float64)
+        symbol = np.zeros(n, np.int64)
+        for c, row in enumerate(counts):
+            where = cls == c
+            if where.any():
+                model = constriction.stream.model.Categorical(row / row.sum(), perfect=False)
+                symbol[where] = decoder.decode(model, int(where.sum()))
+        assert np.all(cls < len(counts)), "a class the counts have"
+        k = np.where(symbol >= 2, symbol - 2 + centre_bin + arrays[f"{prefix}offsets/{i}"][cls], 0)
+        bin_, escaped = symbol >= 2, symbol == 1
+        stored = section.escapes[used : used + escaped.sum()]
+        used += len(stored)
+        x = np.zeros(n)
+        x[escaped] = stored * units[i]
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            if column["kind"] == "relative":
+                value, coding = page_exp(k * column["step"]), k * column["step"]
+                escape_coding = page_log(x)
+            elif column["kind"] == "absolute":
+                value = coding = k * column["step"]
+                escape_coding = x
+            else:
+                value = coding = arrays[f"{prefix}table/{i}"][np.where(bin_, k, 0)]
+                escape_coding = x
+        physical[:, i] = np.where(bin_, value, np.where(escaped, x, 0.0))
+        raw = np.stack(
+            [
+                np.where(bin_, coding, np.where(escaped & np.isfinite(escape_coding), escape_coding, 0.0)),
+                np.where(np.isfinite(physical[:, i]), physical[:, i], 0.0),
+                (~bin_).astype(np.float64),
+            ]
+        )
+        rows[first + 3 * i : first + 3 * i + 3] = standardised(raw, slice(first + 3 * i, first + 3 * i + 3))
+        if i == last_energy:
+            rows[0] = standardised(energy(physical, coder["energy_of"])[None], slice(0, 1))
+        out[:, i] = np.where(bin_, value / units[i], 0.0)
+        out[escaped, i] = stored
         all_bins.append(k)
-        all_escapes.append(values[escaped, i])
+        all_escapes.append(stored)
     assert used == len(section.escapes), "every escape used"
     digest = hashlib.blake2b(digest_size=16)
     for k in all_bins:
@@ -264,7 +408,33 @@ def decode_unpredicted(section: CoderSection, coder: dict, arrays: dict[str, np.
     for escapes in all_escapes:
         digest.update(escapes.astype("<f8").tobytes())
     assert digest.digest() == section.digest, "the digest of the decoded bins and escapes"
-    return values
+    return out
+
+
+def side_features(q: np.ndarray, latents: dict, arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """An autoencoder's side features (jets x side) of the latents `q` (jets x z integers): what the integer decoder
+    makes of them, then the latents."""
+    h = fixed(q.T * latents["step"])
+    shifts = latents["exact"]
+    for j, shift in enumerate(shifts):
+        h = integer_layer(arrays, f"latents/exact/{j}", shift, h)
+        if j < len(shifts) - 1:
+            h = activation(h, latents["activation"])
+    return np.column_stack([(h * 2.0**-20).T, q.astype(np.float64)])
+
+
+def decode_model(data: bytes, description: dict, arrays: dict[str, np.ndarray], units: np.ndarray) -> np.ndarray:
+    """A chunk's model section -> its kept jets' values (jets x variables, the file's units)."""
+    latent, section = model_parts(data)
+    side = None
+    if description["latents"] is None:
+        assert latent == b""
+    else:
+        latents = description["latents"]
+        q = np.rint(decode_section(coder_section(latent), latents["codec"], arrays, "latents/codec/"))
+        assert len(q) == section.n, "the latent and variables' parts of the same jets"
+        side = side_features(q, latents, arrays)
+    return decode_section(section, description["codecs"][0], arrays, "codec/0/", side, units)
 
 
 @dataclass
@@ -359,6 +529,69 @@ def compressed(bundle, inputs, tmp_path_factory) -> tuple[Path, Path]:
     return out[0], out[1]
 
 
+@pytest.fixture(scope="module")
+def predicting_bundles(tmp_path_factory, qcd_file) -> dict[str, Path]:
+    """The bundles of a sweep on the generated 24-variable set whose compressors predict variables: the learned coder
+    alone, an autoencoder's (z = 2, leaky ReLU) and one with tanh (z = 3) (seconds)."""
+    folder = tmp_path_factory.mktemp("predicting")
+    (folder / "p.yaml").write_text(
+        f"name: p\ndata: {{source: generated, events: {QCD.events}, generator_seed: {QCD.seed}}}\n"
+        "model: {hidden: [16], latent: 2}\ntrain: {epochs: 2, batch_size: 256}\ncodec: {steps: 60}\nrank_by: bytes\n"
+        "dispatch: {executor: debug}\nevaluation: {signals: [], timing_repeats: 1}\npoints:\n  - {model.kind: codec}\n  - {model.latent: 2}\n"
+        "  - {model.latent: 3, model.activation: tanh}\n"
+    )
+    assert main(["sweep", str(folder / "p.yaml"), "--results", str(folder / "results"), "--no-review"]) == 0
+    bundles = {}
+    for z, kind in ((0, "codec"), (2, "leaky_relu"), (3, "tanh")):
+        bundles[kind] = folder / f"{kind}.h5"
+        assert main(["export", "p", "--results", str(folder / "results"), "--z", str(z), "-o", str(bundles[kind])]) == 0
+    return bundles
+
+
+@pytest.fixture(scope="module")
+def generated_input(tmp_path_factory, qcd_file) -> Path:
+    """The generated jets with their float branches as float64 (so that decompress gives back the decoded float64
+    values themselves), one E of 0 (ZERO), one pt of 1e30 and one N90Constituents of 9999 (escapes)."""
+    source = uproot.open(qcd_file)["events"].arrays()
+    names = [f[len("jet_") :] for f in source.fields if f.startswith("jet_")]
+    counts = ak.num(source["jet_pt"])
+    jets = {}
+    for name in names:
+        flat = ak.to_numpy(ak.flatten(source[f"jet_{name}"]))
+        flat = flat.astype(np.float64) if flat.dtype.kind == "f" else flat.copy()
+        for changed, index, value in (("E", ZERO_E, 0.0), ("pt", ESCAPED, 1e30), ("N90Constituents", DISCRETE_ESCAPE, 9999)):
+            if name == changed:
+                flat[index] = value
+        jets[name] = ak.unflatten(flat, counts)
+    path = tmp_path_factory.mktemp("generated_input") / "jets.root"
+    branches = {"eventNumber": source["eventNumber"], "jet": ak.zip(jets)}
+    with uproot.recreate(path) as handle:
+        handle.mktree(
+            "events",
+            {k: v.type.content if k == "jet" else v.type.content.primitive for k, v in branches.items()},
+            counter_name=lambda group: "njet",
+            field_name=lambda outer, inner: f"{outer}_{inner}",
+        )
+        handle["events"].extend(branches)
+    return path
+
+
+@pytest.fixture(scope="module")
+def predicted(predicting_bundles, generated_input, tmp_path_factory) -> dict[str, tuple[Path, Path]]:
+    """Per bundle: the generated input compressed at 1 % in chunks of ~20 kB of input, carrying its compressor, and
+    what `hpcsweep decompress` gives back of it (ROOT)."""
+    from hpcsweep.compress import compress_file, load_bundle
+
+    folder = tmp_path_factory.mktemp("predicted")
+    out = {}
+    for kind, bundle in predicting_bundles.items():
+        packed, back = folder / f"{kind}.hpcz", folder / f"{kind}_back.root"
+        compress_file(generated_input, load_bundle(bundle), BOUND, packed, step_size="20 kB", progress=False, embed=True)
+        assert main(["decompress", str(packed), "-o", str(back)]) == 0
+        out[kind] = packed, back
+    return out
+
+
 # --- the tests -------------------------------------------------------------------------------------------------------
 def test_every_record_checksum_and_chunk_sequence_checks_out_as_the_page_says(compressed, bundle):
     for path in compressed:
@@ -449,34 +682,103 @@ def test_a_null_value_and_a_null_row_are_in_the_missing_and_counts_sections(comp
     assert ak.array_equal(other["run"], original["run"])
 
 
-def test_the_model_section_decodes_within_the_bound_from_the_page_alone(compressed, inputs):
-    """The bundle's coder predicts nothing (20 training steps): every variable is decoded with centre 0 and class 0
-    from the stored counts, and its digest checked; the values lie within the bound of the input's."""
+def model_values(read: File) -> tuple[np.ndarray, np.ndarray]:
+    """Every jet's model variables (jets x variables in the coder's column order, the file's units) as the page says:
+    kept jets decoded from the model sections, the others the rows of `lossless`; and the `kept` flags."""
+    names = [c["name"] for c in read.description["codecs"][0]["columns"]]
+    scale = {b["variable"]: b["unit_scale"] for b in read.header["branches"] if "variable" in b}
+    units = np.array([scale[name] for name in names], dtype=np.float64)
+    values, flags = [], []
+    for chunk in read.chunks:
+        kept = bits(chunk.sections["kept"], chunk.jets)
+        lossless = np.frombuffer(unzstd(chunk.sections["lossless"]), "<f8").reshape(-1, len(names))
+        decoded = decode_model(chunk.sections["model"], read.description, read.arrays, units)
+        assert (len(decoded), len(lossless)) == (kept.sum(), (~kept).sum()), "the sections' jets are kept's flags"
+        out = np.empty((chunk.jets, len(names)))
+        out[kept], out[~kept] = decoded, lossless
+        values.append(out)
+        flags.append(kept)
+    return np.concatenate(values), np.concatenate(flags)
+
+
+def assert_as_decompress_gives(read: File, values: np.ndarray, back: Path) -> None:
+    """Every model branch: the values cast to its dtype (rounded first for integers) are, byte for byte, those of
+    what `hpcsweep decompress` wrote."""
+    names = [c["name"] for c in read.description["codecs"][0]["columns"]]
+    tree = uproot.open(back)[read.header["tree"]].arrays()
+    for branch in (b for b in read.header["branches"] if "variable" in b):
+        dtype = np.dtype(branch["dtype"])
+        mine = values[:, names.index(branch["variable"])]
+        mine = np.round(mine).astype(dtype) if dtype.kind in "iub" else mine.astype(dtype)
+        theirs = ak.to_numpy(ak.flatten(tree[branch["name"]]))
+        assert theirs.dtype == dtype and mine.tobytes() == theirs.tobytes(), branch["name"]
+
+
+def test_the_model_section_decodes_within_the_bound_from_the_page_alone(compressed, inputs, tmp_path):
+    """The bundle's coder of the four-momentum (20 training steps) predicts nothing: every variable is decoded with
+    centre 0 and class 0 from the stored counts, and its digest checked; the values lie within the bound of the
+    input's, and are what decompress gives."""
     read = read_file(compressed[0])
     coder = read.description["codecs"][0]
-    if any(coder["predicted"]):
-        pytest.skip("a variable of this coder is predicted: its arithmetic is hpcsweep/codec's")
     assert read.description["latents"] is None and read.description["bounds"] == [read.header["bound"]]
+    values, kept = model_values(read)
     original = uproot.open(inputs[0])["events"].arrays()
     scales = {b["variable"]: (b["name"], b["unit_scale"]) for b in read.header["branches"] if "variable" in b}
-    decoded, escapes = [], 0
-    for chunk in read.chunks:
-        latent, section = model_parts(chunk.sections["model"])
-        assert latent == b"" and section.n == int(bits(chunk.sections["kept"], chunk.jets).sum())
-        decoded.append(decode_unpredicted(section, coder, read.arrays))
-        escapes += len(section.escapes)
-    kept = np.concatenate([bits(c.sections["kept"], c.jets) for c in read.chunks])
-    values = np.concatenate(decoded)
     for i, column in enumerate(coder["columns"]):
         name, scale = scales[column["name"]]
         x = ak.to_numpy(ak.flatten(original[name])).astype(np.float64)[kept]
-        back = values[:, i] / scale
-        allowed = BOUND * (np.abs(x) if column["kind"] == "relative" else 1.0)
-        assert np.all(np.abs(back - x) <= allowed), column["name"]
-    at = np.flatnonzero(kept).tolist()
+        allowed = BOUND * (np.abs(x) if column["kind"] == "relative" else 1.0 / scale)  # the file's units
+        assert np.all(np.abs(values[kept, i] - x) <= allowed), column["name"]
     names = [c["name"] for c in coder["columns"]]
-    assert values[at.index(ZERO_E), names.index("E")] == 0.0, "E = 0 comes back exactly"
-    assert escapes >= 1 and values[at.index(ESCAPED), names.index("pt")] == np.float32(1e30), "an escape comes back exactly"
+    assert values[ZERO_E, names.index("E")] == 0.0, "E = 0 comes back exactly"
+    assert sum(len(model_parts(c.sections["model"])[1].escapes) for c in read.chunks) >= 1, "an escape"
+    assert values[ESCAPED, names.index("pt")] == np.float32(1e30), "an escape comes back exactly"
+    assert main(["decompress", str(compressed[0]), "-o", str(tmp_path / "back.root")]) == 0
+    assert_as_decompress_gives(read, values, tmp_path / "back.root")
+
+
+@pytest.mark.parametrize("kind", ["codec", "leaky_relu", "tanh"])
+def test_predicted_variables_decode_from_the_page_alone_as_decompress_gives_them(predicted, predicting_bundles, kind):
+    """A compressor that predicts variables (the learned coder alone, an autoencoder's): the page's arithmetic (fixed
+    point, its exp and log, feature rows, integer layers, the AE's integer decoder) gives every centre and class, the
+    digest of every chunk's bins and escapes checks out, and the decoded values are, bit for bit (float64 branches),
+    those `hpcsweep decompress` gives."""
+    packed, back = predicted[kind]
+    read = read_file(packed)
+    assert bundle_identity(predicting_bundles[kind], BOUND) == read.header["codec"]
+    assert len(read.chunks) > 1
+    coder, latents = read.description["codecs"][0], read.description["latents"]
+    assert any(coder["predicted"]), "variables are predicted: the page's arithmetic decodes them"
+    assert coder["energy_of"] is not None and any(coder["predicted"][max(coder["energy_of"]) + 1 :]), "the energy row is used"
+    if kind != "codec":
+        assert latents is not None and latents["activation"] == kind
+        assert coder["side"] == len(latents["kinds"]) + len(latents["codec"]["columns"])
+        assert any(latents["codec"]["predicted"]), "a latent predicted from the ones before it"
+        assert all(len(model_parts(c.sections["model"])[0]) > 0 for c in read.chunks)
+    else:
+        assert latents is None and coder["side"] == 0
+    values, kept = model_values(read)
+    names = [c["name"] for c in coder["columns"]]
+    assert kept[[ZERO_E, ESCAPED, DISCRETE_ESCAPE]].all()
+    assert values[ZERO_E, names.index("E")] == 0.0
+    assert values[ESCAPED, names.index("pt")] == 1e30 and values[DISCRETE_ESCAPE, names.index("N90Constituents")] == 9999
+    assert_as_decompress_gives(read, values, back)
+
+
+def test_the_pages_exp_log_and_tanh_are_exp_log_and_tanh():
+    """The page's formulas (as implemented here from its words) are the functions they name, to a few ulp, and give
+    what it says at the edges."""
+    x = np.concatenate([np.linspace(-740, 705, 20001), np.linspace(-3, 3, 20001), [-1e-300, 0.0, 1e-300]])
+    np.testing.assert_array_max_ulp(page_exp(x), np.exp(x), maxulp=4)
+    assert np.isnan(page_exp(np.array([np.nan])))[0] and page_exp(np.array([800.0, -800.0, np.inf])).tolist() == [np.inf, 0, np.inf]
+    y = np.concatenate([np.geomspace(1e-300, 1e300, 20001), np.linspace(0.5, 2, 20001)])
+    np.testing.assert_array_max_ulp(page_log(y), np.log(y), maxulp=4)
+    edges = page_log(np.array([0.0, np.inf, -1.0, np.nan]))
+    assert edges[:2].tolist() == [-np.inf, np.inf] and np.isnan(edges[2:]).all()
+    z = np.linspace(-30, 30, 20001)
+    assert np.max(np.abs(page_tanh(z) - np.tanh(z))) < 1e-15 and page_tanh(np.array([1e6, -1e6])).tolist() == [1.0, -1.0]
+    assert fixed(np.array([np.nan, 1e9, -np.inf, 0.5 * 2.0**-20, 1.5 * 2.0**-20])).tolist() == [0, 2.0**32, -(2.0**32), 0, 2]
+    assert round_shift(np.array([5.0, -5.0, 6.0, -6.0]), 1).tolist() == [3, -2, 3, -3] and round_shift(np.array([3.0]), -2)[0] == 12
 
 
 def test_a_flipped_byte_fails_the_readers_check_and_hpcsweeps(compressed, tmp_path, capsys):
