@@ -467,7 +467,7 @@ def bundle(tmp_path_factory, qcd_file) -> Path:
     folder = tmp_path_factory.mktemp("format")
     (folder / "c.yaml").write_text(
         f"name: c\ndata: {{events: {QCD.events}, generator_seed: {QCD.seed}, varset: fourvec}}\nmodel: {{hidden: [32]}}\n"
-        "train: {epochs: 2, batch_size: 256}\ncodec: {steps: 20}\nrank_by: bytes\nevaluation: {signals: [], timing_repeats: 1}\n"
+        "train: {epochs: 2, batch_size: 256}\ncodec: {steps: 20}\nevaluation: {signals: [], timing_repeats: 1}\n"
         "points:\n  - {model.kind: codec}\n"
     )
     assert main(["sweep", str(folder / "c.yaml"), "--results", str(folder / "results"), "--no-review"]) == 0
@@ -684,18 +684,22 @@ def test_a_null_value_and_a_null_row_are_in_the_missing_and_counts_sections(comp
 
 def model_values(read: File) -> tuple[np.ndarray, np.ndarray]:
     """Every jet's model variables (jets x variables in the coder's column order, the file's units) as the page says:
-    kept jets decoded from the model sections, the others the rows of `lossless`; and the `kept` flags."""
+    kept jets decoded from the model sections (-0.0 where `negative_zeros` says), the others those of `whole`; and the
+    `kept` flags."""
     names = [c["name"] for c in read.description["codecs"][0]["columns"]]
     scale = {b["variable"]: b["unit_scale"] for b in read.header["branches"] if "variable" in b}
     units = np.array([scale[name] for name in names], dtype=np.float64)
     values, flags = [], []
     for chunk in read.chunks:
         kept = bits(chunk.sections["kept"], chunk.jets)
-        lossless = np.frombuffer(unzstd(chunk.sections["lossless"]), "<f8").reshape(-1, len(names))
+        whole = whole_jets(chunk, read.header, names)
         decoded = decode_model(chunk.sections["model"], read.description, read.arrays, units)
-        assert (len(decoded), len(lossless)) == (kept.sum(), (~kept).sum()), "the sections' jets are kept's flags"
+        assert len(decoded) == kept.sum(), "the model section's jets are kept's set flags"
+        if "negative_zeros" in chunk.sections:
+            decoded[bits(chunk.sections["negative_zeros"], decoded.size).reshape(decoded.shape)] = -0.0
         out = np.empty((chunk.jets, len(names)))
-        out[kept], out[~kept] = decoded, lossless
+        out[kept] = decoded
+        out[~kept] = np.column_stack([whole[name].astype(np.float64) for name in names]) if (~kept).any() else 0.0
         values.append(out)
         flags.append(kept)
     return np.concatenate(values), np.concatenate(flags)
