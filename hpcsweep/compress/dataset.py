@@ -57,6 +57,7 @@ from hpcsweep.errors import Log, UserError
 from hpcsweep.files import sweep_temporaries, write_atomically
 
 if TYPE_CHECKING:
+    from hpcsweep.compress.apply import Summary
     from hpcsweep.compress.bundle import Bundle
     from hpcsweep.config import DispatchConfig
 
@@ -360,7 +361,7 @@ def _dispatch(
     log(f"{len(todo)} files as {len(batches)} {runner.name} {runner.job_word}")
     from hpcsweep.compress.jobs import FileBatch  # submitit, imported only to submit
 
-    jobs = runner.submit(FileBatch(), [(batch,) for batch in batches], dispatch, private_folder(folder / ".jobs", log))
+    jobs = runner.submit(FileBatch(run_files), [(batch,) for batch in batches], dispatch, private_folder(folder / ".jobs", log))
     left = list(todo)
     try:
         runner.follow(jobs)
@@ -518,22 +519,7 @@ def _compress(task: FileTask, output: Path, bundles: dict[str, Bundle]) -> dict[
     assert bundle is not None and task.bound is not None  # a compress task always names both
     summary = compress_file(source, bundle, task.bound, output, tree=task.tree, progress=False, embed=task.embed)
     header, _ = read_compressed(output)
-    return {
-        "state": "done",
-        "input": task.source,
-        "input_bytes": source.stat().st_size,
-        "input_sha256": task.source_sha256,
-        "output": Path(task.output).name,
-        "output_bytes": summary.total_bytes,
-        "output_sha256": sha256_of(output),
-        "entries": summary.entries,
-        "jets": summary.jets,
-        "bound": task.bound,
-        "codec": header["codec"],
-        "embedded": summary.embedded,
-        "trial": bundle.trial_id,
-        "notes": summary.notes,
-    }
+    return _done(task, source, output, summary, header) | {"embedded": summary.embedded, "trial": bundle.trial_id}
 
 
 def _decompress(task: FileTask, output: Path, bundles: dict[str, Bundle]) -> dict[str, Any]:
@@ -547,6 +533,12 @@ def _decompress(task: FileTask, output: Path, bundles: dict[str, Bundle]) -> dic
         raise UserError(f"{source}: damaged or replaced (its sha256 is not the one the manifest holds); compress its input again")
     summary = decompress_file(source, _bundle(task.model, bundles), output, progress=False)
     header, _ = read_compressed(source)
+    return _done(task, source, output, summary, header)
+
+
+def _done(task: FileTask, source: Path, output: Path, summary: Summary, header: dict[str, Any]) -> dict[str, Any]:
+    """The record of a file done, either way: its input and output (bytes, sha256), entries, jets, the bound and the
+    compressor of the compressed file (`header`)."""
     return {
         "state": "done",
         "input": task.source,
