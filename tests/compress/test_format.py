@@ -387,13 +387,9 @@ def decode_section(
                 value = coding = arrays[f"{prefix}table/{i}"][np.where(bin_, k, 0)]
                 escape_coding = x
         physical[:, i] = np.where(bin_, value, np.where(escaped, x, 0.0))
-        raw = np.stack(
-            [
-                np.where(bin_, coding, np.where(escaped & np.isfinite(escape_coding), escape_coding, 0.0)),
-                np.where(np.isfinite(physical[:, i]), physical[:, i], 0.0),
-                (~bin_).astype(np.float64),
-            ]
-        )
+        coding_row = np.where(bin_, coding, np.where(escaped & np.isfinite(escape_coding), escape_coding, 0.0))
+        value_row = np.where(np.isfinite(physical[:, i]), physical[:, i], 0.0)
+        raw = np.stack([coding_row, value_row, ((coding_row == 0) & (value_row != 1)).astype(np.float64)])
         rows[first + 3 * i : first + 3 * i + 3] = standardised(raw, slice(first + 3 * i, first + 3 * i + 3))
         if i == last_energy:
             rows[0] = standardised(energy(physical, coder["energy_of"])[None], slice(0, 1))
