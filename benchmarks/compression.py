@@ -280,8 +280,10 @@ if sys.argv[1] == "compress":
     summary = compress_file(Path(sys.argv[3]), bundle, 0.01, Path(sys.argv[4]), progress=False)
 else:
     summary = decompress_file(Path(sys.argv[3]), bundle, Path(sys.argv[4]), progress=False)
-print(summary.jets, summary.seconds, summary.total_bytes, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-      resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+# this process's own peak (VmHWM: its memory since exec; ru_maxrss would keep the bench's, which forked it) and its
+# workers' (their ru_maxrss: at most what they inherited from this process when spawned, or their own peak)
+peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(summary.jets, summary.seconds, summary.total_bytes, peak, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 """
 
 

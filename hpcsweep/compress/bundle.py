@@ -4,8 +4,9 @@ It holds the AE's best weights (none for a trial of model kind `codec`), its
 configuration and normaliser, the resolved variable set, the discrete tables,
 the trial id, the dataset's checksum and source, and the trial's compressor
 (one coder per error bound, and an autoencoder's latents). A sha256 of all of
-it (the same recipe as a trial file's) identifies the bundle: a compressed
-file records it, and is decompressed only with the same bundle.
+it (the same recipe as a trial file's) identifies the bundle; a compressed
+file records it for information, and is decompressed by any bundle holding the
+compressor it names (`embed.identity`), or by the one it carries.
 """
 
 from __future__ import annotations
