@@ -109,7 +109,9 @@ def columns(sample: Path, n: int, seed: int = 0) -> dict[str, list[np.ndarray]]:
     branches = list(events.keys())
     jet = next(name for name in branches if name.startswith("jet_"))
     counts = ak.to_numpy(ak.num(events[jet].array(library="ak"))).astype("<i8")
-    pt = ak.to_numpy(ak.flatten(events["jet_pt"].array(library="ak"))).astype(np.float64)  # as float64, as the jets stored whole were kept before they kept their branches types
+    pt = ak.to_numpy(ak.flatten(events["jet_pt"].array(library="ak"))).astype(
+        np.float64
+    )  # as float64, as the jets stored whole were kept before they kept their branches types
     tiles_c, tiles_pt = -(-n // counts.size), -(-n // pt.size)
     n_tracks = rng.poisson(20, size=n // 20)
     tracks = ak.unflatten(rng.exponential(5.0, size=int(n_tracks.sum())).astype(np.float32), n_tracks)
