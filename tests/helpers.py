@@ -110,3 +110,18 @@ def assert_trained_once(folder: Path, trials: int) -> None:
     assert not unreadable and len(summaries) == trials and {s["state"] for s in summaries.values()} == {"done"}
     for trial_id in summaries:
         assert [a.get("outcome") for a in read_attempts(folder, trial_id)] == ["done"], "trained exactly once"
+
+
+def coder_bundle(folder: Path, data: str, codec: str = "steps: 20") -> Path:
+    """The bundle of a one-trial sweep of the learned coder alone in `folder` (no network: seconds), exported by --z 0;
+    `data` and `codec` are what the sweep file's mappings hold."""
+    from hpcsweep.cli import main
+
+    (folder / "coder.yaml").write_text(
+        f"name: coder\ndata: {{{data}}}\nmodel: {{kind: codec}}\ncodec: {{{codec}}}\n"
+        "dispatch: {executor: debug}\nevaluation: {signals: [], timing_repeats: 1}\n"
+    )
+    results = folder / "results"
+    assert main(["sweep", str(folder / "coder.yaml"), "--results", str(results), "--no-review"]) == 0
+    assert main(["export", "coder", "--results", str(results), "--z", "0", "-o", str(folder / "coder.h5")]) == 0
+    return folder / "coder.h5"

@@ -19,7 +19,7 @@ import uproot
 
 from hpcsweep.cli import main
 from hpcsweep.compress.container import read_compressed
-from tests.helpers import QCD
+from tests.helpers import QCD, coder_bundle
 
 ROOT = Path(__file__).parents[2]
 SITE = str(ROOT / "slurm_templates" / "local.yaml")
@@ -28,15 +28,7 @@ SITE = str(ROOT / "slurm_templates" / "local.yaml")
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory, qcd_file) -> Path:
     """The learned coder alone (no network: a few seconds to fit and export) on the session's jets."""
-    folder = tmp_path_factory.mktemp("bundle")
-    (folder / "s.yaml").write_text(
-        f"name: s\ndata: {{events: {QCD.events}, generator_seed: {QCD.seed}}}\nmodel: {{kind: codec}}\ncodec: {{steps: 20}}\n"
-        "rank_by: bytes\ndispatch: {executor: debug}\nevaluation: {signals: [], timing_repeats: 1}\n"
-    )
-    results = folder / "results"
-    assert main(["sweep", str(folder / "s.yaml"), "--results", str(results), "--no-review"]) == 0
-    assert main(["export", "s", "--results", str(results), "--best", "bytes", "-o", str(folder / "coder.h5")]) == 0
-    return folder / "coder.h5"
+    return coder_bundle(tmp_path_factory.mktemp("bundle"), f"events: {QCD.events}, generator_seed: {QCD.seed}")
 
 
 def _runs(qcd_file: Path, folder: Path, files: int, repeat: int = 1) -> Path:

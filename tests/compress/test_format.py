@@ -28,7 +28,7 @@ import uproot
 import zstandard
 
 from hpcsweep.cli import main
-from tests.helpers import QCD
+from tests.helpers import QCD, coder_bundle
 
 DOC = Path(__file__).parents[2] / "docs" / "format.md"
 BOUND = 0.01
@@ -460,15 +460,7 @@ def read_file(path: Path) -> File:
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory, qcd_file) -> Path:
     """The bundle of a sweep of the learned coder alone on the four-momentum (seconds: it copies what it fitted)."""
-    folder = tmp_path_factory.mktemp("format")
-    (folder / "c.yaml").write_text(
-        f"name: c\ndata: {{events: {QCD.events}, generator_seed: {QCD.seed}, varset: fourvec}}\nmodel: {{hidden: [32]}}\n"
-        "train: {epochs: 2, batch_size: 256}\ncodec: {steps: 20}\nevaluation: {signals: [], timing_repeats: 1}\n"
-        "points:\n  - {model.kind: codec}\n"
-    )
-    assert main(["sweep", str(folder / "c.yaml"), "--results", str(folder / "results"), "--no-review"]) == 0
-    assert main(["export", "c", "--results", str(folder / "results"), "--z", "0", "-o", str(folder / "codec.h5")]) == 0
-    return folder / "codec.h5"
+    return coder_bundle(tmp_path_factory.mktemp("format"), f"events: {QCD.events}, generator_seed: {QCD.seed}, varset: fourvec")
 
 
 @pytest.fixture(scope="module")

@@ -34,6 +34,7 @@ from hpcsweep.compress.container import read_compressed
 from hpcsweep.compress.parts import _unzstd
 from hpcsweep.data import load_varset
 from hpcsweep.data.varset import VarSet
+from tests.helpers import coder_bundle
 
 BOUNDS = (0.01, 0.001)  # the bundle's; a layout draws one
 SEEDS = range(18)
@@ -80,15 +81,7 @@ def bundle(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("layouts")
     (folder / "layouts.yaml").write_text(VARSET)
     ak.to_parquet(ak.zip({f"jet_{k}": v for k, v in _jets(np.random.default_rng(0), 3000).items()}), folder / "train.parquet")
-    (folder / "sweep.yaml").write_text(
-        f"name: s\ndata: {{source: {folder / 'train.parquet'}, varset: layouts.yaml}}\nmodel: {{kind: codec}}\n"
-        f"codec: {{steps: 60, bounds: {list(BOUNDS)}}}\n"
-        "rank_by: bytes\ndispatch: {executor: debug}\nevaluation: {timing_repeats: 1, signals: []}\n"
-    )
-    results = folder / "results"
-    assert main(["sweep", str(folder / "sweep.yaml"), "--results", str(results), "--no-review"]) == 0
-    assert main(["export", "s", "--results", str(results), "--z", "0", "-o", str(folder / "model.h5")]) == 0
-    return folder / "model.h5"
+    return coder_bundle(folder, f"source: {folder / 'train.parquet'}, varset: layouts.yaml", f"steps: 60, bounds: {list(BOUNDS)}")
 
 
 # --- drawing a layout ------------------------------------------------------------------------------------------------

@@ -70,7 +70,7 @@ def main() -> int:
     from hpcsweep.compress import load_bundle, open_compressed
     from hpcsweep.compress.container import VERSION
     from hpcsweep.data.generate import generate
-    from tests.helpers import QCD
+    from tests.helpers import QCD, coder_bundle
 
     target = HERE / f"v{VERSION}.hpcz"
     if target.exists():
@@ -79,17 +79,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         source = generate(QCD, work / "generated", progress=False)
-        (work / "c.yaml").write_text(
-            f"name: c\ndata: {{events: {QCD.events}, generator_seed: {QCD.seed}, varset: fourvec}}\nmodel: {{hidden: [32]}}\n"
-            "train: {epochs: 2, batch_size: 256}\ncodec: {steps: 300}\nevaluation: {signals: [], timing_repeats: 1}\n"
-            "points:\n  - {model.kind: codec}\n"
-        )
-        assert hpcsweep(["sweep", str(work / "c.yaml"), "--results", str(work / "results"), "--no-review"]) == 0
-        assert hpcsweep(["export", "c", "--results", str(work / "results"), "--z", "0", "-o", str(work / "codec.h5")]) == 0
-        predicted = load_bundle(work / "codec.h5").compressor.coder(0.01).predictors
+        bundle = coder_bundle(work, f"events: {QCD.events}, generator_seed: {QCD.seed}, varset: fourvec", "steps: 300")
+        predicted = load_bundle(bundle).compressor.coder(0.01).predictors
         assert any(p is not None for p in predicted), "a golden file pins the predictors' arithmetic: some variable is predicted"
         _inputs(source, work / "jets.root")
-        assert hpcsweep(["compress", str(work / "jets.root"), "--model", str(work / "codec.h5"), "--embed", "-o", str(target)]) == 0
+        assert hpcsweep(["compress", str(work / "jets.root"), "--model", str(bundle), "--embed", "-o", str(target)]) == 0
     opened = open_compressed(target)
     pinned = {
         "layout": VERSION,
